@@ -1,0 +1,106 @@
+package config
+
+import (
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/mse-in-go/mse/internal/attest"
+)
+
+// TLS modes (docs/DESIGN "TLS scenarios").
+const (
+	TLSSelf     = "self"     // scenario 1: RA-TLS certificate made inside the enclave
+	TLSOwner    = "owner"    // scenario 2: the owner's certificate; its key arrives in stage 2
+	TLSOperator = "operator" // scenario 3: the operator terminates TLS (development)
+)
+
+// Spec is the runtime configuration of one app: what the node is told to run
+// and how. The operator passes it to the node, so everything in it is covered
+// by the config digest that the node binds into its evidence and that the
+// owner recomputes from what they sent.
+type Spec struct {
+	AppID               string    `json:"app_id"`
+	Name                string    `json:"name"`
+	Domains             []string  `json:"domains"`
+	Entrypoint          []string  `json:"entrypoint,omitempty"`
+	PythonApplication   string    `json:"python_application,omitempty"`
+	HealthcheckEndpoint string    `json:"healthcheck_endpoint,omitempty"`
+	ExpiresAt           time.Time `json:"expires_at"`
+	TLSMode             string    `json:"tls_mode"`
+	// OwnerCertificate is the owner's PEM certificate chain (scenario 2 only;
+	// public). Its private key is never here: it goes to the node in stage 2.
+	OwnerCertificate string `json:"owner_certificate,omitempty"`
+}
+
+// Validate checks a spec's own consistency (the node does this before anything).
+func (s *Spec) Validate() error {
+	if s.AppID == "" {
+		return errors.New("spec: app_id is empty")
+	}
+	if len(s.Domains) == 0 {
+		return errors.New("spec: no domain")
+	}
+	if (len(s.Entrypoint) == 0) == (s.PythonApplication == "") {
+		return errors.New("spec: exactly one of entrypoint and python_application must be set")
+	}
+	switch s.TLSMode {
+	case TLSSelf, TLSOperator:
+		if s.OwnerCertificate != "" {
+			return fmt.Errorf("spec: owner_certificate is set but tls_mode is %q", s.TLSMode)
+		}
+	case TLSOwner:
+		if s.OwnerCertificate == "" {
+			return errors.New("spec: tls_mode owner needs owner_certificate")
+		}
+	default:
+		return fmt.Errorf("spec: unknown tls_mode %q (self, owner, operator)", s.TLSMode)
+	}
+	if s.ExpiresAt.IsZero() {
+		return errors.New("spec: expires_at is not set")
+	}
+	return nil
+}
+
+// Digest is the config digest: SHA-256 of the deterministic CBOR encoding of
+// the fields that decide what the node runs and how it serves (docs/protocol.md).
+// Domains are sorted; the expiry is in Unix seconds; the owner certificate is
+// included by its SHA-256.
+func (s *Spec) Digest() ([]byte, error) {
+	domains := slices.Clone(s.Domains)
+	for i := range domains {
+		domains[i] = strings.ToLower(domains[i])
+	}
+	slices.Sort(domains)
+	entry := s.Entrypoint
+	if entry == nil {
+		entry = []string{}
+	}
+	var certHash []byte
+	if s.OwnerCertificate != "" {
+		h := sha256.Sum256([]byte(s.OwnerCertificate))
+		certHash = h[:]
+	} else {
+		certHash = []byte{}
+	}
+	m := map[string]any{
+		"v":                    1,
+		"app_id":               s.AppID,
+		"domains":              domains,
+		"entrypoint":           entry,
+		"python_application":   s.PythonApplication,
+		"healthcheck_endpoint": s.HealthcheckEndpoint,
+		"expires_at":           s.ExpiresAt.Unix(),
+		"tls_mode":             s.TLSMode,
+		"owner_cert_sha256":    certHash,
+	}
+	b, err := attest.CBOREncMode().Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	h := sha256.Sum256(b)
+	return h[:], nil
+}
