@@ -78,7 +78,13 @@ func (c *Claims) Marshal() ([]byte, error) {
 		m[k] = v
 	}
 	if len(c.PubkeyHash) > 0 {
-		m[ClaimPubkeyHash] = []any{HashAlgSHA256, c.PubkeyHash}
+		// Interoperable RA-TLS (and Gramine) wrap the hash entry in a byte
+		// string: "pubkey-hash": bstr .cbor [alg, digest].
+		entry, err := encMode.Marshal([]any{HashAlgSHA256, c.PubkeyHash})
+		if err != nil {
+			return nil, err
+		}
+		m[ClaimPubkeyHash] = entry
 	}
 	if len(c.Nonce) > 0 {
 		m[ClaimNonce] = c.Nonce
@@ -122,6 +128,12 @@ func ParseClaims(b []byte) (*Claims, error) {
 	for k, v := range raw {
 		switch k {
 		case ClaimPubkeyHash:
+			// Accept both the bstr-wrapped entry (interoperable RA-TLS) and a
+			// bare array.
+			var wrapped []byte
+			if err := decMode.Unmarshal(v, &wrapped); err == nil {
+				v = wrapped
+			}
 			var arr []cbor.RawMessage
 			if err := decMode.Unmarshal(v, &arr); err != nil || len(arr) != 2 {
 				return nil, errors.New(`claim "pubkey-hash" is not [alg, digest]`)
