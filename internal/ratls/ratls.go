@@ -271,6 +271,27 @@ func Verify(ctx context.Context, cert *x509.Certificate, o Options) (*Identity, 
 	if ex.Format != FormatTagged {
 		return nil, fail("evidence", "the certificate carries only Gramine's legacy evidence, which has no claims; an MSE node always uses extension 2.23.133.5.4.9")
 	}
+	return verifyTagged(ctx, cert, ex, o)
+}
+
+// VerifyFresh checks evidence that a node produced over a verifier's nonce
+// (GET /.mse/attestation) for the key of an already verified certificate:
+// the same checks as Verify, and the claims must carry o.Expect.Nonce.
+func VerifyFresh(ctx context.Context, cert *x509.Certificate, tagged []byte, o Options) (*Identity, error) {
+	if len(o.Expect.Nonce) == 0 {
+		return nil, errors.New("ratls: VerifyFresh needs a nonce")
+	}
+	ex, err := parseTagged(tagged)
+	if err != nil {
+		return nil, &VerifyError{Check: "evidence", Err: fmt.Errorf("verification failed: fresh evidence: %w", err)}
+	}
+	return verifyTagged(ctx, cert, ex, o)
+}
+
+func verifyTagged(ctx context.Context, cert *x509.Certificate, ex *Extracted, o Options) (*Identity, error) {
+	if o.Policy == nil || o.Verifiers == nil {
+		return nil, errors.New("ratls: Verify needs a policy and verifiers")
+	}
 	v, err := o.Verifiers(ex.Type)
 	if err != nil {
 		return nil, &VerifyError{Check: "tee_type", Err: fmt.Errorf("verification failed: %w", err)}

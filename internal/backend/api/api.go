@@ -1,0 +1,361 @@
+// Package api is the backend's JSON HTTP API (docs/api.md): bearer-token
+// authentication, then thin handlers over package service.
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"mime"
+	"mime/multipart"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/mse-in-go/mse/internal/backend/service"
+	"github.com/mse-in-go/mse/internal/backend/store"
+	"github.com/mse-in-go/mse/internal/client"
+	"github.com/mse-in-go/mse/internal/config"
+)
+
+// Config configures the API handler.
+type Config struct {
+	Service  *service.Service
+	Logger   *slog.Logger
+	Gatherer prometheus.Gatherer
+	// SimRootPEM is served at /v1/sim/root when the platform is simulated.
+	SimRootPEM []byte
+}
+
+type api struct {
+	Config
+	requests *prometheus.CounterVec
+}
+
+// maxConfigPart bounds the JSON configuration part of an upload.
+const maxConfigPart = 1 << 20
+
+// New returns the API handler.
+func New(cfg Config, reg prometheus.Registerer) (http.Handler, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	a := &api{Config: cfg}
+	a.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mse_api_requests_total", Help: "API requests by route and status code."}, []string{"route", "code"})
+	if reg != nil {
+		if err := reg.Register(a.requests); err != nil {
+			return nil, err
+		}
+	}
+	mux := http.NewServeMux()
+	route := func(pattern string, h func(http.ResponseWriter, *http.Request, *store.User)) {
+		mux.Handle(pattern, a.counted(pattern, a.auth(h)))
+	}
+	route("GET /v1/me", a.me)
+	route("GET /v1/hardware", a.hardware)
+	route("GET /v1/projects", a.listProjects)
+	route("POST /v1/projects", a.createProject)
+	route("POST /v1/users", a.createUser)
+	route("POST /v1/tokens", a.createToken)
+	route("DELETE /v1/tokens/{id}", a.revokeToken)
+	route("POST /v1/apps", a.createApp)
+	route("GET /v1/apps", a.listApps)
+	route("GET /v1/apps/{id}", a.getApp)
+	route("POST /v1/apps/{id}/stop", a.stopApp)
+	route("GET /v1/apps/{id}/logs", a.logs)
+	mux.Handle("GET /v1/platform", a.counted("GET /v1/platform", http.HandlerFunc(a.platform)))
+	mux.Handle("GET /v1/sim/root", a.counted("GET /v1/sim/root", http.HandlerFunc(a.simRoot)))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+	if cfg.Gatherer != nil {
+		mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{}))
+	}
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeErr(w, http.StatusNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path)
+	})
+	return mux, nil
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	code int
+}
+
+func (s *statusRecorder) WriteHeader(code int) { s.code = code; s.ResponseWriter.WriteHeader(code) }
+func (s *statusRecorder) Flush() {
+	if f, ok := s.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (a *api) counted(route string, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rec := &statusRecorder{ResponseWriter: w, code: 200}
+		h.ServeHTTP(rec, r)
+		a.requests.WithLabelValues(route, strconv.Itoa(rec.code)).Inc()
+	})
+}
+
+func (a *api) auth(h func(http.ResponseWriter, *http.Request, *store.User)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tok, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		u, err := a.Service.Authenticate(r.Context(), strings.TrimSpace(tok))
+		if err != nil {
+			a.fail(w, err)
+			return
+		}
+		h(w, r, u)
+	})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+func writeErr(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, client.Error{Error: msg})
+}
+
+func (a *api) fail(w http.ResponseWriter, err error) {
+	var se *service.Error
+	if errors.As(err, &se) {
+		writeErr(w, se.Code, se.Msg)
+		return
+	}
+	if errors.Is(err, context.Canceled) {
+		return
+	}
+	a.Logger.Error("internal error", "err", err)
+	writeErr(w, http.StatusInternalServerError, "internal error; the operator's logs have the details")
+}
+
+func (a *api) me(w http.ResponseWriter, r *http.Request, u *store.User) {
+	writeJSON(w, 200, client.User{ID: u.ID, Name: u.Name, Admin: u.Admin})
+}
+
+func (a *api) platform(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, 200, a.Service.Platform())
+}
+
+func (a *api) simRoot(w http.ResponseWriter, r *http.Request) {
+	if len(a.SimRootPEM) == 0 {
+		writeErr(w, 404, "this platform is not simulated")
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-pem-file")
+	_, _ = w.Write(a.SimRootPEM)
+}
+
+func (a *api) hardware(w http.ResponseWriter, r *http.Request, u *store.User) {
+	writeJSON(w, 200, a.Service.Hardware())
+}
+
+func (a *api) listProjects(w http.ResponseWriter, r *http.Request, u *store.User) {
+	ps, err := a.Service.ListProjects(r.Context(), u)
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	out := make([]client.Project, 0, len(ps))
+	for _, p := range ps {
+		out = append(out, client.Project{ID: p.ID, Name: p.Name, CreatedAt: p.CreatedAt})
+	}
+	writeJSON(w, 200, out)
+}
+
+func decodeBody(r *http.Request, v any) error {
+	dec := json.NewDecoder(io.LimitReader(r.Body, maxConfigPart))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return &service.Error{Code: 400, Msg: "malformed JSON body: " + err.Error()}
+	}
+	return nil
+}
+
+func (a *api) createProject(w http.ResponseWriter, r *http.Request, u *store.User) {
+	var req struct {
+		Name string `json:"name"`
+	}
+	if err := decodeBody(r, &req); err != nil {
+		a.fail(w, err)
+		return
+	}
+	p, err := a.Service.CreateProject(r.Context(), u, req.Name)
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	writeJSON(w, 201, client.Project{ID: p.ID, Name: p.Name, CreatedAt: p.CreatedAt})
+}
+
+func (a *api) createUser(w http.ResponseWriter, r *http.Request, u *store.User) {
+	var req struct {
+		Name  string `json:"name"`
+		Admin bool   `json:"admin"`
+	}
+	if err := decodeBody(r, &req); err != nil {
+		a.fail(w, err)
+		return
+	}
+	nu, tok, err := a.Service.CreateUser(r.Context(), u, req.Name, req.Admin)
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	writeJSON(w, 201, client.CreateUserResponse{User: client.User{ID: nu.ID, Name: nu.Name, Admin: nu.Admin}, Token: tok})
+}
+
+func (a *api) createToken(w http.ResponseWriter, r *http.Request, u *store.User) {
+	var req struct {
+		Name string `json:"name"`
+	}
+	if err := decodeBody(r, &req); err != nil {
+		a.fail(w, err)
+		return
+	}
+	tok, err := a.Service.CreateToken(r.Context(), u, req.Name)
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	writeJSON(w, 201, map[string]string{"token": tok})
+}
+
+func (a *api) revokeToken(w http.ResponseWriter, r *http.Request, u *store.User) {
+	if err := a.Service.RevokeToken(r.Context(), u, r.PathValue("id")); err != nil {
+		a.fail(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// createApp reads a multipart body: part "config" (JSON CreateAppRequest)
+// first, then part "bundle", streamed to the blob store.
+func (a *api) createApp(w http.ResponseWriter, r *http.Request, u *store.User) {
+	mt, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mt != "multipart/form-data" || params["boundary"] == "" {
+		writeErr(w, 400, "POST /v1/apps takes multipart/form-data with a \"config\" part then a \"bundle\" part")
+		return
+	}
+	mr := multipart.NewReader(r.Body, params["boundary"])
+	part, err := mr.NextPart()
+	if err != nil || part.FormName() != "config" {
+		writeErr(w, 400, "the first part must be \"config\" (JSON)")
+		return
+	}
+	var req client.CreateAppRequest
+	dec := json.NewDecoder(io.LimitReader(part, maxConfigPart))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		writeErr(w, 400, "malformed config JSON: "+err.Error())
+		return
+	}
+	part, err = mr.NextPart()
+	if err != nil || part.FormName() != "bundle" {
+		writeErr(w, 400, "the second part must be \"bundle\" (the encrypted bundle)")
+		return
+	}
+	app, err := a.Service.CreateApp(r.Context(), u, req, part)
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	writeJSON(w, 201, a.view(r.Context(), app))
+}
+
+func (a *api) listApps(w http.ResponseWriter, r *http.Request, u *store.User) {
+	q := r.URL.Query()
+	all := q.Get("all") == "1" || q.Get("all") == "true"
+	apps, err := a.Service.ListApps(r.Context(), u, q.Get("name"), q.Get("status"), q.Get("project"), all)
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	out := make([]client.App, 0, len(apps))
+	for i := range apps {
+		out = append(out, a.view(r.Context(), &apps[i]))
+	}
+	writeJSON(w, 200, out)
+}
+
+func (a *api) getApp(w http.ResponseWriter, r *http.Request, u *store.User) {
+	app, err := a.Service.App(r.Context(), u, r.PathValue("id"))
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	writeJSON(w, 200, a.view(r.Context(), app))
+}
+
+func (a *api) stopApp(w http.ResponseWriter, r *http.Request, u *store.User) {
+	app, err := a.Service.StopApp(r.Context(), u, r.PathValue("id"))
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	writeJSON(w, 200, a.view(r.Context(), app))
+}
+
+func (a *api) logs(w http.ResponseWriter, r *http.Request, u *store.User) {
+	q := r.URL.Query()
+	tail := int64(64 << 10)
+	if v := q.Get("tail_kib"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 || n > 1<<20 {
+			writeErr(w, 400, "tail_kib must be a number of KiB from 0 to 1048576")
+			return
+		}
+		tail = n << 10
+	}
+	follow := q.Get("follow") == "1" || q.Get("follow") == "true"
+	rc, err := a.Service.Logs(r.Context(), u, r.PathValue("id"), tail, follow)
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	defer rc.Close()
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(200)
+	fl, _ := w.(http.Flusher)
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := rc.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return
+			}
+			if fl != nil {
+				fl.Flush()
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (a *api) view(ctx context.Context, app *store.App) client.App {
+	var spec config.Spec
+	_ = json.Unmarshal(app.Spec, &spec)
+	project := ""
+	if p, err := a.Service.Store().GetProject(ctx, app.ProjectID); err == nil {
+		project = p.Name
+	}
+	v := client.App{
+		ID: app.ID, Name: app.Name, Project: project, Status: string(app.Status), Hardware: app.Hardware,
+		Domains: app.Domains, URL: a.Service.AppURL(app), RouterAddr: a.Service.RouterAddr(), CodeDigest: app.CodeDigest,
+		BundleSize: app.BundleSize, TLSMode: spec.TLSMode, Error: app.Error, CreatedAt: app.CreatedAt, UpdatedAt: app.UpdatedAt,
+		ExpiresAt: app.ExpiresAt, StoppedAt: app.StoppedAt, Spec: spec,
+	}
+	v.Fingerprint = a.Service.Fingerprint(ctx, app)
+	return v
+}
+

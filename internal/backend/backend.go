@@ -1,0 +1,284 @@
+// Package backend wires the operator's control plane together on embedded
+// defaults: the store (SQLite file, or PostgreSQL), bundles in a local
+// directory, the local process runner with the simulated TEE, the SNI
+// passthrough router, the HTTP API and /metrics.
+package backend
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/mse-in-go/mse/internal/attest"
+	"github.com/mse-in-go/mse/internal/attest/sim"
+	"github.com/mse-in-go/mse/internal/backend/api"
+	"github.com/mse-in-go/mse/internal/backend/blob/fs"
+	"github.com/mse-in-go/mse/internal/backend/router"
+	"github.com/mse-in-go/mse/internal/backend/runner"
+	"github.com/mse-in-go/mse/internal/backend/runner/local"
+	"github.com/mse-in-go/mse/internal/backend/service"
+	"github.com/mse-in-go/mse/internal/backend/store"
+)
+
+// Config configures a backend. Zero values are embedded defaults.
+type Config struct {
+	// DataDir holds the database, bundles, nodes, the simulated platform and
+	// the admin token.
+	DataDir string
+	// DB is "" (SQLite in DataDir/mse.db), a SQLite file path, or a
+	// postgres:// URL.
+	DB string
+	// APIAddr and RouterAddr are listen addresses (default 127.0.0.1:8080 and
+	// 127.0.0.1:8443); APIListener / RouterListener override them (tests).
+	APIAddr        string
+	RouterAddr     string
+	APIListener    net.Listener
+	RouterListener net.Listener
+	// PublicRouterAddr is the router address given to clients (default: the
+	// router's listen address).
+	PublicRouterAddr string
+	// BaseDomain is the parent domain of app domains (default "mse.localhost").
+	BaseDomain string
+	// NodeBinary is the mse-node executable (default: next to this program).
+	NodeBinary string
+	Capacity   runner.Resources
+	Hardware   []runner.Hardware
+	// MaxLifetime caps apps' expiry (default 30 days).
+	MaxLifetime   time.Duration
+	MaxBundleSize int64
+	PollInterval  time.Duration
+	// SimTCBStatus and SimDebug set what the simulated hardware reports (tests).
+	SimTCBStatus string
+	SimDebug     bool
+	Logger       *slog.Logger
+	// Ready, if set, is called once the backend serves.
+	Ready func(Info)
+}
+
+// Info says where a running backend is.
+type Info struct {
+	APIURL         string
+	RouterAddr     string
+	AdminTokenFile string
+	SimRootSHA256  string
+	Measurement    string
+}
+
+// DefaultHardware is the catalog of the embedded default.
+var DefaultHardware = []runner.Hardware{
+	{Name: "1g", MemoryMiB: 1024, Cores: 1, TEE: attest.TypeSim},
+	{Name: "2g", MemoryMiB: 2048, Cores: 1, TEE: attest.TypeSim},
+	{Name: "4g", MemoryMiB: 4096, Cores: 2, TEE: attest.TypeSim},
+	{Name: "8g", MemoryMiB: 8192, Cores: 4, TEE: attest.TypeSim},
+}
+
+// AdminTokenFile is the name of the file, in the data dir, that receives the
+// first administrator's token.
+const AdminTokenFile = "admin-token"
+
+// OpenStore opens the configured store.
+func OpenStore(ctx context.Context, dataDir, db string) (store.Store, error) {
+	return openStore(ctx, dataDir, db)
+}
+
+// Run runs the backend until ctx ends, then shuts down gracefully (nodes keep
+// running and are adopted again at the next start).
+func Run(ctx context.Context, cfg Config) error {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	if cfg.DataDir == "" {
+		return errors.New("backend: no data directory (--data-dir)")
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("backend: data directory: %w", err)
+	}
+	if cfg.BaseDomain == "" {
+		cfg.BaseDomain = "mse.localhost"
+	}
+	if len(cfg.Hardware) == 0 {
+		cfg.Hardware = DefaultHardware
+	}
+	if cfg.Capacity == (runner.Resources{}) {
+		cfg.Capacity = runner.Resources{MemoryMiB: machineMemoryMiB(), Cores: 4 * runtime.NumCPU()}
+	}
+	if cfg.NodeBinary == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		cfg.NodeBinary = filepath.Join(filepath.Dir(exe), "mse-node")
+	}
+
+	st, err := openStore(ctx, cfg.DataDir, cfg.DB)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	platform, err := sim.LoadOrCreatePlatform(filepath.Join(cfg.DataDir, "sim"))
+	if err != nil {
+		return fmt.Errorf("backend: simulated platform: %w", err)
+	}
+	blobs, err := fs.New(filepath.Join(cfg.DataDir, "bundles"))
+	if err != nil {
+		return err
+	}
+	run, err := local.New(local.Config{
+		Dir: filepath.Join(cfg.DataDir, "nodes"), NodeBinary: cfg.NodeBinary, Platform: platform,
+		Capacity: cfg.Capacity, TCBStatus: cfg.SimTCBStatus, Debug: cfg.SimDebug, Logger: log.With("component", "runner"),
+	})
+	if err != nil {
+		return err
+	}
+	defer run.Close()
+
+	apiLn := cfg.APIListener
+	if apiLn == nil {
+		addr := cfg.APIAddr
+		if addr == "" {
+			addr = "127.0.0.1:8080"
+		}
+		if apiLn, err = net.Listen("tcp", addr); err != nil {
+			return fmt.Errorf("backend: API listen: %w", err)
+		}
+	}
+	routerLn := cfg.RouterListener
+	if routerLn == nil {
+		addr := cfg.RouterAddr
+		if addr == "" {
+			addr = "127.0.0.1:8443"
+		}
+		if routerLn, err = net.Listen("tcp", addr); err != nil {
+			apiLn.Close()
+			return fmt.Errorf("backend: router listen: %w", err)
+		}
+	}
+	public := cfg.PublicRouterAddr
+	if public == "" {
+		public = routerLn.Addr().String()
+	}
+
+	svc, err := service.New(service.Config{
+		Store: st, Blobs: blobs, Runner: run, Hardware: cfg.Hardware, BaseDomain: cfg.BaseDomain, RouterAddr: public,
+		TEE: attest.TypeSim, SimRootSHA256: platform.RootFingerprint(), MaxBundleSize: cfg.MaxBundleSize,
+		MaxLifetime: cfg.MaxLifetime, PollInterval: cfg.PollInterval, Logger: log.With("component", "service"), Registerer: reg,
+	})
+	if err != nil {
+		return err
+	}
+	tokenFile, err := bootstrapAdmin(ctx, svc, cfg.DataDir, log)
+	if err != nil {
+		return err
+	}
+	if err := svc.Start(ctx); err != nil {
+		return fmt.Errorf("backend: adopt nodes: %w", err)
+	}
+
+	handler, err := api.New(api.Config{Service: svc, Logger: log.With("component", "api"), Gatherer: reg, SimRootPEM: platform.RootPEM()}, reg)
+	if err != nil {
+		return err
+	}
+	httpSrv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	rm, err := router.NewMetrics(reg)
+	if err != nil {
+		return err
+	}
+	rt := &router.Router{
+		Lookup: func(ctx context.Context, name string) (string, error) {
+			addr, err := svc.Lookup(ctx, name)
+			if err != nil {
+				return "", fmt.Errorf("%w: %v", router.ErrUnknownServerName, err)
+			}
+			return addr, nil
+		},
+		IdleTimeout: 10 * time.Minute,
+		Logger:      log.With("component", "router"),
+		Metrics:     rm,
+	}
+
+	errc := make(chan error, 2)
+	go func() { errc <- httpSrv.Serve(apiLn) }()
+	go func() { errc <- rt.Serve(routerLn) }()
+	loopCtx, stopLoop := context.WithCancel(context.Background())
+	loopDone := make(chan struct{})
+	go func() { svc.Run(loopCtx); close(loopDone) }()
+
+	info := Info{APIURL: "http://" + apiLn.Addr().String(), RouterAddr: public, AdminTokenFile: tokenFile,
+		SimRootSHA256: platform.RootFingerprint(), Measurement: run.Measurement()}
+	log.Info("backend serving", "api", info.APIURL, "router", public, "data_dir", cfg.DataDir,
+		"node_measurement", info.Measurement, "sim_root_sha256", info.SimRootSHA256)
+	if cfg.Ready != nil {
+		cfg.Ready(info)
+	}
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+	}
+	log.Info("backend shutting down; nodes keep running")
+	stopLoop()
+	<-loopDone
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = httpSrv.Shutdown(sctx)
+	_ = rt.Shutdown(sctx)
+	if errors.Is(runErr, http.ErrServerClosed) || errors.Is(runErr, router.ErrRouterClosed) {
+		runErr = nil
+	}
+	return runErr
+}
+
+// bootstrapAdmin creates the first administrator and writes its token to a
+// 0600 file, once.
+func bootstrapAdmin(ctx context.Context, svc *service.Service, dataDir string, log *slog.Logger) (string, error) {
+	path := filepath.Join(dataDir, AdminTokenFile)
+	users, err := svc.Store().ListUsers(ctx)
+	if err != nil {
+		return "", err
+	}
+	if len(users) > 0 {
+		return path, nil
+	}
+	_, tok, err := svc.CreateUser(ctx, nil, "admin", true)
+	if err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(path, []byte(tok+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("backend: write the admin token: %w", err)
+	}
+	log.Info("created the administrator; its API token is in a file readable only by this user", "file", path)
+	return path, nil
+}
+
+func machineMemoryMiB() int64 {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 8192
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "MemTotal:"); ok {
+			var kb int64
+			if _, err := fmt.Sscanf(strings.TrimSpace(rest), "%d kB", &kb); err == nil {
+				return kb / 1024
+			}
+		}
+	}
+	return 8192
+}

@@ -1,0 +1,177 @@
+package backend
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/mse-in-go/mse/internal/backend/runner"
+	"github.com/mse-in-go/mse/internal/backend/service"
+	"github.com/mse-in-go/mse/internal/backend/store"
+)
+
+// Command is mse-backend's command line.
+func Command() *cobra.Command {
+	var dataDir, db string
+	root := &cobra.Command{
+		Use:           "mse-backend",
+		Short:         "MSE operator backend: API, store, runner, SNI router",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().StringVar(&dataDir, "data-dir", envOr("MSE_DATA_DIR", "./mse-data"), "data directory (database, bundles, nodes, simulated platform, admin token)")
+	root.PersistentFlags().StringVar(&db, "db", os.Getenv("MSE_DB"), "database: empty for SQLite in the data dir, a SQLite file, or a postgres:// URL")
+
+	var cfg Config
+	var capMem int64
+	var capCores int
+	var logLevel string
+	serve := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the backend (the default command)",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg.DataDir, cfg.DB = dataDir, db
+			if capMem > 0 || capCores > 0 {
+				cfg.Capacity = runner.Resources{MemoryMiB: capMem, Cores: capCores}
+			}
+			var lvl slog.Level
+			if err := lvl.UnmarshalText([]byte(logLevel)); err != nil {
+				return fmt.Errorf("--log-level: %w", err)
+			}
+			cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+			cfg.Ready = func(i Info) {
+				fmt.Fprintf(cmd.OutOrStdout(), "mse-backend ready\n  API:     %s\n  router:  %s\n  admin token file: %s\n  node measurement (sim): %s\n  sim root sha256:  %s\n",
+					i.APIURL, i.RouterAddr, i.AdminTokenFile, i.Measurement, i.SimRootSHA256)
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return Run(ctx, cfg)
+		},
+	}
+	f := serve.Flags()
+	f.StringVar(&cfg.APIAddr, "api-addr", "127.0.0.1:8080", "API listen address")
+	f.StringVar(&cfg.RouterAddr, "router-addr", "127.0.0.1:8443", "SNI router listen address")
+	f.StringVar(&cfg.PublicRouterAddr, "public-router-addr", "", "router address given to clients (default: --router-addr)")
+	f.StringVar(&cfg.BaseDomain, "base-domain", "mse.localhost", "parent domain of app domains")
+	f.StringVar(&cfg.NodeBinary, "node-binary", "", "mse-node executable (default: next to mse-backend)")
+	f.Int64Var(&capMem, "capacity-memory-mib", 0, "memory offered to apps (default: the machine's)")
+	f.IntVar(&capCores, "capacity-cores", 0, "cores offered to apps (default: 4 per CPU)")
+	f.DurationVar(&cfg.MaxLifetime, "max-lifetime", 30*24*time.Hour, "longest app lifetime accepted")
+	f.Int64Var(&cfg.MaxBundleSize, "max-bundle-size", 2<<30, "largest encrypted bundle accepted (bytes)")
+	f.DurationVar(&cfg.PollInterval, "poll-interval", time.Second, "how often app statuses are reconciled")
+	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	root.AddCommand(serve)
+	root.RunE = serve.RunE
+	root.Flags().AddFlagSet(serve.Flags())
+
+	user := &cobra.Command{Use: "user", Short: "Manage users (works on the database directly)"}
+	var admin bool
+	userAdd := &cobra.Command{
+		Use:   "add NAME",
+		Short: "Create a user and print its first API token",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withStore(cmd.Context(), dataDir, db, func(st store.Store) error {
+				u, tok, err := service.CreateUser(cmd.Context(), st, args[0], admin, time.Now())
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "created user %s (%s); its token follows, shown once:\n", u.Name, u.ID)
+				fmt.Fprintln(cmd.OutOrStdout(), tok)
+				return nil
+			})
+		},
+	}
+	userAdd.Flags().BoolVar(&admin, "admin", false, "make the user an administrator")
+	userList := &cobra.Command{
+		Use: "list", Short: "List users",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withStore(cmd.Context(), dataDir, db, func(st store.Store) error {
+				us, err := st.ListUsers(cmd.Context())
+				if err != nil {
+					return err
+				}
+				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "ID\tNAME\tADMIN\tCREATED")
+				for _, u := range us {
+					fmt.Fprintf(tw, "%s\t%s\t%v\t%s\n", u.ID, u.Name, u.Admin, u.CreatedAt.Format(time.RFC3339))
+				}
+				return tw.Flush()
+			})
+		},
+	}
+	user.AddCommand(userAdd, userList)
+
+	token := &cobra.Command{Use: "token", Short: "Manage API tokens (works on the database directly)"}
+	tokenList := &cobra.Command{
+		Use: "list USER", Short: "List a user's tokens", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withStore(cmd.Context(), dataDir, db, func(st store.Store) error {
+				u, err := st.GetUserByName(cmd.Context(), args[0])
+				if err != nil {
+					return fmt.Errorf("user %q: %w", args[0], err)
+				}
+				ts, err := st.ListTokens(cmd.Context(), u.ID)
+				if err != nil {
+					return err
+				}
+				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "ID\tNAME\tCREATED\tREVOKED")
+				for _, t := range ts {
+					rev := "-"
+					if t.RevokedAt != nil {
+						rev = t.RevokedAt.Format(time.RFC3339)
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", t.ID, t.Name, t.CreatedAt.Format(time.RFC3339), rev)
+				}
+				return tw.Flush()
+			})
+		},
+	}
+	tokenRevoke := &cobra.Command{
+		Use: "revoke TOKEN-ID", Short: "Revoke a token", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withStore(cmd.Context(), dataDir, db, func(st store.Store) error {
+				if err := st.RevokeToken(cmd.Context(), args[0], time.Now().UTC()); err != nil {
+					if errors.Is(err, store.ErrNotFound) {
+						return fmt.Errorf("no token %s (see `mse-backend token list USER`)", args[0])
+					}
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "revoked token %s\n", args[0])
+				return nil
+			})
+		},
+	}
+	token.AddCommand(tokenList, tokenRevoke)
+	root.AddCommand(user, token)
+	return root
+}
+
+// withStore opens the store for an offline administration command.
+func withStore(ctx context.Context, dataDir, db string, fn func(store.Store) error) error {
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return err
+	}
+	st, err := openStore(ctx, dataDir, db)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	return fn(st)
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}

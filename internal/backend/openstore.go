@@ -1,0 +1,21 @@
+package backend
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+
+	"github.com/mse-in-go/mse/internal/backend/store"
+	"github.com/mse-in-go/mse/internal/backend/store/sqlite"
+)
+
+func openStore(ctx context.Context, dataDir, db string) (store.Store, error) {
+	switch {
+	case strings.HasPrefix(db, "postgres://"), strings.HasPrefix(db, "postgresql://"):
+		return openPostgres(ctx, db)
+	case db == "":
+		return sqlite.Open(filepath.Join(dataDir, "mse.db"))
+	default:
+		return sqlite.Open(db)
+	}
+}

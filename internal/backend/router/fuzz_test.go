@@ -1,0 +1,66 @@
+package router
+
+import (
+	"bytes"
+	"testing"
+	"testing/iotest"
+)
+
+func addHelloSeeds(f *testing.F) {
+	for _, cfg := range helloConfigs() {
+		h := captureClientHello(f, cfg)
+		f.Add(h)
+		f.Add(fragment(f, h, 64))
+		f.Add(h[:len(h)/2])
+	}
+	f.Add([]byte("GET / HTTP/1.1\r\n\r\n"))
+	f.Add(buildHello(sniExt(hostEntry(0, "a.b"), hostEntry(7, "x"))))
+}
+
+func checkName(t *testing.T, name string) {
+	if n, err := normalizeHostName([]byte(name)); err != nil || n != name {
+		t.Fatalf("returned name %q is not normalized: %q, %v", name, n, err)
+	}
+}
+
+func FuzzParseClientHello(f *testing.F) {
+	addHelloSeeds(f)
+	f.Fuzz(func(t *testing.T, in []byte) {
+		name, err := ParseClientHello(in)
+		if err != nil {
+			if name != "" {
+				t.Fatal("name returned with an error")
+			}
+			return
+		}
+		checkName(t, name)
+		// The streaming reader agrees and consumes exactly the input.
+		raw, name2, err := ReadClientHello(bytes.NewReader(in))
+		if err != nil || name2 != name || !bytes.Equal(raw, in) {
+			t.Fatalf("ReadClientHello = %q, %v (%d bytes); ParseClientHello = %q", name2, err, len(raw), name)
+		}
+	})
+}
+
+func FuzzReadClientHello(f *testing.F) {
+	addHelloSeeds(f)
+	f.Fuzz(func(t *testing.T, in []byte) {
+		raw, name, err := ReadClientHello(iotest.OneByteReader(bytes.NewReader(in)))
+		if len(raw) > MaxClientHelloBytes {
+			t.Fatalf("read %d bytes", len(raw))
+		}
+		if !bytes.HasPrefix(in, raw) {
+			t.Fatal("raw is not exactly the bytes read")
+		}
+		if err != nil {
+			if name != "" {
+				t.Fatal("name returned with an error")
+			}
+			return
+		}
+		checkName(t, name)
+		if n2, err := ParseClientHello(raw); err != nil || n2 != name {
+			t.Fatalf("ParseClientHello(raw) = %q, %v; want %q", n2, err, name)
+		}
+	})
+}

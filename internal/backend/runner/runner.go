@@ -1,0 +1,69 @@
+// Package runner spawns and watches nodes. Drivers: local (processes on this
+// machine, sim TEE); kubernetes later.
+package runner
+
+import (
+	"context"
+	"errors"
+	"io"
+
+	"github.com/mse-in-go/mse/internal/config"
+)
+
+// ErrNoCapacity is returned by Spawn when the hardware asked for does not fit.
+var ErrNoCapacity = errors.New("not enough capacity")
+
+// Hardware is one entry of the operator's hardware catalog.
+type Hardware struct {
+	Name      string `json:"name"`
+	MemoryMiB int64  `json:"memory_mib"`
+	Cores     int    `json:"cores"`
+	TEE       string `json:"tee"`
+}
+
+// SpawnSpec is what a node needs.
+type SpawnSpec struct {
+	App        config.Spec
+	BundlePath string
+	Hardware   Hardware
+}
+
+// Node states beyond nodeapi's: the node process is gone.
+const (
+	StateExited = "exited"
+	StateLost   = "lost"
+)
+
+// NodeState is what the runner sees of a node.
+type NodeState struct {
+	State       string // nodeapi.State* or StateExited / StateLost
+	Error       string
+	Fingerprint string
+}
+
+// Resources are counted against capacity.
+type Resources struct {
+	MemoryMiB int64 `json:"memory_mib"`
+	Cores     int   `json:"cores"`
+}
+
+// Runner runs nodes. Handles are the runner's own JSON, stored with the app.
+type Runner interface {
+	Spawn(ctx context.Context, appID string, s SpawnSpec) (handle []byte, err error)
+	Status(ctx context.Context, appID string, handle []byte) (NodeState, error)
+	// Addr is where the router reaches the node.
+	Addr(appID string, handle []byte) (string, error)
+	// Stop ends the node and releases its resources; it is idempotent.
+	Stop(ctx context.Context, appID string, handle []byte) error
+	// Logs returns the last tail bytes of the node's log, and, with follow,
+	// what it writes next until ctx ends or the node stops.
+	Logs(ctx context.Context, appID string, handle []byte, tail int64, follow bool) (io.ReadCloser, error)
+	// Adopt takes over nodes spawned before a restart: it reattaches the live
+	// ones and reports the rest as lost; it ends nodes that no app claims.
+	Adopt(ctx context.Context, nodes map[string][]byte) (lost map[string]string, err error)
+	Capacity() (used, total Resources)
+	// Measurement is the runtime measurement the nodes report (hex), for display.
+	Measurement() string
+	// Close releases the runner; nodes keep running.
+	Close() error
+}

@@ -1,0 +1,670 @@
+// Package service is the backend's logic: it creates apps from an owner's
+// configuration and encrypted bundle, spawns their nodes through a runner,
+// drives their statuses, stops expired apps, and answers the router's
+// lookups. The HTTP API (package api) is a thin layer over it.
+package service
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/mse-in-go/mse/internal/backend/blob"
+	"github.com/mse-in-go/mse/internal/backend/runner"
+	"github.com/mse-in-go/mse/internal/backend/store"
+	"github.com/mse-in-go/mse/internal/client"
+	"github.com/mse-in-go/mse/internal/config"
+	"github.com/mse-in-go/mse/internal/nodeapi"
+)
+
+// Config configures the service.
+type Config struct {
+	Store    store.Store
+	Blobs    blob.Store
+	Runner   runner.Runner
+	Hardware []runner.Hardware
+	// BaseDomain is the parent of the domains assigned to apps.
+	BaseDomain string
+	// RouterAddr is where clients reach the SNI router (host:port).
+	RouterAddr string
+	// TEE is the TEE type the runner's nodes use.
+	TEE           string
+	SimRootSHA256 string
+	MaxBundleSize int64
+	MaxLifetime   time.Duration
+	PollInterval  time.Duration
+	Logger        *slog.Logger
+	Now           func() time.Time
+	Registerer    prometheus.Registerer
+}
+
+// Service is the backend logic.
+type Service struct {
+	cfg     Config
+	st      store.Store
+	log     *slog.Logger
+	kick    chan struct{}
+	spawnMu sync.Mutex
+
+	mApps        *prometheus.GaugeVec
+	mTransitions *prometheus.CounterVec
+	mCreated     prometheus.Counter
+}
+
+// Error is an error with an HTTP status for the API.
+type Error struct {
+	Code int
+	Msg  string
+}
+
+func (e *Error) Error() string { return e.Msg }
+
+func errf(code int, format string, args ...any) error {
+	return &Error{Code: code, Msg: fmt.Sprintf(format, args...)}
+}
+
+// New builds the service.
+func New(cfg Config) (*Service, error) {
+	if cfg.Store == nil || cfg.Blobs == nil || cfg.Runner == nil {
+		return nil, errors.New("service: store, blobs and runner are required")
+	}
+	if len(cfg.Hardware) == 0 {
+		return nil, errors.New("service: empty hardware catalog")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = time.Second
+	}
+	if cfg.MaxBundleSize <= 0 {
+		cfg.MaxBundleSize = 2 << 30
+	}
+	if cfg.MaxLifetime <= 0 {
+		cfg.MaxLifetime = 30 * 24 * time.Hour
+	}
+	if cfg.Registerer == nil {
+		cfg.Registerer = prometheus.NewRegistry()
+	}
+	s := &Service{cfg: cfg, st: cfg.Store, log: cfg.Logger, kick: make(chan struct{}, 1)}
+	s.mApps = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "mse_apps", Help: "Apps by status (active ones, and those that ended since start)."}, []string{"status"})
+	s.mTransitions = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mse_app_transitions_total", Help: "App status transitions."}, []string{"to"})
+	s.mCreated = prometheus.NewCounter(prometheus.CounterOpts{Name: "mse_apps_created_total", Help: "Apps created."})
+	for _, c := range []prometheus.Collector{s.mApps, s.mTransitions, s.mCreated} {
+		if err := cfg.Registerer.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// Store returns the service's store.
+func (s *Service) Store() store.Store { return s.st }
+
+// Platform describes the platform to clients.
+func (s *Service) Platform() client.Platform {
+	return client.Platform{TEE: s.cfg.TEE, RouterAddr: s.cfg.RouterAddr, BaseDomain: s.cfg.BaseDomain,
+		NodeMeasurement: s.cfg.Runner.Measurement(), SimRootSHA256: s.cfg.SimRootSHA256}
+}
+
+// Hardware lists the catalog with what is free.
+func (s *Service) Hardware() []client.Hardware {
+	used, total := s.cfg.Runner.Capacity()
+	out := make([]client.Hardware, 0, len(s.cfg.Hardware))
+	for _, h := range s.cfg.Hardware {
+		avail := 0
+		if h.MemoryMiB > 0 && h.Cores > 0 {
+			m := (total.MemoryMiB - used.MemoryMiB) / h.MemoryMiB
+			c := int64((total.Cores - used.Cores) / h.Cores)
+			avail = int(min(m, c))
+			if avail < 0 {
+				avail = 0
+			}
+		}
+		out = append(out, client.Hardware{Name: h.Name, MemoryMiB: h.MemoryMiB, Cores: h.Cores, TEE: h.TEE, Available: avail})
+	}
+	return out
+}
+
+func (s *Service) hardware(name string) (runner.Hardware, error) {
+	if name == "" {
+		return s.cfg.Hardware[0], nil
+	}
+	var names []string
+	for _, h := range s.cfg.Hardware {
+		if h.Name == name {
+			return h, nil
+		}
+		names = append(names, h.Name)
+	}
+	return runner.Hardware{}, errf(400, "unknown hardware %q (offered: %s); see `mse cloud hardware`", name, strings.Join(names, ", "))
+}
+
+// NewToken returns a fresh API token and its stored hash.
+func NewToken() (token, hash string, err error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", "", err
+	}
+	token = "mse_" + base64.RawURLEncoding.EncodeToString(b)
+	return token, HashToken(token), nil
+}
+
+// HashToken is how tokens are stored.
+func HashToken(token string) string {
+	h := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(h[:])
+}
+
+// ErrUnauthorized is returned by Authenticate.
+var ErrUnauthorized = errors.New("unauthorized")
+
+// Authenticate returns the user holding a token.
+func (s *Service) Authenticate(ctx context.Context, token string) (*store.User, error) {
+	if token == "" {
+		return nil, errf(401, "missing API token: run `mse cloud login --token TOKEN` (ask the operator for a token)")
+	}
+	t, err := s.st.TokenByHash(ctx, HashToken(token))
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, errf(401, "unknown API token: check `mse cloud login`, or ask the operator for a new token")
+	}
+	if err != nil {
+		return nil, err
+	}
+	if t.RevokedAt != nil {
+		return nil, errf(401, "this API token was revoked on %s; ask the operator for a new one", t.RevokedAt.UTC().Format(time.RFC3339))
+	}
+	return s.st.GetUser(ctx, t.UserID)
+}
+
+// CreateUser makes a user with a first token (admin only).
+func (s *Service) CreateUser(ctx context.Context, caller *store.User, name string, admin bool) (*store.User, string, error) {
+	if caller != nil && !caller.Admin {
+		return nil, "", errf(403, "only an administrator can create users")
+	}
+	return CreateUser(ctx, s.st, name, admin, s.cfg.Now())
+}
+
+// CreateUser makes a user with a first token in st (for the offline
+// administration commands too).
+func CreateUser(ctx context.Context, st store.Store, name string, admin bool, now time.Time) (*store.User, string, error) {
+	if !nameRE.MatchString(name) {
+		return nil, "", errf(400, "invalid user name %q: use letters, digits, '-' and '_' (1 to 63 characters)", name)
+	}
+	u := &store.User{ID: uuid.NewString(), Name: name, Admin: admin, CreatedAt: now.UTC()}
+	if err := st.CreateUser(ctx, u); err != nil {
+		if errors.Is(err, store.ErrConflict) {
+			return nil, "", errf(409, "user %q exists", name)
+		}
+		return nil, "", err
+	}
+	tok, err := CreateToken(ctx, st, u, "initial", now)
+	if err != nil {
+		return nil, "", err
+	}
+	return u, tok, nil
+}
+
+// CreateToken adds a token for u.
+func (s *Service) CreateToken(ctx context.Context, u *store.User, name string) (string, error) {
+	return CreateToken(ctx, s.st, u, name, s.cfg.Now())
+}
+
+// CreateToken adds a token for u in st.
+func CreateToken(ctx context.Context, st store.Store, u *store.User, name string, now time.Time) (string, error) {
+	tok, hash, err := NewToken()
+	if err != nil {
+		return "", err
+	}
+	if err := st.CreateToken(ctx, &store.Token{ID: uuid.NewString(), UserID: u.ID, Name: name, Hash: hash, CreatedAt: now.UTC()}); err != nil {
+		return "", err
+	}
+	return tok, nil
+}
+
+// RevokeToken revokes a token of the caller (or any, for an admin).
+func (s *Service) RevokeToken(ctx context.Context, caller *store.User, id string) error {
+	if !caller.Admin {
+		toks, err := s.st.ListTokens(ctx, caller.ID)
+		if err != nil {
+			return err
+		}
+		found := false
+		for _, t := range toks {
+			found = found || t.ID == id
+		}
+		if !found {
+			return errf(404, "no token %s", id)
+		}
+	}
+	if err := s.st.RevokeToken(ctx, id, s.cfg.Now().UTC()); errors.Is(err, store.ErrNotFound) {
+		return errf(404, "no token %s", id)
+	} else if err != nil {
+		return err
+	}
+	return nil
+}
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$`)
+
+// project returns the caller's project by name, creating "default" on demand.
+func (s *Service) project(ctx context.Context, u *store.User, name string) (*store.Project, error) {
+	if name == "" {
+		name = "default"
+	}
+	p, err := s.st.GetProjectByName(ctx, u.ID, name)
+	if err == nil {
+		return p, nil
+	}
+	if !errors.Is(err, store.ErrNotFound) {
+		return nil, err
+	}
+	if name != "default" {
+		return nil, errf(404, "no project %q: create it with `mse cloud project create %s`", name, name)
+	}
+	return s.CreateProject(ctx, u, name)
+}
+
+// CreateProject creates a project for u.
+func (s *Service) CreateProject(ctx context.Context, u *store.User, name string) (*store.Project, error) {
+	if !nameRE.MatchString(name) {
+		return nil, errf(400, "invalid project name %q: use letters, digits, '-' and '_' (1 to 63 characters)", name)
+	}
+	p := &store.Project{ID: uuid.NewString(), OwnerID: u.ID, Name: name, CreatedAt: s.cfg.Now().UTC()}
+	if err := s.st.CreateProject(ctx, p); err != nil {
+		if errors.Is(err, store.ErrConflict) {
+			return s.st.GetProjectByName(ctx, u.ID, name)
+		}
+		return nil, err
+	}
+	return p, nil
+}
+
+// ListProjects lists u's projects.
+func (s *Service) ListProjects(ctx context.Context, u *store.User) ([]store.Project, error) {
+	return s.st.ListProjects(ctx, u.ID)
+}
+
+var domainRE = regexp.MustCompile(`^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]([a-z0-9-]{0,61}[a-z0-9])?$`)
+
+// CreateApp stores the encrypted bundle, records the app and spawns its node.
+func (s *Service) CreateApp(ctx context.Context, u *store.User, req client.CreateAppRequest, bundle io.Reader) (*store.App, error) {
+	now := s.cfg.Now().UTC()
+	if !nameRE.MatchString(req.Name) {
+		return nil, errf(400, "invalid app name %q: use letters, digits, '-' and '_' (1 to 63 characters)", req.Name)
+	}
+	hw, err := s.hardware(req.Hardware)
+	if err != nil {
+		return nil, err
+	}
+	if req.ExpiresAt.IsZero() {
+		return nil, errf(400, "expires_at is required")
+	}
+	if !req.ExpiresAt.After(now) {
+		return nil, errf(400, "expires_at %s is in the past", req.ExpiresAt.UTC().Format(time.RFC3339))
+	}
+	if max := now.Add(s.cfg.MaxLifetime); req.ExpiresAt.After(max) {
+		return nil, errf(400, "expires_at %s is beyond this operator's maximum app lifetime (%s, until %s); choose an earlier expiration_date",
+			req.ExpiresAt.UTC().Format(time.RFC3339), s.cfg.MaxLifetime, max.Format(time.RFC3339))
+	}
+	digest, err := hex.DecodeString(req.CodeDigest)
+	if err != nil || len(digest) != sha256.Size || strings.ToLower(req.CodeDigest) != req.CodeDigest {
+		return nil, errf(400, "code_digest must be 64 lowercase hex characters (SHA-256 of the encrypted bundle)")
+	}
+	p, err := s.project(ctx, u, req.Project)
+	if err != nil {
+		return nil, err
+	}
+	id := uuid.NewString()
+	spec := config.Spec{
+		AppID: id, Name: req.Name, Entrypoint: req.Entrypoint, PythonApplication: req.PythonApplication,
+		HealthcheckEndpoint: req.HealthcheckEndpoint, ExpiresAt: req.ExpiresAt.UTC().Truncate(time.Second), TLSMode: req.TLSMode,
+		OwnerCertificate: req.OwnerCertificate,
+	}
+	switch req.TLSMode {
+	case config.TLSSelf:
+		if req.Domain != "" {
+			return nil, errf(400, "domain is only for tls_mode owner (your own certificate); with tls_mode self the platform assigns the domain")
+		}
+		spec.Domains = []string{fmt.Sprintf("%s-%s.%s", strings.ToLower(strings.ReplaceAll(req.Name, "_", "-")), strings.ReplaceAll(id, "-", "")[:12], s.cfg.BaseDomain)}
+	case config.TLSOwner:
+		d := strings.ToLower(req.Domain)
+		if !domainRE.MatchString(d) {
+			return nil, errf(400, "invalid domain %q", req.Domain)
+		}
+		spec.Domains = []string{d}
+	case config.TLSOperator:
+		return nil, errf(400, "tls_mode operator is not offered by this backend; use self (default) or owner")
+	default:
+		return nil, errf(400, "unknown tls_mode %q (self, owner)", req.TLSMode)
+	}
+	if err := spec.Validate(); err != nil {
+		return nil, errf(400, "%v", err)
+	}
+	if spec.Entrypoint != nil && len(spec.Entrypoint) > 64 {
+		return nil, errf(400, "entrypoint has more than 64 arguments")
+	}
+	specJSON, err := jsonMarshal(spec)
+	if err != nil {
+		return nil, err
+	}
+
+	info, err := s.cfg.Blobs.Put(ctx, id, bundle, s.cfg.MaxBundleSize)
+	if errors.Is(err, blob.ErrTooLarge) {
+		return nil, errf(413, "the bundle is larger than this operator's limit of %d bytes", s.cfg.MaxBundleSize)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store the bundle: %w", err)
+	}
+	if hex.EncodeToString(info.SHA256[:]) != req.CodeDigest {
+		_ = s.cfg.Blobs.Delete(ctx, id)
+		return nil, errf(400, "the uploaded bundle's SHA-256 %s is not the code_digest %s you declared: the upload was corrupted or truncated; deploy again",
+			hex.EncodeToString(info.SHA256[:])[:12], req.CodeDigest[:12])
+	}
+	app := &store.App{
+		ID: id, OwnerID: u.ID, ProjectID: p.ID, Name: req.Name, Status: store.StatusSpawning, Hardware: hw.Name,
+		Domains: spec.Domains, Spec: specJSON, CodeDigest: req.CodeDigest, BundleSize: info.Size,
+		CreatedAt: now, UpdatedAt: now, ExpiresAt: spec.ExpiresAt,
+	}
+	if err := s.st.CreateApp(ctx, app); err != nil {
+		_ = s.cfg.Blobs.Delete(ctx, id)
+		if errors.Is(err, store.ErrConflict) {
+			return nil, errf(409, "domain %s is already used by a running app", spec.Domains[0])
+		}
+		return nil, err
+	}
+	s.mCreated.Inc()
+	s.log.Info("app created", "app_id", id, "name", req.Name, "owner", u.Name, "bundle_bytes", info.Size)
+	if err := s.spawn(ctx, app, spec); err != nil {
+		if errors.Is(err, runner.ErrNoCapacity) {
+			return nil, errf(503, "%v", err)
+		}
+		return nil, err
+	}
+	s.Kick()
+	return s.st.GetApp(ctx, id)
+}
+
+func (s *Service) spawn(ctx context.Context, app *store.App, spec config.Spec) error {
+	s.spawnMu.Lock()
+	defer s.spawnMu.Unlock()
+	hw, err := s.hardware(app.Hardware)
+	if err != nil {
+		return err
+	}
+	local, ok := s.cfg.Blobs.(blob.Local)
+	if !ok {
+		return errors.New("service: the blob store is not local; this runner needs a local bundle")
+	}
+	path, err := local.LocalPath(app.ID)
+	if err != nil {
+		return err
+	}
+	h, err := s.cfg.Runner.Spawn(ctx, app.ID, runner.SpawnSpec{App: spec, BundlePath: path, Hardware: hw})
+	if err != nil {
+		s.transition(ctx, app.ID, []store.AppStatus{store.StatusSpawning}, store.StatusOnError, "spawn the node: "+err.Error())
+		_ = s.cfg.Blobs.Delete(ctx, app.ID)
+		return err
+	}
+	if err := s.st.SetAppNode(ctx, app.ID, h, s.cfg.Now().UTC()); err != nil {
+		_ = s.cfg.Runner.Stop(ctx, app.ID, h)
+		return err
+	}
+	return nil
+}
+
+func (s *Service) transition(ctx context.Context, id string, from []store.AppStatus, to store.AppStatus, msg string) bool {
+	err := s.st.TransitionApp(ctx, id, from, to, msg, s.cfg.Now().UTC())
+	if err != nil {
+		if !errors.Is(err, store.ErrConflict) {
+			s.log.Error("status transition", "app_id", id, "to", to, "err", err)
+		}
+		return false
+	}
+	s.mTransitions.WithLabelValues(string(to)).Inc()
+	s.log.Info("app status", "app_id", id, "status", to, "reason", msg)
+	return true
+}
+
+// App returns an app the caller may see. Another tenant's app is "not found".
+func (s *Service) App(ctx context.Context, u *store.User, id string) (*store.App, error) {
+	a, err := s.st.GetApp(ctx, id)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && a.OwnerID != u.ID && !u.Admin) {
+		return nil, errf(404, "no app %s", id)
+	}
+	return a, err
+}
+
+// ListApps lists the caller's apps; all includes stopped ones.
+func (s *Service) ListApps(ctx context.Context, u *store.User, name, status, project string, all bool) ([]store.App, error) {
+	f := store.AppFilter{OwnerID: u.ID, Name: name}
+	if status != "" {
+		st := store.AppStatus(status)
+		switch st {
+		case store.StatusSpawning, store.StatusInitializing, store.StatusRunning, store.StatusStopped, store.StatusOnError:
+		default:
+			return nil, errf(400, "unknown status %q (spawning, initializing, running, stopped, on_error)", status)
+		}
+		f.Statuses = []store.AppStatus{st}
+	} else if !all {
+		f.Statuses = []store.AppStatus{store.StatusSpawning, store.StatusInitializing, store.StatusRunning}
+	}
+	if project != "" {
+		p, err := s.st.GetProjectByName(ctx, u.ID, project)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, errf(404, "no project %q", project)
+		} else if err != nil {
+			return nil, err
+		}
+		f.ProjectID = p.ID
+	}
+	return s.st.ListApps(ctx, f)
+}
+
+// StopApp stops an app and ends its node.
+func (s *Service) StopApp(ctx context.Context, u *store.User, id string) (*store.App, error) {
+	a, err := s.App(ctx, u, id)
+	if err != nil {
+		return nil, err
+	}
+	if a.Status.Active() {
+		s.stop(ctx, a, store.StatusStopped, "stopped by "+u.Name)
+	}
+	return s.st.GetApp(ctx, id)
+}
+
+func (s *Service) stop(ctx context.Context, a *store.App, to store.AppStatus, msg string) {
+	if !s.transition(ctx, a.ID, []store.AppStatus{store.StatusSpawning, store.StatusInitializing, store.StatusRunning}, to, msg) {
+		return
+	}
+	if err := s.cfg.Runner.Stop(ctx, a.ID, a.Node); err != nil {
+		s.log.Error("stop node", "app_id", a.ID, "err", err)
+	}
+	if err := s.cfg.Blobs.Delete(ctx, a.ID); err != nil {
+		s.log.Error("delete bundle", "app_id", a.ID, "err", err)
+	}
+}
+
+// Logs returns the app's node log.
+func (s *Service) Logs(ctx context.Context, u *store.User, id string, tail int64, follow bool) (io.ReadCloser, error) {
+	a, err := s.App(ctx, u, id)
+	if err != nil {
+		return nil, err
+	}
+	return s.cfg.Runner.Logs(ctx, a.ID, a.Node, tail, follow && a.Status.Active())
+}
+
+// Fingerprint is the node's certificate fingerprint as the runner sees it.
+func (s *Service) Fingerprint(ctx context.Context, a *store.App) string {
+	if len(a.Node) == 0 || !a.Status.Active() {
+		return ""
+	}
+	st, err := s.cfg.Runner.Status(ctx, a.ID, a.Node)
+	if err != nil {
+		return ""
+	}
+	return st.Fingerprint
+}
+
+// Lookup answers the router: the node address for an active app's domain.
+func (s *Service) Lookup(ctx context.Context, serverName string) (string, error) {
+	a, err := s.st.AppByDomain(ctx, serverName)
+	if err != nil {
+		return "", err
+	}
+	if !a.Status.Active() || len(a.Node) == 0 {
+		return "", fmt.Errorf("app %s has no node", a.ID)
+	}
+	return s.cfg.Runner.Addr(a.ID, a.Node)
+}
+
+// Kick asks the loop to reconcile now.
+func (s *Service) Kick() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Start adopts nodes that survived a restart, removes orphans, and returns;
+// Run drives the loop.
+func (s *Service) Start(ctx context.Context) error {
+	apps, err := s.st.ListApps(ctx, store.AppFilter{Statuses: []store.AppStatus{store.StatusSpawning, store.StatusInitializing, store.StatusRunning}})
+	if err != nil {
+		return err
+	}
+	nodes := map[string][]byte{}
+	active := map[string]bool{}
+	for _, a := range apps {
+		active[a.ID] = true
+		if len(a.Node) > 0 {
+			nodes[a.ID] = a.Node
+		}
+	}
+	lost, err := s.cfg.Runner.Adopt(ctx, nodes)
+	if err != nil {
+		return err
+	}
+	for id, why := range lost {
+		s.transition(ctx, id, []store.AppStatus{store.StatusSpawning, store.StatusInitializing, store.StatusRunning}, store.StatusOnError, why)
+		_ = s.cfg.Blobs.Delete(ctx, id)
+		delete(active, id)
+	}
+	keys, err := s.cfg.Blobs.List(ctx)
+	if err != nil {
+		return err
+	}
+	for _, k := range keys {
+		if !active[k] {
+			s.log.Info("removing an orphan bundle", "key", k)
+			_ = s.cfg.Blobs.Delete(ctx, k)
+		}
+	}
+	return nil
+}
+
+// Run reconciles until ctx ends.
+func (s *Service) Run(ctx context.Context) {
+	t := time.NewTicker(s.cfg.PollInterval)
+	defer t.Stop()
+	for {
+		s.Reconcile(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-s.kick:
+		}
+	}
+}
+
+// Reconcile drives every active app one step.
+func (s *Service) Reconcile(ctx context.Context) {
+	apps, err := s.st.ListApps(ctx, store.AppFilter{Statuses: []store.AppStatus{store.StatusSpawning, store.StatusInitializing, store.StatusRunning}})
+	if err != nil {
+		s.log.Error("reconcile: list apps", "err", err)
+		return
+	}
+	counts := map[store.AppStatus]int{}
+	now := s.cfg.Now()
+	for i := range apps {
+		a := &apps[i]
+		counts[a.Status]++
+		if !now.Before(a.ExpiresAt) {
+			s.stop(ctx, a, store.StatusStopped, "expired")
+			continue
+		}
+		if len(a.Node) == 0 {
+			if a.Status == store.StatusSpawning {
+				var spec config.Spec
+				if err := jsonUnmarshal(a.Spec, &spec); err != nil {
+					s.transition(ctx, a.ID, []store.AppStatus{a.Status}, store.StatusOnError, "corrupt spec")
+					continue
+				}
+				_ = s.spawn(ctx, a, spec)
+			}
+			continue
+		}
+		st, err := s.cfg.Runner.Status(ctx, a.ID, a.Node)
+		if err != nil {
+			s.log.Error("reconcile: node status", "app_id", a.ID, "err", err)
+			continue
+		}
+		switch st.State {
+		case nodeapi.StateWaiting, nodeapi.StateLaunching:
+			s.transition(ctx, a.ID, []store.AppStatus{store.StatusSpawning}, store.StatusInitializing, "node waits for the owner's secrets")
+		case nodeapi.StateRunning:
+			s.transition(ctx, a.ID, []store.AppStatus{store.StatusSpawning, store.StatusInitializing}, store.StatusRunning, "app serves")
+		case nodeapi.StateError, nodeapi.StateStopped, runner.StateExited, runner.StateLost:
+			msg := st.Error
+			if msg == "" {
+				msg = "the node stopped"
+			}
+			s.stop(ctx, a, store.StatusOnError, msg)
+		}
+	}
+	for _, st := range []store.AppStatus{store.StatusSpawning, store.StatusInitializing, store.StatusRunning} {
+		s.mApps.WithLabelValues(string(st)).Set(float64(counts[st]))
+	}
+}
+
+// RouterHost is the host part of the router address, for URLs.
+func (s *Service) RouterPort() string {
+	_, port, err := net.SplitHostPort(s.cfg.RouterAddr)
+	if err != nil {
+		return ""
+	}
+	return port
+}
+
+// AppURL is the app's URL as users reach it through the router.
+func (s *Service) AppURL(a *store.App) string {
+	if len(a.Domains) == 0 {
+		return ""
+	}
+	port := s.RouterPort()
+	if port == "" || port == "443" {
+		return "https://" + a.Domains[0] + "/"
+	}
+	return "https://" + a.Domains[0] + ":" + port + "/"
+}
+
+// RouterAddr is where clients reach the router.
+func (s *Service) RouterAddr() string { return s.cfg.RouterAddr }

@@ -1,0 +1,536 @@
+package cli
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/mse-in-go/mse/internal/cli/attestcmd"
+	"github.com/mse-in-go/mse/internal/client"
+	"github.com/mse-in-go/mse/internal/ratls"
+	"github.com/mse-in-go/mse/internal/scaffold"
+)
+
+func attestCommand() *cobra.Command { return attestcmd.New() }
+
+func loginCmd() *cobra.Command {
+	var token, url string
+	cmd := &cobra.Command{
+		Use:   "login",
+		Short: "Save the backend URL and your API token",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			u := newUI(cmd)
+			if token == "" {
+				return errors.New("--token is required (ask the operator for an API token)")
+			}
+			c := client.New(url, strings.TrimSpace(token))
+			me, err := c.Me(cmd.Context())
+			if err != nil {
+				return err
+			}
+			p, err := saveLogin(&Login{URL: url, Token: strings.TrimSpace(token)})
+			if err != nil {
+				return err
+			}
+			u.step("Logged in to %s as %s; saved to %s (mode 0600)", url, me.Name, p)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&token, "token", "", "API token")
+	cmd.Flags().StringVar(&url, "url", envOr("MSE_BACKEND_URL", "http://127.0.0.1:8080"), "backend API URL")
+	return cmd
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+func scaffoldCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "scaffold NAME",
+		Short: "Create a new app directory with an mse.toml and a hello-world app",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := scaffold.Write(".", args[0]); err != nil {
+				return err
+			}
+			u := newUI(cmd)
+			u.step("Created %s/ with mse.toml, mse_src/app.py and tests/", args[0])
+			fmt.Fprintf(u.out, "Next:\n  cd %s && mse cloud deploy\n", args[0])
+			return nil
+		},
+	}
+}
+
+func verifyCmd() *cobra.Command {
+	var fingerprint, ctxFile, addr string
+	var trust trustFlags
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "verify DOMAIN",
+		Short: "Verify the enclave behind an app's domain, as any user of the app can",
+		Long: `verify connects to DOMAIN, reads the node's RA-TLS certificate and checks its
+evidence under your trust policy. With --fingerprint it also checks that the
+certificate is the one the owner published; with --context (an exported app
+context) it checks the app id, code digest and config digest as well.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			u := newUI(cmd)
+			ctx := cmd.Context()
+			domain := strings.ToLower(args[0])
+			policy, err := trust.policy()
+			if err != nil {
+				return err
+			}
+			var expect ratls.Expect
+			if ctxFile != "" {
+				ac, err := readContextFile(ctxFile)
+				if err != nil {
+					return err
+				}
+				expect.AppID = ac.AppID
+				if expect.CodeDigest, err = hex.DecodeString(ac.CodeDigest); err != nil {
+					return fmt.Errorf("context: bad code_digest")
+				}
+				if expect.ConfigDigest, err = hex.DecodeString(ac.ConfigDigest); err != nil {
+					return fmt.Errorf("context: bad config_digest")
+				}
+				if fingerprint == "" && ac.TLSMode != "owner" {
+					fingerprint = ac.Fingerprint
+				}
+				if addr == "" {
+					addr = ac.RouterAddr
+				}
+			}
+			if addr == "" {
+				addr = net.JoinHostPort(domain, "443")
+			}
+			vs := &verifiers{now: time.Now}
+			if simAccepted(policy) {
+				u.warn("simulation mode: simulated evidence proves nothing about the hardware")
+				var c *client.Client
+				if trust.simRoot == "" {
+					if c, _, err = apiClient(); err != nil {
+						return fmt.Errorf("simulation needs the simulated root: pass --sim-root FILE, or log in to the backend (%v)", err)
+					}
+				}
+				if vs.simRoot, err = trust.loadSimRoot(ctx, u, policy, c); err != nil {
+					return err
+				}
+			}
+			opts := ratls.Options{Verifiers: vs.For, Policy: policy, Now: time.Now(), Expect: expect}
+			p := &pinned{verify: func(cert *x509.Certificate) (*ratls.Identity, error) {
+				if fingerprint != "" && ratls.Fingerprint(cert) != strings.ToLower(fingerprint) {
+					return nil, fmt.Errorf("verification failed: the certificate's sha256 is %s, not the fingerprint %s you expect; this is not the node the owner verified",
+						ratls.Fingerprint(cert), fingerprint)
+				}
+				return ratls.Verify(ctx, cert, opts)
+			}}
+			hc := httpClient(addr, domain, p, 30*time.Second)
+			id, err := fetchCert(ctx, hc, domain, p)
+			if err != nil {
+				return err
+			}
+			if _, err := checkFresh(ctx, hc, domain, p, opts); err != nil {
+				return fmt.Errorf("fresh evidence: %w", err)
+			}
+			res := verifyResult(id, expect)
+			if asJSON {
+				return u.json(res)
+			}
+			v := id.Verified
+			u.step("%s runs in a verified enclave", domain)
+			fmt.Fprintf(u.out, "  TEE:          %s%s\n  measurement:  %s\n  signer:       %s\n  TCB status:   %s\n  app id:       %s\n  code digest:  %s\n  config digest:%s\n  certificate:  sha256 %s\n",
+				v.Type, map[bool]string{true: " (SIMULATED)", false: ""}[v.Simulated], hex.EncodeToString(v.Measurement), hex.EncodeToString(v.Signer), v.TCBStatus,
+				id.Claims.AppID, hex.EncodeToString(id.Claims.CodeDigest), " "+hex.EncodeToString(id.Claims.ConfigDigest), id.Fingerprint)
+			if fingerprint == "" && ctxFile == "" {
+				u.warn("no --fingerprint or --context given: the enclave is genuine and runs a trusted runtime, but nothing ties it to a particular owner's code")
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&fingerprint, "fingerprint", "", "expected SHA-256 of the node's certificate (hex), as the owner published it")
+	f.StringVar(&ctxFile, "context", "", "an app context file (from `mse cloud context --export`)")
+	f.StringVar(&addr, "addr", "", "connect to this host:port instead of DOMAIN:443 (e.g. the operator's router)")
+	f.BoolVar(&asJSON, "json", false, "print the verified identity as JSON")
+	trust.register(f)
+	return cmd
+}
+
+// VerifyResult is what verify prints with --json.
+type VerifyResult struct {
+	Verified     bool   `json:"verified"`
+	TEE          string `json:"tee"`
+	Simulated    bool   `json:"simulated"`
+	Measurement  string `json:"measurement"`
+	Signer       string `json:"signer"`
+	TCBStatus    string `json:"tcb_status"`
+	Debug        bool   `json:"debug"`
+	AppID        string `json:"app_id"`
+	CodeDigest   string `json:"code_digest"`
+	ConfigDigest string `json:"config_digest"`
+	Fingerprint  string `json:"certificate_sha256"`
+	BoundToOwner bool   `json:"bound_to_owner"`
+}
+
+func verifyResult(id *ratls.Identity, e ratls.Expect) VerifyResult {
+	v := id.Verified
+	return VerifyResult{Verified: true, TEE: v.Type, Simulated: v.Simulated, Measurement: hex.EncodeToString(v.Measurement),
+		Signer: hex.EncodeToString(v.Signer), TCBStatus: v.TCBStatus, Debug: v.Debug, AppID: id.Claims.AppID,
+		CodeDigest: hex.EncodeToString(id.Claims.CodeDigest), ConfigDigest: hex.EncodeToString(id.Claims.ConfigDigest),
+		Fingerprint: id.Fingerprint, BoundToOwner: e.AppID != ""}
+}
+
+// fetchCert makes one request so that the handshake verifies the node.
+func fetchCert(ctx context.Context, hc interface {
+	Do(*httpRequest) (*httpResponse, error)
+}, domain string, p *pinned) (*ratls.Identity, error) {
+	req, err := newGet(ctx, nodeURL(domain)+"/")
+	if err != nil {
+		return nil, err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		if _, verr := p.identity(); verr != nil {
+			return nil, verr
+		}
+		return nil, fmt.Errorf("cannot connect to %s: %w", domain, err)
+	}
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
+	resp.Body.Close()
+	return p.identity()
+}
+
+func statusCmd() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "status APP_ID",
+		Short: "Show an app's status",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, _, err := apiClient()
+			if err != nil {
+				return err
+			}
+			a, err := c.App(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			u := newUI(cmd)
+			if asJSON {
+				return u.json(a)
+			}
+			tw := tabwriter.NewWriter(u.out, 0, 4, 2, ' ', 0)
+			fmt.Fprintf(tw, "id\t%s\nname\t%s\nproject\t%s\nstatus\t%s\nurl\t%s\ndomains\t%s\nhardware\t%s\ntls mode\t%s\ncode digest\t%s\ncreated\t%s\nexpires\t%s\n",
+				a.ID, a.Name, a.Project, a.Status, a.URL, strings.Join(a.Domains, ", "), a.Hardware, a.TLSMode, a.CodeDigest, fmtTime(a.CreatedAt), fmtTime(a.ExpiresAt))
+			if a.StoppedAt != nil {
+				fmt.Fprintf(tw, "stopped\t%s\n", fmtTime(*a.StoppedAt))
+			}
+			if a.Error != "" {
+				fmt.Fprintf(tw, "error\t%s\n", a.Error)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func listCmd() *cobra.Command {
+	var all, asJSON bool
+	var name, status, project string
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List your running apps (--all: also stopped and failed ones)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, _, err := apiClient()
+			if err != nil {
+				return err
+			}
+			apps, err := c.Apps(cmd.Context(), client.ListOptions{All: all, Name: name, Status: status, Project: project})
+			if err != nil {
+				return err
+			}
+			u := newUI(cmd)
+			if asJSON {
+				if apps == nil {
+					apps = []client.App{}
+				}
+				return u.json(apps)
+			}
+			if len(apps) == 0 {
+				fmt.Fprintln(u.out, "No apps.")
+				return nil
+			}
+			tw := tabwriter.NewWriter(u.out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tNAME\tSTATUS\tURL\tCREATED")
+			for _, a := range apps {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", a.ID, a.Name, a.Status, a.URL, fmtTime(a.CreatedAt))
+			}
+			return tw.Flush()
+		},
+	}
+	f := cmd.Flags()
+	f.BoolVar(&all, "all", false, "include stopped and failed apps")
+	f.StringVar(&name, "name", "", "only apps with this name")
+	f.StringVar(&status, "status", "", "only apps with this status")
+	f.StringVar(&project, "project", "", "only apps of this project")
+	f.BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func logsCmd() *cobra.Command {
+	var follow bool
+	var tail int
+	cmd := &cobra.Command{
+		Use:   "logs APP_ID",
+		Short: "Print an app's logs (-f to follow)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, _, err := apiClient()
+			if err != nil {
+				return err
+			}
+			rc, err := c.Logs(cmd.Context(), args[0], tail, follow)
+			if err != nil {
+				return err
+			}
+			defer rc.Close()
+			_, err = io.Copy(cmd.OutOrStdout(), rc)
+			if errors.Is(err, context.Canceled) {
+				return nil
+			}
+			return err
+		},
+	}
+	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "follow the log until the app stops")
+	cmd.Flags().IntVar(&tail, "tail", 64, "print the last N KiB")
+	return cmd
+}
+
+func stopCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "stop APP_ID...",
+		Short: "Stop apps",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, _, err := apiClient()
+			if err != nil {
+				return err
+			}
+			u := newUI(cmd)
+			var errs []error
+			for _, id := range args {
+				a, err := c.Stop(cmd.Context(), id)
+				if err != nil {
+					errs = append(errs, fmt.Errorf("%s: %w", id, err))
+					continue
+				}
+				u.step("App %s (%s) is %s", a.ID, a.Name, a.Status)
+			}
+			return errors.Join(errs...)
+		},
+	}
+}
+
+func contextCmd() *cobra.Command {
+	var list bool
+	var export, remove, output string
+	cmd := &cobra.Command{
+		Use:   "context",
+		Short: "List, export or remove saved app contexts (they hold code keys)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			u := newUI(cmd)
+			switch {
+			case list:
+				cs, err := listContexts()
+				if err != nil {
+					return err
+				}
+				if len(cs) == 0 {
+					fmt.Fprintln(u.out, "No saved contexts.")
+					return nil
+				}
+				tw := tabwriter.NewWriter(u.out, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "APP ID\tNAME\tURL\tVERIFIED\tCREATED")
+				for _, c := range cs {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\n", c.AppID, c.Name, c.URL, c.Verified, fmtTime(c.CreatedAt))
+				}
+				return tw.Flush()
+			case export != "":
+				c, src, err := loadContext(export)
+				if err != nil {
+					return err
+				}
+				if output == "" {
+					output = c.AppID + ".toml"
+				}
+				b, err := os.ReadFile(src)
+				if err != nil {
+					return err
+				}
+				if err := writePrivate(output, b); err != nil {
+					return err
+				}
+				u.step("Exported the context of %s to %s (mode 0600)", c.AppID, output)
+				u.warn("the context holds the app's code key: share it only with whom may decrypt the code; for third-party verification, give the domain and `--fingerprint %s` instead", c.Fingerprint)
+				return nil
+			case remove != "":
+				if err := removeContext(remove); err != nil {
+					return err
+				}
+				u.step("Removed the context of %s", remove)
+				return nil
+			}
+			return errors.New("pass --list, --export APP_ID or --remove APP_ID")
+		},
+	}
+	f := cmd.Flags()
+	f.BoolVar(&list, "list", false, "list saved contexts")
+	f.StringVar(&export, "export", "", "export an app's context to a file")
+	f.StringVarP(&output, "output", "o", "", "with --export: the file to write (default APP_ID.toml)")
+	f.StringVar(&remove, "remove", "", "remove an app's context")
+	cmd.MarkFlagsMutuallyExclusive("list", "export", "remove")
+	return cmd
+}
+
+func hardwareCmd() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "hardware",
+		Short: "List the operator's hardware",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, _, err := apiClient()
+			if err != nil {
+				return err
+			}
+			hw, err := c.Hardware(cmd.Context())
+			if err != nil {
+				return err
+			}
+			u := newUI(cmd)
+			if asJSON {
+				return u.json(hw)
+			}
+			tw := tabwriter.NewWriter(u.out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tMEMORY\tCORES\tTEE\tAVAILABLE")
+			for _, h := range hw {
+				fmt.Fprintf(tw, "%s\t%d MiB\t%d\t%s\t%d\n", h.Name, h.MemoryMiB, h.Cores, h.TEE, h.Available)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func projectCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "project", Short: "List or create projects"}
+	var asJSON bool
+	ls := &cobra.Command{
+		Use: "list", Short: "List your projects", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, _, err := apiClient()
+			if err != nil {
+				return err
+			}
+			ps, err := c.Projects(cmd.Context())
+			if err != nil {
+				return err
+			}
+			u := newUI(cmd)
+			if asJSON {
+				return u.json(ps)
+			}
+			for _, p := range ps {
+				fmt.Fprintln(u.out, p.Name)
+			}
+			return nil
+		},
+	}
+	ls.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	create := &cobra.Command{
+		Use: "create NAME", Short: "Create a project", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, _, err := apiClient()
+			if err != nil {
+				return err
+			}
+			p, err := c.CreateProject(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			newUI(cmd).step("Project %s", p.Name)
+			return nil
+		},
+	}
+	cmd.AddCommand(ls, create)
+	return cmd
+}
+
+func userCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "user", Short: "Manage users and tokens (administrators)"}
+	var admin bool
+	add := &cobra.Command{
+		Use: "add NAME", Short: "Create a user; prints its token once", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, _, err := apiClient()
+			if err != nil {
+				return err
+			}
+			r, err := c.CreateUser(cmd.Context(), args[0], admin)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), r.Token)
+			return nil
+		},
+	}
+	add.Flags().BoolVar(&admin, "admin", false, "administrator")
+	revoke := &cobra.Command{
+		Use: "revoke-token TOKEN_ID", Short: "Revoke an API token", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, _, err := apiClient()
+			if err != nil {
+				return err
+			}
+			return c.RevokeToken(cmd.Context(), args[0])
+		},
+	}
+	whoami := &cobra.Command{
+		Use: "whoami", Short: "Show who you are logged in as", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, l, err := apiClient()
+			if err != nil {
+				return err
+			}
+			me, err := c.Me(cmd.Context())
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s (%s) at %s\n", me.Name, me.ID, l.URL)
+			return nil
+		},
+	}
+	cmd.AddCommand(add, revoke, whoami)
+	return cmd
+}
+

@@ -1,0 +1,256 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/mse-in-go/mse/internal/attest"
+	"github.com/mse-in-go/mse/internal/attest/sim"
+	"github.com/mse-in-go/mse/internal/client"
+	"github.com/mse-in-go/mse/internal/nodeapi"
+	"github.com/mse-in-go/mse/internal/ratls"
+)
+
+// NodeMeasurement is the measurement of the mse-node runtime released with
+// this CLI, set at build time (-ldflags -X). The default trust policy accepts
+// it and nothing else.
+var NodeMeasurement = ""
+
+// trustFlags select the owner's trust policy.
+type trustFlags struct {
+	policyFile string
+	simulation bool
+	simRoot    string
+}
+
+func (f *trustFlags) register(fs *pflag.FlagSet) {
+	fs.StringVar(&f.policyFile, "policy", "", "trust policy file (TOML, docs/trust-policy.md); default: TEE sgx and the mse-node measurement this CLI was released with")
+	fs.BoolVar(&f.simulation, "simulation", false, "accept the simulated TEE (sim), which proves nothing about the hardware; for development")
+	fs.StringVar(&f.simRoot, "sim-root", "", "PEM root of the simulated platform to trust (default: the one the backend publishes)")
+}
+
+// policy returns the effective policy.
+func (f *trustFlags) policy() (*attest.Policy, error) {
+	var p *attest.Policy
+	if f.policyFile != "" {
+		var err error
+		if p, err = attest.LoadPolicy(f.policyFile); err != nil {
+			return nil, err
+		}
+	} else {
+		p = &attest.Policy{TEETypes: []string{attest.TypeSGX}}
+		if NodeMeasurement != "" {
+			p.Measurements = []string{NodeMeasurement}
+		}
+	}
+	if f.simulation {
+		if !slices.Contains(p.TEETypes, attest.TypeSim) {
+			p.TEETypes = append(p.TEETypes, attest.TypeSim)
+		}
+		p.AllowSimulation = true
+	}
+	return p, nil
+}
+
+func simAccepted(p *attest.Policy) bool {
+	return p.AllowSimulation && slices.Contains(p.TEETypes, attest.TypeSim)
+}
+
+// verifiers builds the verifier for each TEE type the policy may meet.
+type verifiers struct {
+	simRoot *x509.Certificate
+	now     attest.Clock
+}
+
+func (v *verifiers) For(teeType string) (attest.Verifier, error) {
+	switch teeType {
+	case attest.TypeSim:
+		if v.simRoot == nil {
+			return nil, errors.New("the node presents simulated (sim) evidence and simulation is not accepted: pass --simulation to accept it for development")
+		}
+		return sim.NewVerifier(v.simRoot, v.now), nil
+	default:
+		return newPlatformVerifier(teeType, v.now)
+	}
+}
+
+// loadSimRoot returns the simulated platform's root: from --sim-root, else
+// from the backend; it must match the policy's pin when there is one.
+func (f *trustFlags) loadSimRoot(ctx context.Context, ui *ui, p *attest.Policy, c *client.Client) (*x509.Certificate, error) {
+	var pemBytes []byte
+	var from string
+	switch {
+	case f.simRoot != "":
+		b, err := os.ReadFile(f.simRoot)
+		if err != nil {
+			return nil, fmt.Errorf("--sim-root: %w", err)
+		}
+		pemBytes, from = b, f.simRoot
+	case c != nil:
+		b, err := c.SimRoot(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("fetch the simulated platform's root from the backend: %w", err)
+		}
+		pemBytes, from = b, "the operator's backend"
+	default:
+		return nil, errors.New("simulation is accepted but no simulated root is known: pass --sim-root FILE (the backend serves it at /v1/sim/root)")
+	}
+	blk, _ := pem.Decode(pemBytes)
+	if blk == nil || blk.Type != "CERTIFICATE" {
+		return nil, fmt.Errorf("the simulated root from %s is not a PEM certificate", from)
+	}
+	root, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("the simulated root from %s does not parse: %w", from, err)
+	}
+	fp := sha256.Sum256(root.Raw)
+	fph := hex.EncodeToString(fp[:])
+	if pin := p.Simulation.RootSHA256; pin != "" {
+		if pin != fph {
+			return nil, fmt.Errorf("verification failed: the simulated root from %s (sha256 %s…) is not the one your policy pins (%s…)", from, fph[:12], pin[:12])
+		}
+	} else {
+		ui.warn("trusting the simulated root from %s (sha256 %s…); pin it with simulation.root_sha256 in a policy", from, fph[:16])
+	}
+	return root, nil
+}
+
+// pinned verifies the first certificate it sees and then only accepts that
+// same certificate, so that every request of a session goes to the node
+// that was verified.
+type pinned struct {
+	verify func(*x509.Certificate) (*ratls.Identity, error)
+
+	mu   sync.Mutex
+	cert *x509.Certificate
+	id   *ratls.Identity
+	err  error
+}
+
+// tlsConfig verifies peers itself in VerifyConnection: the node's RA-TLS
+// certificate is self-signed, so web PKI does not apply; evidence does.
+func (p *pinned) tlsConfig(serverName string) *tls.Config {
+	return &tls.Config{
+		ServerName:         serverName,
+		MinVersion:         tls.VersionTLS12,
+		InsecureSkipVerify: true, // replaced by VerifyConnection below
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
+				return errors.New("the node sent no certificate")
+			}
+			leaf := cs.PeerCertificates[0]
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			if p.cert == nil {
+				id, err := p.verify(leaf)
+				if err != nil {
+					p.err = err
+					return err
+				}
+				p.cert, p.id = leaf, id
+				return nil
+			}
+			if !bytes.Equal(leaf.Raw, p.cert.Raw) {
+				return fmt.Errorf("the node's certificate changed since it was verified (sha256 %s…, verified %s…); refusing to talk to it",
+					ratls.Fingerprint(leaf)[:12], ratls.Fingerprint(p.cert)[:12])
+			}
+			return nil
+		},
+	}
+}
+
+func (p *pinned) identity() (*ratls.Identity, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.id, p.err
+}
+
+// pinnedTo accepts exactly one certificate (by DER), e.g. the owner's.
+func pinnedTo(der []byte) *pinned {
+	return &pinned{verify: func(c *x509.Certificate) (*ratls.Identity, error) {
+		if !bytes.Equal(c.Raw, der) {
+			return nil, fmt.Errorf("the server's certificate (sha256 %s…) is not the expected one", ratls.Fingerprint(c)[:12])
+		}
+		return &ratls.Identity{Certificate: c, Fingerprint: ratls.Fingerprint(c)}, nil
+	}}
+}
+
+// httpClient sends every request to addr with SNI serverName over a
+// connection checked by p.
+func httpClient(addr, serverName string, p *pinned, timeout time.Duration) *http.Client {
+	d := &net.Dialer{Timeout: 10 * time.Second}
+	return &http.Client{
+		Timeout: timeout,
+		Transport: &http.Transport{
+			DialContext:         func(ctx context.Context, network, _ string) (net.Conn, error) { return d.DialContext(ctx, network, addr) },
+			TLSClientConfig:     p.tlsConfig(serverName),
+			TLSHandshakeTimeout: 10 * time.Second,
+			ForceAttemptHTTP2:   false,
+		},
+	}
+}
+
+// verifyError returns the verification error behind a failed request, if any.
+func (p *pinned) verifyError(err error) error {
+	if _, verr := p.identity(); verr != nil {
+		return verr
+	}
+	return err
+}
+
+// nodeURL is the node's base URL (the host only matters for SNI and Host).
+func nodeURL(domain string) string { return "https://" + domain }
+
+// checkFresh asks the node for evidence over a fresh nonce, on the pinned session.
+func checkFresh(ctx context.Context, hc *http.Client, domain string, p *pinned, opts ratls.Options) (*ratls.Identity, error) {
+	nonce := make([]byte, 32)
+	if _, err := rand.Read(nonce); err != nil {
+		return nil, err
+	}
+	req, err := http.NewRequestWithContext(ctx, "GET", nodeURL(domain)+nodeapi.PathAttestation+"?nonce="+url.QueryEscape(hex.EncodeToString(nonce)), nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, p.verifyError(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, ratls.MaxEvidenceSize+attest.MaxClaimsSize+1024))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != 200 {
+		return nil, fmt.Errorf("the node did not give fresh evidence (HTTP %d)", resp.StatusCode)
+	}
+	id, _ := p.identity()
+	opts.Expect.Nonce = nonce
+	return ratls.VerifyFresh(ctx, id.Certificate, body, opts)
+}
+
+type (
+	httpRequest  = http.Request
+	httpResponse = http.Response
+)
+
+func newGet(ctx context.Context, u string) (*http.Request, error) {
+	return http.NewRequestWithContext(ctx, "GET", u, nil)
+}

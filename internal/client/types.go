@@ -1,0 +1,98 @@
+// Package client is the Go client of the backend's HTTP API, and holds the
+// API's wire types (docs/api.md).
+package client
+
+import (
+	"time"
+
+	"github.com/mse-in-go/mse/internal/config"
+)
+
+// CreateAppRequest is the "config" part of POST /v1/apps; the "bundle" part
+// that follows is the encrypted bundle.
+type CreateAppRequest struct {
+	Name                string    `json:"name"`
+	Project             string    `json:"project,omitempty"`
+	Hardware            string    `json:"hardware,omitempty"`
+	Entrypoint          []string  `json:"entrypoint,omitempty"`
+	PythonApplication   string    `json:"python_application,omitempty"`
+	HealthcheckEndpoint string    `json:"healthcheck_endpoint,omitempty"`
+	ExpiresAt           time.Time `json:"expires_at"`
+	TLSMode             string    `json:"tls_mode"`
+	// Domain is the owner's domain (scenario 2).
+	Domain           string `json:"domain,omitempty"`
+	OwnerCertificate string `json:"owner_certificate,omitempty"`
+	// CodeDigest is the SHA-256 (hex) the owner computed; the backend refuses
+	// an upload that does not match it.
+	CodeDigest string `json:"code_digest"`
+}
+
+// App is an app as the API shows it.
+type App struct {
+	ID         string      `json:"id"`
+	Name       string      `json:"name"`
+	Project    string      `json:"project"`
+	Status     string      `json:"status"`
+	Hardware   string      `json:"hardware"`
+	Domains    []string    `json:"domains"`
+	URL        string      `json:"url"`
+	RouterAddr string      `json:"router_addr"`
+	CodeDigest string      `json:"code_digest"`
+	BundleSize int64       `json:"bundle_size"`
+	TLSMode    string      `json:"tls_mode"`
+	Error      string      `json:"error,omitempty"`
+	CreatedAt  time.Time   `json:"created_at"`
+	UpdatedAt  time.Time   `json:"updated_at"`
+	ExpiresAt  time.Time   `json:"expires_at"`
+	StoppedAt  *time.Time  `json:"stopped_at,omitempty"`
+	Spec       config.Spec `json:"spec"`
+	// Fingerprint is the node's RA-TLS certificate SHA-256 as the operator
+	// sees it (informative; the owner verifies the certificate itself).
+	Fingerprint string `json:"fingerprint,omitempty"`
+}
+
+// User is the caller.
+type User struct {
+	ID    string `json:"id"`
+	Name  string `json:"name"`
+	Admin bool   `json:"admin"`
+}
+
+// Project groups apps.
+type Project struct {
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// Hardware is a catalog entry with what is free.
+type Hardware struct {
+	Name      string `json:"name"`
+	MemoryMiB int64  `json:"memory_mib"`
+	Cores     int    `json:"cores"`
+	TEE       string `json:"tee"`
+	// Available is how many more apps of this size fit now.
+	Available int `json:"available"`
+}
+
+// Platform describes the operator's platform.
+type Platform struct {
+	TEE        string `json:"tee"`
+	RouterAddr string `json:"router_addr"`
+	BaseDomain string `json:"base_domain"`
+	// NodeMeasurement is the runtime measurement the operator says its nodes
+	// report (informative: the owner's policy decides what is accepted).
+	NodeMeasurement string `json:"node_measurement"`
+	SimRootSHA256   string `json:"sim_root_sha256,omitempty"`
+}
+
+// CreateUserResponse answers POST /v1/users.
+type CreateUserResponse struct {
+	User  User   `json:"user"`
+	Token string `json:"token"`
+}
+
+// Error is the API's error body.
+type Error struct {
+	Error string `json:"error"`
+}

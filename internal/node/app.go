@@ -1,0 +1,240 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/mse-in-go/mse/internal/bundle"
+)
+
+// wsgiHost serves MSE's python_application ("module:variable") with Python's
+// standard library only, on 127.0.0.1:$PORT, one thread per request.
+const wsgiHost = `
+import importlib, os, sys
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIServer, WSGIRequestHandler, make_server
+
+class Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+class Handler(WSGIRequestHandler):
+    def log_message(self, format, *args):
+        sys.stderr.write("app: %s %s\n" % (self.command, format % args))
+
+module_name, _, var = sys.argv[1].partition(":")
+sys.path.insert(0, os.environ["MODULE_PATH"])
+app = getattr(importlib.import_module(module_name), var or "app")
+make_server("127.0.0.1", int(os.environ["PORT"]), app, server_class=Server, handler_class=Handler).serve_forever()
+`
+
+type runningApp struct {
+	n       *Node
+	cmd     *exec.Cmd
+	port    int
+	exited  chan struct{}
+	waitErr error
+	once    sync.Once
+}
+
+// launch unpacks the code, writes the secrets and starts the app, then waits
+// until it answers its health check.
+func (n *Node) launch(ctx context.Context, in *intake) (*runningApp, error) {
+	cfg := n.cfg
+	codeDir := filepath.Join(cfg.WorkDir, "code")
+	if err := os.RemoveAll(codeDir); err != nil {
+		return nil, err
+	}
+	f, err := os.Open(cfg.BundlePath)
+	if err != nil {
+		return nil, fmt.Errorf("node: open bundle: %w", err)
+	}
+	_, err = bundleOpen(f, in.key, codeDir, cfg.Limits)
+	f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("node: decrypt and unpack the code: %w", err)
+	}
+	secretsPath := filepath.Join(cfg.WorkDir, "secrets.json")
+	secrets := in.appSecrets
+	if len(secrets) == 0 {
+		secrets = []byte("{}")
+	}
+	if err := os.WriteFile(secretsPath, secrets, 0o600); err != nil {
+		return nil, fmt.Errorf("node: write secrets: %w", err)
+	}
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	var cmd *exec.Cmd
+	if cfg.Spec.PythonApplication != "" {
+		cmd = exec.Command(cfg.Python, "-c", wsgiHost, cfg.Spec.PythonApplication)
+	} else {
+		argv := cfg.Spec.Entrypoint
+		prog := argv[0]
+		if strings.Contains(prog, "/") && !filepath.IsAbs(prog) {
+			prog = filepath.Join(codeDir, prog)
+		}
+		cmd = exec.Command(prog, argv[1:]...)
+	}
+	cmd.Dir = codeDir
+	cmd.Env = []string{
+		"PATH=" + os.Getenv("PATH"),
+		"HOME=" + cfg.WorkDir,
+		"LANG=C.UTF-8",
+		"PYTHONUNBUFFERED=1",
+		"PYTHONDONTWRITEBYTECODE=1",
+		"PORT=" + strconv.Itoa(port),
+		"SECRETS_PATH=" + secretsPath,
+		"MODULE_PATH=" + codeDir,
+	}
+	cmd.Stdout = os.Stdout
+	cmd.Stderr = os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("node: start the app (%s): %w", cmd.Path, err)
+	}
+	a := &runningApp{n: n, cmd: cmd, port: port, exited: make(chan struct{})}
+	go func() { a.waitErr = cmd.Wait(); close(a.exited) }()
+	n.log.Info("app started", "pid", cmd.Process.Pid, "port", port)
+
+	deadline := time.Now().Add(cfg.HealthTimeout)
+	var lastErr error
+	for {
+		if lastErr = a.health(ctx); lastErr == nil {
+			return a, nil
+		}
+		select {
+		case <-a.exited:
+			return nil, fmt.Errorf("node: the app exited before it answered its health check: %v", exitString(a.waitErr))
+		case <-ctx.Done():
+			a.stop()
+			return nil, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			a.stop()
+			return nil, fmt.Errorf("node: the app did not answer its health check within %s: %v", cfg.HealthTimeout, lastErr)
+		}
+	}
+}
+
+// bundleOpen is a seam for tests.
+var bundleOpen = openBundle
+
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+var healthClient = &http.Client{Timeout: 5 * time.Second}
+
+func (a *runningApp) health(ctx context.Context) error {
+	path := a.n.cfg.Spec.HealthcheckEndpoint
+	if path == "" {
+		path = "/"
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d%s", a.port, path), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := healthClient.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("health check %s answered %d", path, resp.StatusCode)
+	}
+	return nil
+}
+
+func (a *runningApp) handler() http.Handler {
+	target := &url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", a.port)}
+	return &httputil.ReverseProxy{
+		Rewrite: func(r *httputil.ProxyRequest) {
+			r.SetURL(target)
+			r.SetXForwarded()
+			r.Out.Host = r.In.Host
+		},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			writeJSON(w, http.StatusBadGateway, map[string]string{"error": "the app did not answer"})
+		},
+	}
+}
+
+// monitor watches the app until ctx ends, it exits, health fails three times
+// in a row, or the app expires.
+func (a *runningApp) monitor(ctx context.Context, expired <-chan time.Time, serveErr <-chan error) error {
+	t := time.NewTicker(a.n.cfg.HealthInterval)
+	defer t.Stop()
+	failures := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-expired:
+			return ErrExpired
+		case err := <-serveErr:
+			return fmt.Errorf("node: serve: %w", err)
+		case <-a.exited:
+			return fmt.Errorf("node: the app exited: %v", exitString(a.waitErr))
+		case <-t.C:
+			if err := a.health(ctx); err != nil {
+				failures++
+				a.n.log.Warn("health check failed", "err", err, "consecutive", failures)
+				if failures >= 3 {
+					return fmt.Errorf("node: the app failed its health check 3 times in a row: %v", err)
+				}
+			} else {
+				failures = 0
+			}
+		}
+	}
+}
+
+// stop terminates the app's process group: SIGTERM, then SIGKILL after 5s.
+func (a *runningApp) stop() {
+	a.once.Do(func() {
+		pid := a.cmd.Process.Pid
+		_ = syscall.Kill(-pid, syscall.SIGTERM)
+		select {
+		case <-a.exited:
+		case <-time.After(5 * time.Second):
+			_ = syscall.Kill(-pid, syscall.SIGKILL)
+			<-a.exited
+		}
+	})
+}
+
+func exitString(err error) string {
+	if err == nil {
+		return "exit status 0"
+	}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.String()
+	}
+	return err.Error()
+}
+
+func openBundle(r io.Reader, key bundle.Key, dir string, lim bundle.Limits) (bundle.Stats, error) {
+	return bundle.Open(r, key, dir, lim)
+}

@@ -1,0 +1,323 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/mse-in-go/mse/internal/attest"
+	"github.com/mse-in-go/mse/internal/bundle"
+	"github.com/mse-in-go/mse/internal/config"
+	"github.com/mse-in-go/mse/internal/nodeapi"
+	"github.com/mse-in-go/mse/internal/ratls"
+)
+
+// maxRequest bounds a stage-2 request body.
+const maxRequest = 2 << 20
+
+// ServeHTTP serves the configuration endpoint while waiting, then the app.
+func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == nodeapi.PathAttestation && r.Method == http.MethodGet {
+		n.serveAttestation(w, r)
+		return
+	}
+	switch n.phase.Load().(string) {
+	case nodeapi.StateRunning:
+		if h := n.proxy.Load(); h != nil {
+			(*h).ServeHTTP(w, r)
+			return
+		}
+		fallthrough
+	case nodeapi.StateLaunching:
+		w.Header().Set(nodeapi.HeaderStatus, nodeapi.StatusStarting)
+		writeJSON(w, http.StatusServiceUnavailable, nodeapi.Response{Status: "starting", Error: "the app is starting"})
+	case nodeapi.StateWaiting:
+		switch r.Method {
+		case http.MethodGet, http.MethodHead:
+			w.Header().Set(nodeapi.HeaderStatus, nodeapi.StatusWaiting)
+			writeJSON(w, http.StatusOK, map[string]string{"status": "waiting", "app_id": n.cfg.Spec.AppID})
+		case http.MethodPost:
+			if r.URL.Path != "/" {
+				writeJSON(w, http.StatusNotFound, nodeapi.Response{Status: "refused", Error: "POST the secrets to /"})
+				return
+			}
+			n.serveSecrets(w, r)
+		default:
+			writeJSON(w, http.StatusMethodNotAllowed, nodeapi.Response{Status: "refused", Error: "use GET or POST"})
+		}
+	default:
+		writeJSON(w, http.StatusServiceUnavailable, nodeapi.Response{Status: "starting"})
+	}
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// refusal is a stage-2 request the node refuses.
+type refusal struct {
+	code int
+	msg  string
+}
+
+func (n *Node) serveSecrets(w http.ResponseWriter, r *http.Request) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.accepted {
+		writeJSON(w, http.StatusConflict, nodeapi.Response{Status: "refused", Error: "secrets were already accepted"})
+		return
+	}
+	if n.attempts >= n.cfg.MaxAttempts {
+		writeJSON(w, http.StatusTooManyRequests, nodeapi.Response{Status: "refused", Error: "too many failed attempts; the node stopped accepting secrets"})
+		return
+	}
+	in, ref := n.check(r)
+	if ref != nil {
+		n.attempts++
+		left := n.cfg.MaxAttempts - n.attempts
+		// The message names the failed check; it never echoes what was sent.
+		n.log.Warn("refused stage-2 request", "reason", ref.msg, "attempts_left", left)
+		writeJSON(w, ref.code, nodeapi.Response{Status: "refused", Error: ref.msg, AttemptsLeft: left})
+		if left == 0 {
+			select {
+			case n.fatal <- fmt.Errorf("node: %d failed stage-2 attempts, the last: %s", n.attempts, ref.msg):
+			default:
+			}
+		}
+		return
+	}
+	n.accepted = true
+	writeJSON(w, http.StatusOK, nodeapi.Response{Status: "accepted"})
+	n.secrets <- in
+}
+
+func (n *Node) check(r *http.Request) (*intake, *refusal) {
+	bad := func(code int, format string, args ...any) (*intake, *refusal) {
+		return nil, &refusal{code, fmt.Sprintf(format, args...)}
+	}
+	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
+		return bad(http.StatusUnsupportedMediaType, "Content-Type must be application/json")
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, maxRequest))
+	if err != nil {
+		return bad(http.StatusRequestEntityTooLarge, "request body is larger than %d bytes", maxRequest)
+	}
+	var req nodeapi.SecretsRequest
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return bad(http.StatusBadRequest, "malformed JSON: %v", jsonErr(err))
+	}
+	if dec.More() {
+		return bad(http.StatusBadRequest, "malformed JSON: trailing data after the object")
+	}
+	spec := n.cfg.Spec
+	if req.UUID != spec.AppID {
+		return bad(http.StatusForbidden, "wrong app id: this node serves app %s", spec.AppID)
+	}
+	key, err := bundle.ParseKey(req.CodeSecretKey)
+	if err != nil {
+		return bad(http.StatusBadRequest, "code_secret_key: %v", err)
+	}
+	in := &intake{key: key}
+	f, err := os.Open(n.cfg.BundlePath)
+	if err != nil {
+		return bad(http.StatusInternalServerError, "the node cannot read its bundle")
+	}
+	defer f.Close()
+	if _, err := bundle.Check(f, key, n.cfg.Limits); err != nil {
+		return bad(http.StatusUnprocessableEntity, "the code key does not authenticate and decrypt the whole bundle: %v", err)
+	}
+	switch spec.TLSMode {
+	case config.TLSOwner:
+		if req.SSLPrivateKey == "" {
+			return bad(http.StatusBadRequest, "ssl_private_key is required: the app uses the owner's certificate (scenario 2)")
+		}
+		cert, err := ownerCertificate(spec.OwnerCertificate, req.SSLPrivateKey, spec.Domains, n.cfg.Now())
+		if err != nil {
+			return bad(http.StatusUnprocessableEntity, "ssl_private_key: %v", err)
+		}
+		in.ownerCert = cert
+	default:
+		if req.SSLPrivateKey != "" {
+			return bad(http.StatusBadRequest, "ssl_private_key must not be sent: the app's TLS key is made in the enclave (tls mode %q)", spec.TLSMode)
+		}
+	}
+	secrets := []byte(req.AppSecrets)
+	if len(req.SealedSecrets) > 0 {
+		pt, err := n.sealKey.Open(spec.AppID, req.SealedSecrets)
+		if err != nil {
+			return bad(http.StatusUnprocessableEntity, "sealed_secrets: %v", err)
+		}
+		if secrets, err = mergeObjects(secrets, pt); err != nil {
+			return bad(http.StatusBadRequest, "%v", err)
+		}
+	}
+	in.appSecrets = secrets
+	return in, nil
+}
+
+func jsonErr(err error) string {
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		return fmt.Sprintf("syntax error at byte %d", se.Offset)
+	}
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		return fmt.Sprintf("field %q has the wrong type", te.Field)
+	}
+	// Unknown-field errors name the field, never a value.
+	return err.Error()
+}
+
+// mergeObjects merges two JSON objects (b's keys win).
+func mergeObjects(a, b []byte) ([]byte, error) {
+	out := map[string]json.RawMessage{}
+	if len(a) > 0 {
+		if err := json.Unmarshal(a, &out); err != nil {
+			return nil, errors.New("app_secrets must be a JSON object when sealed_secrets are sent")
+		}
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, errors.New("sealed_secrets must hold a JSON object")
+	}
+	for k, v := range m {
+		out[k] = v
+	}
+	return json.Marshal(out)
+}
+
+// parseOwnerChain checks the owner's PEM chain: at least one certificate, each
+// signed by the next, the leaf valid now and for every domain.
+func parseOwnerChain(chainPEM string, domains []string, now time.Time) ([]*x509.Certificate, error) {
+	var certs []*x509.Certificate
+	rest := []byte(chainPEM)
+	for len(certs) < 10 {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			break
+		}
+		if b.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("certificate %d does not parse: %w", len(certs)+1, err)
+		}
+		certs = append(certs, c)
+	}
+	if len(certs) == 0 {
+		return nil, errors.New("no PEM certificate found")
+	}
+	leaf := certs[0]
+	if now.Before(leaf.NotBefore) || now.After(leaf.NotAfter) {
+		return nil, fmt.Errorf("the certificate is not valid now (valid %s to %s)", leaf.NotBefore.UTC().Format(time.RFC3339), leaf.NotAfter.UTC().Format(time.RFC3339))
+	}
+	for _, d := range domains {
+		if err := leaf.VerifyHostname(d); err != nil {
+			return nil, fmt.Errorf("the certificate is not valid for %s: %v", d, err)
+		}
+	}
+	for i := 0; i+1 < len(certs); i++ {
+		if err := certs[i].CheckSignatureFrom(certs[i+1]); err != nil {
+			return nil, fmt.Errorf("certificate %d is not signed by certificate %d of the chain: %v", i+1, i+2, err)
+		}
+	}
+	return certs, nil
+}
+
+// ownerCertificate pairs the owner's chain with the private key from stage 2.
+func ownerCertificate(chainPEM, keyPEM string, domains []string, now time.Time) (*tls.Certificate, error) {
+	certs, err := parseOwnerChain(chainPEM, domains, now)
+	if err != nil {
+		return nil, err
+	}
+	b, _ := pem.Decode([]byte(keyPEM))
+	if b == nil {
+		return nil, errors.New("not a PEM private key")
+	}
+	key, err := parsePrivateKey(b.Bytes)
+	if err != nil {
+		return nil, err
+	}
+	pub, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool })
+	if !ok || !pub.Equal(certs[0].PublicKey) {
+		return nil, errors.New("the private key does not match the owner certificate's public key")
+	}
+	tc := &tls.Certificate{PrivateKey: key, Leaf: certs[0]}
+	for _, c := range certs {
+		tc.Certificate = append(tc.Certificate, c.Raw)
+	}
+	return tc, nil
+}
+
+func parsePrivateKey(der []byte) (crypto.Signer, error) {
+	if k, err := x509.ParsePKCS8PrivateKey(der); err == nil {
+		if s, ok := k.(crypto.Signer); ok {
+			return s, nil
+		}
+		return nil, errors.New("unsupported private key type")
+	}
+	if k, err := x509.ParseECPrivateKey(der); err == nil {
+		return k, nil
+	}
+	if k, err := x509.ParsePKCS1PrivateKey(der); err == nil {
+		return k, nil
+	}
+	return nil, errors.New("the private key does not parse (PKCS#8, SEC 1 EC or PKCS#1 RSA expected)")
+}
+
+// serveAttestation answers fresh evidence over a verifier's nonce, for the
+// node's RA-TLS key.
+func (n *Node) serveAttestation(w http.ResponseWriter, r *http.Request) {
+	nonce, err := hex.DecodeString(r.URL.Query().Get("nonce"))
+	if err != nil || len(nonce) == 0 || len(nonce) > nodeapi.MaxNonceSize {
+		writeJSON(w, http.StatusBadRequest, nodeapi.Response{Status: "refused", Error: fmt.Sprintf("nonce must be 1 to %d bytes of hex", nodeapi.MaxNonceSize)})
+		return
+	}
+	select {
+	case n.quoteSem <- struct{}{}:
+		defer func() { <-n.quoteSem }()
+	case <-r.Context().Done():
+		return
+	}
+	claims := n.claims
+	claims.PubkeyHash = ratls.PubkeyHash(n.raCert.Leaf)
+	claims.Nonce = nonce
+	cb, err := claims.Marshal()
+	if err != nil {
+		writeJSON(w, http.StatusInternalServerError, nodeapi.Response{Status: "error", Error: "encode claims"})
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+	defer cancel()
+	ev, err := n.cfg.Issuer.Issue(ctx, attest.ReportData(cb))
+	if err != nil {
+		n.log.Error("fresh evidence", "err", err)
+		writeJSON(w, http.StatusServiceUnavailable, nodeapi.Response{Status: "error", Error: "the node could not obtain evidence"})
+		return
+	}
+	out, err := ratls.EncodeTagged(n.cfg.Issuer.Type(), ev, cb)
+	if err != nil {
+		writeJSON(w, http.StatusInternalServerError, nodeapi.Response{Status: "error", Error: "encode evidence"})
+		return
+	}
+	w.Header().Set("Content-Type", "application/cbor")
+	_, _ = w.Write(out)
+}

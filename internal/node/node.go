@@ -1,0 +1,284 @@
+// Package node is the runtime inside the enclave: it makes its TLS key and
+// evidence, serves the RA-TLS configuration endpoint, checks the owner's
+// secrets, then decrypts, starts and serves the app. It must never import the
+// backend or the CLI: it is the trusted computing base.
+package node
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mse-in-go/mse/internal/attest"
+	"github.com/mse-in-go/mse/internal/bundle"
+	"github.com/mse-in-go/mse/internal/config"
+	"github.com/mse-in-go/mse/internal/nodeapi"
+	"github.com/mse-in-go/mse/internal/ratls"
+	"github.com/mse-in-go/mse/internal/sealed"
+)
+
+// Config configures a node. The zero value of optional fields is a sensible default.
+type Config struct {
+	Spec       config.Spec
+	BundlePath string
+	// Listener serves the app's TLS port; if nil, Listen is used.
+	Listener net.Listener
+	Listen   string
+	// WorkDir is the node's private directory: the code is unpacked under it
+	// and the secrets file written there.
+	WorkDir string
+	// StatusFile is where the node writes its nodeapi.Status (default WorkDir/status.json).
+	StatusFile string
+	Issuer     attest.Issuer
+	// MaxAttempts bounds failed stage-2 requests before the node gives up (default 10).
+	MaxAttempts int
+	// Python is the interpreter for python_application (default "python3").
+	Python string
+	// HealthTimeout bounds the app's start (default 60s); HealthInterval is
+	// the period of health checks once running (default 10s).
+	HealthTimeout  time.Duration
+	HealthInterval time.Duration
+	Limits         bundle.Limits
+	Logger         *slog.Logger
+	Now            attest.Clock
+}
+
+// Node is a running node.
+type Node struct {
+	cfg        Config
+	log        *slog.Logger
+	codeDigest []byte
+	confDigest []byte
+	tlsKey     *ecdsa.PrivateKey
+	sealKey    *sealed.Key
+	claims     attest.Claims
+	raCert     tls.Certificate
+	cert       atomic.Pointer[tls.Certificate]
+	phase      atomic.Value // string: nodeapi.State*
+	proxy      atomic.Pointer[http.Handler]
+
+	mu       sync.Mutex // serializes stage 2
+	attempts int
+	accepted bool
+	secrets  chan *intake
+	fatal    chan error
+	quoteSem chan struct{}
+}
+
+// intake is what stage 2 accepted.
+type intake struct {
+	key        bundle.Key
+	ownerCert  *tls.Certificate
+	appSecrets []byte
+}
+
+// ErrExpired is returned by Run when the app reached its expiry date.
+var ErrExpired = errors.New("the app reached its expiry date")
+
+// Run runs the node until ctx is done, the app fails, or it expires.
+func Run(ctx context.Context, cfg Config) error {
+	n, err := New(cfg)
+	if err != nil {
+		return err
+	}
+	return n.Run(ctx)
+}
+
+// New checks the configuration and prepares keys, evidence and certificate.
+func New(cfg Config) (*Node, error) {
+	if cfg.MaxAttempts <= 0 {
+		cfg.MaxAttempts = 10
+	}
+	if cfg.Python == "" {
+		cfg.Python = "python3"
+	}
+	if cfg.HealthTimeout <= 0 {
+		cfg.HealthTimeout = 60 * time.Second
+	}
+	if cfg.HealthInterval <= 0 {
+		cfg.HealthInterval = 10 * time.Second
+	}
+	if cfg.Limits == (bundle.Limits{}) {
+		cfg.Limits = bundle.DefaultLimits()
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.StatusFile == "" && cfg.WorkDir != "" {
+		cfg.StatusFile = filepath.Join(cfg.WorkDir, "status.json")
+	}
+	if cfg.Issuer == nil {
+		return nil, errors.New("node: no evidence issuer configured")
+	}
+	if cfg.WorkDir == "" {
+		return nil, errors.New("node: no work directory configured")
+	}
+	if err := cfg.Spec.Validate(); err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	n := &Node{cfg: cfg, log: cfg.Logger, secrets: make(chan *intake, 1), fatal: make(chan error, 1), quoteSem: make(chan struct{}, 1)}
+	n.phase.Store(nodeapi.StateStarting)
+	if err := os.MkdirAll(cfg.WorkDir, 0o700); err != nil {
+		return nil, fmt.Errorf("node: work directory: %w", err)
+	}
+	n.writeStatus(nodeapi.StateStarting, "")
+	if cfg.Spec.TLSMode == config.TLSOwner {
+		if _, err := parseOwnerChain(cfg.Spec.OwnerCertificate, cfg.Spec.Domains, cfg.Now()); err != nil {
+			return nil, fmt.Errorf("node: owner certificate: %w", err)
+		}
+	}
+	return n, nil
+}
+
+// Run serves the configuration endpoint, then the app.
+func (n *Node) Run(ctx context.Context) (err error) {
+	defer func() {
+		if err != nil && !errors.Is(err, ErrExpired) {
+			n.writeStatus(nodeapi.StateError, err.Error())
+		} else {
+			n.writeStatus(nodeapi.StateStopped, errString(err))
+		}
+	}()
+	cfg := n.cfg
+	now := cfg.Now()
+	if !now.Before(cfg.Spec.ExpiresAt) {
+		return ErrExpired
+	}
+	d, _, err := bundle.DigestFile(cfg.BundlePath)
+	if err != nil {
+		return fmt.Errorf("node: hash the bundle: %w", err)
+	}
+	n.codeDigest = d[:]
+	if n.confDigest, err = cfg.Spec.Digest(); err != nil {
+		return err
+	}
+	if n.tlsKey, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err != nil {
+		return err
+	}
+	if n.sealKey, err = sealed.NewKey(); err != nil {
+		return err
+	}
+	n.claims = attest.Claims{AppID: cfg.Spec.AppID, CodeDigest: n.codeDigest, ConfigDigest: n.confDigest, SealingKey: n.sealKey.Public()}
+	notAfter := cfg.Spec.ExpiresAt
+	if max := now.Add(397 * 24 * time.Hour); notAfter.After(max) {
+		notAfter = max
+	}
+	der, _, err := ratls.NewCertificate(ctx, n.tlsKey, cfg.Issuer, ratls.Template{
+		DNSNames: cfg.Spec.Domains, NotBefore: now.Add(-time.Hour), NotAfter: notAfter, Claims: n.claims,
+	})
+	if err != nil {
+		return fmt.Errorf("node: make the RA-TLS certificate: %w", err)
+	}
+	leaf, _ := x509.ParseCertificate(der)
+	n.raCert = tls.Certificate{Certificate: [][]byte{der}, PrivateKey: n.tlsKey, Leaf: leaf}
+	n.cert.Store(&n.raCert)
+
+	ln := cfg.Listener
+	if ln == nil {
+		if ln, err = net.Listen("tcp", cfg.Listen); err != nil {
+			return fmt.Errorf("node: listen: %w", err)
+		}
+	}
+	srv := &http.Server{
+		Handler:           n,
+		ReadHeaderTimeout: 10 * time.Second,
+		TLSConfig: &tls.Config{
+			MinVersion:     tls.VersionTLS12,
+			GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return n.cert.Load(), nil },
+			NextProtos:     []string{"h2", "http/1.1"},
+		},
+		ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.ServeTLS(ln, "", "") }()
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+	n.setPhase(nodeapi.StateWaiting)
+	n.log.Info("waiting for the owner's secrets", "app_id", cfg.Spec.AppID, "addr", ln.Addr().String(),
+		"fingerprint", ratls.Fingerprint(leaf), "tee", cfg.Issuer.Type())
+
+	expiry := time.NewTimer(cfg.Spec.ExpiresAt.Sub(now))
+	defer expiry.Stop()
+	var in *intake
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-serveErr:
+		return fmt.Errorf("node: serve: %w", err)
+	case err := <-n.fatal:
+		return err
+	case <-expiry.C:
+		return ErrExpired
+	case in = <-n.secrets:
+	}
+
+	n.setPhase(nodeapi.StateLaunching)
+	app, err := n.launch(ctx, in)
+	if err != nil {
+		return err
+	}
+	defer app.stop()
+	h := app.handler()
+	n.proxy.Store(&h)
+	if in.ownerCert != nil {
+		n.cert.Store(in.ownerCert)
+	}
+	n.setPhase(nodeapi.StateRunning)
+	n.log.Info("app running", "app_id", cfg.Spec.AppID)
+	return app.monitor(ctx, expiry.C, serveErr)
+}
+
+func (n *Node) setPhase(p string) {
+	n.phase.Store(p)
+	n.writeStatus(p, "")
+}
+
+func (n *Node) writeStatus(state, msg string) {
+	if n.cfg.StatusFile == "" {
+		return
+	}
+	st := nodeapi.Status{State: state, Error: msg, UpdatedAt: n.cfg.Now().UTC()}
+	if n.raCert.Leaf != nil {
+		st.Fingerprint = ratls.Fingerprint(n.raCert.Leaf)
+	}
+	b, _ := json.Marshal(st)
+	tmp := n.cfg.StatusFile + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o644); err == nil {
+		_ = os.Rename(tmp, n.cfg.StatusFile)
+	}
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+// Fingerprint returns the SHA-256 of the node's RA-TLS certificate (after Run started).
+func (n *Node) Fingerprint() string {
+	if n.raCert.Leaf == nil {
+		return ""
+	}
+	return ratls.Fingerprint(n.raCert.Leaf)
+}

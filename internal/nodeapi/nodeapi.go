@@ -1,0 +1,67 @@
+// Package nodeapi holds the wire types of the node's configuration endpoint
+// (docs/protocol.md): what the owner's CLI sends in stage 2 and what the node
+// answers, and the status file the node writes for its runner.
+package nodeapi
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// The configuration endpoint answers every GET with this header while it
+// waits for secrets.
+const (
+	HeaderStatus   = "Mse-Status"
+	StatusWaiting  = "Waiting"
+	StatusStarting = "Starting"
+)
+
+// PathAttestation serves fresh evidence over a verifier's nonce:
+// GET /.mse/attestation?nonce=HEX → application/cbor, the value of extension
+// 2.23.133.5.4.9 for the node's RA-TLS key with the nonce in its claims.
+const PathAttestation = "/.mse/attestation"
+
+// MaxNonceSize bounds the nonce a verifier may send.
+const MaxNonceSize = 64
+
+// SecretsRequest is the stage-2 request: POST / with this JSON.
+type SecretsRequest struct {
+	// UUID is the app id; the node refuses any other.
+	UUID string `json:"uuid"`
+	// CodeSecretKey is the bundle's code key, hex.
+	CodeSecretKey string `json:"code_secret_key"`
+	// SSLPrivateKey is the PEM private key of the owner's certificate
+	// (scenario 2 only).
+	SSLPrivateKey string `json:"ssl_private_key,omitempty"`
+	// AppSecrets is any JSON the app reads from the file at SECRETS_PATH.
+	AppSecrets json.RawMessage `json:"app_secrets,omitempty"`
+	// SealedSecrets is a JSON object sealed to the node's sealing key
+	// (package sealed); it is opened inside the enclave and merged into
+	// AppSecrets (which must then be an object too).
+	SealedSecrets []byte `json:"sealed_secrets,omitempty"`
+}
+
+// Response is the node's JSON answer to POST /.
+type Response struct {
+	Status       string `json:"status"` // "accepted" or "refused"
+	Error        string `json:"error,omitempty"`
+	AttemptsLeft int    `json:"attempts_left,omitempty"`
+}
+
+// Node states written to the status file.
+const (
+	StateStarting  = "starting"  // making keys and evidence
+	StateWaiting   = "waiting"   // configuration endpoint up, waiting for secrets
+	StateLaunching = "launching" // secrets accepted, app starting
+	StateRunning   = "running"
+	StateError     = "error"
+	StateStopped   = "stopped"
+)
+
+// Status is the node's status file (JSON), read by its runner.
+type Status struct {
+	State       string    `json:"state"`
+	Error       string    `json:"error,omitempty"`
+	Fingerprint string    `json:"fingerprint,omitempty"` // SHA-256 of the RA-TLS certificate
+	UpdatedAt   time.Time `json:"updated_at"`
+}
