@@ -23,6 +23,7 @@ import (
 	"github.com/mse-in-go/mse/internal/attest"
 	"github.com/mse-in-go/mse/internal/attest/sim"
 	"github.com/mse-in-go/mse/internal/backend/api"
+	"github.com/mse-in-go/mse/internal/backend/blob"
 	"github.com/mse-in-go/mse/internal/backend/blob/fs"
 	"github.com/mse-in-go/mse/internal/backend/router"
 	"github.com/mse-in-go/mse/internal/backend/runner"
@@ -61,7 +62,9 @@ type Config struct {
 	// SimTCBStatus and SimDebug set what the simulated hardware reports (tests).
 	SimTCBStatus string
 	SimDebug     bool
-	Logger       *slog.Logger
+	// Blobs stores encrypted bundles (default: files in DataDir/bundles).
+	Blobs  blob.Store
+	Logger *slog.Logger
 	// Ready, if set, is called once the backend serves.
 	Ready func(Info)
 }
@@ -135,9 +138,11 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("backend: simulated platform: %w", err)
 	}
-	blobs, err := fs.New(filepath.Join(cfg.DataDir, "bundles"))
-	if err != nil {
-		return err
+	blobs := cfg.Blobs
+	if blobs == nil {
+		if blobs, err = fs.New(filepath.Join(cfg.DataDir, "bundles")); err != nil {
+			return err
+		}
 	}
 	run, err := local.New(local.Config{
 		Dir: filepath.Join(cfg.DataDir, "nodes"), NodeBinary: cfg.NodeBinary, Platform: platform,
@@ -202,10 +207,10 @@ func Run(ctx context.Context, cfg Config) error {
 	rt := &router.Router{
 		Lookup: func(ctx context.Context, name string) (string, error) {
 			addr, err := svc.Lookup(ctx, name)
-			if err != nil {
+			if errors.Is(err, service.ErrNoRoute) {
 				return "", fmt.Errorf("%w: %v", router.ErrUnknownServerName, err)
 			}
-			return addr, nil
+			return addr, err
 		},
 		IdleTimeout: 10 * time.Minute,
 		Logger:      log.With("component", "router"),

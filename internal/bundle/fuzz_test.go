@@ -9,8 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
-	"runtime/pprof"
 )
 
 // FuzzUnpack feeds arbitrary bytes to the archive reader. Check (no writes)
@@ -30,18 +28,6 @@ func FuzzUnpack(f *testing.F) {
 	f.Add(append(rawHeader("f/", tar.TypeReg, 0), make([]byte, 1024)...))
 	lim := Limits{MaxTotalSize: 1 << 20, MaxFiles: 64, MaxPathLen: 200, MaxFileSize: 1 << 19}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		done := make(chan bool)
-		defer close(done)
-		go func() {
-			select {
-			case <-done:
-			case <-time.After(5 * time.Second):
-				fh, _ := os.Create("/tmp/fuzzstack.txt")
-				pprof.Lookup("goroutine").WriteTo(fh, 2)
-				fh.Close()
-				os.WriteFile("/tmp/fuzzhang.bin", data, 0o644)
-			}
-		}()
 		cst, cerr := extract(bytes.NewReader(data), lim, nil)
 		base := t.TempDir()
 		out := filepath.Join(base, "out")

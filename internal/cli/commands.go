@@ -533,4 +533,3 @@ func userCmd() *cobra.Command {
 	cmd.AddCommand(add, revoke, whoami)
 	return cmd
 }
-

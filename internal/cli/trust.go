@@ -200,7 +200,9 @@ func httpClient(addr, serverName string, p *pinned, timeout time.Duration) *http
 	return &http.Client{
 		Timeout: timeout,
 		Transport: &http.Transport{
-			DialContext:         func(ctx context.Context, network, _ string) (net.Conn, error) { return d.DialContext(ctx, network, addr) },
+			DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+				return d.DialContext(ctx, network, addr)
+			},
 			TLSClientConfig:     p.tlsConfig(serverName),
 			TLSHandshakeTimeout: 10 * time.Second,
 			ForceAttemptHTTP2:   false,

@@ -358,4 +358,3 @@ func (a *api) view(ctx context.Context, app *store.App) client.App {
 	v.Fingerprint = a.Service.Fingerprint(ctx, app)
 	return v
 }
-

@@ -290,7 +290,7 @@ func TestShutdownDrains(t *testing.T) {
 		t.Fatal("router still accepting after Shutdown")
 	}
 	pending.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, err := pending.Read(make([]byte, 1)); err == nil || errors.Is(err, errors.ErrUnsupported) {
+	if _, err := pending.Read(make([]byte, 1)); err == nil {
 		t.Fatal("pending connection not closed")
 	}
 	pending.Close()

@@ -405,6 +405,14 @@ func (s *Service) CreateApp(ctx context.Context, u *store.User, req client.Creat
 func (s *Service) spawn(ctx context.Context, app *store.App, spec config.Spec) error {
 	s.spawnMu.Lock()
 	defer s.spawnMu.Unlock()
+	// The loop and CreateApp may both try: only the first spawns.
+	cur, err := s.st.GetApp(ctx, app.ID)
+	if err != nil {
+		return err
+	}
+	if len(cur.Node) > 0 || cur.Status != store.StatusSpawning {
+		return nil
+	}
 	hw, err := s.hardware(app.Hardware)
 	if err != nil {
 		return err
@@ -523,14 +531,20 @@ func (s *Service) Fingerprint(ctx context.Context, a *store.App) string {
 	return st.Fingerprint
 }
 
+// ErrNoRoute is returned by Lookup for a name no active node serves.
+var ErrNoRoute = errors.New("no active app serves this name")
+
 // Lookup answers the router: the node address for an active app's domain.
 func (s *Service) Lookup(ctx context.Context, serverName string) (string, error) {
 	a, err := s.st.AppByDomain(ctx, serverName)
+	if errors.Is(err, store.ErrNotFound) {
+		return "", ErrNoRoute
+	}
 	if err != nil {
 		return "", err
 	}
 	if !a.Status.Active() || len(a.Node) == 0 {
-		return "", fmt.Errorf("app %s has no node", a.ID)
+		return "", fmt.Errorf("%w: app %s has no node yet", ErrNoRoute, a.ID)
 	}
 	return s.cfg.Runner.Addr(a.ID, a.Node)
 }

@@ -190,9 +190,14 @@ func verifyFile(ctx context.Context, file string, f *verifyFlags) (*Result, erro
 		ev = evs[0]
 		res.EvidenceFormat = ev.Format
 		quote = ev.Quote
+		res.Details = map[string]string{}
 		if len(evs) > 1 {
-			res.Details = map[string]string{"other_evidence": evs[1].Format}
+			res.Details["other_evidence"] = evs[1].Format
 		}
+		// Informational: RA-TLS certificates are self-signed, but Gramine's
+		// are not CA certificates, so the signature is checked directly.
+		selfSigned := cert.CheckSignature(cert.SignatureAlgorithm, cert.RawTBSCertificate, cert.Signature) == nil
+		res.Details["certificate_self_signed"] = fmt.Sprint(selfSigned)
 	} else {
 		res.Input = "quote"
 		res.EvidenceFormat = "sgx-dcap-quote-v3"

@@ -122,7 +122,7 @@ file = "`+phalaCollateral+`"
 			}
 		}},
 		{"gramine allow debug", []string{td + "good_gramine_cert.pem", "--no-collateral", "--at", "2025-01-01T00:00:00Z", "--allow-debug"}, true, "", func(t *testing.T, r *Result) {
-			if r.EvidenceFormat != "tcg-dice-tagged-evidence" || !*r.PubkeyBound {
+			if r.EvidenceFormat != "tcg-dice-tagged-evidence" || !*r.PubkeyBound || r.Details["certificate_self_signed"] != "true" || r.Details["other_evidence"] != "gramine-legacy" {
 				t.Errorf("%+v", r)
 			}
 		}},

@@ -3,6 +3,7 @@ package abi
 import (
 	"encoding/binary"
 	"encoding/hex"
+	"math/rand/v2"
 	"os"
 	"strings"
 	"testing"
@@ -159,4 +160,30 @@ func FuzzParseQuote(f *testing.F) {
 		}
 		_, _ = ParsePCKChain(q.CertData)
 	})
+}
+
+// Random mutations of the real quotes never panic, and what parses is
+// consistent. (A cheap complement to FuzzParseQuote that always runs.)
+func TestParseMutations(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	for _, name := range []string{"good_phala_quote.bin", "good_oasis_quote.bin"} {
+		seed := read(t, name)
+		for range 3000 {
+			b := append([]byte{}, seed...)
+			for range 1 + r.IntN(4) {
+				b[r.IntN(len(b))] = byte(r.IntN(256))
+			}
+			if r.IntN(4) == 0 {
+				b = b[:r.IntN(len(b))]
+			}
+			q, err := ParseQuote(b)
+			if err != nil {
+				continue
+			}
+			if len(q.Signed) != SignedSize || q.CertDataType != CertDataPCKChain {
+				t.Fatal("inconsistent quote accepted")
+			}
+			_, _ = ParsePCKChain(q.CertData)
+		}
+	}
 }

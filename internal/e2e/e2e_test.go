@@ -1,0 +1,357 @@
+// Package e2e runs the platform for real: a backend in-process on loopback
+// (SQLite, local bundles, local runner spawning built mse-node processes with
+// the sim TEE, SNI router) and the owner's CLI in-process, as a user types it.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mse-in-go/mse/internal/cli"
+	"github.com/mse-in-go/mse/internal/client"
+	"github.com/mse-in-go/mse/internal/testenv"
+)
+
+// run runs the CLI in-process and returns stdout, stderr and the exit code.
+func run(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	code := cli.Main(ctx, args, &out, &errb)
+	return out.String(), errb.String(), code
+}
+
+func mustRun(t *testing.T, args ...string) (string, string) {
+	t.Helper()
+	out, errs, code := run(t, args...)
+	if code != 0 {
+		t.Fatalf("mse %s: exit %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), code, out, errs)
+	}
+	return out, errs
+}
+
+// login points the CLI at b with a fresh config dir.
+func login(t *testing.T, b *testenv.Backend, token string) string {
+	t.Helper()
+	dir := t.TempDir()
+	t.Setenv("MSE_CONFIG_DIR", dir)
+	t.Setenv("MSE_BACKEND_URL", "")
+	t.Setenv("MSE_TOKEN", "")
+	mustRun(t, "cloud", "login", "--url", b.APIURL, "--token", token)
+	return dir
+}
+
+// helloApp copies examples/helloworld into a temp dir, renaming the app, and
+// returns the path of its mse.toml.
+func helloApp(t *testing.T, name, extraToml string) string {
+	t.Helper()
+	dst := t.TempDir()
+	src := filepath.Join(testenv.RepoRoot(), "examples", "helloworld")
+	copyTree(t, filepath.Join(src, "mse_src"), filepath.Join(dst, "mse_src"))
+	conf := fmt.Sprintf("name = %q\npython_application = \"app:app\"\nhealthcheck_endpoint = \"/health\"\n\n[cloud]\ncode = \"mse_src\"\nhardware = \"1g\"\n%s", name, extraToml)
+	p := filepath.Join(dst, "mse.toml")
+	if err := os.WriteFile(p, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func copyTree(t *testing.T, src, dst string) {
+	t.Helper()
+	err := filepath.WalkDir(src, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		if strings.Contains(rel, "__pycache__") {
+			return nil
+		}
+		target := filepath.Join(dst, rel)
+		if d.IsDir() {
+			return os.MkdirAll(target, 0o755)
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(target, b, 0o644)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+type deployed struct {
+	cli.DeployResult
+	stderr string
+}
+
+func deployJSON(t *testing.T, args ...string) (*deployed, string, int) {
+	t.Helper()
+	out, errs, code := run(t, append([]string{"cloud", "deploy", "--json", "-y", "--timeout", "90s"}, args...)...)
+	if code != 0 {
+		return nil, errs, code
+	}
+	var r cli.DeployResult
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatalf("deploy --json printed %q: %v", out, err)
+	}
+	return &deployed{DeployResult: r, stderr: errs}, errs, 0
+}
+
+func mustDeploy(t *testing.T, args ...string) *deployed {
+	t.Helper()
+	d, errs, code := deployJSON(t, args...)
+	if code != 0 {
+		t.Fatalf("deploy failed (exit %d):\n%s", code, errs)
+	}
+	return d
+}
+
+func apiFor(b *testenv.Backend, token string) *client.Client { return client.New(b.APIURL, token) }
+
+// getVia fetches https://domain/ through addr with the given TLS config.
+func getVia(t *testing.T, addr, domain string, tc *tls.Config) (string, error) {
+	t.Helper()
+	tc = tc.Clone()
+	tc.ServerName = domain
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		DialContext:     func(ctx context.Context, _, _ string) (net.Conn, error) { return (&net.Dialer{}).DialContext(ctx, "tcp", addr) },
+		TLSClientConfig: tc,
+	}}
+	resp, err := hc.Get("https://" + domain + "/")
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
+}
+
+func certPool(t *testing.T, pemFile string) *x509.CertPool {
+	t.Helper()
+	b, err := os.ReadFile(pemFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := x509.NewCertPool()
+	if !p.AppendCertsFromPEM(b) {
+		t.Fatalf("no certificate in %s", pemFile)
+	}
+	return p
+}
+
+// TestScenario1 is the main job: deploy with verification in simulation,
+// serve over the enclave's own certificate, third-party verification,
+// status/list/logs/stop.
+func TestScenario1(t *testing.T) {
+	b := testenv.Start(t, testenv.Options{})
+	login(t, b, b.AdminToken)
+	policy := b.PolicyFile(t, "")
+	toml := helloApp(t, "hello1", "[cloud]\n")
+	_ = toml
+	toml = helloApp(t, "hello1", "")
+	d := mustDeploy(t, "--path", toml, "--policy", policy)
+	if !d.Verified || d.TEE != "sim" || !d.Simulated {
+		t.Fatalf("deploy result %+v", d.DeployResult)
+	}
+	if !strings.Contains(d.stderr, "WARNING: simulation mode") {
+		t.Errorf("no simulation warning in:\n%s", d.stderr)
+	}
+	for _, step := range []string{"Encrypted", "Uploaded", "Verified the enclave", "Fresh evidence", "Sent the code key", "App is running"} {
+		if !strings.Contains(d.stderr, step) {
+			t.Errorf("deploy output lacks step %q:\n%s", step, d.stderr)
+		}
+	}
+
+	// The app serves its page with the verified RA-TLS certificate.
+	page, err := getVia(t, b.RouterAddr, d.Domain, &tls.Config{RootCAs: certPool(t, d.Certificate)})
+	if err != nil || page != "Hello world!" {
+		t.Fatalf("GET via router = %q, %v", page, err)
+	}
+	// The context is private and holds what is needed to verify again.
+	st, err := os.Stat(d.Context)
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("context %s: %v, mode %v", d.Context, err, st.Mode())
+	}
+
+	// Third-party verification by fingerprint, and with the exported context.
+	out, _ := mustRun(t, "cloud", "verify", d.Domain, "--addr", b.RouterAddr, "--fingerprint", d.Fingerprint, "--policy", policy, "--json")
+	var vr cli.VerifyResult
+	if err := json.Unmarshal([]byte(out), &vr); err != nil || !vr.Verified || vr.AppID != d.AppID {
+		t.Fatalf("verify --json = %s (%v)", out, err)
+	}
+	mustRun(t, "cloud", "verify", d.Domain, "--context", d.Context, "--policy", policy)
+	_, errs, code := run(t, "cloud", "verify", d.Domain, "--addr", b.RouterAddr, "--fingerprint", strings.Repeat("ab", 32), "--policy", policy)
+	if code == 0 || !strings.Contains(errs, "not the fingerprint") {
+		t.Fatalf("verify with a wrong fingerprint: exit %d\n%s", code, errs)
+	}
+
+	out, _ = mustRun(t, "cloud", "status", d.AppID, "--json")
+	var app client.App
+	if err := json.Unmarshal([]byte(out), &app); err != nil || app.Status != "running" {
+		t.Fatalf("status = %s", out)
+	}
+	out, _ = mustRun(t, "cloud", "list")
+	if !strings.Contains(out, d.AppID) || !strings.Contains(out, "running") {
+		t.Fatalf("list:\n%s", out)
+	}
+	out, _ = mustRun(t, "cloud", "logs", d.AppID)
+	if !strings.Contains(out, "GET /health") {
+		t.Fatalf("logs lack the app's access log:\n%s", out)
+	}
+	out, _ = mustRun(t, "cloud", "context", "--list")
+	if !strings.Contains(out, d.AppID) {
+		t.Fatalf("context --list:\n%s", out)
+	}
+
+	mustRun(t, "cloud", "stop", d.AppID)
+	out, _ = mustRun(t, "cloud", "list")
+	if strings.Contains(out, d.AppID) {
+		t.Fatalf("stopped app still listed without --all:\n%s", out)
+	}
+	out, _ = mustRun(t, "cloud", "list", "--all")
+	if !strings.Contains(out, d.AppID) || !strings.Contains(out, "stopped") {
+		t.Fatalf("list --all:\n%s", out)
+	}
+	if _, err := getVia(t, b.RouterAddr, d.Domain, &tls.Config{RootCAs: certPool(t, d.Certificate)}); err == nil {
+		t.Fatal("a stopped app is still routed")
+	}
+	// The decrypted code and secrets are gone from the node's directory.
+	if _, err := os.Stat(filepath.Join(b.DataDir, "nodes", d.AppID, "work")); !os.IsNotExist(err) {
+		t.Fatalf("node work dir still exists after stop: %v", err)
+	}
+}
+
+// TestNoVerify deploys without verification: it works and says loudly that
+// nothing was verified.
+func TestNoVerify(t *testing.T) {
+	b := testenv.Start(t, testenv.Options{})
+	login(t, b, b.AdminToken)
+	d := mustDeploy(t, "--path", helloApp(t, "nover", ""), "--no-verify")
+	if d.Verified {
+		t.Fatal("--no-verify deploy says verified")
+	}
+	if !strings.Contains(d.stderr, "WARNING: --no-verify") {
+		t.Fatalf("no warning:\n%s", d.stderr)
+	}
+}
+
+func newKey(t *testing.T) *ecdsa.PrivateKey {
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// ownerPKI writes a CA and a leaf for domain; returns paths of the CA, the
+// leaf chain and the leaf key, and a wrong key.
+func ownerPKI(t *testing.T, dir, domain string) (caFile, chainFile, keyFile, wrongKeyFile string) {
+	t.Helper()
+	caKey, leafKey := newKey(t), newKey(t)
+	now := time.Now()
+	ca := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "Owner test CA"}, NotBefore: now.Add(-time.Hour),
+		NotAfter: now.Add(240 * time.Hour), IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, ca, ca, caKey.Public(), caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caCert, _ := x509.ParseCertificate(caDER)
+	leaf := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: domain}, DNSNames: []string{domain},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(240 * time.Hour), KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	leafDER, err := x509.CreateCertificate(rand.Reader, leaf, caCert, leafKey.Public(), caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(name string, blocks ...*pem.Block) string {
+		var buf bytes.Buffer
+		for _, b := range blocks {
+			_ = pem.Encode(&buf, b)
+		}
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, buf.Bytes(), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	keyDER, _ := x509.MarshalPKCS8PrivateKey(leafKey)
+	wrongDER, _ := x509.MarshalPKCS8PrivateKey(newKey(t))
+	return write("ca.pem", &pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
+		write("cert.pem", &pem.Block{Type: "CERTIFICATE", Bytes: leafDER}, &pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
+		write("key.pem", &pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}),
+		write("wrong.pem", &pem.Block{Type: "PRIVATE KEY", Bytes: wrongDER})
+}
+
+// TestScenario2 deploys with the owner's certificate: its private key goes
+// to the verified node only, which then serves with it.
+func TestScenario2(t *testing.T) {
+	b := testenv.Start(t, testenv.Options{})
+	login(t, b, b.AdminToken)
+	policy := b.PolicyFile(t, "")
+	domain := "owner-app.example.test"
+	tomlPath := helloApp(t, "owner1", "")
+	dir := filepath.Dir(tomlPath)
+	ca, chain, key, _ := ownerPKI(t, dir, domain)
+	f, err := os.OpenFile(tomlPath, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(f, "\n[cloud.ssl]\ndomain_name = %q\nprivate_key = %q\ncertificate = %q\n", domain, key, chain)
+	f.Close()
+
+	d := mustDeploy(t, "--path", tomlPath, "--policy", policy)
+	if d.Domain != domain || !d.Verified {
+		t.Fatalf("deploy result %+v", d.DeployResult)
+	}
+	page, err := getVia(t, b.RouterAddr, domain, &tls.Config{RootCAs: certPool(t, ca)})
+	if err != nil || page != "Hello world!" {
+		t.Fatalf("GET with the owner's CA = %q, %v", page, err)
+	}
+	// The owner's private key never reached the backend: not in its data dir.
+	keyPEM, _ := os.ReadFile(key)
+	blk, _ := pem.Decode(keyPEM)
+	assertNotInDir(t, b.DataDir, blk.Bytes, "the owner's private key", filepath.Join(b.DataDir, "nodes"))
+	if strings.Contains(b.Log(), "PRIVATE KEY") {
+		t.Fatal("the backend log mentions a private key")
+	}
+}
+
+// assertNotInDir fails if needle occurs in any file under dir (except under skip,
+// which in simulation is the "enclave's" private directory on the same disk).
+func assertNotInDir(t *testing.T, dir string, needle []byte, what, skip string) {
+	t.Helper()
+	_ = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			if d != nil && d.IsDir() && p == skip {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		b, err := os.ReadFile(p)
+		if err == nil && bytes.Contains(b, needle) {
+			t.Errorf("%s found in the backend's file %s", what, p)
+		}
+		return nil
+	})
+}

@@ -1,0 +1,228 @@
+// Package testenv starts real platform components for tests: it builds the
+// mse-node executable once per test binary and runs a backend in-process on
+// loopback with a temporary data directory.
+package testenv
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mse-in-go/mse/internal/backend"
+	"github.com/mse-in-go/mse/internal/backend/blob"
+	"github.com/mse-in-go/mse/internal/backend/runner"
+)
+
+var (
+	buildOnce sync.Once
+	buildDir  string
+	buildErr  error
+)
+
+// RepoRoot is the repository root (where go.mod is).
+func RepoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+}
+
+// Build builds a command of this module (e.g. "mse-node") once per test
+// binary and returns the executable's path.
+func Build(t testing.TB, name string) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		buildDir, buildErr = os.MkdirTemp("", "mse-testbin-")
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	out := filepath.Join(buildDir, name)
+	mu.Lock()
+	defer mu.Unlock()
+	if _, err := os.Stat(out); err == nil {
+		return out
+	}
+	cmd := exec.Command("go", "build", "-trimpath", "-o", out, "./cmd/"+name)
+	cmd.Dir = RepoRoot()
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/%s: %v\n%s", name, err, b)
+	}
+	return out
+}
+
+var mu sync.Mutex
+
+// Measure returns the lowercase hex SHA-256 of a file.
+func Measure(t testing.TB, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:])
+}
+
+// Options adjust a test backend.
+type Options struct {
+	DataDir          string // default: a new temp dir
+	NodeBinary       string // default: Build("mse-node")
+	PublicRouterAddr string
+	SimDebug         bool
+	SimTCBStatus     string
+	Capacity         runner.Resources
+	MaxLifetime      time.Duration
+	MaxBundleSize    int64
+	Blobs            blob.Store
+	// Log receives the backend's log (default: t.Log on failure only).
+	Log io.Writer
+}
+
+// Backend is a running backend.
+type Backend struct {
+	backend.Info
+	DataDir    string
+	AdminToken string
+	// SimRootFile is a PEM file of the simulated platform's root.
+	SimRootFile string
+	NodeBinary  string
+	stop        context.CancelFunc
+	done        chan error
+	log         *syncBuffer
+}
+
+// Start runs a backend until the test ends (or Stop).
+func Start(t testing.TB, o Options) *Backend {
+	t.Helper()
+	if o.DataDir == "" {
+		o.DataDir = t.TempDir()
+	}
+	if o.NodeBinary == "" {
+		o.NodeBinary = Build(t, "mse-node")
+	}
+	apiLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	routerLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := &syncBuffer{}
+	var w io.Writer = buf
+	if o.Log != nil {
+		w = io.MultiWriter(buf, o.Log)
+	}
+	if o.Capacity == (runner.Resources{}) {
+		o.Capacity = runner.Resources{MemoryMiB: 64 << 10, Cores: 64}
+	}
+	ready := make(chan backend.Info, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	b := &Backend{DataDir: o.DataDir, NodeBinary: o.NodeBinary, stop: cancel, done: make(chan error, 1), log: buf}
+	go func() {
+		b.done <- backend.Run(ctx, backend.Config{
+			DataDir: o.DataDir, APIListener: apiLn, RouterListener: routerLn, PublicRouterAddr: o.PublicRouterAddr,
+			NodeBinary: o.NodeBinary, Capacity: o.Capacity, MaxLifetime: o.MaxLifetime, MaxBundleSize: o.MaxBundleSize,
+			Blobs: o.Blobs, PollInterval: 100 * time.Millisecond, SimDebug: o.SimDebug, SimTCBStatus: o.SimTCBStatus,
+			Logger: slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug})),
+			Ready:  func(i backend.Info) { ready <- i },
+		})
+	}()
+	select {
+	case b.Info = <-ready:
+	case err := <-b.done:
+		t.Fatalf("backend did not start: %v\n%s", err, buf.String())
+	case <-time.After(30 * time.Second):
+		t.Fatalf("backend did not start within 30s\n%s", buf.String())
+	}
+	tok, err := os.ReadFile(b.AdminTokenFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.AdminToken = strings.TrimSpace(string(tok))
+	b.SimRootFile = filepath.Join(o.DataDir, "sim", "sim-root.pem")
+	t.Cleanup(func() {
+		b.Stop(t)
+		if t.Failed() {
+			t.Logf("backend log:\n%s", buf.String())
+		}
+		b.KillNodes()
+	})
+	return b
+}
+
+// Stop shuts the backend down gracefully (nodes keep running).
+func (b *Backend) Stop(t testing.TB) {
+	if b.stop == nil {
+		return
+	}
+	b.stop()
+	b.stop = nil
+	select {
+	case err := <-b.done:
+		if err != nil {
+			t.Errorf("backend: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Errorf("backend did not stop within 30s")
+	}
+}
+
+// Log returns what the backend logged so far.
+func (b *Backend) Log() string { return b.log.String() }
+
+// KillNodes ends every node process this backend's runner started.
+func (b *Backend) KillNodes() {
+	dirs, _ := filepath.Glob(filepath.Join(b.DataDir, "nodes", "*", "node.pid"))
+	for _, p := range dirs {
+		raw, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		var pid int
+		if _, err := fmt.Sscanf(string(raw), "%d", &pid); err == nil && pid > 0 {
+			_ = killGroup(pid)
+		}
+	}
+}
+
+// PolicyFile writes a trust policy accepting this backend's nodes (with
+// simulation) and returns its path; extra is appended verbatim.
+func (b *Backend) PolicyFile(t testing.TB, extra string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "policy.toml")
+	body := fmt.Sprintf("tee_types = [\"sim\"]\nallow_simulation = true\nmeasurements = [%q]\n%s", b.Measurement, extra)
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
