@@ -2,12 +2,11 @@ package backend
 
 import (
 	"context"
-	"errors"
 
 	"github.com/mse-in-go/mse/internal/backend/store"
+	"github.com/mse-in-go/mse/internal/backend/store/postgres"
 )
 
-// openPostgres is replaced when the postgres driver lands.
 func openPostgres(ctx context.Context, url string) (store.Store, error) {
-	return nil, errors.New("postgres store not wired yet")
+	return postgres.Open(ctx, url)
 }

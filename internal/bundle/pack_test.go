@@ -16,18 +16,18 @@ import (
 )
 
 var sampleTree = tree{
-	"index.js":               "console.log('hi')\n",
-	"run.sh*":                "#!/bin/sh\nexec node index.js\n",
-	"lib/":                   "",
-	"lib/a.js":               "a",
-	"lib/a-b.js":             "ab",
-	"lib/sub/":               "",
-	"lib/sub/z.txt":          "z",
-	"lib-x/c":                "c",
-	"empty/":                 "",
-	"emptyfile":              "",
-	"unicodé/naïve.txt":      "utf-8 names",
-	"Upper.txt":              "case",
+	"index.js":                            "console.log('hi')\n",
+	"run.sh*":                             "#!/bin/sh\nexec node index.js\n",
+	"lib/":                                "",
+	"lib/a.js":                            "a",
+	"lib/a-b.js":                          "ab",
+	"lib/sub/":                            "",
+	"lib/sub/z.txt":                       "z",
+	"lib-x/c":                             "c",
+	"empty/":                              "",
+	"emptyfile":                           "",
+	"unicodé/naïve.txt":                   "utf-8 names",
+	"Upper.txt":                           "case",
 	strings.Repeat("d/", 60) + "deep.txt": "deep path over 100 bytes",
 }
 

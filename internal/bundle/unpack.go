@@ -139,7 +139,10 @@ func extract(r io.Reader, lim Limits, root *os.Root) (Stats, error) {
 	// Nothing may follow the archive. With Decrypt's reader, this read also
 	// authenticates the last segment: Check and Open see the whole bundle.
 	var one [1]byte
-	for {
+	for i := 0; ; i++ {
+		if i == 100 {
+			return v.stats, io.ErrNoProgress
+		}
 		n, err := r.Read(one[:])
 		if n > 0 {
 			return v.stats, errors.New("bundle archive is malformed: data follows the end-of-archive marker")

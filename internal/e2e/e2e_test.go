@@ -25,6 +25,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mse-in-go/mse/internal/backend/store/pgtest"
 	"github.com/mse-in-go/mse/internal/cli"
 	"github.com/mse-in-go/mse/internal/client"
 	"github.com/mse-in-go/mse/internal/testenv"
@@ -354,4 +355,16 @@ func assertNotInDir(t *testing.T, dir string, needle []byte, what, skip string) 
 		}
 		return nil
 	})
+}
+
+// TestScenario1Postgres runs the main flow with the backend on PostgreSQL.
+func TestScenario1Postgres(t *testing.T) {
+	b := testenv.Start(t, testenv.Options{DB: pgtest.URL(t)})
+	login(t, b, b.AdminToken)
+	d := mustDeploy(t, "--path", helloApp(t, "pg1", ""), "--policy", b.PolicyFile(t, ""))
+	page, err := getVia(t, b.RouterAddr, d.Domain, &tls.Config{RootCAs: certPool(t, d.Certificate)})
+	if err != nil || page != "Hello world!" {
+		t.Fatalf("GET via router = %q, %v", page, err)
+	}
+	mustRun(t, "cloud", "stop", d.AppID)
 }

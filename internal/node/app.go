@@ -114,7 +114,12 @@ func (n *Node) launch(ctx context.Context, in *intake) (*runningApp, error) {
 	deadline := time.Now().Add(cfg.HealthTimeout)
 	var lastErr error
 	for {
-		if lastErr = a.health(ctx); lastErr == nil {
+		// Each check is bounded by the deadline too, so that an app that
+		// accepts connections but never answers fails within HealthTimeout.
+		hctx, cancel := context.WithDeadline(ctx, deadline)
+		lastErr = a.health(hctx)
+		cancel()
+		if lastErr == nil {
 			return a, nil
 		}
 		select {

@@ -41,6 +41,12 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		fallthrough
 	case nodeapi.StateLaunching:
+		if r.Method == http.MethodPost && n.phase.Load() == nodeapi.StateLaunching {
+			// Stage 2 is over: say so, rather than "starting", to a client
+			// that repeats its request.
+			writeJSON(w, http.StatusConflict, nodeapi.Response{Status: "refused", Error: "secrets were already accepted"})
+			return
+		}
 		w.Header().Set(nodeapi.HeaderStatus, nodeapi.StatusStarting)
 		writeJSON(w, http.StatusServiceUnavailable, nodeapi.Response{Status: "starting", Error: "the app is starting"})
 	case nodeapi.StateWaiting:
@@ -188,7 +194,8 @@ func jsonErr(err error) string {
 func mergeObjects(a, b []byte) ([]byte, error) {
 	out := map[string]json.RawMessage{}
 	if len(a) > 0 {
-		if err := json.Unmarshal(a, &out); err != nil {
+		// JSON null would leave out nil (and the merge below would panic).
+		if err := json.Unmarshal(a, &out); err != nil || out == nil {
 			return nil, errors.New("app_secrets must be a JSON object when sealed_secrets are sent")
 		}
 	}

@@ -78,6 +78,7 @@ func Measure(t testing.TB, path string) string {
 // Options adjust a test backend.
 type Options struct {
 	DataDir          string // default: a new temp dir
+	DB               string // default: SQLite in the data dir
 	NodeBinary       string // default: Build("mse-node")
 	PublicRouterAddr string
 	SimDebug         bool
@@ -98,9 +99,12 @@ type Backend struct {
 	// SimRootFile is a PEM file of the simulated platform's root.
 	SimRootFile string
 	NodeBinary  string
-	stop        context.CancelFunc
-	done        chan error
-	log         *syncBuffer
+	// RouterListenAddr is where the router really listens (RouterAddr is
+	// what the backend advertises, which PublicRouterAddr may change).
+	RouterListenAddr string
+	stop             context.CancelFunc
+	done             chan error
+	log              *syncBuffer
 }
 
 // Start runs a backend until the test ends (or Stop).
@@ -130,10 +134,10 @@ func Start(t testing.TB, o Options) *Backend {
 	}
 	ready := make(chan backend.Info, 1)
 	ctx, cancel := context.WithCancel(context.Background())
-	b := &Backend{DataDir: o.DataDir, NodeBinary: o.NodeBinary, stop: cancel, done: make(chan error, 1), log: buf}
+	b := &Backend{DataDir: o.DataDir, NodeBinary: o.NodeBinary, RouterListenAddr: routerLn.Addr().String(), stop: cancel, done: make(chan error, 1), log: buf}
 	go func() {
 		b.done <- backend.Run(ctx, backend.Config{
-			DataDir: o.DataDir, APIListener: apiLn, RouterListener: routerLn, PublicRouterAddr: o.PublicRouterAddr,
+			DataDir: o.DataDir, DB: o.DB, APIListener: apiLn, RouterListener: routerLn, PublicRouterAddr: o.PublicRouterAddr,
 			NodeBinary: o.NodeBinary, Capacity: o.Capacity, MaxLifetime: o.MaxLifetime, MaxBundleSize: o.MaxBundleSize,
 			Blobs: o.Blobs, PollInterval: 100 * time.Millisecond, SimDebug: o.SimDebug, SimTCBStatus: o.SimTCBStatus,
 			Logger: slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug})),

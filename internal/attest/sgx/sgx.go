@@ -71,31 +71,23 @@ func (v *Verifier) VerifyQuote(ctx context.Context, evidence []byte) (*verify.Re
 		return nil, err
 	}
 	o := verify.Options{Now: now}
-	if !v.o.SkipCollateral {
-		if v.o.Collateral == nil {
-			return nil, errors.New("sgx: no collateral source configured (an offline bundle or a PCCS); TCB status cannot be evaluated")
-		}
-		// The collateral needed depends on the PCK certificate: read it
-		// first. It is verified with the rest of the chain below.
-		chain, err := abi.ParsePCKChain(q.CertData)
-		if err != nil {
-			return nil, &verify.Error{Step: verify.StepPCKChain, Err: err}
-		}
-		ext, err := pcs.ParsePCKExtensions(chain[0])
-		if err != nil {
-			return nil, &verify.Error{Step: verify.StepPCKExtensions, Err: err}
-		}
-		ca := pcs.CAProcessor
-		if chain[1].Subject.CommonName == "Intel SGX PCK Platform CA" {
-			ca = pcs.CAPlatform
-		}
-		c, err := v.o.Collateral.Collateral(ctx, ext.FMSPCHex(), ca)
-		if err != nil {
-			return nil, &verify.Error{Step: verify.StepCollateral, Err: fmt.Errorf("obtain collateral for FMSPC %s: %w", ext.FMSPCHex(), err)}
-		}
-		o.Collateral = c
+	if !v.o.SkipCollateral && v.o.Collateral == nil {
+		return nil, errors.New("sgx: no collateral source configured (an offline bundle or a PCCS); TCB status cannot be evaluated")
 	}
-	return verify.Quote(q, o)
+	// Signatures and the PCK chain first: collateral is fetched only for a
+	// quote that is genuine, and the PCK certificate says which collateral.
+	res, err := verify.Signatures(q, o)
+	if err != nil || v.o.SkipCollateral {
+		return res, err
+	}
+	c, err := v.o.Collateral.Collateral(ctx, res.PCK.FMSPCHex(), res.PCKCA)
+	if err != nil {
+		return nil, &verify.Error{Step: verify.StepCollateral, Err: fmt.Errorf("obtain collateral for FMSPC %s (PCK %s CA): %w", res.PCK.FMSPCHex(), res.PCKCA, err)}
+	}
+	if err := verify.Evaluate(res, c, o); err != nil {
+		return nil, err
+	}
+	return res, nil
 }
 
 // ToVerified turns a verification result into the platform's Verified.

@@ -23,6 +23,7 @@ import (
 
 	"github.com/mse-in-go/mse/internal/attest"
 	"github.com/mse-in-go/mse/internal/attest/sgx"
+	"github.com/mse-in-go/mse/internal/attest/sgx/abi"
 	"github.com/mse-in-go/mse/internal/attest/sgx/pcs"
 	"github.com/mse-in-go/mse/internal/attest/sgx/sgxtls"
 )
@@ -37,7 +38,79 @@ func New() *cobra.Command {
 		Use:   "attest",
 		Short: "Check attestation evidence (quotes and RA-TLS certificates)",
 	}
-	c.AddCommand(newVerify())
+	c.AddCommand(newVerify(), newCollateral())
+	return c
+}
+
+func newCollateral() *cobra.Command {
+	var pccs, out string
+	c := &cobra.Command{
+		Use:   "collateral FILE",
+		Short: "Fetch the collateral for an SGX quote or RA-TLS certificate into an offline bundle",
+		Long: `Collateral reads the PCK certificate of FILE (a raw SGX quote or an RA-TLS
+certificate), fetches the TCB info, QE identity and CRLs for its platform
+from --pccs, and writes them as an offline bundle that
+"mse attest verify --collateral" reads. Nothing is verified here.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cmd.SilenceUsage = true
+			if pccs == "" {
+				return fmt.Errorf("--pccs is required (e.g. %s)", pcs.IntelPCS)
+			}
+			data, err := readFile(args[0])
+			if err != nil {
+				return err
+			}
+			quote, cert, err := splitInput(data)
+			if err != nil {
+				return err
+			}
+			if cert != nil {
+				evs, err := sgxtls.Read(cert)
+				if err != nil {
+					return err
+				}
+				quote = evs[0].Quote
+			}
+			q, err := abi.ParseQuote(quote)
+			if err != nil {
+				return err
+			}
+			chain, err := abi.ParsePCKChain(q.CertData)
+			if err != nil {
+				return err
+			}
+			ext, err := pcs.ParsePCKExtensions(chain[0])
+			if err != nil {
+				return err
+			}
+			ca := pcs.CAProcessor
+			if chain[1].Subject.CommonName == "Intel SGX PCK Platform CA" {
+				ca = pcs.CAPlatform
+			}
+			col, err := pcs.NewClient(pccs).Collateral(cmd.Context(), ext.FMSPCHex(), ca)
+			if err != nil {
+				return err
+			}
+			b, err := pcs.MarshalBundle(col)
+			if err != nil {
+				return err
+			}
+			b = append(b, '\n')
+			if out == "" || out == "-" {
+				_, err = cmd.OutOrStdout().Write(b)
+				return err
+			}
+			if err := os.WriteFile(out, b, 0o644); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "wrote collateral for FMSPC %s (PCK %s CA), valid until %s, to %s\n",
+				ext.FMSPCHex(), ca, col.NextUpdate().UTC().Format(time.RFC3339), out)
+			return nil
+		},
+	}
+	c.Flags().StringVar(&pccs, "pccs", "", "base URL of a PCCS or of Intel PCS (API v4)")
+	c.Flags().StringVarP(&out, "output", "o", "", "bundle file to write (default: standard output)")
 	return c
 }
 

@@ -197,3 +197,22 @@ func writeFile(t *testing.T, name, content string) string {
 	}
 	return p
 }
+
+// Collateral fetched from a PCCS into a bundle verifies like the original.
+func TestCollateralBundle(t *testing.T) {
+	pccs := pcstest.New(t, phalaCollateral, "processor")
+	out := filepath.Join(t.TempDir(), "bundle.json")
+	if _, _, err := run(t, "collateral", phalaQuote, "--pccs", pccs.URL, "-o", out); err != nil {
+		t.Fatal(err)
+	}
+	r, err := runJSON(t, "verify", phalaQuote, "--collateral", out, "--at", phalaAt, "--accept-tcb", "ConfigurationAndSWHardeningNeeded", "--accept-advisories", "INTEL-SA-00289,INTEL-SA-00615")
+	if err != nil || r.TCBStatus != "ConfigurationAndSWHardeningNeeded" {
+		t.Fatalf("%v %+v", err, r)
+	}
+	if _, _, err := run(t, "collateral", phalaQuote); err == nil {
+		t.Fatal("collateral without --pccs")
+	}
+	if _, _, err := run(t, "collateral", td+"good_oasis_quote.bin", "--pccs", pccs.URL); err == nil || !strings.Contains(err.Error(), "no TCB info") {
+		t.Fatalf("unknown FMSPC: %v", err)
+	}
+}

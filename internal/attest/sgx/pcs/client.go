@@ -26,7 +26,7 @@ const intelRootCACRL = "https://certificates.trustedservices.intel.com/IntelSGXR
 type Client struct {
 	// BaseURL is the service root, e.g. IntelPCS or "https://pccs.local:8081".
 	BaseURL string
-	// HTTPClient is used for requests; nil means http.DefaultClient.
+	// HTTPClient is used for requests; nil means a client with a 30 s timeout.
 	HTTPClient *http.Client
 	// RootCACRLURL overrides where the root CA CRL comes from. Empty means
 	// Intel's distribution point for Intel PCS, and BaseURL's
@@ -38,6 +38,8 @@ type Client struct {
 	mu    sync.Mutex
 	cache map[string]cached
 }
+
+var defaultHTTPClient = &http.Client{Timeout: 30 * time.Second}
 
 type cached struct {
 	until time.Time
@@ -229,7 +231,7 @@ func (c *Client) get(ctx context.Context, u string, limit int64) ([]byte, http.H
 	}
 	hc := c.HTTPClient
 	if hc == nil {
-		hc = http.DefaultClient
+		hc = defaultHTTPClient
 	}
 	resp, err := hc.Do(req)
 	if err != nil {

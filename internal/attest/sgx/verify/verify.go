@@ -15,6 +15,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/sha256"
+	"crypto/x509"
 	_ "embed"
 	"encoding/binary"
 	"encoding/hex"
@@ -25,8 +26,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-
-	"crypto/x509"
 
 	"github.com/mse-in-go/mse/internal/attest/sgx/abi"
 	"github.com/mse-in-go/mse/internal/attest/sgx/pcs"
@@ -130,12 +129,25 @@ type Result struct {
 	TCBEvaluationDataNumber int
 }
 
-// Quote runs every step on a parsed quote.
+// Quote runs every step on a parsed quote: Signatures, then, when
+// collateral is given, Evaluate.
 func Quote(q *abi.Quote, o Options) (*Result, error) {
-	root := o.Root
-	if root == nil {
-		root = intelRoot
+	res, err := Signatures(q, o)
+	if err != nil || o.Collateral == nil {
+		return res, err
 	}
+	if err := Evaluate(res, o.Collateral, o); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// Signatures runs the steps that need no collateral: the quote signature,
+// the QE report data, the PCK chain to the pinned root, the QE report
+// signature and the PCK certificate's SGX extensions. Its result says which
+// collateral Evaluate needs (PCK.FMSPC, PCKCA). o.Collateral is ignored.
+func Signatures(q *abi.Quote, o Options) (*Result, error) {
+	root := o.root()
 	if o.Now.IsZero() {
 		return nil, errors.New("sgx verify: no time of verification given")
 	}
@@ -156,44 +168,58 @@ func Quote(q *abi.Quote, o Options) (*Result, error) {
 	if err != nil {
 		return nil, fail(StepPCKExtensions, "%v", err)
 	}
-	res := &Result{Quote: q, PCKChain: chain, PCK: ext, PCKCA: pckCA(chain[1])}
-	c := o.Collateral
+	return &Result{Quote: q, PCKChain: chain, PCK: ext, PCKCA: pckCA(chain[1])}, nil
+}
+
+func (o *Options) root() *x509.Certificate {
+	if o.Root != nil {
+		return o.Root
+	}
+	return intelRoot
+}
+
+// Evaluate checks collateral c for the quote of res (a result of
+// Signatures) at o.Now — CRLs and revocation, TCB info, TCB level, QE
+// identity — and fills res's TCB fields.
+func Evaluate(res *Result, c *pcs.Collateral, o Options) error {
+	root := o.root()
+	q, chain, ext := res.Quote, res.PCKChain, res.PCK
 	if c == nil {
-		return res, nil
+		return fail(StepCollateral, "no collateral")
 	}
 	if c.RootCACRL == nil || c.PCKCRL == nil || c.TCBInfo == nil || c.QEIdentity == nil {
-		return nil, fail(StepCollateral, "collateral is incomplete: root CA CRL, PCK CRL, TCB info and QE identity are all needed")
+		return fail(StepCollateral, "collateral is incomplete: root CA CRL, PCK CRL, TCB info and QE identity are all needed")
 	}
 	// Which platform the collateral is for comes first: it is the most useful
 	// message when a bundle for another machine is used, and it accepts nothing.
 	if err := TCBInfoMatches(c.TCBInfo, ext); err != nil {
-		return nil, err
+		return err
 	}
 	if err := RootCACRL(c.RootCACRL, root, o.Now); err != nil {
-		return nil, err
+		return err
 	}
 	if err := PCKCRL(c.PCKCRL, chain[1], res.PCKCA, o.Now); err != nil {
-		return nil, err
+		return err
 	}
 	if err := NotRevoked(c.RootCACRL, chain[1], "PCK CA certificate", "root CA CRL"); err != nil {
-		return nil, err
+		return err
 	}
 	if err := NotRevoked(c.PCKCRL, chain[0], "PCK certificate", "PCK CA CRL"); err != nil {
-		return nil, err
+		return err
 	}
 	if err := TCBInfo(c, root, o.Now); err != nil {
-		return nil, err
+		return err
 	}
 	level, err := TCBLevel(c.TCBInfo, ext)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if err := QEIdentity(c, root, o.Now); err != nil {
-		return nil, err
+		return err
 	}
 	qeLevel, err := QEReport(c.QEIdentity, &q.QEReport)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	res.PlatformTCBStatus = level.TCBStatus
 	res.QETCBStatus = qeLevel.TCBStatus
@@ -203,7 +229,7 @@ func Quote(q *abi.Quote, o Options) (*Result, error) {
 	res.CollateralIssued = c.Issued()
 	res.CollateralNextUpdate = c.NextUpdate()
 	res.TCBEvaluationDataNumber = c.TCBInfo.TCBEvaluationDataNumber
-	return res, nil
+	return nil
 }
 
 func mergeAdvisories(a, b []string) []string {

@@ -146,7 +146,9 @@ func TestOasis(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("oasis: platform %s %v, QE %s", level.TCBStatus, level.AdvisoryIDs, qe.TCBStatus)
+	if level.TCBStatus != pcs.StatusSWHardeningNeeded || !slices.Equal(level.AdvisoryIDs, []string{"INTEL-SA-00615", "INTEL-SA-00657"}) || qe.TCBStatus != pcs.StatusUpToDate {
+		t.Errorf("oasis: platform %s %v, QE %s", level.TCBStatus, level.AdvisoryIDs, qe.TCBStatus)
+	}
 
 	// The bad TCB signing chain (a PCK Platform CA in place of the TCB
 	// signing certificate) must be refused.

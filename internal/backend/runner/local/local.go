@@ -153,9 +153,27 @@ func (r *Runner) nodeDir(appID string) (string, error) {
 	return filepath.Join(r.cfg.Dir, appID), nil
 }
 
+// qeSocket is where a node's quoting service listens: in its directory, or,
+// when that path is too long for a unix socket (108 bytes), in a private
+// directory under the system's temporary directory.
+func qeSocket(appID, dir string) (string, error) {
+	sock := filepath.Join(dir, "qe.sock")
+	if len(sock) < 100 {
+		return sock, nil
+	}
+	short := filepath.Join(os.TempDir(), "mse-qe-"+appID)
+	if err := os.MkdirAll(short, 0o700); err != nil {
+		return "", err
+	}
+	return filepath.Join(short, "qe.sock"), nil
+}
+
 // serveQE starts the simulated quoting service for a node.
 func (r *Runner) serveQE(appID, dir string) (*http.Server, error) {
-	sock := filepath.Join(dir, "qe.sock")
+	sock, err := qeSocket(appID, dir)
+	if err != nil {
+		return nil, err
+	}
 	_ = os.Remove(sock)
 	ln, err := net.Listen("unix", sock)
 	if err != nil {
@@ -199,6 +217,7 @@ func (r *Runner) Spawn(ctx context.Context, appID string, s runner.SpawnSpec) ([
 	if err != nil {
 		return nil, err
 	}
+	sock, _ := qeSocket(appID, dir)
 	r.mu.Lock()
 	r.nodes[appID].qe = qe
 	r.mu.Unlock()
@@ -219,7 +238,7 @@ func (r *Runner) Spawn(ctx context.Context, appID string, s runner.SpawnSpec) ([
 		"--listen", addr,
 		"--workdir", filepath.Join(dir, "work"),
 		"--tee", attest.TypeSim,
-		"--sim-socket", filepath.Join(dir, "qe.sock"),
+		"--sim-socket", sock,
 	}
 	args = append(args, r.cfg.ExtraArgs...)
 	cmd := exec.Command(r.cfg.NodeBinary, args...)
@@ -303,7 +322,7 @@ func (r *Runner) Status(ctx context.Context, appID string, hb []byte) (runner.No
 		}
 		ns.State = runner.StateExited
 		if ns.Error == "" {
-			ns.Error = "the node process exited" + lastLogLine(filepath.Join(h.Dir, "node.log"))
+			ns.Error = "the node process ended unexpectedly; its last log line" + lastLogLine(filepath.Join(h.Dir, "node.log"))
 		}
 	}
 	if ns.State == "" {
@@ -357,6 +376,9 @@ func (r *Runner) Stop(ctx context.Context, appID string, hb []byte) error {
 		return err
 	}
 	r.kill(h.PID, appID)
+	if sock, err := qeSocket(appID, h.Dir); err == nil && filepath.Dir(sock) != h.Dir {
+		_ = os.RemoveAll(filepath.Dir(sock))
+	}
 	// The node's private directory holds the decrypted code and secrets (in
 	// simulation they are on the operator's disk): remove them, keep the log.
 	_ = os.RemoveAll(filepath.Join(h.Dir, "work"))
@@ -442,7 +464,7 @@ func (r *Runner) Adopt(ctx context.Context, nodes map[string][]byte) (map[string
 			continue
 		}
 		if !alive(h.PID, appID) {
-			lost[appID] = "the node process ended while the backend was down" + lastLogLine(filepath.Join(h.Dir, "node.log"))
+			lost[appID] = "the node process ended while the backend was down; its last log line" + lastLogLine(filepath.Join(h.Dir, "node.log"))
 			_ = os.RemoveAll(filepath.Join(h.Dir, "work"))
 			continue
 		}

@@ -430,8 +430,8 @@ func scanApp(r pgx.Row) (store.App, error) {
 }
 
 // claim inserts the domain claims of app id; ErrConflict names a domain that
-// another active app holds. ON CONFLICT DO NOTHING keeps the transaction
-// usable to name the holder.
+// another active app holds. (ON CONFLICT DO NOTHING, not a caught unique
+// violation: the transaction stays usable.)
 func claim(ctx context.Context, tx pgx.Tx, id string, domains []string) error {
 	for _, d := range storeutil.DomainKeys(domains) {
 		tag, err := tx.Exec(ctx, "INSERT INTO app_domains (domain, app_id) VALUES ($1, $2) ON CONFLICT (domain) DO NOTHING", d, id)
@@ -439,11 +439,8 @@ func claim(ctx context.Context, tx pgx.Tx, id string, domains []string) error {
 			return err
 		}
 		if tag.RowsAffected() == 0 {
-			var holder string
-			if err := tx.QueryRow(ctx, "SELECT app_id FROM app_domains WHERE domain = $1", d).Scan(&holder); err != nil {
-				return fmt.Errorf("%w: domain %q is taken", store.ErrConflict, d)
-			}
-			return fmt.Errorf("%w: domain %q is held by active app %s", store.ErrConflict, d, holder)
+			// The holder is not named: it may be another tenant's app.
+			return fmt.Errorf("%w: domain %q is held by another active app", store.ErrConflict, d)
 		}
 	}
 	return nil

@@ -558,11 +558,8 @@ func claim(ctx context.Context, tx *sql.Tx, id string, domains []string) error {
 		if n, err := res.RowsAffected(); err != nil {
 			return err
 		} else if n == 0 {
-			var holder string
-			if err := tx.QueryRowContext(ctx, "SELECT app_id FROM app_domains WHERE domain = ?", d).Scan(&holder); err != nil {
-				return fmt.Errorf("%w: domain %q is taken", store.ErrConflict, d)
-			}
-			return fmt.Errorf("%w: domain %q is held by active app %s", store.ErrConflict, d, holder)
+			// The holder is not named: it may be another tenant's app.
+			return fmt.Errorf("%w: domain %q is held by another active app", store.ErrConflict, d)
 		}
 	}
 	return nil
