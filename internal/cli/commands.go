@@ -119,7 +119,7 @@ context) it checks the app id, code digest and config digest as well.`,
 			if addr == "" {
 				addr = net.JoinHostPort(domain, "443")
 			}
-			vs := &verifiers{now: time.Now}
+			vs := &verifiers{policy: policy, now: time.Now}
 			if simAccepted(policy) {
 				u.warn("simulation mode: simulated evidence proves nothing about the hardware")
 				var c *client.Client

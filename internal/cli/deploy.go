@@ -134,7 +134,7 @@ func deploy(ctx context.Context, u *ui, stdin io.Reader, o *deployOpts) error {
 	}
 
 	var simRootNeeded = simAccepted(policy) && !o.noVerify
-	vs := &verifiers{now: time.Now}
+	vs := &verifiers{policy: policy, now: time.Now}
 	if simRootNeeded {
 		if vs.simRoot, err = o.trust.loadSimRoot(ctx, u, policy, c); err != nil {
 			return err
@@ -153,7 +153,9 @@ func deploy(ctx context.Context, u *ui, stdin io.Reader, o *deployOpts) error {
 	defer os.Remove(tmp.Name())
 	defer tmp.Close()
 	start := time.Now()
-	sealed, err := bundle.Seal(conf.Cloud.Code, tmp, key, bundle.DefaultLimits(), nil)
+	bar := u.progress("Encrypting", treeSize(conf.Cloud.Code))
+	sealed, err := bundle.Seal(conf.Cloud.Code, tmp, key, bundle.DefaultLimits(), bar.set)
+	bar.done(sealed.PlainSize)
 	if err != nil {
 		return fmt.Errorf("package %s: %w", conf.Cloud.Code, err)
 	}
@@ -195,7 +197,9 @@ func deploy(ctx context.Context, u *ui, stdin io.Reader, o *deployOpts) error {
 		return err
 	}
 	start = time.Now()
-	app, err := c.CreateApp(ctx, req, tmp, nil)
+	bar = u.progress("Uploading", sealed.Size)
+	app, err := c.CreateApp(ctx, req, tmp, bar.set)
+	bar.done(sealed.Size)
 	if err != nil {
 		return err
 	}

@@ -77,6 +77,7 @@ func simAccepted(p *attest.Policy) bool {
 // verifiers builds the verifier for each TEE type the policy may meet.
 type verifiers struct {
 	simRoot *x509.Certificate
+	policy  *attest.Policy
 	now     attest.Clock
 }
 
@@ -88,7 +89,7 @@ func (v *verifiers) For(teeType string) (attest.Verifier, error) {
 		}
 		return sim.NewVerifier(v.simRoot, v.now), nil
 	default:
-		return newPlatformVerifier(teeType, v.now)
+		return newPlatformVerifier(teeType, v.policy, v.now)
 	}
 }
 

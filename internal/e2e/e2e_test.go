@@ -20,6 +20,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -367,4 +368,31 @@ func TestScenario1Postgres(t *testing.T) {
 		t.Fatalf("GET via router = %q, %v", page, err)
 	}
 	mustRun(t, "cloud", "stop", d.AppID)
+}
+
+// TestGoHelloEntrypoint deploys examples/go-hello: any HTTP server started
+// through `entrypoint`, here a Go binary shipped in the bundle.
+func TestGoHelloEntrypoint(t *testing.T) {
+	b := testenv.Start(t, testenv.Options{})
+	login(t, b, b.AdminToken)
+	dir := t.TempDir()
+	copyTree(t, filepath.Join(testenv.RepoRoot(), "examples", "go-hello", "code"), filepath.Join(dir, "code"))
+	src, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "examples", "go-hello", "mse.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "mse.toml"), src, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	build := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(dir, "code", "go-hello"), "./examples/go-hello/src")
+	build.Dir = testenv.RepoRoot()
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build go-hello: %v\n%s", err, out)
+	}
+	d := mustDeploy(t, "--path", filepath.Join(dir, "mse.toml"), "--policy", b.PolicyFile(t, ""))
+	page, err := getVia(t, b.RouterAddr, d.Domain, &tls.Config{RootCAs: certPool(t, d.Certificate)})
+	if err != nil || page != "Hello from Go!\n" {
+		t.Fatalf("GET = %q, %v", page, err)
+	}
 }

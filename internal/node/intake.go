@@ -107,6 +107,9 @@ func (n *Node) serveSecrets(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	n.accepted = true
+	// Leave the waiting phase before answering: a request that follows the
+	// answer must not see "Waiting" (200) as if it came from the app.
+	n.phase.Store(nodeapi.StateLaunching)
 	writeJSON(w, http.StatusOK, nodeapi.Response{Status: "accepted"})
 	n.secrets <- in
 }

@@ -244,6 +244,10 @@ func TestStage2NoSecrets(t *testing.T) {
 	if code, r := tn.post(t, tn.request()); code != 200 {
 		t.Fatalf("HTTP %d %+v", code, r)
 	}
+	// Right after the answer, the node no longer says it waits.
+	if code, h, body := tn.get(t, "/"); h.Get(nodeapi.HeaderStatus) == nodeapi.StatusWaiting || strings.Contains(string(body), `"waiting"`) {
+		t.Errorf("GET / right after acceptance: HTTP %d %s %s", code, h.Get(nodeapi.HeaderStatus), body)
+	}
 	env := tn.waitApp(t, "/")
 	if env["secrets"] != "{}" {
 		t.Errorf("secrets without app_secrets = %q, want {}", env["secrets"])
@@ -738,4 +742,39 @@ func TestConcurrentPosts(t *testing.T) {
 		t.Errorf("answers: %v, want one 200 and %d 409", count, n-1)
 	}
 	tn.waitApp(t, "/")
+}
+
+// TestAcceptLeavesWaiting: once the node answered "accepted", it no longer
+// says it waits, even before Run picked the secrets up (deterministic, no Run).
+func TestAcceptLeavesWaiting(t *testing.T) {
+	b := pyBundle(t, nil)
+	n, err := New(Config{Spec: baseSpec(), BundlePath: b.path, WorkDir: t.TempDir(), Issuer: simIssuer{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.phase.Store(nodeapi.StateWaiting)
+	body, _ := json.Marshal(nodeapi.SecretsRequest{UUID: testAppID, CodeSecretKey: b.key.Hex()})
+	w := httptest.NewRecorder()
+	n.ServeHTTP(w, httptest.NewRequest(http.MethodPost, "/", bytes.NewReader(body)))
+	if w.Code != 200 {
+		t.Fatalf("POST: HTTP %d %s", w.Code, w.Body)
+	}
+	w = httptest.NewRecorder()
+	n.ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/", nil))
+	if w.Code == 200 || w.Header().Get(nodeapi.HeaderStatus) == nodeapi.StatusWaiting {
+		t.Errorf("GET after acceptance: HTTP %d %s %s", w.Code, w.Header().Get(nodeapi.HeaderStatus), w.Body)
+	}
+	w = httptest.NewRecorder()
+	n.ServeHTTP(w, httptest.NewRequest(http.MethodPost, "/", bytes.NewReader(body)))
+	if w.Code != http.StatusConflict || !strings.Contains(w.Body.String(), "secrets were already accepted") {
+		t.Errorf("second POST: HTTP %d %s", w.Code, w.Body)
+	}
+	select {
+	case in := <-n.secrets:
+		if !in.key.Equal(b.key) {
+			t.Error("intake carries another key")
+		}
+	default:
+		t.Error("nothing was handed to Run")
+	}
 }
