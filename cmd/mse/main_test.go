@@ -57,8 +57,7 @@ func TestMain(m *testing.M) {
 //	                          FILE (stdout and stderr name the last command's)
 //	expand IN OUT             copy IN to OUT with $VARS replaced
 //
-// MSE_SCRIPT_DIR=testdata/pending runs the scripts of known CLI bugs instead
-// (they fail until the bugs are fixed).
+// MSE_SCRIPT_DIR=DIR runs the scripts of another directory instead.
 func TestScripts(t *testing.T) {
 	testscript.Run(t, testscript.Params{
 		Dir:                 scriptDir(),

@@ -214,11 +214,11 @@ func (p *Policy) Check(v *Verified, now time.Time) error {
 	}
 	m := hex.EncodeToString(v.Measurement)
 	if len(p.Measurements) > 0 && !slices.Contains(p.Measurements, m) {
-		return fail("measurement", "measurement %s is not in the trust policy (accepted: %s); the node does not run a runtime you trust: pass --policy or ask the operator which runtime it runs", short(m), shortList(p.Measurements))
+		return fail("measurement", "measurement %s is not in the trust policy (accepted: %s); the node does not run a runtime you trust: pass --policy or ask the operator which runtime it runs", m, shortList(p.Measurements))
 	}
 	s := hex.EncodeToString(v.Signer)
 	if len(p.Signers) > 0 && !slices.Contains(p.Signers, s) {
-		return fail("signer", "MRSIGNER %s is not in the trust policy (accepted: %s); pass --policy or ask the operator for its signer", short(s), shortList(p.Signers))
+		return fail("signer", "MRSIGNER %s is not in the trust policy (accepted: %s); pass --policy or ask the operator for its signer", s, shortList(p.Signers))
 	}
 	if p.ProductID != nil && v.ProductID != *p.ProductID {
 		return fail("product_id", "ISVPRODID %d is not the one the trust policy accepts (%d)", v.ProductID, *p.ProductID)

@@ -63,7 +63,7 @@ func scaffoldCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "scaffold NAME",
 		Short: "Create a new app directory with an mse.toml and a hello-world app",
-		Args:  cobra.ExactArgs(1),
+		Args:  args("NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := scaffold.Write(".", args[0]); err != nil {
 				return err
@@ -87,13 +87,16 @@ func verifyCmd() *cobra.Command {
 evidence under your trust policy. With --fingerprint it also checks that the
 certificate is the one the owner published; with --context (an exported app
 context) it checks the app id, code digest and config digest as well.`,
-		Args: cobra.ExactArgs(1),
+		Args: args("DOMAIN"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			u := newUI(cmd)
 			ctx := cmd.Context()
 			domain := strings.ToLower(args[0])
 			policy, err := trust.policy()
 			if err != nil {
+				return err
+			}
+			if err := checkRuntimeKnown(ctx, policy, nil); err != nil {
 				return err
 			}
 			var expect ratls.Expect
@@ -154,9 +157,9 @@ context) it checks the app id, code digest and config digest as well.`,
 			}
 			v := id.Verified
 			u.step("%s runs in a verified enclave", domain)
-			fmt.Fprintf(u.out, "  TEE:          %s%s\n  measurement:  %s\n  signer:       %s\n  TCB status:   %s\n  app id:       %s\n  code digest:  %s\n  config digest:%s\n  certificate:  sha256 %s\n",
+			fmt.Fprintf(u.out, "  TEE:           %s%s\n  measurement:   %s\n  signer:        %s\n  TCB status:    %s\n  app id:        %s\n  code digest:   %s\n  config digest: %s\n  certificate:   sha256 %s\n",
 				v.Type, map[bool]string{true: " (SIMULATED)", false: ""}[v.Simulated], hex.EncodeToString(v.Measurement), hex.EncodeToString(v.Signer), v.TCBStatus,
-				id.Claims.AppID, hex.EncodeToString(id.Claims.CodeDigest), " "+hex.EncodeToString(id.Claims.ConfigDigest), id.Fingerprint)
+				id.Claims.AppID, hex.EncodeToString(id.Claims.CodeDigest), hex.EncodeToString(id.Claims.ConfigDigest), id.Fingerprint)
 			if fingerprint == "" && ctxFile == "" {
 				u.warn("no --fingerprint or --context given: the enclave is genuine and runs a trusted runtime, but nothing ties it to a particular owner's code")
 			}
@@ -165,7 +168,7 @@ context) it checks the app id, code digest and config digest as well.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&fingerprint, "fingerprint", "", "expected SHA-256 of the node's certificate (hex), as the owner published it")
-	f.StringVar(&ctxFile, "context", "", "an app context file (from `mse cloud context --export`)")
+	f.StringVar(&ctxFile, "context", "", "an app context `FILE`, as written by mse cloud context --export")
 	f.StringVar(&addr, "addr", "", "connect to this host:port instead of DOMAIN:443 (e.g. the operator's router)")
 	f.BoolVar(&asJSON, "json", false, "print the verified identity as JSON")
 	trust.register(f)
@@ -221,7 +224,7 @@ func statusCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "status APP_ID",
 		Short: "Show an app's status",
-		Args:  cobra.ExactArgs(1),
+		Args:  args("APP_ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, _, err := apiClient()
 			if err != nil {
@@ -301,7 +304,7 @@ func logsCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "logs APP_ID",
 		Short: "Print an app's logs (-f to follow)",
-		Args:  cobra.ExactArgs(1),
+		Args:  args("APP_ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, _, err := apiClient()
 			if err != nil {
@@ -328,7 +331,7 @@ func stopCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "stop APP_ID...",
 		Short: "Stop apps",
-		Args:  cobra.MinimumNArgs(1),
+		Args:  atLeastOne("APP_ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, _, err := apiClient()
 			if err != nil {
@@ -468,7 +471,7 @@ func projectCmd() *cobra.Command {
 	}
 	ls.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	create := &cobra.Command{
-		Use: "create NAME", Short: "Create a project", Args: cobra.ExactArgs(1),
+		Use: "create NAME", Short: "Create a project", Args: args("NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, _, err := apiClient()
 			if err != nil {
@@ -490,7 +493,7 @@ func userCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "user", Short: "Manage users and tokens (administrators)"}
 	var admin bool
 	add := &cobra.Command{
-		Use: "add NAME", Short: "Create a user; prints its token once", Args: cobra.ExactArgs(1),
+		Use: "add NAME", Short: "Create a user; prints its token once", Args: args("NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, _, err := apiClient()
 			if err != nil {
@@ -506,15 +509,48 @@ func userCmd() *cobra.Command {
 	}
 	add.Flags().BoolVar(&admin, "admin", false, "administrator")
 	revoke := &cobra.Command{
-		Use: "revoke-token TOKEN_ID", Short: "Revoke an API token", Args: cobra.ExactArgs(1),
+		Use: "revoke-token TOKEN_ID", Short: "Revoke an API token", Args: args("TOKEN_ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, _, err := apiClient()
 			if err != nil {
 				return err
 			}
-			return c.RevokeToken(cmd.Context(), args[0])
+			if err := c.RevokeToken(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			newUI(cmd).step("Revoked token %s", args[0])
+			return nil
 		},
 	}
+	var asJSON bool
+	tokens := &cobra.Command{
+		Use: "tokens", Short: "List your API tokens (ids, not the tokens themselves)", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, _, err := apiClient()
+			if err != nil {
+				return err
+			}
+			ts, err := c.Tokens(cmd.Context())
+			if err != nil {
+				return err
+			}
+			u := newUI(cmd)
+			if asJSON {
+				return u.json(ts)
+			}
+			tw := tabwriter.NewWriter(u.out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tNAME\tCREATED\tREVOKED")
+			for _, t := range ts {
+				rev := "-"
+				if t.RevokedAt != nil {
+					rev = fmtTime(*t.RevokedAt)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", t.ID, t.Name, fmtTime(t.CreatedAt), rev)
+			}
+			return tw.Flush()
+		},
+	}
+	tokens.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	whoami := &cobra.Command{
 		Use: "whoami", Short: "Show who you are logged in as", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -530,6 +566,6 @@ func userCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.AddCommand(add, revoke, whoami)
+	cmd.AddCommand(add, revoke, whoami, tokens)
 	return cmd
 }

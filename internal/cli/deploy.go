@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -79,9 +80,16 @@ type DeployResult struct {
 	Curl        string `json:"curl"`
 }
 
-func deploy(ctx context.Context, u *ui, stdin io.Reader, o *deployOpts) error {
+func deploy(ctx context.Context, u *ui, stdin io.Reader, o *deployOpts) (err error) {
 	now := time.Now()
+	if _, serr := os.Stat(o.path); errors.Is(serr, os.ErrNotExist) {
+		return fmt.Errorf("no %s here: run deploy in your app's directory, pass --path DIR/mse.toml, or create an app with `mse cloud scaffold NAME`", o.path)
+	}
 	conf, err := config.Load(o.path, now)
+	if err != nil {
+		return err
+	}
+	c, login, err := apiClient()
 	if err != nil {
 		return err
 	}
@@ -89,9 +97,10 @@ func deploy(ctx context.Context, u *ui, stdin io.Reader, o *deployOpts) error {
 	if err != nil {
 		return err
 	}
-	c, login, err := apiClient()
-	if err != nil {
-		return err
+	if !o.noVerify {
+		if err := checkRuntimeKnown(ctx, policy, c); err != nil {
+			return err
+		}
 	}
 	if o.noVerify {
 		u.warn("--no-verify: the enclave will NOT be verified. The code key goes to whatever answers, which may be the operator. Use only for debugging.")
@@ -204,6 +213,19 @@ func deploy(ctx context.Context, u *ui, stdin io.Reader, o *deployOpts) error {
 		return err
 	}
 	u.step("Uploaded the encrypted code in %s: app %s created, domain %s", time.Since(start).Round(time.Millisecond), app.ID, strings.Join(app.Domains, ", "))
+	// From here on, a failure stops the app: a node that was not verified, or
+	// did not start, must not linger (it never received the key unless the
+	// failure came after stage 2).
+	defer func() {
+		if err == nil {
+			return
+		}
+		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if _, serr := c.Stop(sctx, app.ID); serr == nil {
+			u.info("stopped app %s (logs: mse cloud logs %s)", app.ID, app.ID)
+		}
+	}()
 
 	// What the node must attest: our own values, plus the id and domains the
 	// backend assigned.
@@ -307,10 +329,23 @@ func deploy(ctx context.Context, u *ui, stdin io.Reader, o *deployOpts) error {
 	}
 	fmt.Fprintf(u.out, "\nYour app is running at %s\n", app.URL)
 	fmt.Fprintf(u.out, "Try it:\n  %s\n", curl)
-	if mode == config.TLSSelf {
-		fmt.Fprintf(u.out, "Anyone can check the enclave behind it:\n  mse cloud verify %s --fingerprint %s\n", domain, id.Fingerprint)
+	if mode == config.TLSSelf && !o.noVerify {
+		fmt.Fprintf(u.out, "Anyone can check the enclave behind it:\n  %s\n", verifyLine(domain, app.RouterAddr, id.Fingerprint, id.Verified.Simulated))
 	}
 	return nil
+}
+
+// verifyLine is an `mse cloud verify` command that works as printed.
+func verifyLine(domain, routerAddr, fingerprint string, simulated bool) string {
+	line := "mse cloud verify " + domain
+	if _, port, err := net.SplitHostPort(routerAddr); err == nil && port != "443" {
+		line += " --addr " + routerAddr
+	}
+	line += " --fingerprint " + fingerprint
+	if simulated {
+		line += " --simulation"
+	}
+	return line
 }
 
 func hexShort(b []byte) string {

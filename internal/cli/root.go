@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/mattn/go-isatty"
@@ -60,7 +61,58 @@ func Command() *cobra.Command {
 	if os.Getenv("MSE_DEFAULT_ENV") == "cloud" {
 		root.AddCommand(cloudCommands()...)
 	}
+	root.InitDefaultCompletionCmd()
+	strictGroups(root)
 	return root
+}
+
+// args requires exactly the named positional arguments and names what is
+// missing ("missing DOMAIN").
+func args(names ...string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, a []string) error {
+		if len(a) < len(names) {
+			return fmt.Errorf("missing %s (usage: %s)", strings.Join(names[len(a):], " "), cmd.UseLine())
+		}
+		if len(a) > len(names) {
+			return fmt.Errorf("too many arguments: %s takes %s (usage: %s)", cmd.CommandPath(), strings.Join(names, " "), cmd.UseLine())
+		}
+		return nil
+	}
+}
+
+// atLeastOne requires one or more arguments named name.
+func atLeastOne(name string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, a []string) error {
+		if len(a) == 0 {
+			return fmt.Errorf("missing %s (usage: %s)", name, cmd.UseLine())
+		}
+		return nil
+	}
+}
+
+// strictGroups makes a command that only groups subcommands fail on an
+// unknown subcommand (cobra would print help and exit 0, so a typo in a
+// script would "succeed").
+func strictGroups(c *cobra.Command) {
+	for _, sub := range c.Commands() {
+		strictGroups(sub)
+	}
+	if c.HasParent() && c.HasSubCommands() && c.Run == nil && c.RunE == nil {
+		c.Args = func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
+				if cmd.SuggestionsMinimumDistance <= 0 {
+					cmd.SuggestionsMinimumDistance = 2
+				}
+				if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+					msg += "; did you mean " + strings.Join(s, ", ") + "?"
+				}
+				return fmt.Errorf("%s (see %s --help)", msg, cmd.CommandPath())
+			}
+			return nil
+		}
+		c.RunE = func(cmd *cobra.Command, args []string) error { return cmd.Help() }
+	}
 }
 
 func cloudCommands() []*cobra.Command {
@@ -77,7 +129,15 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cmd.SetOut(stdout)
 	cmd.SetErr(stderr)
 	if err := cmd.ExecuteContext(ctx); err != nil {
-		fmt.Fprintln(stderr, "Error:", err)
+		msg := err.Error()
+		if strings.HasPrefix(msg, "unknown command") && len(args) > 0 && os.Getenv("MSE_DEFAULT_ENV") != "cloud" {
+			for _, c := range cloudCommands() {
+				if c.Name() == args[0] {
+					msg += fmt.Sprintf("; did you mean `mse cloud %s`? (or set MSE_DEFAULT_ENV=cloud)", args[0])
+				}
+			}
+		}
+		fmt.Fprintln(stderr, "Error:", msg)
 		return 1
 	}
 	return 0

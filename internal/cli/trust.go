@@ -70,6 +70,21 @@ func (f *trustFlags) policy() (*attest.Policy, error) {
 	return p, nil
 }
 
+// checkRuntimeKnown refuses early, with a useful message, when the policy
+// names no runtime: this mse was built without the node measurement.
+func checkRuntimeKnown(ctx context.Context, p *attest.Policy, c *client.Client) error {
+	if len(p.Measurements) > 0 || len(p.Signers) > 0 {
+		return nil
+	}
+	hint := ""
+	if c != nil {
+		if pl, err := c.Platform(ctx); err == nil && pl.NodeMeasurement != "" {
+			hint = fmt.Sprintf(" The operator says its nodes run measurement %s: if that is the mse-node you trust (its SHA-256), put it in a policy file as measurements = [\"%s\"].", pl.NodeMeasurement, pl.NodeMeasurement)
+		}
+	}
+	return fmt.Errorf("the trust policy accepts no runtime: this mse was built without the measurement of its mse-node (use `make build`), and no --policy names one.%s See docs/trust-policy.md", hint)
+}
+
 func simAccepted(p *attest.Policy) bool {
 	return p.AllowSimulation && slices.Contains(p.TEETypes, attest.TypeSim)
 }

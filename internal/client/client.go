@@ -143,6 +143,12 @@ func (c *Client) CreateUser(ctx context.Context, name string, admin bool) (*Crea
 	return &r, c.do(ctx, "POST", "/v1/users", body, "application/json", &r)
 }
 
+// Tokens lists the caller's tokens.
+func (c *Client) Tokens(ctx context.Context) ([]Token, error) {
+	var t []Token
+	return t, c.do(ctx, "GET", "/v1/tokens", nil, "", &t)
+}
+
 // RevokeToken revokes a token by id.
 func (c *Client) RevokeToken(ctx context.Context, id string) error {
 	return c.do(ctx, "DELETE", "/v1/tokens/"+url.PathEscape(id), nil, "", nil)

@@ -96,3 +96,11 @@ type CreateUserResponse struct {
 type Error struct {
 	Error string `json:"error"`
 }
+
+// Token describes an API token (never the token itself).
+type Token struct {
+	ID        string     `json:"id"`
+	Name      string     `json:"name"`
+	CreatedAt time.Time  `json:"created_at"`
+	RevokedAt *time.Time `json:"revoked_at,omitempty"`
+}

@@ -20,7 +20,6 @@ import (
 	"github.com/mse-in-go/mse/internal/backend/router"
 	"github.com/mse-in-go/mse/internal/backend/store"
 	"github.com/mse-in-go/mse/internal/client"
-	"github.com/mse-in-go/mse/internal/nodeapi"
 	"github.com/mse-in-go/mse/internal/testenv"
 )
 
@@ -34,33 +33,29 @@ func appIDFrom(t *testing.T, stderr string) string {
 	return m[1]
 }
 
-// assertNeverStarted checks that a refused deploy left the node waiting:
-// no secret was sent, and the app never started.
+// assertNeverStarted checks that a refused deploy never gave the node a
+// secret: the CLI stopped the app, and the node's log shows no stage-2
+// request and no app start.
 func assertNeverStarted(t *testing.T, b *testenv.Backend, appID string) {
 	t.Helper()
 	a, err := apiFor(b, b.AdminToken).App(context.Background(), appID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a.Status == "running" {
-		t.Fatalf("app %s is running after a refused deploy", appID)
+	if a.Status != "stopped" {
+		t.Fatalf("app %s is %s after a refused deploy; the CLI should have stopped it", appID, a.Status)
 	}
-	raw, err := os.ReadFile(filepath.Join(b.DataDir, "nodes", appID, "work", "status.json"))
+	logb, err := os.ReadFile(filepath.Join(b.DataDir, "nodes", appID, "node.log"))
 	if err != nil {
-		t.Fatalf("node status: %v", err)
+		t.Fatal(err)
 	}
-	var st nodeapi.Status
-	if err := json.Unmarshal(raw, &st); err != nil || st.State != nodeapi.StateWaiting {
-		t.Fatalf("node state %q (want waiting: it must never have received secrets)", st.State)
+	if !strings.Contains(string(logb), "waiting for the owner's secrets") {
+		t.Fatalf("node log lacks the waiting line:\n%s", logb)
 	}
-	logb, _ := os.ReadFile(filepath.Join(b.DataDir, "nodes", appID, "node.log"))
-	for _, s := range []string{"stage-2", "app started"} {
+	for _, s := range []string{"stage-2", "app started", "app running"} {
 		if strings.Contains(string(logb), s) {
 			t.Fatalf("node log shows %q: a secret reached the node\n%s", s, logb)
 		}
-	}
-	if _, err := os.Stat(filepath.Join(b.DataDir, "nodes", appID, "work", "code")); !os.IsNotExist(err) {
-		t.Fatalf("the code was unpacked: %v", err)
 	}
 }
 
@@ -92,7 +87,7 @@ func TestPolicyRefusals(t *testing.T) {
 		want   string
 	}{
 		{"sim without opt-in", fmt.Sprintf("tee_types = [\"sgx\"]\nmeasurements = [%q]\n", b.Measurement), nil, "simulation is not accepted: pass --simulation"},
-		{"sim listed but not allowed", fmt.Sprintf("tee_types = [\"sim\"]\nmeasurements = [%q]\n", b.Measurement), []string{"--sim-root", b.SimRootFile}, "the evidence is simulated"},
+		{"sim listed but not allowed", fmt.Sprintf("tee_types = [\"sim\"]\nmeasurements = [%q]\n", b.Measurement), []string{"--sim-root", b.SimRootFile}, "simulation is not accepted"},
 		{"unknown measurement", fmt.Sprintf("tee_types = [\"sim\"]\nallow_simulation = true\nmeasurements = [%q]\n", other), nil, "measurement " + b.Measurement[:8]},
 		{"unknown signer", fmt.Sprintf("tee_types = [\"sim\"]\nallow_simulation = true\nmeasurements = [%q]\nsigners = [%q]\n", b.Measurement, other), nil, "MRSIGNER"},
 		{"no runtime", "tee_types = [\"sim\"]\nallow_simulation = true\n", nil, "accepts no runtime"},

@@ -95,7 +95,11 @@ func copyTree(t *testing.T, src, dst string) {
 		if err != nil {
 			return err
 		}
-		return os.WriteFile(target, b, 0o644)
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(target, b, info.Mode().Perm())
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -137,7 +141,9 @@ func getVia(t *testing.T, addr, domain string, tc *tls.Config) (string, error) {
 	tc = tc.Clone()
 	tc.ServerName = domain
 	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
-		DialContext:     func(ctx context.Context, _, _ string) (net.Conn, error) { return (&net.Dialer{}).DialContext(ctx, "tcp", addr) },
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+		},
 		TLSClientConfig: tc,
 	}}
 	resp, err := hc.Get("https://" + domain + "/")

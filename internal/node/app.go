@@ -124,6 +124,7 @@ func (n *Node) launch(ctx context.Context, in *intake) (*runningApp, error) {
 		}
 		select {
 		case <-a.exited:
+			a.stop() // the group may hold children the app left behind
 			return nil, fmt.Errorf("node: the app exited before it answered its health check: %v", exitString(a.waitErr))
 		case <-ctx.Done():
 			a.stop()
@@ -226,6 +227,8 @@ func (a *runningApp) stop() {
 			_ = syscall.Kill(-pid, syscall.SIGKILL)
 			<-a.exited
 		}
+		// Children the app left in its group do not outlive it.
+		_ = syscall.Kill(-pid, syscall.SIGKILL)
 	})
 }
 

@@ -36,7 +36,7 @@ func Main(ctx context.Context, args []string, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	log := slog.New(slog.NewTextHandler(stderr, nil)).With("app_id", *appID)
+	log := slog.New(slog.NewTextHandler(stderr, nil))
 	fail := func(err error) int {
 		log.Error("node failed", "err", err)
 		return 1

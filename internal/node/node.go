@@ -274,11 +274,3 @@ func errString(err error) string {
 	}
 	return err.Error()
 }
-
-// Fingerprint returns the SHA-256 of the node's RA-TLS certificate (after Run started).
-func (n *Node) Fingerprint() string {
-	if n.raCert.Leaf == nil {
-		return ""
-	}
-	return ratls.Fingerprint(n.raCert.Leaf)
-}

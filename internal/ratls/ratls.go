@@ -258,7 +258,12 @@ func Verify(ctx context.Context, cert *x509.Certificate, o Options) (*Identity, 
 	if o.Policy == nil || o.Verifiers == nil {
 		return nil, errors.New("ratls: Verify needs a policy and verifiers")
 	}
-	if err := cert.CheckSignatureFrom(cert); err != nil {
+	if o.Now.IsZero() {
+		o.Now = time.Now()
+	}
+	// CheckSignature, not CheckSignatureFrom: other RA-TLS implementations
+	// (Gramine) make self-signed certificates that are not CAs.
+	if err := cert.CheckSignature(cert.SignatureAlgorithm, cert.RawTBSCertificate, cert.Signature); err != nil {
 		return nil, fail("certificate", "the certificate is not validly self-signed: %v", err)
 	}
 	if o.Now.Before(cert.NotBefore) || o.Now.After(cert.NotAfter) {

@@ -62,6 +62,7 @@ func New(cfg Config, reg prometheus.Registerer) (http.Handler, error) {
 	route("POST /v1/projects", a.createProject)
 	route("POST /v1/users", a.createUser)
 	route("POST /v1/tokens", a.createToken)
+	route("GET /v1/tokens", a.listTokens)
 	route("DELETE /v1/tokens/{id}", a.revokeToken)
 	route("POST /v1/apps", a.createApp)
 	route("GET /v1/apps", a.listApps)
@@ -227,6 +228,19 @@ func (a *api) createToken(w http.ResponseWriter, r *http.Request, u *store.User)
 		return
 	}
 	writeJSON(w, 201, map[string]string{"token": tok})
+}
+
+func (a *api) listTokens(w http.ResponseWriter, r *http.Request, u *store.User) {
+	ts, err := a.Service.Store().ListTokens(r.Context(), u.ID)
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	out := make([]client.Token, 0, len(ts))
+	for _, t := range ts {
+		out = append(out, client.Token{ID: t.ID, Name: t.Name, CreatedAt: t.CreatedAt, RevokedAt: t.RevokedAt})
+	}
+	writeJSON(w, 200, out)
 }
 
 func (a *api) revokeToken(w http.ResponseWriter, r *http.Request, u *store.User) {
