@@ -231,7 +231,7 @@ func (p *Policy) Check(v *Verified, now time.Time) error {
 		accepted = []string{TCBUpToDate}
 	}
 	if !slices.Contains(accepted, v.TCBStatus) {
-		return fail("tcb_status", "TCB status %s is not accepted by the trust policy (accepted: %s); the platform needs an update, or pass --accept-tcb / accepted_tcb_statuses to accept it", v.TCBStatus, strings.Join(accepted, ", "))
+		return fail("tcb_status", "TCB status %s is not accepted by the trust policy (accepted: %s); the platform needs an update, or list the status in accepted_tcb_statuses in your policy to accept it", v.TCBStatus, strings.Join(accepted, ", "))
 	}
 	for _, a := range v.AdvisoryIDs {
 		if !slices.Contains(p.AcceptedAdvisories, a) {

@@ -251,7 +251,8 @@ func Run(ctx context.Context, cfg Config) error {
 }
 
 // bootstrapAdmin creates the first administrator and writes its token to a
-// 0600 file, once.
+// 0600 file, once. The file is written before the user exists: a crash in
+// between leaves no user, and the next start does it again.
 func bootstrapAdmin(ctx context.Context, svc *service.Service, dataDir string, log *slog.Logger) (string, error) {
 	path := filepath.Join(dataDir, AdminTokenFile)
 	users, err := svc.Store().ListUsers(ctx)
@@ -261,12 +262,19 @@ func bootstrapAdmin(ctx context.Context, svc *service.Service, dataDir string, l
 	if len(users) > 0 {
 		return path, nil
 	}
-	_, tok, err := svc.CreateUser(ctx, nil, "admin", true)
+	tok, _, err := service.NewToken()
 	if err != nil {
 		return "", err
 	}
-	if err := os.WriteFile(path, []byte(tok+"\n"), 0o600); err != nil {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(tok+"\n"), 0o600); err != nil {
 		return "", fmt.Errorf("backend: write the admin token: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return "", fmt.Errorf("backend: write the admin token: %w", err)
+	}
+	if _, err := service.CreateUserWithToken(ctx, svc.Store(), "admin", true, tok, time.Now()); err != nil {
+		return "", err
 	}
 	log.Info("created the administrator; its API token is in a file readable only by this user", "file", path)
 	return path, nil

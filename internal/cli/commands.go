@@ -99,7 +99,7 @@ context) it checks the app id, code digest and config digest as well.`,
 			if err := checkRuntimeKnown(ctx, policy, nil); err != nil {
 				return err
 			}
-			var expect ratls.Expect
+			expect := ratls.Expect{Domain: domain}
 			if ctxFile != "" {
 				ac, err := readContextFile(ctxFile)
 				if err != nil {

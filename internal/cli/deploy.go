@@ -115,6 +115,7 @@ func deploy(ctx context.Context, u *ui, stdin io.Reader, o *deployOpts) (err err
 	u.step("Read %s: app %q (%s), TLS %s", o.path, conf.Name, entry, mode)
 
 	// A running app of the same name: ask, or -y.
+	var replaced []string
 	running, err := c.Apps(ctx, client.ListOptions{Name: conf.Name})
 	if err != nil {
 		return err
@@ -134,11 +135,15 @@ func deploy(ctx context.Context, u *ui, stdin io.Reader, o *deployOpts) (err err
 				return errors.New("deploy cancelled")
 			}
 		}
-		for _, id := range ids {
-			if _, err := c.Stop(ctx, id); err != nil {
-				return fmt.Errorf("stop app %s: %w", id, err)
+		if mode == config.TLSOwner {
+			// Your domain can serve one app at a time: stop the old one first.
+			if err := stopApps(ctx, u, c, ids); err != nil {
+				return err
 			}
-			u.step("Stopped the previous app %s", id)
+		} else {
+			// The new app gets its own domain: the old one keeps serving
+			// until the new one is verified and running.
+			replaced = ids
 		}
 	}
 
@@ -248,7 +253,7 @@ func deploy(ctx context.Context, u *ui, stdin io.Reader, o *deployOpts) (err err
 
 	domain := app.Domains[0]
 	opts := ratls.Options{Verifiers: vs.For, Policy: policy, Now: time.Now(),
-		Expect: ratls.Expect{AppID: app.ID, CodeDigest: sealed.Digest[:], ConfigDigest: confDigest}}
+		Expect: ratls.Expect{Domain: domain, AppID: app.ID, CodeDigest: sealed.Digest[:], ConfigDigest: confDigest}}
 	p := &pinned{verify: func(cert *x509.Certificate) (*ratls.Identity, error) {
 		if o.noVerify {
 			return &ratls.Identity{Certificate: cert, Fingerprint: ratls.Fingerprint(cert)}, nil
@@ -270,7 +275,7 @@ func deploy(ctx context.Context, u *ui, stdin io.Reader, o *deployOpts) (err err
 		if v.Simulated {
 			sim = " (SIMULATED)"
 		}
-		u.step("Verified the enclave: TEE %s%s, measurement %s…, signer %s…, TCB %s", v.Type, sim, hex.EncodeToString(v.Measurement)[:16], hexShort(v.Signer), v.TCBStatus)
+		u.step("Verified the enclave: TEE %s%s, measurement %s…, signer %s…, TCB %s", v.Type, sim, hexShort(v.Measurement), hexShort(v.Signer), v.TCBStatus)
 		u.info("app id, code digest and config digest match what you sent; certificate sha256 %s", id.Fingerprint)
 		if _, err := checkFresh(ctx, hc, domain, p, opts); err != nil {
 			return fmt.Errorf("fresh evidence: %w", err)
@@ -318,6 +323,10 @@ func deploy(ctx context.Context, u *ui, stdin io.Reader, o *deployOpts) (err err
 	}
 	u.step("The app answers over TLS (%d bytes from /)", len(body))
 
+	if err := stopApps(ctx, u, c, replaced); err != nil {
+		return err
+	}
+
 	curl := curlLine(app.URL, domain, app.RouterAddr, certPath, mode)
 	res := DeployResult{AppID: app.ID, Name: conf.Name, URL: app.URL, Domain: domain, Verified: !o.noVerify, Fingerprint: id.Fingerprint,
 		Context: ctxPath, Certificate: certPath, Curl: curl}
@@ -331,6 +340,16 @@ func deploy(ctx context.Context, u *ui, stdin io.Reader, o *deployOpts) (err err
 	fmt.Fprintf(u.out, "Try it:\n  %s\n", curl)
 	if mode == config.TLSSelf && !o.noVerify {
 		fmt.Fprintf(u.out, "Anyone can check the enclave behind it:\n  %s\n", verifyLine(domain, app.RouterAddr, id.Fingerprint, id.Verified.Simulated))
+	}
+	return nil
+}
+
+func stopApps(ctx context.Context, u *ui, c *client.Client, ids []string) error {
+	for _, id := range ids {
+		if _, err := c.Stop(ctx, id); err != nil {
+			return fmt.Errorf("stop app %s: %w", id, err)
+		}
+		u.step("Stopped the previous app %s", id)
 	}
 	return nil
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/mse-in-go/mse/internal/attest"
+	"github.com/mse-in-go/mse/internal/attest/sgx/pcs"
 	"github.com/mse-in-go/mse/internal/attest/sim"
 	"github.com/mse-in-go/mse/internal/client"
 	"github.com/mse-in-go/mse/internal/nodeapi"
@@ -33,6 +34,10 @@ import (
 // this CLI, set at build time (-ldflags -X). The default trust policy accepts
 // it and nothing else.
 var NodeMeasurement = ""
+
+// DefaultPCS is where the default policy gets SGX collateral: Intel's
+// Provisioning Certification Service (v4 API).
+const DefaultPCS = pcs.IntelPCS
 
 // trustFlags select the owner's trust policy.
 type trustFlags struct {
@@ -56,7 +61,8 @@ func (f *trustFlags) policy() (*attest.Policy, error) {
 			return nil, err
 		}
 	} else {
-		p = &attest.Policy{TEETypes: []string{attest.TypeSGX}}
+		// SGX collateral from Intel's PCS, as a user on SGX hardware expects.
+		p = &attest.Policy{TEETypes: []string{attest.TypeSGX}, Collateral: attest.CollateralSource{PCCS: DefaultPCS}}
 		if NodeMeasurement != "" {
 			p.Measurements = []string{NodeMeasurement}
 		}

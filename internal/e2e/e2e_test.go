@@ -175,9 +175,7 @@ func TestScenario1(t *testing.T) {
 	b := testenv.Start(t, testenv.Options{})
 	login(t, b, b.AdminToken)
 	policy := b.PolicyFile(t, "")
-	toml := helloApp(t, "hello1", "[cloud]\n")
-	_ = toml
-	toml = helloApp(t, "hello1", "")
+	toml := helloApp(t, "hello1", "")
 	d := mustDeploy(t, "--path", toml, "--policy", policy)
 	if !d.Verified || d.TEE != "sim" || !d.Simulated {
 		t.Fatalf("deploy result %+v", d.DeployResult)

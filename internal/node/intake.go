@@ -78,6 +78,9 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 type refusal struct {
 	code int
 	msg  string
+	// notCounted: the failure is not the sender's (e.g. the node cannot read
+	// its bundle), so it does not use up an attempt.
+	notCounted bool
 }
 
 func (n *Node) serveSecrets(w http.ResponseWriter, r *http.Request) {
@@ -93,11 +96,13 @@ func (n *Node) serveSecrets(w http.ResponseWriter, r *http.Request) {
 	}
 	in, ref := n.check(r)
 	if ref != nil {
-		n.attempts++
+		if !ref.notCounted {
+			n.attempts++
+		}
 		left := n.cfg.MaxAttempts - n.attempts
 		// The message names the failed check; it never echoes what was sent.
 		n.log.Warn("refused stage-2 request", "reason", ref.msg, "attempts_left", left)
-		writeJSON(w, ref.code, nodeapi.Response{Status: "refused", Error: ref.msg, AttemptsLeft: left})
+		writeJSON(w, ref.code, nodeapi.Response{Status: "refused", Error: ref.msg, AttemptsLeft: &left})
 		if left == 0 {
 			select {
 			case n.fatal <- fmt.Errorf("node: %d failed stage-2 attempts, the last: %s", n.attempts, ref.msg):
@@ -116,14 +121,18 @@ func (n *Node) serveSecrets(w http.ResponseWriter, r *http.Request) {
 
 func (n *Node) check(r *http.Request) (*intake, *refusal) {
 	bad := func(code int, format string, args ...any) (*intake, *refusal) {
-		return nil, &refusal{code, fmt.Sprintf(format, args...)}
+		return nil, &refusal{code: code, msg: fmt.Sprintf(format, args...)}
 	}
 	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
 		return bad(http.StatusUnsupportedMediaType, "Content-Type must be application/json")
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, maxRequest))
-	if err != nil {
+	var tooLarge *http.MaxBytesError
+	if errors.As(err, &tooLarge) {
 		return bad(http.StatusRequestEntityTooLarge, "request body is larger than %d bytes", maxRequest)
+	}
+	if err != nil {
+		return nil, &refusal{code: http.StatusBadRequest, msg: "could not read the request body", notCounted: true}
 	}
 	var req nodeapi.SecretsRequest
 	dec := json.NewDecoder(bytes.NewReader(body))
@@ -145,7 +154,7 @@ func (n *Node) check(r *http.Request) (*intake, *refusal) {
 	in := &intake{key: key}
 	f, err := os.Open(n.cfg.BundlePath)
 	if err != nil {
-		return bad(http.StatusInternalServerError, "the node cannot read its bundle")
+		return nil, &refusal{code: http.StatusInternalServerError, msg: "the node cannot read its bundle", notCounted: true}
 	}
 	defer f.Close()
 	if _, err := bundle.Check(f, key, n.cfg.Limits); err != nil {

@@ -45,7 +45,9 @@ type SecretsRequest struct {
 type Response struct {
 	Status       string `json:"status"` // "accepted" or "refused"
 	Error        string `json:"error,omitempty"`
-	AttemptsLeft int    `json:"attempts_left,omitempty"`
+	// AttemptsLeft is set on refusals: how many more failed requests the
+	// node accepts before it gives up (0 included).
+	AttemptsLeft *int `json:"attempts_left,omitempty"`
 }
 
 // Node states written to the status file.

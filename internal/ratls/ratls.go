@@ -3,7 +3,8 @@
 // 2.23.133.5.4.9 (TCG DICE tagged evidence) = CBOR tag(N) over
 // [evidence bstr, claims bstr], where N names the evidence type and
 // report data [0:32] = SHA-256(claims). Readers also accept Gramine's legacy
-// extension, which carries a bare SGX quote. See docs/ratls.md.
+// extension, which carries a bare SGX quote (Extract reads it; Verify, which
+// needs claims, refuses it). See docs/ratls.md.
 package ratls
 
 import (
@@ -210,6 +211,8 @@ func NewCertificate(ctx context.Context, key crypto.Signer, issuer attest.Issuer
 // Expect is what the verifier knows and the certificate must match. Empty
 // fields are not checked.
 type Expect struct {
+	// Domain, when set, must be one of the certificate's DNS names.
+	Domain       string
 	AppID        string
 	CodeDigest   []byte
 	ConfigDigest []byte
@@ -319,16 +322,21 @@ func verifyTagged(ctx context.Context, cert *x509.Certificate, ex *Extracted, o 
 		return nil, fail("pubkey_hash", "the certificate's public key is not the one bound in the evidence (pubkey-hash mismatch); the certificate was not made by the attested enclave")
 	}
 	e := o.Expect
+	if e.Domain != "" {
+		if err := cert.VerifyHostname(e.Domain); err != nil {
+			return nil, fail("domain", "the certificate is not for %s (%v); this node serves another domain", e.Domain, err)
+		}
+	}
 	if e.AppID != "" && claims.AppID != e.AppID {
 		return nil, fail("app_id", "the node attests app id %q, not %q; this is another app's node (the router may have sent you elsewhere)", claims.AppID, e.AppID)
 	}
-	if e.CodeDigest != nil && !bytes.Equal(claims.CodeDigest, e.CodeDigest) {
+	if len(e.CodeDigest) > 0 && !bytes.Equal(claims.CodeDigest, e.CodeDigest) {
 		return nil, fail("code_digest", "the node attests code digest %s, not the digest %s of the bundle you sent; the code it holds is not yours", shortHex(claims.CodeDigest), shortHex(e.CodeDigest))
 	}
-	if e.ConfigDigest != nil && !bytes.Equal(claims.ConfigDigest, e.ConfigDigest) {
+	if len(e.ConfigDigest) > 0 && !bytes.Equal(claims.ConfigDigest, e.ConfigDigest) {
 		return nil, fail("config_digest", "the node attests config digest %s, not %s; the operator changed the app's configuration (entrypoint, domains, expiry or TLS mode)", shortHex(claims.ConfigDigest), shortHex(e.ConfigDigest))
 	}
-	if e.Nonce != nil && !bytes.Equal(claims.Nonce, e.Nonce) {
+	if len(e.Nonce) > 0 && !bytes.Equal(claims.Nonce, e.Nonce) {
 		return nil, fail("nonce", "the evidence does not carry the nonce you sent; it is a replay")
 	}
 	return &Identity{Verified: ver, Claims: claims, Certificate: cert, Fingerprint: Fingerprint(cert), Format: ex.Format}, nil

@@ -103,8 +103,16 @@ func (a *api) counted(route string, h http.Handler) http.Handler {
 
 func (a *api) auth(h func(http.ResponseWriter, *http.Request, *store.User)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		tok, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		u, err := a.Service.Authenticate(r.Context(), strings.TrimSpace(tok))
+		var tok string
+		if h := r.Header.Get("Authorization"); h != "" {
+			scheme, rest, ok := strings.Cut(h, " ")
+			if !ok || !strings.EqualFold(scheme, "Bearer") {
+				writeErr(w, http.StatusUnauthorized, "the Authorization header must be \"Bearer TOKEN\"")
+				return
+			}
+			tok = strings.TrimSpace(rest)
+		}
+		u, err := a.Service.Authenticate(r.Context(), tok)
 		if err != nil {
 			a.fail(w, err)
 			return

@@ -104,7 +104,7 @@ func New(cfg Config) (*Service, error) {
 		cfg.Registerer = prometheus.NewRegistry()
 	}
 	s := &Service{cfg: cfg, st: cfg.Store, log: cfg.Logger, kick: make(chan struct{}, 1)}
-	s.mApps = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "mse_apps", Help: "Apps by status (active ones, and those that ended since start)."}, []string{"status"})
+	s.mApps = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "mse_apps", Help: "Active apps by status, as of the last reconcile pass."}, []string{"status"})
 	s.mTransitions = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mse_app_transitions_total", Help: "App status transitions."}, []string{"to"})
 	s.mCreated = prometheus.NewCounter(prometheus.CounterOpts{Name: "mse_apps_created_total", Help: "Apps created."})
 	for _, c := range []prometheus.Collector{s.mApps, s.mTransitions, s.mCreated} {
@@ -145,8 +145,16 @@ func (s *Service) Hardware() []client.Hardware {
 
 func (s *Service) hardware(name string) (runner.Hardware, error) {
 	if name == "" {
-		return s.cfg.Hardware[0], nil
+		// The CLI's default, when the catalog offers it.
+		name = config.DefaultHardware
+		if _, err := s.lookupHardware(name); err != nil {
+			return s.cfg.Hardware[0], nil
+		}
 	}
+	return s.lookupHardware(name)
+}
+
+func (s *Service) lookupHardware(name string) (runner.Hardware, error) {
 	var names []string
 	for _, h := range s.cfg.Hardware {
 		if h.Name == name {
@@ -220,6 +228,22 @@ func CreateUser(ctx context.Context, st store.Store, name string, admin bool, no
 		return nil, "", err
 	}
 	return u, tok, nil
+}
+
+// CreateUserWithToken makes a user whose first token is tok (from NewToken);
+// the backend's bootstrap writes the token to its file before the user exists.
+func CreateUserWithToken(ctx context.Context, st store.Store, name string, admin bool, tok string, now time.Time) (*store.User, error) {
+	if err := config.ValidateName(name); err != nil || !nameRE.MatchString(name) {
+		return nil, errf(400, "invalid user name %q: use letters, digits, '-' and '_' (1 to 63 characters)", name)
+	}
+	u := &store.User{ID: uuid.NewString(), Name: name, Admin: admin, CreatedAt: now.UTC()}
+	if err := st.CreateUser(ctx, u); err != nil {
+		return nil, err
+	}
+	if err := st.CreateToken(ctx, &store.Token{ID: uuid.NewString(), UserID: u.ID, Name: "initial", Hash: HashToken(tok), CreatedAt: now.UTC()}); err != nil {
+		return nil, err
+	}
+	return u, nil
 }
 
 // CreateToken adds a token for u.
@@ -302,13 +326,34 @@ func (s *Service) ListProjects(ctx context.Context, u *store.User) ([]store.Proj
 	return s.st.ListProjects(ctx, u.ID)
 }
 
+// domainLabel turns an app name into the first part of a DNS label: lower
+// case, '.' and '_' as '-', at most 50 characters so that with "-" and 12 hex
+// characters of the app id the label stays within DNS's 63.
+func domainLabel(name string) string {
+	l := strings.ToLower(name)
+	l = strings.Map(func(r rune) rune {
+		if (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9') || r == '-' {
+			return r
+		}
+		return '-'
+	}, l)
+	if len(l) > 50 {
+		l = l[:50]
+	}
+	l = strings.Trim(l, "-")
+	if l == "" {
+		l = "app"
+	}
+	return l
+}
+
 var domainRE = regexp.MustCompile(`^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]([a-z0-9-]{0,61}[a-z0-9])?$`)
 
 // CreateApp stores the encrypted bundle, records the app and spawns its node.
 func (s *Service) CreateApp(ctx context.Context, u *store.User, req client.CreateAppRequest, bundle io.Reader) (*store.App, error) {
 	now := s.cfg.Now().UTC()
-	if !nameRE.MatchString(req.Name) {
-		return nil, errf(400, "invalid app name %q: use letters, digits, '-' and '_' (1 to 63 characters)", req.Name)
+	if err := config.ValidateName(req.Name); err != nil {
+		return nil, errf(400, "invalid app name: %v", err)
 	}
 	hw, err := s.hardware(req.Hardware)
 	if err != nil {
@@ -343,7 +388,7 @@ func (s *Service) CreateApp(ctx context.Context, u *store.User, req client.Creat
 		if req.Domain != "" {
 			return nil, errf(400, "domain is only for tls_mode owner (your own certificate); with tls_mode self the platform assigns the domain")
 		}
-		spec.Domains = []string{fmt.Sprintf("%s-%s.%s", strings.ToLower(strings.ReplaceAll(req.Name, "_", "-")), strings.ReplaceAll(id, "-", "")[:12], s.cfg.BaseDomain)}
+		spec.Domains = []string{domainLabel(req.Name) + "-" + strings.ReplaceAll(id, "-", "")[:12] + "." + s.cfg.BaseDomain}
 	case config.TLSOwner:
 		d := strings.ToLower(req.Domain)
 		if !domainRE.MatchString(d) {
@@ -358,8 +403,8 @@ func (s *Service) CreateApp(ctx context.Context, u *store.User, req client.Creat
 	if err := spec.Validate(); err != nil {
 		return nil, errf(400, "%v", err)
 	}
-	if spec.Entrypoint != nil && len(spec.Entrypoint) > 64 {
-		return nil, errf(400, "entrypoint has more than 64 arguments")
+	if len(spec.Entrypoint) > 256 {
+		return nil, errf(400, "entrypoint has more than 256 arguments")
 	}
 	specJSON, err := jsonMarshal(spec)
 	if err != nil {
@@ -659,7 +704,7 @@ func (s *Service) Reconcile(ctx context.Context) {
 	}
 }
 
-// RouterHost is the host part of the router address, for URLs.
+// RouterPort is the port of the router address, for URLs.
 func (s *Service) RouterPort() string {
 	_, port, err := net.SplitHostPort(s.cfg.RouterAddr)
 	if err != nil {
