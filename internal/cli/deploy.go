@@ -246,7 +246,7 @@ func deploy(ctx context.Context, u *ui, stdin io.Reader, o *deployOpts) (err err
 		return err
 	}
 
-	if _, err := c.WaitStatus(ctx, app.ID, 200*time.Millisecond, "initializing", "running"); err != nil {
+	if _, err := c.WaitStatus(ctx, app.ID, 50*time.Millisecond, "initializing", "running"); err != nil {
 		return fmt.Errorf("the node did not come up: %w (see `mse cloud logs %s`)", err, app.ID)
 	}
 	u.step("Node is up and waiting for its secrets")
@@ -292,7 +292,7 @@ func deploy(ctx context.Context, u *ui, stdin io.Reader, o *deployOpts) (err err
 	}
 	u.step("Sent the code key over the verified session; the node checked it against the whole bundle and accepted it")
 
-	if _, err := c.WaitStatus(ctx, app.ID, 200*time.Millisecond, "running"); err != nil {
+	if _, err := c.WaitStatus(ctx, app.ID, 50*time.Millisecond, "running"); err != nil {
 		return fmt.Errorf("the app did not start: %w (see `mse cloud logs %s`)", err, app.ID)
 	}
 	u.step("App is running")

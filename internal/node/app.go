@@ -129,13 +129,22 @@ func (n *Node) launch(ctx context.Context, in *intake) (*runningApp, error) {
 		case <-ctx.Done():
 			a.stop()
 			return nil, ctx.Err()
-		case <-time.After(200 * time.Millisecond):
+		case <-time.After(healthPoll(time.Until(deadline), cfg.HealthTimeout)):
 		}
 		if time.Now().After(deadline) {
 			a.stop()
 			return nil, fmt.Errorf("node: the app did not answer its health check within %s: %v", cfg.HealthTimeout, lastErr)
 		}
 	}
+}
+
+// healthPoll polls fast while the app starts (most answer within a second),
+// then more slowly.
+func healthPoll(left, total time.Duration) time.Duration {
+	if total-left < 2*time.Second {
+		return 25 * time.Millisecond
+	}
+	return 200 * time.Millisecond
 }
 
 // bundleOpen is a seam for tests.

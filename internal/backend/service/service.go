@@ -502,7 +502,16 @@ func (s *Service) App(ctx context.Context, u *store.User, id string) (*store.App
 	if errors.Is(err, store.ErrNotFound) || (err == nil && a.OwnerID != u.ID && !u.Admin) {
 		return nil, errf(404, "no app %s", id)
 	}
-	return a, err
+	if err != nil {
+		return nil, err
+	}
+	// An app on its way up is refreshed on read, so that a client polling
+	// its status sees a transition as soon as the node made it.
+	if a.Status == store.StatusSpawning || a.Status == store.StatusInitializing {
+		s.reconcileOne(ctx, a)
+		return s.st.GetApp(ctx, id)
+	}
+	return a, nil
 }
 
 // ListApps lists the caller's apps; all includes stopped ones.
@@ -662,45 +671,49 @@ func (s *Service) Reconcile(ctx context.Context) {
 		return
 	}
 	counts := map[store.AppStatus]int{}
-	now := s.cfg.Now()
 	for i := range apps {
-		a := &apps[i]
-		counts[a.Status]++
-		if !now.Before(a.ExpiresAt) {
-			s.stop(ctx, a, store.StatusStopped, "expired")
-			continue
-		}
-		if len(a.Node) == 0 {
-			if a.Status == store.StatusSpawning {
-				var spec config.Spec
-				if err := jsonUnmarshal(a.Spec, &spec); err != nil {
-					s.transition(ctx, a.ID, []store.AppStatus{a.Status}, store.StatusOnError, "corrupt spec")
-					continue
-				}
-				_ = s.spawn(ctx, a, spec)
-			}
-			continue
-		}
-		st, err := s.cfg.Runner.Status(ctx, a.ID, a.Node)
-		if err != nil {
-			s.log.Error("reconcile: node status", "app_id", a.ID, "err", err)
-			continue
-		}
-		switch st.State {
-		case nodeapi.StateWaiting, nodeapi.StateLaunching:
-			s.transition(ctx, a.ID, []store.AppStatus{store.StatusSpawning}, store.StatusInitializing, "node waits for the owner's secrets")
-		case nodeapi.StateRunning:
-			s.transition(ctx, a.ID, []store.AppStatus{store.StatusSpawning, store.StatusInitializing}, store.StatusRunning, "app serves")
-		case nodeapi.StateError, nodeapi.StateStopped, runner.StateExited, runner.StateLost:
-			msg := st.Error
-			if msg == "" {
-				msg = "the node stopped"
-			}
-			s.stop(ctx, a, store.StatusOnError, msg)
-		}
+		counts[apps[i].Status]++
+		s.reconcileOne(ctx, &apps[i])
 	}
 	for _, st := range []store.AppStatus{store.StatusSpawning, store.StatusInitializing, store.StatusRunning} {
 		s.mApps.WithLabelValues(string(st)).Set(float64(counts[st]))
+	}
+}
+
+// reconcileOne drives one active app one step: expiry, spawning, and the
+// node's state.
+func (s *Service) reconcileOne(ctx context.Context, a *store.App) {
+	if !s.cfg.Now().Before(a.ExpiresAt) {
+		s.stop(ctx, a, store.StatusStopped, "expired")
+		return
+	}
+	if len(a.Node) == 0 {
+		if a.Status == store.StatusSpawning {
+			var spec config.Spec
+			if err := jsonUnmarshal(a.Spec, &spec); err != nil {
+				s.transition(ctx, a.ID, []store.AppStatus{a.Status}, store.StatusOnError, "corrupt spec")
+				return
+			}
+			_ = s.spawn(ctx, a, spec)
+		}
+		return
+	}
+	st, err := s.cfg.Runner.Status(ctx, a.ID, a.Node)
+	if err != nil {
+		s.log.Error("reconcile: node status", "app_id", a.ID, "err", err)
+		return
+	}
+	switch st.State {
+	case nodeapi.StateWaiting, nodeapi.StateLaunching:
+		s.transition(ctx, a.ID, []store.AppStatus{store.StatusSpawning}, store.StatusInitializing, "node waits for the owner's secrets")
+	case nodeapi.StateRunning:
+		s.transition(ctx, a.ID, []store.AppStatus{store.StatusSpawning, store.StatusInitializing}, store.StatusRunning, "app serves")
+	case nodeapi.StateError, nodeapi.StateStopped, runner.StateExited, runner.StateLost:
+		msg := st.Error
+		if msg == "" {
+			msg = "the node stopped"
+		}
+		s.stop(ctx, a, store.StatusOnError, msg)
 	}
 }
 
