@@ -322,13 +322,13 @@ func verifyTagged(ctx context.Context, cert *x509.Certificate, ex *Extracted, o 
 		return nil, fail("pubkey_hash", "the certificate's public key is not the one bound in the evidence (pubkey-hash mismatch); the certificate was not made by the attested enclave")
 	}
 	e := o.Expect
+	if e.AppID != "" && claims.AppID != e.AppID {
+		return nil, fail("app_id", "the node attests app id %q, not %q; this is another app's node (the router may have sent you elsewhere)", claims.AppID, e.AppID)
+	}
 	if e.Domain != "" {
 		if err := cert.VerifyHostname(e.Domain); err != nil {
 			return nil, fail("domain", "the certificate is not for %s (%v); this node serves another domain", e.Domain, err)
 		}
-	}
-	if e.AppID != "" && claims.AppID != e.AppID {
-		return nil, fail("app_id", "the node attests app id %q, not %q; this is another app's node (the router may have sent you elsewhere)", claims.AppID, e.AppID)
 	}
 	if len(e.CodeDigest) > 0 && !bytes.Equal(claims.CodeDigest, e.CodeDigest) {
 		return nil, fail("code_digest", "the node attests code digest %s, not the digest %s of the bundle you sent; the code it holds is not yours", shortHex(claims.CodeDigest), shortHex(e.CodeDigest))
