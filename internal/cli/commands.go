@@ -245,7 +245,11 @@ func statusCmd() *cobra.Command {
 				fmt.Fprintf(tw, "stopped\t%s\n", fmtTime(*a.StoppedAt))
 			}
 			if a.Error != "" {
-				fmt.Fprintf(tw, "error\t%s\n", a.Error)
+				label := "error"
+				if a.Status == "stopped" {
+					label = "reason"
+				}
+				fmt.Fprintf(tw, "%s\t%s\n", label, a.Error)
 			}
 			return tw.Flush()
 		},

@@ -374,7 +374,7 @@ func TestExpiry(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	a, err := apiFor(b, b.AdminToken).WaitStatus(ctx, d.AppID, 200*time.Millisecond, "stopped")
-	if err != nil || a.Status != "stopped" || a.StoppedAt == nil || a.StoppedAt.Before(a.ExpiresAt) || a.StoppedAt.Sub(a.ExpiresAt) > 5*time.Second {
+	if err != nil || a.Status != "stopped" || a.Error != "expired" || a.StoppedAt == nil || a.StoppedAt.Before(a.ExpiresAt) || a.StoppedAt.Sub(a.ExpiresAt) > 5*time.Second {
 		t.Fatalf("after expiry: %+v %v", a, err)
 	}
 }

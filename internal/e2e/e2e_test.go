@@ -12,6 +12,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
@@ -22,6 +23,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -198,6 +200,36 @@ func TestScenario1(t *testing.T) {
 	st, err := os.Stat(d.Context)
 	if err != nil || st.Mode().Perm() != 0o600 {
 		t.Fatalf("context %s: %v, mode %v", d.Context, err, st.Mode())
+	}
+	// The backend never holds the code key or the plaintext code: not in its
+	// database, bundles or log. (Its nodes/ directory is, in simulation, the
+	// enclave's private storage on the same disk.)
+	ctxBytes, _ := os.ReadFile(d.Context)
+	m := regexp.MustCompile(`code_key = '([0-9a-f]{64})'`).FindSubmatch(ctxBytes)
+	if m == nil {
+		t.Fatalf("no code key in the context:\n%s", ctxBytes)
+	}
+	key := m[1]
+	rawKey, _ := hex.DecodeString(string(key))
+	appPy, _ := os.ReadFile(filepath.Join(testenv.RepoRoot(), "examples", "helloworld", "mse_src", "app.py"))
+	skip := filepath.Join(b.DataDir, "nodes")
+	assertNotInDir(t, b.DataDir, key, "the code key (hex)", skip)
+	assertNotInDir(t, b.DataDir, rawKey, "the code key", skip)
+	assertNotInDir(t, b.DataDir, appPy[:64], "the plaintext code", skip)
+	if strings.Contains(b.Log(), string(key)) {
+		t.Fatal("the backend log holds the code key")
+	}
+	// Metrics are served.
+	resp, err := http.Get(b.APIURL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, name := range []string{"mse_apps_created_total 1", "mse_app_transitions_total{to=\"running\"} 1", "mse_router_", "mse_api_requests_total"} {
+		if !strings.Contains(string(metrics), name) {
+			t.Errorf("/metrics lacks %q", name)
+		}
 	}
 
 	// Third-party verification by fingerprint, and with the exported context.

@@ -120,7 +120,8 @@ type Store interface {
 	SetAppNode(ctx context.Context, id string, node []byte, at time.Time) error
 	// TransitionApp moves an app to status `to` only if its current status is
 	// one of `from` (compare-and-set); otherwise ErrConflict. errMsg is stored
-	// for on_error. Reaching stopped or on_error sets StoppedAt and releases the
+	// for on_error (why it failed), and for stopped when not empty (why it
+	// stopped); otherwise the previous message is kept. Reaching stopped or on_error sets StoppedAt and releases the
 	// app's domains.
 	TransitionApp(ctx context.Context, id string, from []AppStatus, to AppStatus, errMsg string, at time.Time) error
 	// AppByDomain returns the active app holding a domain.

@@ -635,6 +635,12 @@ func testTransitionCAS(t *testing.T, s store.Store) {
 	if g.Error != "enclave crashed" {
 		t.Errorf("Error after on_error → stopped = %q, want kept", g.Error)
 	}
+	// A stop with a reason records it.
+	b := mkApp(t, s, alice, nil, "reason", "reason.example")
+	ok(t, s.TransitionApp(ctx, b.ID, active, store.StatusStopped, "expired", at(70)), "→ stopped with a reason")
+	if g := getApp(t, s, b.ID); g.Error != "expired" {
+		t.Errorf("stop reason = %q, want expired", g.Error)
+	}
 }
 
 func testTransitionReleasesDomains(t *testing.T, s store.Store) {

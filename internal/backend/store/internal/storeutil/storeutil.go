@@ -178,7 +178,8 @@ func Plan(id string, cur store.AppStatus, curErr string, curStopped *time.Time, 
 		return Transition{}, fmt.Errorf("%w: app %s is %s, not one of %v", store.ErrConflict, id, cur, from)
 	}
 	tr := Transition{Error: curErr, StoppedAt: curStopped}
-	if to == store.StatusOnError {
+	// The message says why the app failed, or why it stopped (when given).
+	if to == store.StatusOnError || (to == store.StatusStopped && errMsg != "") {
 		tr.Error = errMsg
 	}
 	switch {
