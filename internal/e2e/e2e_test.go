@@ -175,6 +175,9 @@ func certPool(t *testing.T, pemFile string) *x509.CertPool {
 // status/list/logs/stop.
 func TestScenario1(t *testing.T) {
 	b := testenv.Start(t, testenv.Options{})
+	if st, err := os.Stat(b.AdminTokenFile); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("admin token file: %v %v", err, st.Mode())
+	}
 	login(t, b, b.AdminToken)
 	policy := b.PolicyFile(t, "")
 	toml := helloApp(t, "hello1", "")
@@ -262,7 +265,30 @@ func TestScenario1(t *testing.T) {
 		t.Fatalf("context --list:\n%s", out)
 	}
 
+	// logs -f follows until the app stops.
+	followed := make(chan string, 1)
+	go func() {
+		var o, e bytes.Buffer
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		cli.Main(ctx, []string{"cloud", "logs", d.AppID, "-f"}, &o, &e)
+		followed <- o.String()
+	}()
+	time.Sleep(500 * time.Millisecond)
+	if _, err := getVia(t, b.RouterAddr, d.Domain, &tls.Config{RootCAs: certPool(t, d.Certificate)}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+
 	mustRun(t, "cloud", "stop", d.AppID)
+	select {
+	case o := <-followed:
+		if strings.Count(o, `"GET / HTTP/1.1" 200`) < 2 {
+			t.Fatalf("logs -f did not follow the new request:\n%s", o)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("logs -f did not end when the app stopped")
+	}
 	out, _ = mustRun(t, "cloud", "list")
 	if strings.Contains(out, d.AppID) {
 		t.Fatalf("stopped app still listed without --all:\n%s", out)
