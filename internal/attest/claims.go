@@ -169,6 +169,11 @@ func ParseClaims(b []byte) (*Claims, error) {
 				return nil, err
 			}
 		default:
+			// Unknown claims are kept only if they re-encode, so that parsed
+			// claims always marshal again.
+			if _, err := encMode.Marshal(v); err != nil {
+				return nil, fmt.Errorf("claim %q is not valid CBOR: %v", k, err)
+			}
 			if c.Other == nil {
 				c.Other = map[string]cbor.RawMessage{}
 			}

@@ -235,6 +235,9 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	n.setPhase(nodeapi.StateLaunching)
 	app, err := n.launch(ctx, in)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // asked to stop while the app started
+		}
 		return err
 	}
 	defer app.stop()

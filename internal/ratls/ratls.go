@@ -82,14 +82,22 @@ type Extracted struct {
 
 // Extract reads evidence from a certificate, preferring the tagged form.
 func Extract(cert *x509.Certificate) (*Extracted, error) {
-	var legacy []byte
+	var legacy, tagged []byte
 	for _, e := range cert.Extensions {
 		switch {
 		case e.Id.Equal(OIDTaggedEvidence):
-			return parseTagged(e.Value)
+			tagged = e.Value
 		case e.Id.Equal(OIDGramineQuote) || e.Id.Equal(oidGramineQuoteMisencoded):
 			legacy = e.Value
 		}
+	}
+	if tagged != nil {
+		ex, err := parseTagged(tagged)
+		if err == nil || legacy == nil {
+			return ex, err
+		}
+		// An unreadable tagged extension (e.g. a tag this reader does not
+		// know) next to a legacy quote: read the legacy one.
 	}
 	if legacy != nil {
 		if len(legacy) > MaxEvidenceSize {
