@@ -6,6 +6,7 @@ package backend
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -46,6 +47,10 @@ type Config struct {
 	RouterAddr     string
 	APIListener    net.Listener
 	RouterListener net.Listener
+	// APITLSCert and APITLSKey, when set, serve the API over HTTPS (PEM
+	// files); otherwise it is plain HTTP, for loopback or behind a proxy.
+	APITLSCert string
+	APITLSKey  string
 	// PublicRouterAddr is the router address given to clients (default: the
 	// router's listen address).
 	PublicRouterAddr string
@@ -217,6 +222,16 @@ func Run(ctx context.Context, cfg Config) error {
 		Metrics:     rm,
 	}
 
+	scheme := "http"
+	if cfg.APITLSCert != "" || cfg.APITLSKey != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.APITLSCert, cfg.APITLSKey)
+		if err != nil {
+			return fmt.Errorf("backend: API TLS certificate: %w", err)
+		}
+		httpSrv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+		apiLn = tls.NewListener(apiLn, httpSrv.TLSConfig)
+		scheme = "https"
+	}
 	errc := make(chan error, 2)
 	go func() { errc <- httpSrv.Serve(apiLn) }()
 	go func() { errc <- rt.Serve(routerLn) }()
@@ -224,7 +239,7 @@ func Run(ctx context.Context, cfg Config) error {
 	loopDone := make(chan struct{})
 	go func() { svc.Run(loopCtx); close(loopDone) }()
 
-	info := Info{APIURL: "http://" + apiLn.Addr().String(), RouterAddr: public, AdminTokenFile: tokenFile,
+	info := Info{APIURL: scheme + "://" + apiLn.Addr().String(), RouterAddr: public, AdminTokenFile: tokenFile,
 		SimRootSHA256: platform.RootFingerprint(), Measurement: run.Measurement()}
 	log.Info("backend serving", "api", info.APIURL, "router", public, "data_dir", cfg.DataDir,
 		"node_measurement", info.Measurement, "sim_root_sha256", info.SimRootSHA256)

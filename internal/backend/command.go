@@ -59,6 +59,8 @@ func Command() *cobra.Command {
 	f := serve.Flags()
 	f.StringVar(&cfg.APIAddr, "api-addr", "127.0.0.1:8080", "API listen address")
 	f.StringVar(&cfg.RouterAddr, "router-addr", "127.0.0.1:8443", "SNI router listen address")
+	f.StringVar(&cfg.APITLSCert, "api-tls-cert", "", "serve the API over HTTPS with this PEM certificate (chain)")
+	f.StringVar(&cfg.APITLSKey, "api-tls-key", "", "the PEM private key of --api-tls-cert")
 	f.StringVar(&cfg.PublicRouterAddr, "public-router-addr", "", "router address given to clients (default: --router-addr)")
 	f.StringVar(&cfg.BaseDomain, "base-domain", "mse.localhost", "parent domain of app domains")
 	f.StringVar(&cfg.NodeBinary, "node-binary", "", "mse-node executable (default: next to mse-backend)")

@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	neturl "net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -24,7 +26,7 @@ import (
 func attestCommand() *cobra.Command { return attestcmd.New() }
 
 func loginCmd() *cobra.Command {
-	var token, url string
+	var token, url, cacert string
 	cmd := &cobra.Command{
 		Use:   "login",
 		Short: "Save the backend URL and your API token",
@@ -34,12 +36,26 @@ func loginCmd() *cobra.Command {
 			if token == "" {
 				return errors.New("--token is required (ask the operator for an API token)")
 			}
-			c := client.New(url, strings.TrimSpace(token))
+			if strings.HasPrefix(url, "http://") && !isLoopbackURL(url) {
+				u.warn("%s is plain HTTP: your API token crosses the network in clear; ask the operator for an https:// URL", url)
+			}
+			if cacert != "" {
+				abs, err := filepath.Abs(cacert)
+				if err != nil {
+					return err
+				}
+				cacert = abs
+			}
+			l := &Login{URL: url, Token: strings.TrimSpace(token), CACert: cacert}
+			c, err := newClient(l)
+			if err != nil {
+				return err
+			}
 			me, err := c.Me(cmd.Context())
 			if err != nil {
 				return err
 			}
-			p, err := saveLogin(&Login{URL: url, Token: strings.TrimSpace(token)})
+			p, err := saveLogin(l)
 			if err != nil {
 				return err
 			}
@@ -49,7 +65,21 @@ func loginCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&token, "token", "", "API token")
 	cmd.Flags().StringVar(&url, "url", envOr("MSE_BACKEND_URL", "http://127.0.0.1:8080"), "backend API URL")
+	cmd.Flags().StringVar(&cacert, "cacert", "", "PEM `FILE` of the CA that signed the backend's HTTPS certificate (when not publicly trusted)")
 	return cmd
+}
+
+func isLoopbackURL(raw string) bool {
+	u, err := neturl.Parse(raw)
+	if err != nil {
+		return false
+	}
+	h := u.Hostname()
+	if h == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
 }
 
 func envOr(k, def string) string {

@@ -3,9 +3,12 @@ package cli
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"strings"
 	"time"
@@ -148,7 +151,25 @@ func apiClient() (*client.Client, *Login, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	return client.New(l.URL, l.Token), l, nil
+	c, err := newClient(l)
+	return c, l, err
+}
+
+// newClient is the API client for a login, trusting its CA file if any.
+func newClient(l *Login) (*client.Client, error) {
+	c := client.New(l.URL, l.Token)
+	if l.CACert != "" {
+		pemBytes, err := os.ReadFile(l.CACert)
+		if err != nil {
+			return nil, fmt.Errorf("the backend's CA file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pemBytes) {
+			return nil, fmt.Errorf("%s holds no PEM certificate", l.CACert)
+		}
+		c.HTTP = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
+	}
+	return c, nil
 }
 
 func shortID(id string) string {

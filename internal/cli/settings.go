@@ -31,6 +31,9 @@ func configDir() (string, error) {
 type Login struct {
 	URL   string `toml:"url"`
 	Token string `toml:"token"`
+	// CACert is a PEM file of the CA to trust for an https:// backend whose
+	// certificate is not publicly trusted.
+	CACert string `toml:"cacert,omitempty"`
 }
 
 func loginPath() (string, error) {

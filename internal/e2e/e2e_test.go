@@ -458,3 +458,37 @@ func TestGoHelloEntrypoint(t *testing.T) {
 		t.Fatalf("GET = %q, %v", page, err)
 	}
 }
+
+// TestAPIOverTLS: the API served over HTTPS; the CLI trusts its CA with
+// login --cacert, and refuses an unknown one.
+func TestAPIOverTLS(t *testing.T) {
+	dir := t.TempDir()
+	key := newKey(t)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "mse api"}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, _ := x509.MarshalPKCS8PrivateKey(key)
+	certFile, keyFile := filepath.Join(dir, "api.pem"), filepath.Join(dir, "api.key")
+	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600)
+
+	b := testenv.Start(t, testenv.Options{APITLSCert: certFile, APITLSKey: keyFile})
+	if !strings.HasPrefix(b.APIURL, "https://") {
+		t.Fatalf("API URL %s", b.APIURL)
+	}
+	t.Setenv("MSE_CONFIG_DIR", t.TempDir())
+	t.Setenv("MSE_BACKEND_URL", "")
+	t.Setenv("MSE_TOKEN", "")
+	if _, errs, code := run(t, "cloud", "login", "--url", b.APIURL, "--token", b.AdminToken); code == 0 || !strings.Contains(errs, "certificate") {
+		t.Fatalf("login to an unknown CA: %d %s", code, errs)
+	}
+	mustRun(t, "cloud", "login", "--url", b.APIURL, "--token", b.AdminToken, "--cacert", certFile)
+	out, _ := mustRun(t, "cloud", "user", "whoami")
+	if !strings.Contains(out, "admin") {
+		t.Fatalf("whoami: %s", out)
+	}
+}

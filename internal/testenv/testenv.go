@@ -87,6 +87,8 @@ type Options struct {
 	MaxLifetime      time.Duration
 	MaxBundleSize    int64
 	Blobs            blob.Store
+	APITLSCert       string
+	APITLSKey        string
 	// Log receives the backend's log (default: t.Log on failure only).
 	Log io.Writer
 }
@@ -137,6 +139,7 @@ func Start(t testing.TB, o Options) *Backend {
 	b := &Backend{DataDir: o.DataDir, NodeBinary: o.NodeBinary, RouterListenAddr: routerLn.Addr().String(), stop: cancel, done: make(chan error, 1), log: buf}
 	go func() {
 		b.done <- backend.Run(ctx, backend.Config{
+			APITLSCert: o.APITLSCert, APITLSKey: o.APITLSKey,
 			DataDir: o.DataDir, DB: o.DB, APIListener: apiLn, RouterListener: routerLn, PublicRouterAddr: o.PublicRouterAddr,
 			NodeBinary: o.NodeBinary, Capacity: o.Capacity, MaxLifetime: o.MaxLifetime, MaxBundleSize: o.MaxBundleSize,
 			Blobs: o.Blobs, PollInterval: 100 * time.Millisecond, SimDebug: o.SimDebug, SimTCBStatus: o.SimTCBStatus,
