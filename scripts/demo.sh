@@ -48,7 +48,7 @@ cd "$ROOT/examples/helloworld"
 cd "$ROOT"
 APP_ID=$(basename "$(ls "$TMP/config/contexts/"*.toml)" .toml)
 DOMAIN=$(awk -F'https://' '/^Your app is running at/ {print $2}' "$TMP/deploy.out" | cut -d: -f1 | cut -d/ -f1)
-FPR=$(awk '/--fingerprint/ {print $NF}' "$TMP/deploy.out")
+FPR=$(sed -n 's/.*--fingerprint \([0-9a-f]\{64\}\).*/\1/p' "$TMP/deploy.out")
 ROUTER=$(sed -n "s/^router_addr = ['\"]\(.*\)['\"]$/\1/p" "$TMP/config/contexts/$APP_ID.toml")
 
 say "Fetching the app's page over TLS pinned to the verified certificate (the curl line deploy printed)"
@@ -58,8 +58,11 @@ PAGE=$(eval "$CURL" --silent --show-error --fail)
 echo "$PAGE"
 [ "$PAGE" = "Hello world!" ] || { echo "unexpected page: $PAGE"; exit 1; }
 
-say "Verifying the enclave again as a third party would (mse cloud verify --fingerprint)"
-"$BIN/mse" cloud verify "$DOMAIN" --addr "$ROUTER" --fingerprint "$FPR" --simulation
+say "Verifying the enclave again as a third party would: the verify line deploy printed"
+VERIFY=$(grep '^  mse cloud verify ' "$TMP/deploy.out" | sed 's/^  //')
+echo "\$ $VERIFY"
+eval "\"\$BIN/\"$VERIFY" | tee "$TMP/verify.out"
+grep -q "$FPR" "$TMP/verify.out" || { echo "verify did not check the fingerprint $FPR"; exit 1; }
 
 say "Status, list and logs"
 "$BIN/mse" cloud status "$APP_ID"
