@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/mse-in-go/mse/internal/atomicfile"
 	"github.com/mse-in-go/mse/internal/attest"
 	"github.com/mse-in-go/mse/internal/attest/sim"
 	"github.com/mse-in-go/mse/internal/backend/api"
@@ -30,7 +31,6 @@ import (
 	"github.com/mse-in-go/mse/internal/backend/runner"
 	"github.com/mse-in-go/mse/internal/backend/runner/local"
 	"github.com/mse-in-go/mse/internal/backend/service"
-	"github.com/mse-in-go/mse/internal/backend/store"
 )
 
 // Config configures a backend. Zero values are embedded defaults.
@@ -95,11 +95,6 @@ var DefaultHardware = []runner.Hardware{
 // first administrator's token.
 const AdminTokenFile = "admin-token"
 
-// OpenStore opens the configured store.
-func OpenStore(ctx context.Context, dataDir, db string) (store.Store, error) {
-	return openStore(ctx, dataDir, db)
-}
-
 // Run runs the backend until ctx ends, then shuts down gracefully (nodes keep
 // running and are adopted again at the next start).
 func Run(ctx context.Context, cfg Config) error {
@@ -130,7 +125,7 @@ func Run(ctx context.Context, cfg Config) error {
 		cfg.NodeBinary = filepath.Join(filepath.Dir(exe), "mse-node")
 	}
 
-	st, err := openStore(ctx, cfg.DataDir, cfg.DB)
+	st, err := OpenStore(ctx, cfg.DataDir, cfg.DB)
 	if err != nil {
 		return err
 	}
@@ -281,11 +276,7 @@ func bootstrapAdmin(ctx context.Context, svc *service.Service, dataDir string, l
 	if err != nil {
 		return "", err
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(tok+"\n"), 0o600); err != nil {
-		return "", fmt.Errorf("backend: write the admin token: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err := atomicfile.Write(path, []byte(tok+"\n"), 0o600); err != nil {
 		return "", fmt.Errorf("backend: write the admin token: %w", err)
 	}
 	if _, err := service.CreateUserWithToken(ctx, svc.Store(), "admin", true, tok, time.Now()); err != nil {

@@ -163,7 +163,7 @@ func withStore(ctx context.Context, dataDir, db string, fn func(store.Store) err
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return err
 	}
-	st, err := openStore(ctx, dataDir, db)
+	st, err := OpenStore(ctx, dataDir, db)
 	if err != nil {
 		return err
 	}

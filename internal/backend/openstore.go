@@ -9,7 +9,9 @@ import (
 	"github.com/mse-in-go/mse/internal/backend/store/sqlite"
 )
 
-func openStore(ctx context.Context, dataDir, db string) (store.Store, error) {
+// OpenStore opens the configured store: db is "" (SQLite in dataDir/mse.db),
+// a SQLite file path, or a postgres:// URL.
+func OpenStore(ctx context.Context, dataDir, db string) (store.Store, error) {
 	switch {
 	case strings.HasPrefix(db, "postgres://"), strings.HasPrefix(db, "postgresql://"):
 		return openPostgres(ctx, db)

@@ -50,7 +50,8 @@ func Seal(dir string, dst io.Writer, key Key, lim Limits, progress func(plaintex
 // (see Decrypt and Unpack). Plaintext is only ever released segment by
 // segment after authentication, but a bundle that is cut short or modified
 // near its end fails only once the earlier entries are written: Open removes
-// them again, leaving dir absent or empty. The node runs Check first.
+// them again, leaving dir absent or empty. The node accepts a code key only
+// once Open succeeded, and starts nothing before.
 func Open(src io.Reader, key Key, dir string, lim Limits) (Stats, error) {
 	r, err := Decrypt(src, key)
 	if err != nil {
@@ -62,7 +63,7 @@ func Open(src io.Reader, key Key, dir string, lim Limits) (Stats, error) {
 // Check authenticates and decrypts the whole bundle read from src and
 // validates the archive it holds exactly as Unpack would, without writing
 // anything. A nil error means Open will succeed on the same bytes (file system
-// errors aside). The node calls it before it accepts a code key.
+// errors aside).
 func Check(src io.Reader, key Key, lim Limits) (Stats, error) {
 	r, err := Decrypt(src, key)
 	if err != nil {

@@ -33,7 +33,7 @@ const (
 )
 
 // Errors that Decrypt's reader (and so Check and Open) return, to be tested
-// with errors.Is. The node maps them to its answers in stage 2.
+// with errors.Is.
 var (
 	// ErrNotBundle: the input does not start with a bundle header.
 	ErrNotBundle = errors.New("this is not an MSE bundle (it does not start with the MSEBNDL header)")

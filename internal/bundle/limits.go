@@ -56,8 +56,8 @@ func (l Limits) withDefaults() Limits {
 	return l
 }
 
-// LimitError reports that a tree or an archive goes over one of the Limits.
-// Callers such as the CLI can use errors.As to name their own flag.
+// LimitError reports that a tree or an archive goes over one of the Limits;
+// callers can find it with errors.As.
 type LimitError struct {
 	Limit   string // field of Limits: "MaxTotalSize", "MaxFiles", "MaxPathLen" or "MaxFileSize"
 	Max     int64  // the limit in force

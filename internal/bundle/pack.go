@@ -101,26 +101,21 @@ func (p *packer) walk(rel []string, patterns []gitignore.Pattern) error {
 		return fmt.Errorf("reading the code directory: %w", err)
 	}
 	for _, e := range entries {
-		name := e.Name()
-		path := append(rel[:len(rel):len(rel)], name)
-		isDir := e.Type().IsDir()
-		if m.Match(path, isDir) {
+		path := append(rel[:len(rel):len(rel)], e.Name())
+		t := e.Type()
+		if m.Match(path, t.IsDir()) {
 			continue
 		}
-		switch t := e.Type(); {
+		switch {
 		case t.IsDir():
-			if err := p.add(path, nil); err != nil {
+			if err := p.add(path, true); err != nil {
 				return err
 			}
 			if err := p.walk(path, patterns); err != nil {
 				return err
 			}
 		case t.IsRegular():
-			info, err := e.Info()
-			if err != nil {
-				return fmt.Errorf("reading the code directory: %w", err)
-			}
-			if err := p.add(path, info); err != nil {
+			if err := p.add(path, false); err != nil {
 				return err
 			}
 		default:
@@ -146,8 +141,9 @@ func kindName(t fs.FileMode) string {
 	}
 }
 
-// add writes one entry: a directory when info is nil, else a regular file.
-func (p *packer) add(rel []string, info fs.FileInfo) error {
+// add writes one entry: a directory, or a regular file, which it opens and
+// describes from the open file (one stat per file).
+func (p *packer) add(rel []string, isDir bool) error {
 	name := strings.Join(rel, "/")
 	osPath := p.osPath(rel)
 	if len(name) > p.lim.MaxPathLen {
@@ -164,7 +160,7 @@ func (p *packer) add(rel []string, info fs.FileInfo) error {
 		ModTime: time.Unix(0, 0),
 		Format:  tar.FormatPAX, // PAX records only when ustar cannot hold the name
 	}
-	if info == nil {
+	if isDir {
 		hdr.Typeflag = tar.TypeDir
 		hdr.Name += "/"
 		hdr.Mode = modeDir
@@ -182,7 +178,8 @@ func (p *packer) add(rel []string, info fs.FileInfo) error {
 	defer f.Close()
 	// Stat the open file: what we read is what we describe, even if the
 	// directory changes under us.
-	if info, err = f.Stat(); err != nil {
+	info, err := f.Stat()
+	if err != nil {
 		return fmt.Errorf("packing: %w", err)
 	}
 	if !info.Mode().IsRegular() {

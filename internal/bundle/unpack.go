@@ -181,9 +181,7 @@ func writeFile(root *os.Root, name string, r io.Reader, size int64, mode fs.File
 		f.Close()
 		return contentError(name, err)
 	}
-	if err == nil {
-		err = f.Chmod(mode) // exact mode, whatever the umask
-	}
+	err = f.Chmod(mode) // exact mode, whatever the umask
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}

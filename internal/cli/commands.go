@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	neturl "net/url"
 	"os"
 	"path/filepath"
@@ -230,22 +231,13 @@ func verifyResult(id *ratls.Identity, e ratls.Expect) VerifyResult {
 }
 
 // fetchCert makes one request so that the handshake verifies the node.
-func fetchCert(ctx context.Context, hc interface {
-	Do(*httpRequest) (*httpResponse, error)
-}, domain string, p *pinned) (*ratls.Identity, error) {
-	req, err := newGet(ctx, nodeURL(domain)+"/")
-	if err != nil {
-		return nil, err
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
+func fetchCert(ctx context.Context, hc *http.Client, domain string, p *pinned) (*ratls.Identity, error) {
+	if _, err := p.getRoot(ctx, hc, domain); err != nil {
 		if _, verr := p.identity(); verr != nil {
 			return nil, verr
 		}
 		return nil, fmt.Errorf("cannot connect to %s: %w", domain, err)
 	}
-	io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
-	resp.Body.Close()
 	return p.identity()
 }
 

@@ -193,17 +193,15 @@ func deploy(ctx context.Context, u *ui, stdin io.Reader, o *deployOpts) (err err
 		if err != nil {
 			return err
 		}
-		if ownerKeyPEM, err = os.ReadFile(conf.Cloud.SSL.PrivateKey); err != nil {
+		if ownerKeyPEM, err = conf.Cloud.SSL.ReadPrivateKey(); err != nil {
 			return fmt.Errorf("cloud.ssl.private_key: %w", err)
 		}
 		req.Domain = conf.Cloud.SSL.DomainName
 		req.OwnerCertificate = string(certPEM)
 	}
-	var appSecrets json.RawMessage
-	if conf.Cloud.Secrets != "" {
-		if appSecrets, err = os.ReadFile(conf.Cloud.Secrets); err != nil {
-			return fmt.Errorf("cloud.secrets: %w", err)
-		}
+	appSecrets, err := conf.Cloud.ReadSecrets()
+	if err != nil {
+		return fmt.Errorf("cloud.secrets: %w", err)
 	}
 
 	// Stage 1: upload.
@@ -238,7 +236,7 @@ func deploy(ctx context.Context, u *ui, stdin io.Reader, o *deployOpts) (err err
 		AppID: app.ID, Name: conf.Name, Domains: app.Domains, Entrypoint: conf.Entrypoint, PythonApplication: conf.PythonApplication,
 		HealthcheckEndpoint: conf.HealthcheckEndpoint, ExpiresAt: expires, TLSMode: mode, OwnerCertificate: req.OwnerCertificate,
 	}
-	if mode == config.TLSOwner && (len(app.Domains) != 1 || app.Domains[0] != strings.ToLower(conf.Cloud.SSL.DomainName)) {
+	if mode == config.TLSOwner && (len(app.Domains) != 1 || app.Domains[0] != strings.TrimSuffix(strings.ToLower(conf.Cloud.SSL.DomainName), ".")) {
 		return fmt.Errorf("the backend assigned domains %v, not your domain %s; refusing to continue", app.Domains, conf.Cloud.SSL.DomainName)
 	}
 	confDigest, err := spec.Digest()
@@ -283,7 +281,7 @@ func deploy(ctx context.Context, u *ui, stdin io.Reader, o *deployOpts) (err err
 		u.step("Fresh evidence over a random nonce verified on the same TLS session")
 	}
 
-	sreq := nodeapi.SecretsRequest{UUID: app.ID, CodeSecretKey: key.Hex(), AppSecrets: appSecrets}
+	sreq := nodeapi.SecretsRequest{UUID: app.ID, CodeSecretKey: key.Hex(), AppSecrets: json.RawMessage(appSecrets)}
 	if ownerKeyPEM != nil {
 		sreq.SSLPrivateKey = string(ownerKeyPEM)
 	}
@@ -383,11 +381,7 @@ func hexShort(b []byte) string {
 func waitWaiting(ctx context.Context, hc *http.Client, domain string, p *pinned) error {
 	var last error
 	for i := 0; i < 50; i++ {
-		req, err := http.NewRequestWithContext(ctx, "GET", nodeURL(domain)+"/", nil)
-		if err != nil {
-			return err
-		}
-		resp, err := hc.Do(req)
+		resp, err := p.getRoot(ctx, hc, domain)
 		if err != nil {
 			if _, verr := p.identity(); verr != nil {
 				return verr
@@ -400,8 +394,6 @@ func waitWaiting(ctx context.Context, hc *http.Client, domain string, p *pinned)
 			}
 			continue
 		}
-		io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
-		resp.Body.Close()
 		if resp.Header.Get(nodeapi.HeaderStatus) != nodeapi.StatusWaiting {
 			return fmt.Errorf("the node is not waiting for secrets (HTTP %d, %s: %q)", resp.StatusCode, nodeapi.HeaderStatus, resp.Header.Get(nodeapi.HeaderStatus))
 		}

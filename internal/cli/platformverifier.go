@@ -14,17 +14,11 @@ import (
 func newPlatformVerifier(teeType string, p *attest.Policy, now attest.Clock) (attest.Verifier, error) {
 	switch teeType {
 	case attest.TypeSGX:
-		var src pcs.Source
-		switch {
-		case p != nil && p.Collateral.File != "":
-			b, err := pcs.LoadBundle(p.Collateral.File)
-			if err != nil {
-				return nil, fmt.Errorf("collateral file %s: %w", p.Collateral.File, err)
-			}
-			src = b
-		case p != nil && p.Collateral.PCCS != "":
-			src = pcs.NewClient(p.Collateral.PCCS)
-		default:
+		src, err := pcs.OpenSource(p.Collateral.File, p.Collateral.PCCS, now)
+		if err != nil {
+			return nil, fmt.Errorf("collateral: %w", err)
+		}
+		if src == nil {
 			return nil, errors.New("the node presents SGX evidence, and verifying it needs collateral: set [collateral] pccs = URL (a PCCS, or Intel's PCS) or file = BUNDLE in your trust policy")
 		}
 		return sgx.NewVerifier(sgx.Options{Collateral: src, Now: now}), nil

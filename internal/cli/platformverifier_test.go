@@ -54,4 +54,11 @@ func TestPlatformVerifierSGX(t *testing.T) {
 	if _, err := newPlatformVerifier("tdx", p, time.Now); err == nil {
 		t.Fatal("tdx verifier")
 	}
+	// One verifier per command: its collateral cache serves every check.
+	vs := &verifiers{policy: p, now: time.Now}
+	v1, err1 := vs.For(attest.TypeSGX)
+	v2, err2 := vs.For(attest.TypeSGX)
+	if err1 != nil || err2 != nil || v1 != v2 {
+		t.Fatalf("verifier built twice (%v, %v)", err1, err2)
+	}
 }

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/pelletier/go-toml/v2"
+
+	"github.com/mse-in-go/mse/internal/atomicfile"
 )
 
 // configDir is where the CLI keeps its login and app contexts: $MSE_CONFIG_DIR,
@@ -81,28 +83,13 @@ func saveLogin(l *Login) (string, error) {
 	return p, writePrivate(p, b)
 }
 
-// writePrivate writes a file readable only by the user, atomically.
+// writePrivate writes a file readable only by the user, atomically,
+// creating its directory (0700) if needed.
 func writePrivate(path string, b []byte) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return atomicfile.Write(path, b, 0o600)
 }
 
 // AppContext is what deploy saves about an app: enough to verify it again,

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
@@ -96,22 +95,42 @@ func simAccepted(p *attest.Policy) bool {
 }
 
 // verifiers builds the verifier for each TEE type the policy may meet.
+// Each verifier is built once per command, so that its caches (the sim
+// attestation-key chain, SGX collateral from a PCCS) serve every check of
+// the session: the handshake's and the fresh evidence's.
 type verifiers struct {
 	simRoot *x509.Certificate
 	policy  *attest.Policy
 	now     attest.Clock
+
+	mu    sync.Mutex
+	built map[string]attest.Verifier
 }
 
 func (v *verifiers) For(teeType string) (attest.Verifier, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if vf, ok := v.built[teeType]; ok {
+		return vf, nil
+	}
+	var vf attest.Verifier
 	switch teeType {
 	case attest.TypeSim:
 		if v.simRoot == nil {
 			return nil, errors.New("the node presents simulated (sim) evidence and simulation is not accepted: pass --simulation to accept it for development")
 		}
-		return sim.NewVerifier(v.simRoot, v.now), nil
+		vf = sim.NewVerifier(v.simRoot, v.now)
 	default:
-		return newPlatformVerifier(teeType, v.policy, v.now)
+		var err error
+		if vf, err = newPlatformVerifier(teeType, v.policy, v.now); err != nil {
+			return nil, err
+		}
 	}
+	if v.built == nil {
+		v.built = map[string]attest.Verifier{}
+	}
+	v.built[teeType] = vf
+	return vf, nil
 }
 
 // loadSimRoot returns the simulated platform's root: from --sim-root, else
@@ -143,8 +162,7 @@ func (f *trustFlags) loadSimRoot(ctx context.Context, ui *ui, p *attest.Policy, 
 	if err != nil {
 		return nil, fmt.Errorf("the simulated root from %s does not parse: %w", from, err)
 	}
-	fp := sha256.Sum256(root.Raw)
-	fph := hex.EncodeToString(fp[:])
+	fph := ratls.Fingerprint(root)
 	if pin := p.Simulation.RootSHA256; pin != "" {
 		if pin != fph {
 			return nil, fmt.Errorf("verification failed: the simulated root from %s (sha256 %s…) is not the one your policy pins (%s…)", from, fph[:12], pin[:12])
@@ -270,11 +288,19 @@ func checkFresh(ctx context.Context, hc *http.Client, domain string, p *pinned, 
 	return ratls.VerifyFresh(ctx, id.Certificate, body, opts)
 }
 
-type (
-	httpRequest  = http.Request
-	httpResponse = http.Response
-)
-
-func newGet(ctx context.Context, u string) (*http.Request, error) {
-	return http.NewRequestWithContext(ctx, "GET", u, nil)
+// getRoot does GET / on the pinned session, whose first handshake verifies
+// the node. It returns the answer (body drained), or the verification error
+// when that is why the request failed.
+func (p *pinned) getRoot(ctx context.Context, hc *http.Client, domain string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, "GET", nodeURL(domain)+"/", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, p.verifyError(err)
+	}
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
+	resp.Body.Close()
+	return resp, nil
 }

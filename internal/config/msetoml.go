@@ -9,7 +9,6 @@ import (
 	"crypto"
 	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -131,6 +130,19 @@ func (s *SSLConfig) ReadCertificate() ([]byte, error) {
 	return readBounded(s.Certificate, MaxCertificateSize)
 }
 
+// ReadPrivateKey reads the private key file (bounded), for stage 2.
+func (s *SSLConfig) ReadPrivateKey() ([]byte, error) {
+	return readBounded(s.PrivateKey, MaxPrivateKeySize)
+}
+
+// ReadSecrets reads the app secrets file (bounded); nil when none is set.
+func (c *CloudConfig) ReadSecrets() ([]byte, error) {
+	if c.Secrets == "" {
+		return nil, nil
+	}
+	return readBounded(c.Secrets, MaxSecretsSize)
+}
+
 // Load reads and parses the mse.toml at path; relative paths in it are
 // resolved against its directory.
 func Load(path string, now time.Time) (*AppConfig, error) {
@@ -221,11 +233,9 @@ var keyHints = map[string]string{
 	"health_check_endpoint": "renamed: use healthcheck_endpoint",
 }
 
-type decoder struct{ errs []error }
-
-func (d *decoder) fail(field, format string, args ...any) {
-	d.errs = append(d.errs, &FieldError{Field: field, Rule: fmt.Sprintf(format, args...)})
-}
+// decoder reads the TOML document into an AppConfig, collecting the errors
+// of every field (see checker).
+type decoder struct{ checker }
 
 func join(prefix, key string) string {
 	if prefix == "" {
@@ -536,6 +546,7 @@ func hasControl(s string) bool {
 	return strings.IndexFunc(s, func(r rune) bool { return unicode.IsControl(r) }) >= 0
 }
 
+// checker collects FieldErrors, so that one run reports every invalid field.
 type checker struct{ errs []error }
 
 func (k *checker) fail(field, format string, args ...any) {
@@ -815,39 +826,7 @@ func (c *AppConfig) readChain(path string) ([]*x509.Certificate, error) {
 		}
 		return nil, err
 	}
-	var chain []*x509.Certificate
-	rest := b
-	for i := 0; ; i++ {
-		var blk *pem.Block
-		blk, rest = pem.Decode(rest)
-		if blk == nil {
-			break
-		}
-		if blk.Type != "CERTIFICATE" {
-			if strings.Contains(blk.Type, "PRIVATE KEY") {
-				return nil, fmt.Errorf("%s contains a %s; the private key belongs in cloud.ssl.private_key, only certificates here", path, blk.Type)
-			}
-			return nil, fmt.Errorf("%s: PEM block %d is a %q, not a CERTIFICATE", path, i+1, blk.Type)
-		}
-		cert, err := x509.ParseCertificate(blk.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("%s: certificate %d does not parse: %v", path, i+1, err)
-		}
-		chain = append(chain, cert)
-	}
-	if len(chain) == 0 {
-		return nil, fmt.Errorf("%s is not a PEM certificate chain (no \"-----BEGIN CERTIFICATE-----\" block)", path)
-	}
-	if len(bytes.TrimSpace(rest)) > 0 {
-		return nil, fmt.Errorf("%s: trailing data after the last PEM block", path)
-	}
-	for i := 0; i+1 < len(chain); i++ {
-		if err := chain[i].CheckSignatureFrom(chain[i+1]); err != nil {
-			return nil, fmt.Errorf("%s: certificate %d (%s) is not issued by certificate %d (%s): order the chain leaf first, then its issuers (%v)",
-				path, i+1, chain[i].Subject, i+2, chain[i+1].Subject, err)
-		}
-	}
-	return chain, nil
+	return ParseCertificateChainPEM(b, path)
 }
 
 // checkKeyMatches reads a PEM private key and checks that it is the key of the
@@ -860,55 +839,15 @@ func checkKeyMatches(path string, leaf *x509.Certificate) string {
 		}
 		return err.Error()
 	}
-	key, err := parsePrivateKey(b)
+	signer, err := ParsePrivateKeyPEM(b)
 	if err != nil {
 		return fmt.Sprintf("%s: %v", path, err)
-	}
-	signer, ok := key.(crypto.Signer)
-	if !ok {
-		return fmt.Sprintf("%s: unsupported key type %T", path, key)
 	}
 	pub, ok := signer.Public().(interface{ Equal(crypto.PublicKey) bool })
 	if !ok || !pub.Equal(leaf.PublicKey) {
 		return fmt.Sprintf("%s does not match the public key of the certificate (%s); use the private key the certificate was issued for", path, leaf.Subject)
 	}
 	return ""
-}
-
-func parsePrivateKey(b []byte) (any, error) {
-	rest := b
-	for {
-		var blk *pem.Block
-		blk, rest = pem.Decode(rest)
-		if blk == nil {
-			return nil, errors.New("not a PEM private key (no \"-----BEGIN ... PRIVATE KEY-----\" block)")
-		}
-		if _, enc := blk.Headers["Proc-Type"]; enc || blk.Type == "ENCRYPTED PRIVATE KEY" {
-			return nil, errors.New("the private key is encrypted; store it unencrypted (e.g. openssl pkey -in key.pem -out key-plain.pem)")
-		}
-		var (
-			key any
-			err error
-		)
-		switch blk.Type {
-		case "PRIVATE KEY":
-			key, err = x509.ParsePKCS8PrivateKey(blk.Bytes)
-		case "RSA PRIVATE KEY":
-			key, err = x509.ParsePKCS1PrivateKey(blk.Bytes)
-		case "EC PRIVATE KEY":
-			key, err = x509.ParseECPrivateKey(blk.Bytes)
-		case "EC PARAMETERS":
-			continue // openssl ecparam writes it before the key
-		case "CERTIFICATE":
-			return nil, errors.New("contains a CERTIFICATE, not a private key; the certificate belongs in cloud.ssl.certificate")
-		default:
-			return nil, fmt.Errorf("PEM block %q is not a private key", blk.Type)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("the %s does not parse", blk.Type)
-		}
-		return key, nil
-	}
 }
 
 // ---- encoding ----

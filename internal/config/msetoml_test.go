@@ -516,10 +516,32 @@ func TestTestdata(t *testing.T) {
 		}
 		roundTrip(t, c, now)
 	}
+	// Each invalid file is refused for the reason it was written for.
+	invalid := map[string][]string{
+		"bad-paths.toml":   {"cloud.code", "cloud.tests", "cloud.secrets"},
+		"both.toml":        {"entrypoint"},
+		"mse-docker.toml":  {"cloud.docker"},
+		"neither.toml":     {"python_application"},
+		"unknown-key.toml": {"colour"},
+	}
 	files, _ = filepath.Glob(filepath.Join("testdata", "invalid", "*.toml"))
+	if len(files) != len(invalid) {
+		t.Errorf("%d files in testdata/invalid, %d described here", len(files), len(invalid))
+	}
 	for _, f := range files {
-		if _, err := Load(f, now); err == nil {
+		_, err := Load(f, now)
+		if err == nil {
 			t.Errorf("%s accepted", f)
+			continue
+		}
+		fields, ok := invalid[filepath.Base(f)]
+		if !ok {
+			t.Errorf("%s: say which fields it must be refused for", f)
+		}
+		for _, field := range fields {
+			if findField(err, field) == nil {
+				t.Errorf("%s: no error for %s in: %v", f, field, err)
+			}
 		}
 	}
 }

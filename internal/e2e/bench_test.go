@@ -17,29 +17,17 @@ import (
 //	go test ./internal/e2e -run '^$' -bench Deploy -benchtime 20x
 func BenchmarkDeploy(b *testing.B) {
 	be := testenv.Start(b, testenv.Options{})
-	cfgDir := b.TempDir()
-	b.Setenv("MSE_CONFIG_DIR", cfgDir)
-	b.Setenv("MSE_BACKEND_URL", "")
-	b.Setenv("MSE_TOKEN", "")
-	if code := runB(b, "cloud", "login", "--url", be.APIURL, "--token", be.AdminToken); code != 0 {
-		b.Fatal("login failed")
-	}
+	login(b, be, be.AdminToken)
 	policy := be.PolicyFile(b, "")
-	toml := helloAppB(b, "bench")
+	toml := helloApp(b, "bench", "")
 	var d []time.Duration
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		start := time.Now()
-		out, code := runOut(b, "cloud", "deploy", "--path", toml, "--policy", policy, "--json", "-y")
+		r := mustDeploy(b, "--path", toml, "--policy", policy)
 		d = append(d, time.Since(start))
-		if code != 0 {
-			b.Fatalf("deploy %d failed", i)
-		}
 		b.StopTimer()
-		id := jsonField(b, out, "app_id")
-		if code := runB(b, "cloud", "stop", id); code != 0 {
-			b.Fatal("stop failed")
-		}
+		mustRun(b, "cloud", "stop", r.AppID)
 		b.StartTimer()
 	}
 	b.StopTimer()

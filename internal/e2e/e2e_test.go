@@ -35,7 +35,7 @@ import (
 )
 
 // run runs the CLI in-process and returns stdout, stderr and the exit code.
-func run(t *testing.T, args ...string) (string, string, int) {
+func run(t testing.TB, args ...string) (string, string, int) {
 	t.Helper()
 	var out, errb bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -44,7 +44,7 @@ func run(t *testing.T, args ...string) (string, string, int) {
 	return out.String(), errb.String(), code
 }
 
-func mustRun(t *testing.T, args ...string) (string, string) {
+func mustRun(t testing.TB, args ...string) (string, string) {
 	t.Helper()
 	out, errs, code := run(t, args...)
 	if code != 0 {
@@ -54,7 +54,7 @@ func mustRun(t *testing.T, args ...string) (string, string) {
 }
 
 // login points the CLI at b with a fresh config dir.
-func login(t *testing.T, b *testenv.Backend, token string) string {
+func login(t testing.TB, b *testenv.Backend, token string) string {
 	t.Helper()
 	dir := t.TempDir()
 	t.Setenv("MSE_CONFIG_DIR", dir)
@@ -66,7 +66,7 @@ func login(t *testing.T, b *testenv.Backend, token string) string {
 
 // helloApp copies examples/helloworld into a temp dir, renaming the app, and
 // returns the path of its mse.toml.
-func helloApp(t *testing.T, name, extraToml string) string {
+func helloApp(t testing.TB, name, extraToml string) string {
 	t.Helper()
 	dst := t.TempDir()
 	src := filepath.Join(testenv.RepoRoot(), "examples", "helloworld")
@@ -79,7 +79,7 @@ func helloApp(t *testing.T, name, extraToml string) string {
 	return p
 }
 
-func copyTree(t *testing.T, src, dst string) {
+func copyTree(t testing.TB, src, dst string) {
 	t.Helper()
 	err := filepath.WalkDir(src, func(p string, d os.DirEntry, err error) error {
 		if err != nil {
@@ -113,7 +113,7 @@ type deployed struct {
 	stderr string
 }
 
-func deployJSON(t *testing.T, args ...string) (*deployed, string, int) {
+func deployJSON(t testing.TB, args ...string) (*deployed, string, int) {
 	t.Helper()
 	out, errs, code := run(t, append([]string{"cloud", "deploy", "--json", "-y", "--timeout", "90s"}, args...)...)
 	if code != 0 {
@@ -126,7 +126,7 @@ func deployJSON(t *testing.T, args ...string) (*deployed, string, int) {
 	return &deployed{DeployResult: r, stderr: errs}, errs, 0
 }
 
-func mustDeploy(t *testing.T, args ...string) *deployed {
+func mustDeploy(t testing.TB, args ...string) *deployed {
 	t.Helper()
 	d, errs, code := deployJSON(t, args...)
 	if code != 0 {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -17,8 +16,6 @@ import (
 	"sync"
 	"syscall"
 	"time"
-
-	"github.com/mse-in-go/mse/internal/bundle"
 )
 
 // wsgiHost serves MSE's python_application ("module:variable") with Python's
@@ -50,23 +47,14 @@ type runningApp struct {
 	once    sync.Once
 }
 
-// launch unpacks the code, writes the secrets and starts the app, then waits
-// until it answers its health check.
+// codeDir is where stage 2 unpacks the app's code.
+func (n *Node) codeDir() string { return filepath.Join(n.cfg.WorkDir, "code") }
+
+// launch writes the secrets and starts the app from the code stage 2
+// unpacked, then waits until it answers its health check.
 func (n *Node) launch(ctx context.Context, in *intake) (*runningApp, error) {
 	cfg := n.cfg
-	codeDir := filepath.Join(cfg.WorkDir, "code")
-	if err := os.RemoveAll(codeDir); err != nil {
-		return nil, err
-	}
-	f, err := os.Open(cfg.BundlePath)
-	if err != nil {
-		return nil, fmt.Errorf("node: open bundle: %w", err)
-	}
-	_, err = bundleOpen(f, in.key, codeDir, cfg.Limits)
-	f.Close()
-	if err != nil {
-		return nil, fmt.Errorf("node: decrypt and unpack the code: %w", err)
-	}
+	codeDir := n.codeDir()
 	secretsPath := filepath.Join(cfg.WorkDir, "secrets.json")
 	secrets := in.appSecrets
 	if len(secrets) == 0 {
@@ -146,9 +134,6 @@ func healthPoll(left, total time.Duration) time.Duration {
 	}
 	return 200 * time.Millisecond
 }
-
-// bundleOpen is a seam for tests.
-var bundleOpen = openBundle
 
 func freePort() (int, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -250,8 +235,4 @@ func exitString(err error) string {
 		return ee.String()
 	}
 	return err.Error()
-}
-
-func openBundle(r io.Reader, key bundle.Key, dir string, lim bundle.Limits) (bundle.Stats, error) {
-	return bundle.Open(r, key, dir, lim)
 }

@@ -8,7 +8,6 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -35,16 +34,13 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	switch n.phase.Load().(string) {
 	case nodeapi.StateRunning:
-		if h := n.proxy.Load(); h != nil {
-			(*h).ServeHTTP(w, r)
-			return
-		}
-		fallthrough
+		// Run stores the proxy before it enters this phase.
+		(*n.proxy.Load()).ServeHTTP(w, r)
 	case nodeapi.StateLaunching:
-		if r.Method == http.MethodPost && n.phase.Load() == nodeapi.StateLaunching {
+		if r.Method == http.MethodPost {
 			// Stage 2 is over: say so, rather than "starting", to a client
 			// that repeats its request.
-			writeJSON(w, http.StatusConflict, nodeapi.Response{Status: "refused", Error: "secrets were already accepted"})
+			writeAlreadyAccepted(w)
 			return
 		}
 		w.Header().Set(nodeapi.HeaderStatus, nodeapi.StatusStarting)
@@ -68,6 +64,10 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+func writeAlreadyAccepted(w http.ResponseWriter) {
+	writeJSON(w, http.StatusConflict, nodeapi.Response{Status: "refused", Error: "secrets were already accepted"})
+}
+
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
@@ -86,8 +86,8 @@ type refusal struct {
 func (n *Node) serveSecrets(w http.ResponseWriter, r *http.Request) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.accepted {
-		writeJSON(w, http.StatusConflict, nodeapi.Response{Status: "refused", Error: "secrets were already accepted"})
+	if n.accepted { // a POST that waited for the lock while another was accepted
+		writeAlreadyAccepted(w)
 		return
 	}
 	if n.attempts >= n.cfg.MaxAttempts {
@@ -119,10 +119,20 @@ func (n *Node) serveSecrets(w http.ResponseWriter, r *http.Request) {
 	n.secrets <- in
 }
 
-func (n *Node) check(r *http.Request) (*intake, *refusal) {
+// check checks a stage-2 request. On the way it decrypts the bundle and
+// unpacks it into the node's private code directory: the key is accepted only
+// if it authenticates and decrypts the whole bundle, and launch then needs no
+// second pass. A refusal removes what was unpacked.
+func (n *Node) check(r *http.Request) (in *intake, ref *refusal) {
 	bad := func(code int, format string, args ...any) (*intake, *refusal) {
 		return nil, &refusal{code: code, msg: fmt.Sprintf(format, args...)}
 	}
+	codeDir := n.codeDir()
+	defer func() {
+		if ref != nil {
+			_ = os.RemoveAll(codeDir)
+		}
+	}()
 	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
 		return bad(http.StatusUnsupportedMediaType, "Content-Type must be application/json")
 	}
@@ -151,13 +161,16 @@ func (n *Node) check(r *http.Request) (*intake, *refusal) {
 	if err != nil {
 		return bad(http.StatusBadRequest, "code_secret_key: %v", err)
 	}
-	in := &intake{key: key}
+	in = &intake{}
 	f, err := os.Open(n.cfg.BundlePath)
 	if err != nil {
 		return nil, &refusal{code: http.StatusInternalServerError, msg: "the node cannot read its bundle", notCounted: true}
 	}
 	defer f.Close()
-	if _, err := bundle.Check(f, key, n.cfg.Limits); err != nil {
+	if err := os.RemoveAll(codeDir); err != nil {
+		return nil, &refusal{code: http.StatusInternalServerError, msg: "the node cannot prepare its code directory", notCounted: true}
+	}
+	if _, err := bundle.Open(f, key, codeDir, n.cfg.Limits); err != nil {
 		return bad(http.StatusUnprocessableEntity, "the code key does not authenticate and decrypt the whole bundle: %v", err)
 	}
 	switch spec.TLSMode {
@@ -221,28 +234,13 @@ func mergeObjects(a, b []byte) ([]byte, error) {
 	return json.Marshal(out)
 }
 
-// parseOwnerChain checks the owner's PEM chain: at least one certificate, each
-// signed by the next, the leaf valid now and for every domain.
+// parseOwnerChain checks the owner's PEM chain with the rules mse.toml's
+// cloud.ssl.certificate follows (config.ParseCertificateChainPEM), and that
+// the leaf is valid now and for every domain.
 func parseOwnerChain(chainPEM string, domains []string, now time.Time) ([]*x509.Certificate, error) {
-	var certs []*x509.Certificate
-	rest := []byte(chainPEM)
-	for len(certs) < 10 {
-		var b *pem.Block
-		b, rest = pem.Decode(rest)
-		if b == nil {
-			break
-		}
-		if b.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(b.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("certificate %d does not parse: %w", len(certs)+1, err)
-		}
-		certs = append(certs, c)
-	}
-	if len(certs) == 0 {
-		return nil, errors.New("no PEM certificate found")
+	certs, err := config.ParseCertificateChainPEM([]byte(chainPEM), "the owner certificate")
+	if err != nil {
+		return nil, err
 	}
 	leaf := certs[0]
 	if now.Before(leaf.NotBefore) || now.After(leaf.NotAfter) {
@@ -251,11 +249,6 @@ func parseOwnerChain(chainPEM string, domains []string, now time.Time) ([]*x509.
 	for _, d := range domains {
 		if err := leaf.VerifyHostname(d); err != nil {
 			return nil, fmt.Errorf("the certificate is not valid for %s: %v", d, err)
-		}
-	}
-	for i := 0; i+1 < len(certs); i++ {
-		if err := certs[i].CheckSignatureFrom(certs[i+1]); err != nil {
-			return nil, fmt.Errorf("certificate %d is not signed by certificate %d of the chain: %v", i+1, i+2, err)
 		}
 	}
 	return certs, nil
@@ -267,11 +260,7 @@ func ownerCertificate(chainPEM, keyPEM string, domains []string, now time.Time) 
 	if err != nil {
 		return nil, err
 	}
-	b, _ := pem.Decode([]byte(keyPEM))
-	if b == nil {
-		return nil, errors.New("not a PEM private key")
-	}
-	key, err := parsePrivateKey(b.Bytes)
+	key, err := config.ParsePrivateKeyPEM([]byte(keyPEM))
 	if err != nil {
 		return nil, err
 	}
@@ -284,22 +273,6 @@ func ownerCertificate(chainPEM, keyPEM string, domains []string, now time.Time) 
 		tc.Certificate = append(tc.Certificate, c.Raw)
 	}
 	return tc, nil
-}
-
-func parsePrivateKey(der []byte) (crypto.Signer, error) {
-	if k, err := x509.ParsePKCS8PrivateKey(der); err == nil {
-		if s, ok := k.(crypto.Signer); ok {
-			return s, nil
-		}
-		return nil, errors.New("unsupported private key type")
-	}
-	if k, err := x509.ParseECPrivateKey(der); err == nil {
-		return k, nil
-	}
-	if k, err := x509.ParsePKCS1PrivateKey(der); err == nil {
-		return k, nil
-	}
-	return nil, errors.New("the private key does not parse (PKCS#8, SEC 1 EC or PKCS#1 RSA expected)")
 }
 
 // serveAttestation answers fresh evidence over a verifier's nonce, for the

@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -157,7 +158,8 @@ func TestStage2Success(t *testing.T) {
 	if !bytes.Equal(claims.ConfigDigest, cd) || claims.AppID != testAppID || len(claims.SealingKey) != 32 {
 		t.Errorf("claims = %+v", claims)
 	}
-	st := readStatus(t, tn.cfg.StatusFile)
+	// The node answers "Waiting" a moment before its status file says so.
+	st := waitStatus(t, tn.cfg.StatusFile, nodeapi.StateWaiting, 5*time.Second)
 	if st.State != nodeapi.StateWaiting || st.Fingerprint != ratls.Fingerprint(ra) {
 		t.Errorf("status = %+v, want waiting with fingerprint %s", st, ratls.Fingerprint(ra))
 	}
@@ -283,7 +285,7 @@ func TestOwnerTLS(t *testing.T) {
 		{"not PEM", func(r *nodeapi.SecretsRequest) { r.SSLPrivateKey = "hello" }, 422, "ssl_private_key: not a PEM private key"},
 		{"PEM junk", func(r *nodeapi.SecretsRequest) {
 			r.SSLPrivateKey = string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: []byte("junk")}))
-		}, 422, "the private key does not parse"},
+		}, 422, "the PRIVATE KEY does not parse"},
 		{"wrong code key first", func(r *nodeapi.SecretsRequest) { r.CodeSecretKey = other.Hex(); r.SSLPrivateKey = keyPEM }, 422, "the code key does not authenticate"},
 	}
 	for _, c := range cases {
@@ -346,8 +348,8 @@ func TestNewOwnerCertificateChecks(t *testing.T) {
 	cases := []struct{ name, chain, msg string }{
 		{"wrong domain", chain, "not valid for app.example"},
 		{"expired", expired, "not valid now"},
-		{"no PEM", "garbage", "no PEM certificate found"},
-		{"broken chain", crossed, "certificate 1 is not signed by certificate 2 of the chain"},
+		{"no PEM", "garbage", "is not a PEM certificate chain"},
+		{"broken chain", crossed, "certificate 1 (CN=app.example) is not issued by certificate 2"},
 	}
 	for _, c := range cases {
 		spec := baseSpec()
@@ -768,9 +770,10 @@ func TestAcceptLeavesWaiting(t *testing.T) {
 		t.Errorf("second POST: HTTP %d %s", w.Code, w.Body)
 	}
 	select {
-	case in := <-n.secrets:
-		if !in.key.Equal(b.key) {
-			t.Error("intake carries another key")
+	case <-n.secrets:
+		// The accepted key unpacked the code, in the node's private directory.
+		if _, err := os.Stat(filepath.Join(n.codeDir(), "app.py")); err != nil {
+			t.Errorf("the code was not unpacked on acceptance: %v", err)
 		}
 	default:
 		t.Error("nothing was handed to Run")

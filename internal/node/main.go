@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mse-in-go/mse/internal/attest"
+	"github.com/mse-in-go/mse/internal/attest/sgx"
 	"github.com/mse-in-go/mse/internal/attest/sim"
 	"github.com/mse-in-go/mse/internal/config"
 )
@@ -60,10 +61,7 @@ func Main(ctx context.Context, args []string, stderr io.Writer) int {
 		}
 		issuer = sim.NewIssuer(*simSocket)
 	case attest.TypeSGX:
-		issuer, err = sgxIssuer(*attDir)
-		if err != nil {
-			return fail(err)
-		}
+		issuer = sgx.NewIssuer(*attDir)
 	default:
 		return fail(fmt.Errorf("unknown TEE type %q (sim, sgx)", *tee))
 	}

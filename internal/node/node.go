@@ -23,6 +23,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mse-in-go/mse/internal/atomicfile"
 	"github.com/mse-in-go/mse/internal/attest"
 	"github.com/mse-in-go/mse/internal/bundle"
 	"github.com/mse-in-go/mse/internal/config"
@@ -67,6 +68,7 @@ type Node struct {
 	sealKey    *sealed.Key
 	claims     attest.Claims
 	raCert     tls.Certificate
+	raFP       string // SHA-256 of raCert, for the status file
 	cert       atomic.Pointer[tls.Certificate]
 	phase      atomic.Value // string: nodeapi.State*
 	proxy      atomic.Pointer[http.Handler]
@@ -79,9 +81,9 @@ type Node struct {
 	quoteSem chan struct{}
 }
 
-// intake is what stage 2 accepted.
+// intake is what stage 2 accepted (the code is already unpacked; the code
+// key is not kept).
 type intake struct {
-	key        bundle.Key
 	ownerCert  *tls.Certificate
 	appSecrets []byte
 }
@@ -98,7 +100,8 @@ func Run(ctx context.Context, cfg Config) error {
 	return n.Run(ctx)
 }
 
-// New checks the configuration and prepares keys, evidence and certificate.
+// New checks the configuration and creates the work directory; Run makes
+// the keys, evidence and certificate.
 func New(cfg Config) (*Node, error) {
 	if cfg.MaxAttempts <= 0 {
 		cfg.MaxAttempts = 10
@@ -188,6 +191,7 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	}
 	leaf, _ := x509.ParseCertificate(der)
 	n.raCert = tls.Certificate{Certificate: [][]byte{der}, PrivateKey: n.tlsKey, Leaf: leaf}
+	n.raFP = ratls.Fingerprint(leaf)
 	n.cert.Store(&n.raCert)
 
 	ln := cfg.Listener
@@ -215,7 +219,7 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	}()
 	n.setPhase(nodeapi.StateWaiting)
 	n.log.Info("waiting for the owner's secrets", "app_id", cfg.Spec.AppID, "addr", ln.Addr().String(),
-		"fingerprint", ratls.Fingerprint(leaf), "tee", cfg.Issuer.Type())
+		"fingerprint", n.raFP, "tee", cfg.Issuer.Type())
 
 	expiry := time.NewTimer(cfg.Spec.ExpiresAt.Sub(now))
 	defer expiry.Stop()
@@ -260,15 +264,9 @@ func (n *Node) writeStatus(state, msg string) {
 	if n.cfg.StatusFile == "" {
 		return
 	}
-	st := nodeapi.Status{State: state, Error: msg, UpdatedAt: n.cfg.Now().UTC()}
-	if n.raCert.Leaf != nil {
-		st.Fingerprint = ratls.Fingerprint(n.raCert.Leaf)
-	}
+	st := nodeapi.Status{State: state, Error: msg, Fingerprint: n.raFP, UpdatedAt: n.cfg.Now().UTC()}
 	b, _ := json.Marshal(st)
-	tmp := n.cfg.StatusFile + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o644); err == nil {
-		_ = os.Rename(tmp, n.cfg.StatusFile)
-	}
+	_ = atomicfile.Write(n.cfg.StatusFile, b, 0o644)
 }
 
 func errString(err error) string {

@@ -43,8 +43,8 @@ type SecretsRequest struct {
 
 // Response is the node's JSON answer to POST /.
 type Response struct {
-	Status       string `json:"status"` // "accepted" or "refused"
-	Error        string `json:"error,omitempty"`
+	Status string `json:"status"` // "accepted" or "refused"
+	Error  string `json:"error,omitempty"`
 	// AttemptsLeft is set on refusals: how many more failed requests the
 	// node accepts before it gives up (0 included).
 	AttemptsLeft *int `json:"attempts_left,omitempty"`

@@ -59,7 +59,7 @@ func Write(dir, name string) (err error) {
 			}
 		}
 	}()
-	data := struct{ Name, CodeDir, TestsDir string }{name, CodeDir, TestsDir}
+	data := struct{ Name, CodeDir, TestsDir, Project, Hardware string }{name, CodeDir, TestsDir, config.DefaultProject, config.DefaultHardware}
 	for _, f := range files {
 		var buf bytes.Buffer
 		t := template.Must(template.New(f.path).Delims("[[", "]]").Parse(f.tmpl))
@@ -130,8 +130,8 @@ tests_cmd = "python3 -m unittest discover -v"   # run in [[.TestsDir]]/
 [cloud]
 code = "[[.CodeDir]]"       # packaged, encrypted and run inside the enclave
 tests = "[[.TestsDir]]"
-project = "default"
-hardware = "4g"
+project = "[[.Project]]"
+hardware = "[[.Hardware]]"
 # secrets = "secrets.json"                  # JSON object, sent to the enclave only
 # expiration_date = 2030-01-31T00:00:00Z    # default: the platform's maximum
 

@@ -32,6 +32,9 @@ func TestWriteThenLoad(t *testing.T) {
 	if c.Cloud.Code != filepath.Join(root, "mse_src") || c.Cloud.Tests != filepath.Join(root, "tests") {
 		t.Errorf("paths: code %s tests %s", c.Cloud.Code, c.Cloud.Tests)
 	}
+	if c.Cloud.Project != config.DefaultProject || c.Cloud.Hardware != config.DefaultHardware {
+		t.Errorf("project %q hardware %q, want the defaults", c.Cloud.Project, c.Cloud.Hardware)
+	}
 	if c.TLSMode() != config.TLSSelf {
 		t.Errorf("TLSMode = %s", c.TLSMode())
 	}

@@ -5,7 +5,6 @@ package testenv
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -20,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mse-in-go/mse/internal/attest/sim"
 	"github.com/mse-in-go/mse/internal/backend"
 	"github.com/mse-in-go/mse/internal/backend/blob"
 	"github.com/mse-in-go/mse/internal/backend/runner"
@@ -67,11 +67,10 @@ var mu sync.Mutex
 // Measure returns the lowercase hex SHA-256 of a file.
 func Measure(t testing.TB, path string) string {
 	t.Helper()
-	b, err := os.ReadFile(path)
+	h, err := sim.MeasureFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := sha256.Sum256(b)
 	return hex.EncodeToString(h[:])
 }
 

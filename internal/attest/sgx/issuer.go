@@ -3,6 +3,7 @@ package sgx
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"os"
@@ -81,7 +82,7 @@ func (i *Issuer) Issue(ctx context.Context, reportData [64]byte) ([]byte, error)
 	}
 	// Gramine may return a buffer padded with zeros: keep exactly the quote.
 	if len(quote) >= abi.SignedSize+4 {
-		n := abi.SignedSize + 4 + int(uint32(quote[abi.SignedSize])|uint32(quote[abi.SignedSize+1])<<8|uint32(quote[abi.SignedSize+2])<<16|uint32(quote[abi.SignedSize+3])<<24)
+		n := abi.SignedSize + 4 + int(binary.LittleEndian.Uint32(quote[abi.SignedSize:]))
 		if n > abi.SignedSize+4 && n < len(quote) && allZero(quote[n:]) {
 			quote = quote[:n]
 		}

@@ -149,7 +149,7 @@ func TestPolicy(t *testing.T) {
 }
 
 func TestDebugEnclavePolicy(t *testing.T) {
-	// The Gramine certificate's quote (tagged form) is a debug enclave.
+	// The Gramine certificate's quote (legacy form) is a debug enclave.
 	quote := gramineQuote(t)
 	at := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 	v, err := NewVerifier(Options{SkipCollateral: true, Now: func() time.Time { return at }}).Verify(context.Background(), quote)

@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/mse-in-go/mse/internal/atomicfile"
 	"github.com/mse-in-go/mse/internal/attest"
 )
 
@@ -296,35 +297,11 @@ func (p *Platform) save(dir string, withRoot bool) error {
 	}
 	files = append(files, file{AKKeyFile, "PRIVATE KEY", der, 0o600}, file{AKCertFile, "CERTIFICATE", p.ak.Raw, 0o644})
 	for _, f := range files {
-		if err := writeFileAtomic(filepath.Join(dir, f.name), pem.EncodeToMemory(&pem.Block{Type: f.typ, Bytes: f.der}), f.mode); err != nil {
+		if err := atomicfile.Write(filepath.Join(dir, f.name), pem.EncodeToMemory(&pem.Block{Type: f.typ, Bytes: f.der}), f.mode); err != nil {
 			return fmt.Errorf("sim platform: write %s: %w", f.name, err)
 		}
 	}
 	return nil
-}
-
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name()) // no-op after a successful rename
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }
 
 // RootCertificate returns the platform's root certificate, the trust anchor
@@ -338,13 +315,13 @@ func (p *Platform) RootPEM() []byte {
 
 // RootFingerprint returns the lowercase hex SHA-256 of the root's DER, the
 // value a trust policy pins as simulation.root_sha256.
-func (p *Platform) RootFingerprint() string { return Fingerprint(p.root) }
+func (p *Platform) RootFingerprint() string { return fingerprint(p.root) }
 
 // AKCertificate returns the attestation key's certificate.
 func (p *Platform) AKCertificate() *x509.Certificate { return p.ak }
 
-// Fingerprint returns the lowercase hex SHA-256 of a certificate's DER.
-func Fingerprint(c *x509.Certificate) string {
+// fingerprint returns the lowercase hex SHA-256 of a certificate's DER.
+func fingerprint(c *x509.Certificate) string {
 	s := sha256.Sum256(c.Raw)
 	return hex.EncodeToString(s[:])
 }

@@ -14,7 +14,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/mse-in-go/mse/internal/attest"
 )
@@ -97,9 +96,6 @@ type Quote struct {
 
 // Debug reports whether the debug flag is set.
 func (q *Quote) Debug() bool { return q.Flags&FlagDebug != 0 }
-
-// Time returns the timestamp as a time.Time.
-func (q *Quote) Time() time.Time { return time.Unix(q.Timestamp, 0).UTC() }
 
 // SignedBytes returns the bytes the signature covers: every byte of the quote
 // before the signature's length field, that is the magic, the fixed fields,

@@ -54,7 +54,7 @@ func NewVerifier(root *x509.Certificate, now attest.Clock) attest.Verifier {
 	if root != nil {
 		v.roots = x509.NewCertPool()
 		v.roots.AddCert(root)
-		v.rootFP = Fingerprint(root)
+		v.rootFP = fingerprint(root)
 	}
 	return v
 }
@@ -142,25 +142,32 @@ func (v *verifier) checkAK(der []byte) (*x509.Certificate, error) {
 	v.mu.Lock()
 	ak := v.cache[string(der)]
 	v.mu.Unlock()
-	if ak == nil {
-		var err error
-		if ak, err = v.chainAK(der, now); err != nil {
+	if ak != nil {
+		if err := v.validity(ak, now); err != nil {
 			return nil, err
 		}
-		v.mu.Lock()
-		if len(v.cache) >= maxCachedAKs {
-			clear(v.cache)
-		}
-		v.cache[string(der)] = ak
-		v.mu.Unlock()
+		return ak, nil
 	}
-	if err := validAt(ak, "sim attestation key certificate", now); err != nil {
+	ak, err := v.chainAK(der, now) // checks validity too
+	if err != nil {
 		return nil, err
 	}
-	if err := validAt(v.root, fmt.Sprintf("trusted sim root (fingerprint %s)", shortFP(v.rootFP)), now); err != nil {
-		return nil, err
+	v.mu.Lock()
+	if len(v.cache) >= maxCachedAKs {
+		clear(v.cache)
 	}
+	v.cache[string(der)] = ak
+	v.mu.Unlock()
 	return ak, nil
+}
+
+// validity checks the validity periods of the attestation key certificate
+// and of the root at now.
+func (v *verifier) validity(ak *x509.Certificate, now time.Time) error {
+	if err := validAt(ak, "sim attestation key certificate", now); err != nil {
+		return err
+	}
+	return validAt(v.root, fmt.Sprintf("trusted sim root (fingerprint %s)", shortFP(v.rootFP)), now)
 }
 
 func (v *verifier) chainAK(der []byte, now time.Time) (*x509.Certificate, error) {
@@ -179,10 +186,9 @@ func (v *verifier) chainAK(der []byte, now time.Time) (*x509.Certificate, error)
 		return nil, fail(ErrUntrustedPlatform, "sim attestation key certificate does not chain to the trusted sim root (fingerprint %s): the quote comes from another simulated platform",
 			shortFP(v.rootFP))
 	}
-	if err := validAt(ak, "sim attestation key certificate", now); err != nil {
-		return nil, err
-	}
-	if err := validAt(v.root, fmt.Sprintf("trusted sim root (fingerprint %s)", shortFP(v.rootFP)), now); err != nil {
+	// Validity before the path validation, which would also refuse an
+	// expired certificate, but with a less precise message.
+	if err := v.validity(ak, now); err != nil {
 		return nil, err
 	}
 	// The complete path validation (names, constraints, validity) as a library would do it.

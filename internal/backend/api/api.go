@@ -301,9 +301,16 @@ func (a *api) listApps(w http.ResponseWriter, r *http.Request, u *store.User) {
 		a.fail(w, err)
 		return
 	}
+	// The caller's apps are in the caller's projects: name them in one query.
+	projects := map[string]string{}
+	if ps, err := a.Service.ListProjects(r.Context(), u); err == nil {
+		for _, p := range ps {
+			projects[p.ID] = p.Name
+		}
+	}
 	out := make([]client.App, 0, len(apps))
 	for i := range apps {
-		out = append(out, a.view(r.Context(), &apps[i]))
+		out = append(out, a.viewIn(r.Context(), &apps[i], projects[apps[i].ProjectID]))
 	}
 	writeJSON(w, 200, out)
 }
@@ -365,12 +372,16 @@ func (a *api) logs(w http.ResponseWriter, r *http.Request, u *store.User) {
 }
 
 func (a *api) view(ctx context.Context, app *store.App) client.App {
-	var spec config.Spec
-	_ = json.Unmarshal(app.Spec, &spec)
 	project := ""
 	if p, err := a.Service.Store().GetProject(ctx, app.ProjectID); err == nil {
 		project = p.Name
 	}
+	return a.viewIn(ctx, app, project)
+}
+
+func (a *api) viewIn(ctx context.Context, app *store.App, project string) client.App {
+	var spec config.Spec
+	_ = json.Unmarshal(app.Spec, &spec)
 	v := client.App{
 		ID: app.ID, Name: app.Name, Project: project, Status: string(app.Status), Hardware: app.Hardware,
 		Domains: app.Domains, URL: a.Service.AppURL(app), RouterAddr: a.Service.RouterAddr(), CodeDigest: app.CodeDigest,

@@ -22,7 +22,7 @@ type benchTarget struct {
 	addr string
 }
 
-func benchTargets(b *testing.B, backendAddr string, tcpBackend bool) []benchTarget {
+func benchTargets(b *testing.B, backendAddr string) []benchTarget {
 	r := &Router{
 		Lookup: (&staticLookup{m: map[string]string{"bench.example": backendAddr}}).lookup,
 		Logger: discardLogger(),
@@ -95,7 +95,7 @@ backend app
 func BenchmarkConnSetup(b *testing.B) {
 	backend := startTLSBackend(b, "bench.example", echoHandler)
 	cfg := &tls.Config{ServerName: "bench.example", RootCAs: backend.pool}
-	for _, t := range benchTargets(b, backend.addr, false) {
+	for _, t := range benchTargets(b, backend.addr) {
 		b.Run(t.name, func(b *testing.B) {
 			buf := make([]byte, 1)
 			for b.Loop() {
@@ -121,7 +121,7 @@ func BenchmarkThroughputTLS(b *testing.B) {
 	})
 	cfg := &tls.Config{ServerName: "bench.example", RootCAs: backend.pool}
 	chunk := make([]byte, 1<<20)
-	for _, t := range benchTargets(b, backend.addr, false) {
+	for _, t := range benchTargets(b, backend.addr) {
 		b.Run(t.name, func(b *testing.B) {
 			c, err := tls.Dial("tcp", t.addr, cfg)
 			if err != nil {
@@ -163,7 +163,7 @@ func BenchmarkThroughputRaw(b *testing.B) {
 	}()
 	hello := captureClientHello(b, &tls.Config{ServerName: "bench.example"})
 	chunk := make([]byte, 1<<20)
-	for _, t := range benchTargets(b, ln.Addr().String(), true) {
+	for _, t := range benchTargets(b, ln.Addr().String()) {
 		b.Run(t.name, func(b *testing.B) {
 			c, err := net.Dial("tcp", t.addr)
 			if err != nil {

@@ -64,20 +64,16 @@ func ReadClientHello(r io.Reader) (raw []byte, serverName string, err error) {
 			if _, err := io.ReadFull(r, hdr[:1]); err != nil {
 				return raw, "", err // io.EOF: closed without sending anything
 			}
+			if hdr[0] != recordTypeHandshake {
+				return append(raw, hdr[0]), "", ErrNotTLS
+			}
 			off = 1
 		}
-		if hdr[0] == recordTypeHandshake || off == 0 {
-			if n, err := io.ReadFull(r, hdr[off:]); err != nil {
-				return append(raw, hdr[:off+n]...), "", fmt.Errorf("router: reading TLS record header: %w", unexpectedEOF(err))
-			}
-		} else {
-			return append(raw, hdr[0]), "", ErrNotTLS
+		if n, err := io.ReadFull(r, hdr[off:]); err != nil {
+			return append(raw, hdr[:off+n]...), "", fmt.Errorf("router: reading TLS record header: %w", unexpectedEOF(err))
 		}
 		raw = append(raw, hdr[:]...)
 		if hdr[0] != recordTypeHandshake {
-			if records == 0 {
-				return raw, "", ErrNotTLS
-			}
 			return raw, "", malformed("record of type %d interleaved in the ClientHello", hdr[0])
 		}
 		if hdr[1] != 3 || hdr[2] > 4 {
@@ -186,14 +182,9 @@ func (c *cursor) u16() int {
 func (c *cursor) vec8() []byte  { return c.bytes(c.u8()) }
 func (c *cursor) vec16() []byte { return c.bytes(c.u16()) }
 
-// parseClientHelloMessage parses a complete handshake message (type, uint24 length, body).
+// parseClientHelloMessage parses a complete ClientHello handshake message (type, uint24 length, body),
+// whose type and length ReadClientHello has checked.
 func parseClientHelloMessage(msg []byte) (string, error) {
-	if len(msg) < 4 || msg[0] != handshakeTypeClientHi {
-		return "", malformed("not a ClientHello message")
-	}
-	if n := int(msg[1])<<16 | int(msg[2])<<8 | int(msg[3]); n != len(msg)-4 {
-		return "", malformed("handshake length %d, have %d", n, len(msg)-4)
-	}
 	c := &cursor{b: msg[4:]}
 	version := c.u16()
 	if version >= 0 && version>>8 != 3 {

@@ -47,7 +47,7 @@ func TestReadClientHelloRealClients(t *testing.T) {
 					t.Fatalf("frag %d: trailing bytes consumed: %q", frag, rest)
 				}
 				sni2, err2 := ParseClientHello(in)
-				if sni2 != sni || !errors.Is(err2, errors.Unwrap(err)) && (err == nil) != (err2 == nil) {
+				if sni2 != sni || (err == nil) != (err2 == nil) || err != nil && !errors.Is(err2, err) {
 					t.Fatalf("ParseClientHello = %q, %v; ReadClientHello = %q, %v", sni2, err2, sni, err)
 				}
 			}

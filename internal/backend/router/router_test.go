@@ -342,7 +342,7 @@ func TestShutdownDeadline(t *testing.T) {
 // TestLargeTransferHalfClose sends 64 MiB through the router over TLS to an echo server, half-closes, and
 // checks both directions with SHA-256.
 func TestLargeTransferHalfClose(t *testing.T) {
-	for _, idle := range []time.Duration{0, 5 * time.Second} { // the splice path and the idle-timeout path
+	for _, idle := range []time.Duration{0, 5 * time.Second} { // without and with the idle-timeout deadlines
 		t.Run(fmt.Sprintf("idle=%v", idle), func(t *testing.T) { testLargeTransfer(t, idle) })
 	}
 }

@@ -181,9 +181,6 @@ func HashToken(token string) string {
 	return hex.EncodeToString(h[:])
 }
 
-// ErrUnauthorized is returned by Authenticate.
-var ErrUnauthorized = errors.New("unauthorized")
-
 // Authenticate returns the user holding a token.
 func (s *Service) Authenticate(ctx context.Context, token string) (*store.User, error) {
 	if token == "" {
@@ -210,20 +207,14 @@ func (s *Service) CreateUser(ctx context.Context, caller *store.User, name strin
 	return CreateUser(ctx, s.st, name, admin, s.cfg.Now())
 }
 
-// CreateUser makes a user with a first token in st (for the offline
-// administration commands too).
+// CreateUser makes a user with a fresh first token in st (also used by the
+// offline administration commands).
 func CreateUser(ctx context.Context, st store.Store, name string, admin bool, now time.Time) (*store.User, string, error) {
-	if !nameRE.MatchString(name) {
-		return nil, "", errf(400, "invalid user name %q: use letters, digits, '-' and '_' (1 to 63 characters)", name)
-	}
-	u := &store.User{ID: uuid.NewString(), Name: name, Admin: admin, CreatedAt: now.UTC()}
-	if err := st.CreateUser(ctx, u); err != nil {
-		if errors.Is(err, store.ErrConflict) {
-			return nil, "", errf(409, "user %q exists", name)
-		}
+	tok, _, err := NewToken()
+	if err != nil {
 		return nil, "", err
 	}
-	tok, err := CreateToken(ctx, st, u, "initial", now)
+	u, err := CreateUserWithToken(ctx, st, name, admin, tok, now)
 	if err != nil {
 		return nil, "", err
 	}
@@ -233,14 +224,17 @@ func CreateUser(ctx context.Context, st store.Store, name string, admin bool, no
 // CreateUserWithToken makes a user whose first token is tok (from NewToken);
 // the backend's bootstrap writes the token to its file before the user exists.
 func CreateUserWithToken(ctx context.Context, st store.Store, name string, admin bool, tok string, now time.Time) (*store.User, error) {
-	if err := config.ValidateName(name); err != nil || !nameRE.MatchString(name) {
+	if !nameRE.MatchString(name) {
 		return nil, errf(400, "invalid user name %q: use letters, digits, '-' and '_' (1 to 63 characters)", name)
 	}
 	u := &store.User{ID: uuid.NewString(), Name: name, Admin: admin, CreatedAt: now.UTC()}
 	if err := st.CreateUser(ctx, u); err != nil {
+		if errors.Is(err, store.ErrConflict) {
+			return nil, errf(409, "user %q exists", name)
+		}
 		return nil, err
 	}
-	if err := st.CreateToken(ctx, &store.Token{ID: uuid.NewString(), UserID: u.ID, Name: "initial", Hash: HashToken(tok), CreatedAt: now.UTC()}); err != nil {
+	if err := addToken(ctx, st, u, "initial", HashToken(tok), now); err != nil {
 		return nil, err
 	}
 	return u, nil
@@ -248,19 +242,15 @@ func CreateUserWithToken(ctx context.Context, st store.Store, name string, admin
 
 // CreateToken adds a token for u.
 func (s *Service) CreateToken(ctx context.Context, u *store.User, name string) (string, error) {
-	return CreateToken(ctx, s.st, u, name, s.cfg.Now())
-}
-
-// CreateToken adds a token for u in st.
-func CreateToken(ctx context.Context, st store.Store, u *store.User, name string, now time.Time) (string, error) {
 	tok, hash, err := NewToken()
 	if err != nil {
 		return "", err
 	}
-	if err := st.CreateToken(ctx, &store.Token{ID: uuid.NewString(), UserID: u.ID, Name: name, Hash: hash, CreatedAt: now.UTC()}); err != nil {
-		return "", err
-	}
-	return tok, nil
+	return tok, addToken(ctx, s.st, u, name, hash, s.cfg.Now())
+}
+
+func addToken(ctx context.Context, st store.Store, u *store.User, name, hash string, now time.Time) error {
+	return st.CreateToken(ctx, &store.Token{ID: uuid.NewString(), UserID: u.ID, Name: name, Hash: hash, CreatedAt: now.UTC()})
 }
 
 // RevokeToken revokes a token of the caller (or any, for an admin).
@@ -288,10 +278,10 @@ func (s *Service) RevokeToken(ctx context.Context, caller *store.User, id string
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$`)
 
-// project returns the caller's project by name, creating "default" on demand.
+// project returns the caller's project by name, creating the default one on demand.
 func (s *Service) project(ctx context.Context, u *store.User, name string) (*store.Project, error) {
 	if name == "" {
-		name = "default"
+		name = config.DefaultProject
 	}
 	p, err := s.st.GetProjectByName(ctx, u.ID, name)
 	if err == nil {
@@ -300,7 +290,7 @@ func (s *Service) project(ctx context.Context, u *store.User, name string) (*sto
 	if !errors.Is(err, store.ErrNotFound) {
 		return nil, err
 	}
-	if name != "default" {
+	if name != config.DefaultProject {
 		return nil, errf(404, "no project %q: create it with `mse cloud project create %s`", name, name)
 	}
 	return s.CreateProject(ctx, u, name)
@@ -347,8 +337,6 @@ func domainLabel(name string) string {
 	return l
 }
 
-var domainRE = regexp.MustCompile(`^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]([a-z0-9-]{0,61}[a-z0-9])?$`)
-
 // CreateApp stores the encrypted bundle, records the app and spawns its node.
 func (s *Service) CreateApp(ctx context.Context, u *store.User, req client.CreateAppRequest, bundle io.Reader) (*store.App, error) {
 	now := s.cfg.Now().UTC()
@@ -390,10 +378,11 @@ func (s *Service) CreateApp(ctx context.Context, u *store.User, req client.Creat
 		}
 		spec.Domains = []string{domainLabel(req.Name) + "-" + strings.ReplaceAll(id, "-", "")[:12] + "." + s.cfg.BaseDomain}
 	case config.TLSOwner:
-		d := strings.ToLower(req.Domain)
-		if !domainRE.MatchString(d) {
-			return nil, errf(400, "invalid domain %q", req.Domain)
+		// The rule of mse.toml's cloud.ssl.domain_name; stored without a trailing dot.
+		if err := config.ValidateDomain(req.Domain); err != nil {
+			return nil, errf(400, "%v", err)
 		}
+		d := strings.TrimSuffix(strings.ToLower(req.Domain), ".")
 		spec.Domains = []string{d}
 	case config.TLSOperator:
 		return nil, errf(400, "tls_mode operator is not offered by this backend; use self (default) or owner")

@@ -84,10 +84,7 @@ from --pccs, and writes them as an offline bundle that
 			if err != nil {
 				return err
 			}
-			ca := pcs.CAProcessor
-			if chain[1].Subject.CommonName == "Intel SGX PCK Platform CA" {
-				ca = pcs.CAPlatform
-			}
+			ca := pcs.CAOf(chain[1])
 			col, err := pcs.NewClient(pccs).Collateral(cmd.Context(), ext.FMSPCHex(), ca)
 			if err != nil {
 				return err
@@ -220,9 +217,6 @@ func runVerify(cmd *cobra.Command, file string, f *verifyFlags) error {
 // verifyFile does the work; a nil Result means the command could not start
 // (bad flags or unreadable file).
 func verifyFile(ctx context.Context, file string, f *verifyFlags) (*Result, error) {
-	if ctx == nil {
-		ctx = context.Background()
-	}
 	now := time.Now()
 	if f.at != "" {
 		t, err := time.Parse(time.RFC3339, f.at)
@@ -287,9 +281,10 @@ func verifyFile(ctx context.Context, file string, f *verifyFlags) (*Result, erro
 	if cert != nil {
 		// The binding is part of genuineness: a certificate whose key the
 		// evidence does not bind proves nothing about its key holder.
-		bound := sgxtls.CheckBinding(cert, ev, ver.ReportData) == nil
+		err := sgxtls.CheckBinding(cert, ev, ver.ReportData)
+		bound := err == nil
 		res.PubkeyBound = &bound
-		if err := sgxtls.CheckBinding(cert, ev, ver.ReportData); err != nil {
+		if err != nil {
 			return res, fmt.Errorf("verification failed: the certificate's key is not bound to the evidence: %w", err)
 		}
 	}
@@ -387,17 +382,14 @@ func collateralSource(f *verifyFlags, p *attest.Policy, now time.Time) (pcs.Sour
 	if file == "" && pccs == "" {
 		file, pccs = p.Collateral.File, p.Collateral.PCCS
 	}
+	src, err := pcs.OpenSource(file, pccs, func() time.Time { return now })
 	switch {
+	case err != nil:
+		return nil, "", err
 	case file != "":
-		b, err := pcs.LoadBundle(file)
-		if err != nil {
-			return nil, "", err
-		}
-		return b, "file " + file, nil
+		return src, "file " + file, nil
 	case pccs != "":
-		c := pcs.NewClient(pccs)
-		c.Now = func() time.Time { return now }
-		return c, "pccs " + pccs, nil
+		return src, "pccs " + pccs, nil
 	}
 	return nil, "", fmt.Errorf("no collateral source: pass --collateral FILE (an offline bundle), --pccs URL (e.g. %s), or --no-collateral to check signatures and the PCK chain only", pcs.IntelPCS)
 }

@@ -43,10 +43,6 @@ const (
 	MaxCertDataSize = 32 << 10
 	// MaxAuthDataSize bounds the QE authentication data (32 bytes in practice).
 	MaxAuthDataSize = 4 << 10
-
-	minSignatureData = SignatureSize + PublicKeySize + ReportBodySize + SignatureSize + 2 + 6
-	// MinQuoteSize is the smallest well-formed quote.
-	MinQuoteSize = SignedSize + 4 + minSignatureData
 )
 
 // IntelQEVendorID is the QE vendor id of Intel's quoting enclave.

@@ -275,3 +275,22 @@ func headerChain(h http.Header, u string, names ...string) ([]*x509.Certificate,
 	}
 	return nil, fmt.Errorf("pcs: response of %s has no %s header", u, names[0])
 }
+
+// OpenSource returns the collateral source a trust policy or command line
+// names: an offline bundle file, else a PCS/PCCS at pccs (whose cache ages
+// by now; nil means time.Now). It returns nil, nil when both are empty.
+func OpenSource(file, pccs string, now func() time.Time) (Source, error) {
+	switch {
+	case file != "":
+		b, err := LoadBundle(file)
+		if err != nil {
+			return nil, err
+		}
+		return b, nil
+	case pccs != "":
+		c := NewClient(pccs)
+		c.Now = now
+		return c, nil
+	}
+	return nil, nil
+}

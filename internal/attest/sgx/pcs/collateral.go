@@ -23,6 +23,16 @@ const (
 	CAPlatform  = "platform"
 )
 
+// CAOf names the PCK CA whose certificate is pckCA (the intermediate of a
+// PCK chain): CAPlatform for the "Intel SGX PCK Platform CA", else
+// CAProcessor. It checks nothing; package verify checks the chain.
+func CAOf(pckCA *x509.Certificate) string {
+	if pckCA.Subject.CommonName == "Intel SGX PCK Platform CA" {
+		return CAPlatform
+	}
+	return CAProcessor
+}
+
 // Collateral is everything needed to evaluate a quote's TCB status besides
 // the quote: CRLs, TCB info and QE identity, each with the chain that signed
 // it. Raw fields keep the exact signed bytes.
@@ -76,14 +86,7 @@ type Source interface {
 // Bundle is an offline collateral bundle. Its JSON layout is the one of
 // Phala's dcap-qvl (field names below); CRLs may be hex DER, PEM or base64
 // DER, TCB info and QE identity are the signed JSON objects as strings.
-type Bundle struct {
-	c *Collateral
-	// Path is where it was read from (for messages).
-	Path string
-}
-
-// NewBundle makes a Source of fixed collateral.
-func NewBundle(c *Collateral) *Bundle { return &Bundle{c: c} }
+type Bundle struct{ c *Collateral }
 
 // BundleJSON is the file layout of an offline bundle.
 type BundleJSON struct {
@@ -116,7 +119,7 @@ func LoadBundle(path string) (*Bundle, error) {
 	if err != nil {
 		return nil, fmt.Errorf("collateral bundle %s: %w", path, err)
 	}
-	return &Bundle{c: c, Path: path}, nil
+	return &Bundle{c: c}, nil
 }
 
 // Collateral implements Source. A bundle holds collateral for one platform

@@ -7,17 +7,21 @@ import (
 	"regexp"
 	"slices"
 	"time"
+
+	"github.com/mse-in-go/mse/internal/attest"
 )
 
-// TCB status names as Intel writes them in TCB info and QE identity.
+// TCB status names as Intel writes them in TCB info and QE identity. They
+// are the platform's own (attest.TCB*): a verified status reaches the
+// owner's policy unchanged.
 const (
-	StatusUpToDate                          = "UpToDate"
-	StatusSWHardeningNeeded                 = "SWHardeningNeeded"
-	StatusConfigurationNeeded               = "ConfigurationNeeded"
-	StatusConfigurationAndSWHardeningNeeded = "ConfigurationAndSWHardeningNeeded"
-	StatusOutOfDate                         = "OutOfDate"
-	StatusOutOfDateConfigurationNeeded      = "OutOfDateConfigurationNeeded"
-	StatusRevoked                           = "Revoked"
+	StatusUpToDate                          = attest.TCBUpToDate
+	StatusSWHardeningNeeded                 = attest.TCBSWHardeningNeeded
+	StatusConfigurationNeeded               = attest.TCBConfigurationNeeded
+	StatusConfigurationAndSWHardeningNeeded = attest.TCBConfigurationAndSWHardeningNeeded
+	StatusOutOfDate                         = attest.TCBOutOfDate
+	StatusOutOfDateConfigurationNeeded      = attest.TCBOutOfDateConfigurationNeeded
+	StatusRevoked                           = attest.TCBRevoked
 )
 
 var platformStatuses = []string{StatusUpToDate, StatusSWHardeningNeeded, StatusConfigurationNeeded,

@@ -9,16 +9,17 @@
 //     mis-encodes it, which standard parsers read as 0.6.9.42.840.113741.1337.6)
 //     holding a bare quote: report_data[0:32] = SHA-256 of the public key as
 //     mbedTLS's mbedtls_pk_write_pubkey_der writes it, which is the DER
-//     SubjectPublicKeyInfo (Gramine's ra_tls_verify_common.c,
-//     sha256_over_crt_pk).
+//     SubjectPublicKeyInfo, ratls.PubkeyHash (Gramine's
+//     ra_tls_verify_common.c, sha256_over_crt_pk).
 //
+// Reading extensions and hashing keys is internal/ratls's; this package adds
+// what only SGX needs: both forms of one certificate, and the legacy binding.
 // It lives apart from package sgx so that the TEE type does not depend on
-// the certificate layer (internal/ratls).
+// the certificate layer.
 package sgxtls
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"crypto/x509"
 	"encoding/asn1"
 	"errors"
@@ -28,6 +29,9 @@ import (
 	"github.com/mse-in-go/mse/internal/ratls"
 )
 
+// oidGramineMisencoded is ratls's unexported twin: how standard parsers read
+// the legacy OID as Gramine writes it. ratls.Extract returns only one form,
+// so the legacy extension next to a tagged one is looked up here.
 var oidGramineMisencoded = asn1.ObjectIdentifier{0, 6, 9, 42, 840, 113741, 1337, 6}
 
 // Evidence is one SGX quote found in a certificate.
@@ -41,17 +45,18 @@ type Evidence struct {
 // (when present), then Gramine's legacy form (when present). A certificate
 // with tagged evidence of another TEE type is refused.
 func Read(cert *x509.Certificate) ([]Evidence, error) {
-	var out []Evidence
 	ex, err := ratls.Extract(cert)
 	if err != nil {
 		return nil, err
 	}
-	if ex.Format == ratls.FormatTagged {
-		if ex.Type != attest.TypeSGX {
-			return nil, fmt.Errorf("the certificate carries %s evidence, not SGX", ex.Type)
-		}
-		out = append(out, Evidence{Format: ratls.FormatTagged, Quote: ex.Evidence, Claims: ex.Claims})
+	if ex.Format == ratls.FormatGramineLegacy {
+		// Extract prefers the tagged form: this is the only evidence.
+		return []Evidence{{Format: ex.Format, Quote: ex.Evidence}}, nil
 	}
+	if ex.Type != attest.TypeSGX {
+		return nil, fmt.Errorf("the certificate carries %s evidence, not SGX", ex.Type)
+	}
+	out := []Evidence{{Format: ex.Format, Quote: ex.Evidence, Claims: ex.Claims}}
 	for _, e := range cert.Extensions {
 		if e.Id.Equal(ratls.OIDGramineQuote) || e.Id.Equal(oidGramineMisencoded) {
 			if len(e.Value) > ratls.MaxEvidenceSize {
@@ -61,22 +66,7 @@ func Read(cert *x509.Certificate) ([]Evidence, error) {
 			break
 		}
 	}
-	if len(out) == 0 {
-		return nil, errors.New("the certificate carries no SGX evidence")
-	}
 	return out, nil
-}
-
-// GraminePubkeyHash is the hash a legacy Gramine certificate binds:
-// SHA-256 of the DER SubjectPublicKeyInfo, re-encoded from the key as
-// mbedTLS does.
-func GraminePubkeyHash(cert *x509.Certificate) ([]byte, error) {
-	der, err := x509.MarshalPKIXPublicKey(cert.PublicKey)
-	if err != nil {
-		return nil, fmt.Errorf("the certificate's public key cannot be encoded: %v", err)
-	}
-	h := sha256.Sum256(der)
-	return h[:], nil
 }
 
 // CheckBinding checks that the evidence's report data (taken from the
@@ -85,9 +75,10 @@ func GraminePubkeyHash(cert *x509.Certificate) ([]byte, error) {
 func CheckBinding(cert *x509.Certificate, ev Evidence, reportData [64]byte) error {
 	switch ev.Format {
 	case ratls.FormatTagged:
-		h := sha256.Sum256(ev.Claims)
-		if !bytes.Equal(reportData[:32], h[:]) {
-			return errors.New("report data [0:32] is not the SHA-256 of the certificate's claims: the claims were not produced by the attested enclave")
+		// The same binding ratls.Verify checks: report data is
+		// attest.ReportData(claims), and the claims name the key.
+		if reportData != attest.ReportData(ev.Claims) {
+			return errors.New("report data is not the SHA-256 of the certificate's claims followed by zeros: the claims were not produced by the attested enclave")
 		}
 		claims, err := attest.ParseClaims(ev.Claims)
 		if err != nil {
@@ -101,11 +92,8 @@ func CheckBinding(cert *x509.Certificate, ev Evidence, reportData [64]byte) erro
 		}
 		return nil
 	case ratls.FormatGramineLegacy:
-		h, err := GraminePubkeyHash(cert)
-		if err != nil {
-			return err
-		}
-		if !bytes.Equal(reportData[:32], h) {
+		// Gramine's verifier compares report data [0:32] only.
+		if !bytes.Equal(reportData[:32], ratls.PubkeyHash(cert)) {
 			return errors.New("report data [0:32] is not the SHA-256 of the certificate's public key (Gramine's binding): the certificate was not made by the attested enclave")
 		}
 		return nil

@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/hex"
@@ -71,15 +72,24 @@ func TestGramineCertificate(t *testing.T) {
 			if err := CheckBinding(cert, ev, rd); err == nil {
 				t.Fatal("altered report data binds the key")
 			}
+			// The tagged form binds all 64 bytes, as ratls.Verify does.
+			rd = v.ReportData
+			rd[63] ^= 1
+			if err := CheckBinding(cert, ev, rd); (err == nil) != (ev.Format == ratls.FormatGramineLegacy) {
+				t.Fatalf("report data [32:64] altered: %v", err)
+			}
 		})
 	}
-	// The legacy binding is SHA-256 of the DER SubjectPublicKeyInfo; it is
-	// also what the tagged claims carry as pubkey-hash.
-	h, err := GraminePubkeyHash(cert)
+	// The legacy binding is SHA-256 of the DER SubjectPublicKeyInfo as
+	// mbedTLS re-encodes it from the key, which is the certificate's own
+	// (ratls.PubkeyHash); it is also what the tagged claims carry as
+	// pubkey-hash.
+	der, err := x509.MarshalPKIXPublicKey(cert.PublicKey)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if hex.EncodeToString(h) != "5a5a5b2d177433048e9d62409d1acc4ec526c06e294d09e69a36cff9369e4851" || hex.EncodeToString(ratls.PubkeyHash(cert)) != hex.EncodeToString(h) {
+	h := sha256.Sum256(der)
+	if hex.EncodeToString(h[:]) != "5a5a5b2d177433048e9d62409d1acc4ec526c06e294d09e69a36cff9369e4851" || hex.EncodeToString(ratls.PubkeyHash(cert)) != hex.EncodeToString(h[:]) {
 		t.Fatalf("pubkey hash %x", h)
 	}
 }

@@ -168,7 +168,7 @@ func Signatures(q *abi.Quote, o Options) (*Result, error) {
 	if err != nil {
 		return nil, fail(StepPCKExtensions, "%v", err)
 	}
-	return &Result{Quote: q, PCKChain: chain, PCK: ext, PCKCA: pckCA(chain[1])}, nil
+	return &Result{Quote: q, PCKChain: chain, PCK: ext, PCKCA: pcs.CAOf(chain[1])}, nil
 }
 
 func (o *Options) root() *x509.Certificate {
@@ -242,13 +242,6 @@ func mergeAdvisories(a, b []string) []string {
 		}
 	}
 	return out
-}
-
-func pckCA(inter *x509.Certificate) string {
-	if inter.Subject.CommonName == "Intel SGX PCK Platform CA" {
-		return pcs.CAPlatform
-	}
-	return pcs.CAProcessor
 }
 
 // ecdsaVerify checks a raw r‖s P-256 signature over SHA-256(msg).

@@ -65,10 +65,8 @@ type Runner struct {
 }
 
 type node struct {
-	res  runner.Resources
-	qe   *http.Server
-	proc *os.Process // nil for adopted nodes (not our child)
-	done chan struct{}
+	res runner.Resources
+	qe  *http.Server
 }
 
 // handle is the JSON the backend stores for a node.
@@ -114,20 +112,22 @@ func (r *Runner) Capacity() (used, total runner.Resources) {
 	return r.used, r.cfg.Capacity
 }
 
-func (r *Runner) reserve(appID string, res runner.Resources) error {
+// reserve accounts res to appID's node. Beyond capacity it refuses, unless
+// force (a node adopted after a restart is already running: count it).
+func (r *Runner) reserve(appID string, res runner.Resources, force bool) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if _, ok := r.nodes[appID]; ok {
 		return fmt.Errorf("local runner: app %s already has a node", appID)
 	}
 	free := runner.Resources{MemoryMiB: r.cfg.Capacity.MemoryMiB - r.used.MemoryMiB, Cores: r.cfg.Capacity.Cores - r.used.Cores}
-	if res.MemoryMiB > free.MemoryMiB || res.Cores > free.Cores {
+	if !force && (res.MemoryMiB > free.MemoryMiB || res.Cores > free.Cores) {
 		return fmt.Errorf("%w: the hardware needs %d MiB and %d cores, %d MiB and %d cores are free; stop an app or choose smaller hardware",
 			runner.ErrNoCapacity, res.MemoryMiB, res.Cores, free.MemoryMiB, free.Cores)
 	}
 	r.used.MemoryMiB += res.MemoryMiB
 	r.used.Cores += res.Cores
-	r.nodes[appID] = &node{res: res, done: make(chan struct{})}
+	r.nodes[appID] = &node{res: res}
 	return nil
 }
 
@@ -168,22 +168,26 @@ func qeSocket(appID, dir string) (string, error) {
 	return filepath.Join(short, "qe.sock"), nil
 }
 
-// serveQE starts the simulated quoting service for a node.
-func (r *Runner) serveQE(appID, dir string) (*http.Server, error) {
+// serveQE starts the simulated quoting service of appID's node (already
+// reserved) and returns its socket path.
+func (r *Runner) serveQE(appID, dir string) (string, error) {
 	sock, err := qeSocket(appID, dir)
 	if err != nil {
-		return nil, err
+		return "", err
 	}
 	_ = os.Remove(sock)
 	ln, err := net.Listen("unix", sock)
 	if err != nil {
-		return nil, fmt.Errorf("local runner: quoting service socket: %w", err)
+		return "", fmt.Errorf("local runner: quoting service socket: %w", err)
 	}
 	_ = os.Chmod(sock, 0o600)
 	id := sim.Identity{Measurement: r.measurement, Signer: r.cfg.Signer, TCBStatus: r.cfg.TCBStatus, Debug: r.cfg.Debug}
 	srv := &http.Server{Handler: sim.NewQuotingService(r.cfg.Platform, id, time.Now), ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
-	return srv, nil
+	r.mu.Lock()
+	r.nodes[appID].qe = srv
+	r.mu.Unlock()
+	return sock, nil
 }
 
 // Spawn implements runner.Runner.
@@ -193,7 +197,7 @@ func (r *Runner) Spawn(ctx context.Context, appID string, s runner.SpawnSpec) ([
 		return nil, err
 	}
 	res := runner.Resources{MemoryMiB: s.Hardware.MemoryMiB, Cores: s.Hardware.Cores}
-	if err := r.reserve(appID, res); err != nil {
+	if err := r.reserve(appID, res, false); err != nil {
 		return nil, err
 	}
 	ok := false
@@ -213,14 +217,10 @@ func (r *Runner) Spawn(ctx context.Context, appID string, s runner.SpawnSpec) ([
 	if err := os.WriteFile(filepath.Join(dir, "spec.json"), specJSON, 0o600); err != nil {
 		return nil, err
 	}
-	qe, err := r.serveQE(appID, dir)
+	sock, err := r.serveQE(appID, dir)
 	if err != nil {
 		return nil, err
 	}
-	sock, _ := qeSocket(appID, dir)
-	r.mu.Lock()
-	r.nodes[appID].qe = qe
-	r.mu.Unlock()
 
 	addr, err := freeAddr()
 	if err != nil {
@@ -253,11 +253,7 @@ func (r *Runner) Spawn(ctx context.Context, appID string, s runner.SpawnSpec) ([
 		return nil, fmt.Errorf("local runner: start %s: %w", r.cfg.NodeBinary, err)
 	}
 	_ = os.WriteFile(filepath.Join(dir, "node.pid"), []byte(strconv.Itoa(cmd.Process.Pid)), 0o600)
-	r.mu.Lock()
-	n := r.nodes[appID]
-	n.proc = cmd.Process
-	r.mu.Unlock()
-	go func() { _ = cmd.Wait(); close(n.done) }()
+	go func() { _ = cmd.Wait() }() // reap it; liveness is read from /proc (adopted nodes are not our children)
 	h, _ := json.Marshal(handle{PID: cmd.Process.Pid, Addr: addr, Dir: dir, Resources: res})
 	ok = true
 	r.log.Info("node spawned", "app_id", appID, "pid", cmd.Process.Pid, "addr", addr)
@@ -468,19 +464,12 @@ func (r *Runner) Adopt(ctx context.Context, nodes map[string][]byte) (map[string
 			_ = os.RemoveAll(filepath.Join(h.Dir, "work"))
 			continue
 		}
-		if err := r.reserve(appID, h.Resources); err != nil {
-			r.log.Warn("adopting a node beyond capacity", "app_id", appID, "err", err)
-			r.mu.Lock()
-			r.nodes[appID] = &node{res: h.Resources, done: make(chan struct{})}
-			r.used.MemoryMiB += h.Resources.MemoryMiB
-			r.used.Cores += h.Resources.Cores
-			r.mu.Unlock()
+		if err := r.reserve(appID, h.Resources, true); err != nil {
+			lost[appID] = err.Error()
+			continue
 		}
-		qe, err := r.serveQE(appID, h.Dir)
-		if err == nil {
-			r.mu.Lock()
-			r.nodes[appID].qe = qe
-			r.mu.Unlock()
+		if _, err := r.serveQE(appID, h.Dir); err != nil {
+			r.log.Warn("adopted node has no quoting service: it cannot give fresh evidence", "app_id", appID, "err", err)
 		}
 		r.log.Info("node adopted", "app_id", appID, "pid", h.PID)
 	}

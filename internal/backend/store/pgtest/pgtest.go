@@ -182,7 +182,7 @@ type server struct {
 // binDir finds the directory holding initdb and postgres.
 func binDir() (string, error) {
 	if d := os.Getenv(EnvBinDir); d != "" {
-		if isExec(filepath.Join(d, "initdb")) && isExec(filepath.Join(d, "postgres")) {
+		if hasServer(d) {
 			return d, nil
 		}
 		return "", fmt.Errorf("%w in %s=%s", ErrNotInstalled, EnvBinDir, d)
@@ -193,24 +193,23 @@ func binDir() (string, error) {
 		vj, _ := strconv.Atoi(filepath.Base(filepath.Dir(dirs[j])))
 		return vi > vj
 	})
-	for _, d := range dirs {
-		if isExec(filepath.Join(d, "initdb")) && isExec(filepath.Join(d, "postgres")) {
-			return d, nil
-		}
-	}
 	if out, err := exec.Command("pg_config", "--bindir").Output(); err == nil {
-		d := strings.TrimSpace(string(out))
-		if isExec(filepath.Join(d, "initdb")) && isExec(filepath.Join(d, "postgres")) {
-			return d, nil
-		}
+		dirs = append(dirs, strings.TrimSpace(string(out)))
 	}
 	if p, err := exec.LookPath("initdb"); err == nil {
-		d := filepath.Dir(p)
-		if isExec(filepath.Join(d, "postgres")) {
+		dirs = append(dirs, filepath.Dir(p))
+	}
+	for _, d := range dirs {
+		if hasServer(d) {
 			return d, nil
 		}
 	}
 	return "", ErrNotInstalled
+}
+
+// hasServer reports whether d holds initdb and postgres.
+func hasServer(d string) bool {
+	return isExec(filepath.Join(d, "initdb")) && isExec(filepath.Join(d, "postgres"))
 }
 
 func isExec(p string) bool {
@@ -218,18 +217,18 @@ func isExec(p string) bool {
 	return err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0
 }
 
-// credential: when running as root, the server runs as "postgres".
-func credential() (*syscall.Credential, int, int, error) {
+// credential: when running as root, the server runs as "postgres"; nil otherwise.
+func credential() (*syscall.Credential, error) {
 	if os.Geteuid() != 0 {
-		return nil, -1, -1, nil
+		return nil, nil
 	}
 	u, err := user.Lookup("postgres")
 	if err != nil {
-		return nil, 0, 0, fmt.Errorf("running as root and there is no \"postgres\" user to run initdb as (initdb refuses root): %w", err)
+		return nil, fmt.Errorf("running as root and there is no \"postgres\" user to run initdb as (initdb refuses root): %w", err)
 	}
 	uid, _ := strconv.Atoi(u.Uid)
 	gid, _ := strconv.Atoi(u.Gid)
-	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, uid, gid, nil
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
 }
 
 func start() (*server, error) {
@@ -237,7 +236,7 @@ func start() (*server, error) {
 	if err != nil {
 		return nil, err
 	}
-	cred, uid, gid, err := credential()
+	cred, err := credential()
 	if err != nil {
 		return nil, err
 	}
@@ -247,7 +246,7 @@ func start() (*server, error) {
 		return nil, err
 	}
 	if cred != nil {
-		if err := os.Chown(dir, uid, gid); err != nil {
+		if err := os.Chown(dir, int(cred.Uid), int(cred.Gid)); err != nil {
 			os.RemoveAll(dir)
 			return nil, err
 		}

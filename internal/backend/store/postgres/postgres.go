@@ -23,7 +23,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -45,8 +44,6 @@ const DefaultMaxConns = 16
 // Store is a store.Store on a PostgreSQL database.
 type Store struct {
 	pool *pool
-
-	closeOnce sync.Once
 }
 
 var _ store.Store = (*Store)(nil)
@@ -95,7 +92,7 @@ func poolSize(raw string) (string, int, error) {
 
 // Close closes the connections. It is safe to call more than once.
 func (s *Store) Close() error {
-	s.closeOnce.Do(s.pool.close)
+	s.pool.close()
 	return nil
 }
 
@@ -134,13 +131,11 @@ func (s *Store) migrate(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if err := storeutil.CheckApplied(applied, ms); err != nil {
+		todo, err := storeutil.Pending(applied, ms)
+		if err != nil {
 			return err
 		}
-		for _, m := range ms {
-			if _, ok := applied[m.Version]; ok {
-				continue
-			}
+		for _, m := range todo {
 			// No arguments: the simple protocol, several statements at once.
 			if _, err := tx.Exec(ctx, m.SQL); err != nil {
 				return fmt.Errorf("migration %s: %w", m.Name, err)
@@ -203,32 +198,12 @@ func (s *Store) exec(ctx context.Context, q string, args ...any) (pgconn.Command
 	return tag, err
 }
 
-func notFound(what, key string) error { return fmt.Errorf("%w: %s %q", store.ErrNotFound, what, key) }
-
-func ts(t time.Time) time.Time { return storeutil.T(t) }
-
-func tsp(t *time.Time) *time.Time { return storeutil.TP(t) }
-
 func utcP(t *time.Time) *time.Time {
 	if t == nil {
 		return nil
 	}
 	u := t.UTC()
 	return &u
-}
-
-func nullStr(s string) *string {
-	if s == "" {
-		return nil
-	}
-	return &s
-}
-
-func blob(b []byte) []byte {
-	if len(b) == 0 {
-		return nil
-	}
-	return b
 }
 
 // collect runs a query and scans every row with scan.
@@ -268,7 +243,7 @@ func (s *Store) CreateUser(ctx context.Context, u *store.User) error {
 	if err := storeutil.PrepareUser(u); err != nil {
 		return err
 	}
-	_, err := s.exec(ctx, "INSERT INTO users ("+userCols+") VALUES ($1, $2, $3, $4)", u.ID, u.Name, u.Admin, ts(u.CreatedAt))
+	_, err := s.exec(ctx, "INSERT INTO users ("+userCols+") VALUES ($1, $2, $3, $4)", u.ID, u.Name, u.Admin, u.CreatedAt)
 	if isUnique(err) {
 		return fmt.Errorf("%w: user name %q or id %q is taken", store.ErrConflict, u.Name, u.ID)
 	}
@@ -277,13 +252,7 @@ func (s *Store) CreateUser(ctx context.Context, u *store.User) error {
 
 func (s *Store) getUser(ctx context.Context, col, key string) (*store.User, error) {
 	us, err := collect(ctx, s, scanUser, "SELECT "+userCols+" FROM users WHERE "+col+" = $1", key)
-	if err != nil {
-		return nil, err
-	}
-	if len(us) == 0 {
-		return nil, notFound("user", key)
-	}
-	return &us[0], nil
+	return storeutil.First(us, err, "user", key)
 }
 
 func (s *Store) GetUser(ctx context.Context, id string) (*store.User, error) {
@@ -316,25 +285,19 @@ func (s *Store) CreateToken(ctx context.Context, t *store.Token) error {
 		return err
 	}
 	_, err := s.exec(ctx, "INSERT INTO tokens ("+tokenCols+") VALUES ($1, $2, $3, $4, $5, $6)",
-		t.ID, t.UserID, t.Name, t.Hash, ts(t.CreatedAt), tsp(t.RevokedAt))
+		t.ID, t.UserID, t.Name, t.Hash, t.CreatedAt, t.RevokedAt)
 	switch {
 	case isUnique(err):
 		return fmt.Errorf("%w: token hash or id %q already exists", store.ErrConflict, t.ID)
 	case isFK(err):
-		return notFound("user", t.UserID)
+		return storeutil.NotFound("user", t.UserID)
 	}
 	return err
 }
 
 func (s *Store) TokenByHash(ctx context.Context, hash string) (*store.Token, error) {
 	ts, err := collect(ctx, s, scanToken, "SELECT "+tokenCols+" FROM tokens WHERE hash = $1", hash)
-	if err != nil {
-		return nil, err
-	}
-	if len(ts) == 0 {
-		return nil, fmt.Errorf("%w: token", store.ErrNotFound)
-	}
-	return &ts[0], nil
+	return storeutil.First(ts, err, "token", "") // the hash is not named
 }
 
 // ListTokens returns a user's tokens, revoked ones included, oldest first.
@@ -345,12 +308,12 @@ func (s *Store) ListTokens(ctx context.Context, userID string) ([]store.Token, e
 // RevokeToken marks a token revoked at `at`. Revoking a revoked token keeps
 // the first revocation time and succeeds.
 func (s *Store) RevokeToken(ctx context.Context, id string, at time.Time) error {
-	tag, err := s.exec(ctx, "UPDATE tokens SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2", ts(at), id)
+	tag, err := s.exec(ctx, "UPDATE tokens SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2", storeutil.T(at), id)
 	if err != nil {
 		return err
 	}
 	if tag.RowsAffected() == 0 {
-		return notFound("token", id)
+		return storeutil.NotFound("token", id)
 	}
 	return nil
 }
@@ -370,36 +333,24 @@ func (s *Store) CreateProject(ctx context.Context, p *store.Project) error {
 	if err := storeutil.PrepareProject(p); err != nil {
 		return err
 	}
-	_, err := s.exec(ctx, "INSERT INTO projects ("+projectCols+") VALUES ($1, $2, $3, $4)", p.ID, p.OwnerID, p.Name, ts(p.CreatedAt))
+	_, err := s.exec(ctx, "INSERT INTO projects ("+projectCols+") VALUES ($1, $2, $3, $4)", p.ID, p.OwnerID, p.Name, p.CreatedAt)
 	switch {
 	case isUnique(err):
 		return fmt.Errorf("%w: project %q of owner %s, or id %q, exists", store.ErrConflict, p.Name, p.OwnerID, p.ID)
 	case isFK(err):
-		return notFound("user", p.OwnerID)
+		return storeutil.NotFound("user", p.OwnerID)
 	}
 	return err
 }
 
 func (s *Store) GetProject(ctx context.Context, id string) (*store.Project, error) {
 	ps, err := collect(ctx, s, scanProject, "SELECT "+projectCols+" FROM projects WHERE id = $1", id)
-	if err != nil {
-		return nil, err
-	}
-	if len(ps) == 0 {
-		return nil, notFound("project", id)
-	}
-	return &ps[0], nil
+	return storeutil.First(ps, err, "project", id)
 }
 
 func (s *Store) GetProjectByName(ctx context.Context, ownerID, name string) (*store.Project, error) {
 	ps, err := collect(ctx, s, scanProject, "SELECT "+projectCols+" FROM projects WHERE owner_id = $1 AND name = $2", ownerID, name)
-	if err != nil {
-		return nil, err
-	}
-	if len(ps) == 0 {
-		return nil, notFound("project", name)
-	}
-	return &ps[0], nil
+	return storeutil.First(ps, err, "project", name)
 }
 
 // ListProjects returns an owner's projects ordered by name.
@@ -457,8 +408,8 @@ func (s *Store) CreateApp(ctx context.Context, a *store.App) error {
 		_, err := tx.Exec(ctx, `INSERT INTO apps (id, owner_id, project_id, name, status, hardware, domains, spec,
 			code_digest, bundle_size, node, error, created_at, updated_at, expires_at, stopped_at)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)`,
-			a.ID, a.OwnerID, nullStr(a.ProjectID), a.Name, string(a.Status), a.Hardware, a.Domains, blob(a.Spec),
-			a.CodeDigest, a.BundleSize, blob(a.Node), a.Error, a.CreatedAt, a.UpdatedAt, a.ExpiresAt, a.StoppedAt)
+			a.ID, a.OwnerID, storeutil.NullString(a.ProjectID), a.Name, string(a.Status), a.Hardware, a.Domains, storeutil.Bytes(a.Spec),
+			a.CodeDigest, a.BundleSize, storeutil.Bytes(a.Node), a.Error, a.CreatedAt, a.UpdatedAt, a.ExpiresAt, a.StoppedAt)
 		switch {
 		case isUnique(err):
 			return fmt.Errorf("%w: app id %q exists", store.ErrConflict, a.ID)
@@ -476,13 +427,7 @@ func (s *Store) CreateApp(ctx context.Context, a *store.App) error {
 
 func (s *Store) GetApp(ctx context.Context, id string) (*store.App, error) {
 	as, err := collect(ctx, s, scanApp, "SELECT "+appCols+" FROM apps a WHERE a.id = $1", id)
-	if err != nil {
-		return nil, err
-	}
-	if len(as) == 0 {
-		return nil, notFound("app", id)
-	}
-	return &as[0], nil
+	return storeutil.First(as, err, "app", id)
 }
 
 // ListApps returns the apps matching f, newest first (created_at, then
@@ -519,22 +464,19 @@ func (s *Store) ListApps(ctx context.Context, f store.AppFilter) ([]store.App, e
 
 // SetAppNode records the runner's node handle and bumps UpdatedAt.
 func (s *Store) SetAppNode(ctx context.Context, id string, node []byte, at time.Time) error {
-	tag, err := s.exec(ctx, "UPDATE apps SET node = $1, updated_at = $2 WHERE id = $3", blob(node), ts(at), id)
+	tag, err := s.exec(ctx, "UPDATE apps SET node = $1, updated_at = $2 WHERE id = $3", storeutil.Bytes(node), storeutil.T(at), id)
 	if err != nil {
 		return err
 	}
 	if tag.RowsAffected() == 0 {
-		return notFound("app", id)
+		return storeutil.NotFound("app", id)
 	}
 	return nil
 }
 
-// TransitionApp: see store.Store, and the SQLite driver for the details
-// (errMsg only for on_error, first StoppedAt kept, restart re-claims).
+// TransitionApp: see store.Store, and storeutil.Plan for the columns written
+// (first StoppedAt kept, restart re-claims the domains).
 func (s *Store) TransitionApp(ctx context.Context, id string, from []store.AppStatus, to store.AppStatus, errMsg string, at time.Time) error {
-	if err := storeutil.ValidStatus(to); err != nil {
-		return err
-	}
 	at = storeutil.T(at)
 	return s.tx(ctx, func(tx pgx.Tx) error {
 		var cur, curErr string
@@ -543,7 +485,7 @@ func (s *Store) TransitionApp(ctx context.Context, id string, from []store.AppSt
 		err := tx.QueryRow(ctx, "SELECT status, error, domains, stopped_at FROM apps WHERE id = $1 FOR UPDATE", id).
 			Scan(&cur, &curErr, &domains, &stopped)
 		if errors.Is(err, pgx.ErrNoRows) {
-			return notFound("app", id)
+			return storeutil.NotFound("app", id)
 		} else if err != nil {
 			return err
 		}
@@ -577,11 +519,5 @@ func (s *Store) TransitionApp(ctx context.Context, id string, from []store.AppSt
 func (s *Store) AppByDomain(ctx context.Context, domain string) (*store.App, error) {
 	as, err := collect(ctx, s, scanApp, "SELECT "+appCols+" FROM app_domains d JOIN apps a ON a.id = d.app_id WHERE d.domain = $1",
 		storeutil.DomainKey(domain))
-	if err != nil {
-		return nil, err
-	}
-	if len(as) == 0 {
-		return nil, notFound("active app with domain", domain)
-	}
-	return &as[0], nil
+	return storeutil.First(as, err, "active app with domain", domain)
 }

@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -123,10 +124,24 @@ func TestPoolMaxConns(t *testing.T) {
 	if _, err := postgres.Open(ctx, url+"&pool_max_conns=0"); err == nil {
 		t.Error("pool_max_conns=0 accepted")
 	}
-	// A canceled wait for a connection returns promptly.
+	// With every connection in use, a wait for one ends with its context.
+	release, err := postgres.HoldConnsForTest(ctx, s, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
 	c, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
 	defer cancel()
-	s.ListUsers(c)
+	start := time.Now()
+	if _, err := s.ListUsers(c); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("ListUsers with the pool exhausted and a 50ms deadline = %v, want DeadlineExceeded", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("the wait for a connection took %v", d)
+	}
+	release()
+	if _, err := s.ListUsers(ctx); err != nil {
+		t.Errorf("ListUsers after the connections came back: %v", err)
+	}
 }
 
 func TestBadURL(t *testing.T) {

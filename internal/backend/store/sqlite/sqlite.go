@@ -23,7 +23,6 @@ import (
 	"fmt"
 	"runtime"
 	"strings"
-	"sync"
 	"time"
 
 	sqlite "modernc.org/sqlite"
@@ -48,9 +47,6 @@ const timeLayout = "2006-01-02T15:04:05.000000Z"
 type Store struct {
 	w *sql.DB // the writer: one connection
 	r *sql.DB // readers (the writer itself for an in-memory database)
-
-	closeOnce sync.Once
-	closeErr  error
 }
 
 var _ store.Store = (*Store)(nil)
@@ -126,17 +122,14 @@ func (s *Store) checkPragmas(memory bool) error {
 	return nil
 }
 
-// Close closes the database. It is safe to call more than once.
+// Close closes the database. It is safe to call more than once (sql.DB.Close
+// is).
 func (s *Store) Close() error {
-	s.closeOnce.Do(func() {
-		var errs []error
-		if s.r != s.w {
-			errs = append(errs, s.r.Close())
-		}
-		errs = append(errs, s.w.Close())
-		s.closeErr = errors.Join(errs...)
-	})
-	return s.closeErr
+	var rerr error
+	if s.r != s.w {
+		rerr = s.r.Close()
+	}
+	return errors.Join(rerr, s.w.Close())
 }
 
 // SchemaVersion returns the highest migration version applied.
@@ -177,13 +170,11 @@ func (s *Store) migrate(ctx context.Context) error {
 		if err := errors.Join(rows.Err(), rows.Close()); err != nil {
 			return err
 		}
-		if err := storeutil.CheckApplied(applied, ms); err != nil {
+		todo, err := storeutil.Pending(applied, ms)
+		if err != nil {
 			return err
 		}
-		for _, m := range ms {
-			if _, ok := applied[m.Version]; ok {
-				continue
-			}
+		for _, m := range todo {
 			if _, err := tx.ExecContext(ctx, m.SQL); err != nil {
 				return fmt.Errorf("migration %s: %w", m.Name, err)
 			}
@@ -223,13 +214,8 @@ func parseTSP(s sql.NullString) (*time.Time, error) {
 	return &t, err
 }
 
-func nullStr(s string) any {
-	if s == "" {
-		return nil
-	}
-	return s
-}
-
+// blob binds an empty blob as NULL (the driver binds a nil []byte as an
+// empty blob, not NULL).
 func blob(b []byte) any {
 	if len(b) == 0 {
 		return nil
@@ -302,30 +288,34 @@ func (s *Store) exec(ctx context.Context, q string, args ...any) (sql.Result, er
 	return res, err
 }
 
-// query runs a read on the reader pool, f scanning the rows.
-func (s *Store) query(ctx context.Context, f func(rows *sql.Rows) error, q string, args ...any) error {
-	return retry(ctx, func() error {
+// collect runs a read on the reader pool and scans every row with scan. A
+// retried attempt starts over with no rows.
+func collect[T any](ctx context.Context, s *Store, scan func(*sql.Rows) (T, error), q string, args ...any) ([]T, error) {
+	out := []T{}
+	err := retry(ctx, func() error {
+		out = out[:0]
 		rows, err := s.r.QueryContext(ctx, q, args...)
 		if err != nil {
 			return err
 		}
 		defer rows.Close()
 		for rows.Next() {
-			if err := f(rows); err != nil {
+			v, err := scan(rows)
+			if err != nil {
 				return err
 			}
+			out = append(out, v)
 		}
 		return rows.Err()
 	})
+	return out, err
 }
-
-func notFound(what, key string) error { return fmt.Errorf("%w: %s %q", store.ErrNotFound, what, key) }
 
 // ---- users
 
 const userCols = "id, name, admin, created_at"
 
-func scanUser(sc interface{ Scan(...any) error }) (store.User, error) {
+func scanUser(sc *sql.Rows) (store.User, error) {
 	var u store.User
 	var created string
 	if err := sc.Scan(&u.ID, &u.Name, &u.Admin, &created); err != nil {
@@ -347,20 +337,9 @@ func (s *Store) CreateUser(ctx context.Context, u *store.User) error {
 	return err
 }
 
-func (s *Store) getUser(ctx context.Context, where, key string) (*store.User, error) {
-	var out []store.User
-	err := s.query(ctx, func(r *sql.Rows) error {
-		u, err := scanUser(r)
-		out = append(out, u)
-		return err
-	}, "SELECT "+userCols+" FROM users WHERE "+where+" = ?", key)
-	if err != nil {
-		return nil, err
-	}
-	if len(out) == 0 {
-		return nil, notFound("user", key)
-	}
-	return &out[0], nil
+func (s *Store) getUser(ctx context.Context, col, key string) (*store.User, error) {
+	us, err := collect(ctx, s, scanUser, "SELECT "+userCols+" FROM users WHERE "+col+" = ?", key)
+	return storeutil.First(us, err, "user", key)
 }
 
 func (s *Store) GetUser(ctx context.Context, id string) (*store.User, error) {
@@ -373,20 +352,14 @@ func (s *Store) GetUserByName(ctx context.Context, name string) (*store.User, er
 
 // ListUsers returns all users ordered by name.
 func (s *Store) ListUsers(ctx context.Context) ([]store.User, error) {
-	out := []store.User{}
-	err := s.query(ctx, func(r *sql.Rows) error {
-		u, err := scanUser(r)
-		out = append(out, u)
-		return err
-	}, "SELECT "+userCols+" FROM users ORDER BY name")
-	return out, err
+	return collect(ctx, s, scanUser, "SELECT "+userCols+" FROM users ORDER BY name")
 }
 
 // ---- tokens
 
 const tokenCols = "id, user_id, name, hash, created_at, revoked_at"
 
-func scanToken(sc interface{ Scan(...any) error }) (store.Token, error) {
+func scanToken(sc *sql.Rows) (store.Token, error) {
 	var t store.Token
 	var created string
 	var revoked sql.NullString
@@ -409,36 +382,19 @@ func (s *Store) CreateToken(ctx context.Context, t *store.Token) error {
 	case isUnique(err):
 		return fmt.Errorf("%w: token hash or id %q already exists", store.ErrConflict, t.ID)
 	case isFK(err):
-		return notFound("user", t.UserID)
+		return storeutil.NotFound("user", t.UserID)
 	}
 	return err
 }
 
 func (s *Store) TokenByHash(ctx context.Context, hash string) (*store.Token, error) {
-	var out []store.Token
-	err := s.query(ctx, func(r *sql.Rows) error {
-		t, err := scanToken(r)
-		out = append(out, t)
-		return err
-	}, "SELECT "+tokenCols+" FROM tokens WHERE hash = ?", hash)
-	if err != nil {
-		return nil, err
-	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("%w: token", store.ErrNotFound)
-	}
-	return &out[0], nil
+	ts, err := collect(ctx, s, scanToken, "SELECT "+tokenCols+" FROM tokens WHERE hash = ?", hash)
+	return storeutil.First(ts, err, "token", "") // the hash is not named
 }
 
 // ListTokens returns a user's tokens, revoked ones included, oldest first.
 func (s *Store) ListTokens(ctx context.Context, userID string) ([]store.Token, error) {
-	out := []store.Token{}
-	err := s.query(ctx, func(r *sql.Rows) error {
-		t, err := scanToken(r)
-		out = append(out, t)
-		return err
-	}, "SELECT "+tokenCols+" FROM tokens WHERE user_id = ? ORDER BY created_at, id", userID)
-	return out, err
+	return collect(ctx, s, scanToken, "SELECT "+tokenCols+" FROM tokens WHERE user_id = ? ORDER BY created_at, id", userID)
 }
 
 // RevokeToken marks a token revoked at `at`. Revoking a revoked token keeps
@@ -451,7 +407,7 @@ func (s *Store) RevokeToken(ctx context.Context, id string, at time.Time) error 
 	if n, err := res.RowsAffected(); err != nil {
 		return err
 	} else if n == 0 {
-		return notFound("token", id)
+		return storeutil.NotFound("token", id)
 	}
 	return nil
 }
@@ -460,7 +416,7 @@ func (s *Store) RevokeToken(ctx context.Context, id string, at time.Time) error 
 
 const projectCols = "id, owner_id, name, created_at"
 
-func scanProject(sc interface{ Scan(...any) error }) (store.Project, error) {
+func scanProject(sc *sql.Rows) (store.Project, error) {
 	var p store.Project
 	var created string
 	if err := sc.Scan(&p.ID, &p.OwnerID, &p.Name, &created); err != nil {
@@ -480,53 +436,31 @@ func (s *Store) CreateProject(ctx context.Context, p *store.Project) error {
 	case isUnique(err):
 		return fmt.Errorf("%w: project %q of owner %s, or id %q, exists", store.ErrConflict, p.Name, p.OwnerID, p.ID)
 	case isFK(err):
-		return notFound("user", p.OwnerID)
+		return storeutil.NotFound("user", p.OwnerID)
 	}
 	return err
 }
 
-func (s *Store) getProject(ctx context.Context, where string, args ...any) ([]store.Project, error) {
-	out := []store.Project{}
-	err := s.query(ctx, func(r *sql.Rows) error {
-		p, err := scanProject(r)
-		out = append(out, p)
-		return err
-	}, "SELECT "+projectCols+" FROM projects WHERE "+where, args...)
-	return out, err
-}
-
 func (s *Store) GetProject(ctx context.Context, id string) (*store.Project, error) {
-	ps, err := s.getProject(ctx, "id = ?", id)
-	if err != nil {
-		return nil, err
-	}
-	if len(ps) == 0 {
-		return nil, notFound("project", id)
-	}
-	return &ps[0], nil
+	ps, err := collect(ctx, s, scanProject, "SELECT "+projectCols+" FROM projects WHERE id = ?", id)
+	return storeutil.First(ps, err, "project", id)
 }
 
 func (s *Store) GetProjectByName(ctx context.Context, ownerID, name string) (*store.Project, error) {
-	ps, err := s.getProject(ctx, "owner_id = ? AND name = ?", ownerID, name)
-	if err != nil {
-		return nil, err
-	}
-	if len(ps) == 0 {
-		return nil, notFound("project", name)
-	}
-	return &ps[0], nil
+	ps, err := collect(ctx, s, scanProject, "SELECT "+projectCols+" FROM projects WHERE owner_id = ? AND name = ?", ownerID, name)
+	return storeutil.First(ps, err, "project", name)
 }
 
 // ListProjects returns an owner's projects ordered by name.
 func (s *Store) ListProjects(ctx context.Context, ownerID string) ([]store.Project, error) {
-	return s.getProject(ctx, "owner_id = ? ORDER BY name", ownerID)
+	return collect(ctx, s, scanProject, "SELECT "+projectCols+" FROM projects WHERE owner_id = ? ORDER BY name", ownerID)
 }
 
 // ---- apps
 
 const appCols = "a.id, a.owner_id, a.project_id, a.name, a.status, a.hardware, a.domains, a.spec, a.code_digest, a.bundle_size, a.node, a.error, a.created_at, a.updated_at, a.expires_at, a.stopped_at"
 
-func scanApp(sc interface{ Scan(...any) error }) (store.App, error) {
+func scanApp(sc *sql.Rows) (store.App, error) {
 	var a store.App
 	var project, stopped sql.NullString
 	var domains, created, updated, expires string
@@ -580,7 +514,7 @@ func (s *Store) CreateApp(ctx context.Context, a *store.App) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO apps (id, owner_id, project_id, name, status, hardware, domains, spec,
 			code_digest, bundle_size, node, error, created_at, updated_at, expires_at, stopped_at)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			a.ID, a.OwnerID, nullStr(a.ProjectID), a.Name, string(a.Status), a.Hardware, string(domains), blob(a.Spec),
+			a.ID, a.OwnerID, storeutil.NullString(a.ProjectID), a.Name, string(a.Status), a.Hardware, string(domains), blob(a.Spec),
 			a.CodeDigest, a.BundleSize, blob(a.Node), a.Error, ts(a.CreatedAt), ts(a.UpdatedAt), ts(a.ExpiresAt), tsp(a.StoppedAt))
 		switch {
 		case isUnique(err):
@@ -600,25 +534,9 @@ func (s *Store) CreateApp(ctx context.Context, a *store.App) error {
 	})
 }
 
-func (s *Store) apps(ctx context.Context, q string, args ...any) ([]store.App, error) {
-	out := []store.App{}
-	err := s.query(ctx, func(r *sql.Rows) error {
-		a, err := scanApp(r)
-		out = append(out, a)
-		return err
-	}, q, args...)
-	return out, err
-}
-
 func (s *Store) GetApp(ctx context.Context, id string) (*store.App, error) {
-	as, err := s.apps(ctx, "SELECT "+appCols+" FROM apps a WHERE a.id = ?", id)
-	if err != nil {
-		return nil, err
-	}
-	if len(as) == 0 {
-		return nil, notFound("app", id)
-	}
-	return &as[0], nil
+	as, err := collect(ctx, s, scanApp, "SELECT "+appCols+" FROM apps a WHERE a.id = ?", id)
+	return storeutil.First(as, err, "app", id)
 }
 
 // ListApps returns the apps matching f, newest first (created_at, then
@@ -646,7 +564,7 @@ func (s *Store) ListApps(ctx context.Context, f store.AppFilter) ([]store.App, e
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
-	return s.apps(ctx, q+" ORDER BY a.created_at DESC, a.seq DESC", args...)
+	return collect(ctx, s, scanApp, q+" ORDER BY a.created_at DESC, a.seq DESC", args...)
 }
 
 // SetAppNode records the runner's node handle and bumps UpdatedAt.
@@ -658,20 +576,17 @@ func (s *Store) SetAppNode(ctx context.Context, id string, node []byte, at time.
 	if n, err := res.RowsAffected(); err != nil {
 		return err
 	} else if n == 0 {
-		return notFound("app", id)
+		return storeutil.NotFound("app", id)
 	}
 	return nil
 }
 
-// TransitionApp: see store.Store. In addition: errMsg is stored only when
-// `to` is on_error (other transitions keep Error); StoppedAt keeps the time the
-// app first stopped; a transition from stopped/on_error back to an active
-// status (only if the caller lists it in from) claims the domains again
-// (ErrConflict if taken meanwhile) and clears StoppedAt and Error.
+// TransitionApp: see store.Store, and storeutil.Plan for the columns written:
+// StoppedAt keeps the time the app first stopped; a transition from
+// stopped/on_error back to an active status (only if the caller lists it in
+// from) claims the domains again (ErrConflict if taken meanwhile) and clears
+// StoppedAt and Error.
 func (s *Store) TransitionApp(ctx context.Context, id string, from []store.AppStatus, to store.AppStatus, errMsg string, at time.Time) error {
-	if err := storeutil.ValidStatus(to); err != nil {
-		return err
-	}
 	at = storeutil.T(at)
 	return s.tx(ctx, func(tx *sql.Tx) error {
 		var cur store.AppStatus
@@ -680,7 +595,7 @@ func (s *Store) TransitionApp(ctx context.Context, id string, from []store.AppSt
 		err := tx.QueryRowContext(ctx, "SELECT status, error, domains, stopped_at FROM apps WHERE id = ?", id).
 			Scan(&cur, &curErr, &domains, &stopped)
 		if errors.Is(err, sql.ErrNoRows) {
-			return notFound("app", id)
+			return storeutil.NotFound("app", id)
 		} else if err != nil {
 			return err
 		}
@@ -722,13 +637,7 @@ func (s *Store) TransitionApp(ctx context.Context, id string, from []store.AppSt
 // AppByDomain returns the active app holding domain (compared
 // case-insensitively, trailing dot ignored).
 func (s *Store) AppByDomain(ctx context.Context, domain string) (*store.App, error) {
-	as, err := s.apps(ctx, "SELECT "+appCols+" FROM app_domains d JOIN apps a ON a.id = d.app_id WHERE d.domain = ?",
+	as, err := collect(ctx, s, scanApp, "SELECT "+appCols+" FROM app_domains d JOIN apps a ON a.id = d.app_id WHERE d.domain = ?",
 		storeutil.DomainKey(domain))
-	if err != nil {
-		return nil, err
-	}
-	if len(as) == 0 {
-		return nil, notFound("active app with domain", domain)
-	}
-	return &as[0], nil
+	return storeutil.First(as, err, "active app with domain", domain)
 }

@@ -48,14 +48,21 @@ func Migrations(fsys fs.FS, dir string) ([]Migration, error) {
 	return ms, nil
 }
 
-// CheckApplied verifies that the versions already applied to a database are
-// a prefix of the known migrations: a database migrated by a newer binary is
-// refused rather than used with a schema this code does not know.
-func CheckApplied(applied map[int]string, ms []Migration) error {
+// Pending returns the migrations not yet applied to a database, given the
+// versions (and names) already applied. A database migrated by a newer binary
+// (a version beyond the known migrations) is refused rather than used with a
+// schema this code does not know.
+func Pending(applied map[int]string, ms []Migration) ([]Migration, error) {
 	for v, name := range applied {
 		if v > len(ms) {
-			return fmt.Errorf("store: database schema is at version %d (%s), newer than this binary knows (%d): upgrade the backend", v, name, len(ms))
+			return nil, fmt.Errorf("store: database schema is at version %d (%s), newer than this binary knows (%d): upgrade the backend", v, name, len(ms))
 		}
 	}
-	return nil
+	var todo []Migration
+	for _, m := range ms {
+		if _, ok := applied[m.Version]; !ok {
+			todo = append(todo, m)
+		}
+	}
+	return todo, nil
 }

@@ -79,6 +79,35 @@ func ValidStatus(s store.AppStatus) error {
 // Terminal reports whether s is stopped or on_error.
 func Terminal(s store.AppStatus) bool { return s == store.StatusStopped || s == store.StatusOnError }
 
+// NullString returns nil for "" (stored as NULL), else a pointer to s.
+func NullString(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+// NotFound is the ErrNotFound every driver returns for a missing what, named
+// by key; an empty key (a secret, such as a token hash) is not named.
+func NotFound(what, key string) error {
+	if key == "" {
+		return fmt.Errorf("%w: %s", store.ErrNotFound, what)
+	}
+	return fmt.Errorf("%w: %s %q", store.ErrNotFound, what, key)
+}
+
+// First returns the first of rows, the result of a query by key: err as is,
+// or NotFound(what, key) when there are no rows.
+func First[T any](rows []T, err error, what, key string) (*T, error) {
+	if err != nil {
+		return nil, err
+	}
+	if len(rows) == 0 {
+		return nil, NotFound(what, key)
+	}
+	return &rows[0], nil
+}
+
 // Bytes returns nil for an empty blob, so that nil and empty compare alike
 // after a round trip; a non-empty blob is returned as is.
 func Bytes(b []byte) []byte {
@@ -145,20 +174,17 @@ func PrepareApp(a *store.App) error {
 	a.UpdatedAt = T(a.UpdatedAt)
 	a.ExpiresAt = T(a.ExpiresAt)
 	a.StoppedAt = TP(a.StoppedAt)
-	if Terminal(a.Status) && a.StoppedAt == nil {
-		at := a.UpdatedAt
-		a.StoppedAt = &at
-	}
 	if a.Status.Active() {
 		a.StoppedAt = nil
+	} else if a.StoppedAt == nil {
+		at := a.UpdatedAt
+		a.StoppedAt = &at
 	}
 	a.Domains = Strings(a.Domains)
 	return nil
 }
 
-// Transition computes an app's new columns for TransitionApp, given its
-// current status, error and stopped time. It returns ErrConflict (wrapped)
-// when cur is not in from.
+// Transition is what TransitionApp writes, as Plan computes it.
 type Transition struct {
 	Error     string
 	StoppedAt *time.Time
@@ -169,7 +195,10 @@ type Transition struct {
 	Claim bool
 }
 
-// Plan validates a transition and returns what to write.
+// Plan validates a transition of app id to status to and computes the app's
+// new columns, given its current status, error and stopped time. It returns
+// ErrConflict (wrapped) when cur is not in from. The drivers call it inside
+// the transaction that holds the app row, and need not validate to first.
 func Plan(id string, cur store.AppStatus, curErr string, curStopped *time.Time, from []store.AppStatus, to store.AppStatus, errMsg string, at time.Time) (Transition, error) {
 	if err := ValidStatus(to); err != nil {
 		return Transition{}, err
