@@ -65,6 +65,12 @@ type Verified struct {
 	AdvisoryIDs []string // Intel security advisories that apply to the platform's TCB level
 	ReportData  [64]byte // the 64 bytes the issuer bound
 	Simulated   bool     // true only for the sim TEE type
+	// RuntimeDigest is the SHA-256 manifest digest of the runtime image, when
+	// the TEE itself attests it apart from the measurement (sim: stated by the
+	// simulated hardware; confidential containers: through init data). Nil
+	// when the measurement covers the runtime (SGX with Gramine: the runtime's
+	// files are trusted files under MRENCLAVE) or no runtime is attested.
+	RuntimeDigest []byte
 	// CollateralIssued is the oldest issue date among the collateral used
 	// (zero when no collateral was used); Policy.MaxCollateralAge applies to it.
 	CollateralIssued time.Time

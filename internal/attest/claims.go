@@ -18,6 +18,9 @@ const (
 	ClaimCodeDigest   = "mse-code-digest"
 	ClaimConfigDigest = "mse-config-digest"
 	ClaimSealingKey   = "mse-sealing-key"
+	// ClaimRuntimeDigest is the SHA-256 manifest digest of the runtime image
+	// (OCI) the node runs in.
+	ClaimRuntimeDigest = "mse-runtime-digest"
 )
 
 // HashAlgSHA256 is the hash-algorithm identifier in "pubkey-hash" ([1, digest]),
@@ -36,6 +39,9 @@ type Claims struct {
 	CodeDigest   []byte // SHA-256 of the encrypted bundle the node was given
 	ConfigDigest []byte // config.Spec.Digest() of the app's runtime configuration
 	SealingKey   []byte // X25519 public key for secrets sealed to this enclave
+	// RuntimeDigest is the SHA-256 manifest digest of the node's runtime
+	// image; the config digest covers it too.
+	RuntimeDigest []byte
 	// Other holds claims this platform does not know (e.g. from other RA-TLS
 	// implementations), keyed by name, as raw CBOR.
 	Other map[string]cbor.RawMessage
@@ -100,6 +106,9 @@ func (c *Claims) Marshal() ([]byte, error) {
 	}
 	if len(c.SealingKey) > 0 {
 		m[ClaimSealingKey] = c.SealingKey
+	}
+	if len(c.RuntimeDigest) > 0 {
+		m[ClaimRuntimeDigest] = c.RuntimeDigest
 	}
 	return encMode.Marshal(m)
 }
@@ -166,6 +175,10 @@ func ParseClaims(b []byte) (*Claims, error) {
 			}
 		case ClaimSealingKey:
 			if c.SealingKey, err = bstr(k, 32); err != nil {
+				return nil, err
+			}
+		case ClaimRuntimeDigest:
+			if c.RuntimeDigest, err = bstr(k, sha256.Size); err != nil {
 				return nil, err
 			}
 		default:

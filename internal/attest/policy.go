@@ -43,6 +43,10 @@ type Policy struct {
 	Collateral CollateralSource `toml:"collateral"`
 	// Simulation pins the simulated platform's root.
 	Simulation SimulationPolicy `toml:"simulation"`
+	// Runtimes, when set, lists the runtime images (OCI manifest digests,
+	// "sha256:" + hex) the owner accepts; empty accepts the runtime the
+	// deploy asked for (which the node must attest all the same).
+	Runtimes []string `toml:"runtimes"`
 }
 
 // CollateralSource names where collateral for DCAP evidence comes from.
@@ -149,7 +153,29 @@ func (p *Policy) Validate() error {
 	if p.MaxCollateralAge.Duration < 0 {
 		return fmt.Errorf("max_collateral_age must not be negative")
 	}
+	for _, r := range p.Runtimes {
+		h, ok := strings.CutPrefix(r, "sha256:")
+		if !ok {
+			return fmt.Errorf("runtimes: %q must start with sha256:", r)
+		}
+		if err := checkHex(h, 32); err != nil {
+			return fmt.Errorf("runtimes: %q: %w", r, err)
+		}
+	}
 	return nil
+}
+
+// CheckRuntime applies Runtimes to the runtime digest a node attests.
+func (p *Policy) CheckRuntime(digest []byte) error {
+	if len(p.Runtimes) == 0 {
+		return nil
+	}
+	d := "sha256:" + hex.EncodeToString(digest)
+	if slices.Contains(p.Runtimes, d) {
+		return nil
+	}
+	return &PolicyError{Check: "runtime", Msg: fmt.Sprintf("runtime %s is not in the trust policy (accepted: %s); pick an accepted runtime in mse.toml or add it to runtimes in --policy",
+		d, strings.Join(p.Runtimes, ", "))}
 }
 
 var knownTCB = []string{TCBUpToDate, TCBSWHardeningNeeded, TCBConfigurationNeeded,

@@ -31,6 +31,7 @@ import (
 	"github.com/mse-in-go/mse/internal/backend/runner"
 	"github.com/mse-in-go/mse/internal/backend/runner/local"
 	"github.com/mse-in-go/mse/internal/backend/service"
+	"github.com/mse-in-go/mse/internal/runtimes/image"
 )
 
 // Config configures a backend. Zero values are embedded defaults.
@@ -58,8 +59,17 @@ type Config struct {
 	BaseDomain string
 	// NodeBinary is the mse-node executable (default: next to this program).
 	NodeBinary string
-	Capacity   runner.Resources
-	Hardware   []runner.Hardware
+	// RuntimeDir is the runtime image store (default DataDir/runtimes); it
+	// may be shared by backends, as a cache. RuntimeCatalog is the catalog
+	// file (default DataDir/runtimes.json).
+	RuntimeDir     string
+	RuntimeCatalog string
+	// Runc is the runc executable that sandboxes nodes (default: in PATH).
+	Runc string
+	// MaxStartTimeout caps apps' start timeouts (default 30 minutes).
+	MaxStartTimeout time.Duration
+	Capacity        runner.Resources
+	Hardware        []runner.Hardware
 	// MaxLifetime caps apps' expiry (default 30 days).
 	MaxLifetime   time.Duration
 	MaxBundleSize int64
@@ -144,8 +154,20 @@ func Run(ctx context.Context, cfg Config) error {
 			return err
 		}
 	}
+	rp := cfg.runtimePaths()
+	images, err := image.Open(rp.dir, image.DefaultLimits())
+	if err != nil {
+		return fmt.Errorf("backend: runtime store: %w", err)
+	}
+	catalog, err := openCatalog(rp.catalog, images, log.With("component", "runtimes"))
+	if err != nil {
+		return fmt.Errorf("backend: %w", err)
+	}
+	if len(catalog.Entries()) == 0 {
+		log.Warn("the runtime catalog is empty: no app can be deployed; build one with `mse-backend runtime build flask`", "catalog", rp.catalog)
+	}
 	run, err := local.New(local.Config{
-		Dir: filepath.Join(cfg.DataDir, "nodes"), NodeBinary: cfg.NodeBinary, Platform: platform,
+		Dir: filepath.Join(cfg.DataDir, "nodes"), NodeBinary: cfg.NodeBinary, Platform: platform, Runtimes: images, Runc: cfg.Runc,
 		Capacity: cfg.Capacity, TCBStatus: cfg.SimTCBStatus, Debug: cfg.SimDebug, Logger: log.With("component", "runner"),
 	})
 	if err != nil {
@@ -180,7 +202,8 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	svc, err := service.New(service.Config{
-		Store: st, Blobs: blobs, Runner: run, Hardware: cfg.Hardware, BaseDomain: cfg.BaseDomain, RouterAddr: public,
+		Store: st, Blobs: blobs, Runner: run, Hardware: cfg.Hardware, Runtimes: catalog, MaxStartTimeout: cfg.MaxStartTimeout,
+		BaseDomain: cfg.BaseDomain, RouterAddr: public,
 		TEE: attest.TypeSim, SimRootSHA256: platform.RootFingerprint(), MaxBundleSize: cfg.MaxBundleSize,
 		MaxLifetime: cfg.MaxLifetime, PollInterval: cfg.PollInterval, Logger: log.With("component", "service"), Registerer: reg,
 	})

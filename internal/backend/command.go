@@ -64,6 +64,10 @@ func Command() *cobra.Command {
 	f.StringVar(&cfg.PublicRouterAddr, "public-router-addr", "", "router address given to clients (default: --router-addr)")
 	f.StringVar(&cfg.BaseDomain, "base-domain", "mse.localhost", "parent domain of app domains")
 	f.StringVar(&cfg.NodeBinary, "node-binary", "", "mse-node executable (default: next to mse-backend)")
+	f.StringVar(&cfg.RuntimeDir, "runtime-dir", os.Getenv("MSE_RUNTIME_DIR"), "runtime image store (default DATA_DIR/runtimes)")
+	f.StringVar(&cfg.RuntimeCatalog, "catalog", os.Getenv("MSE_RUNTIME_CATALOG"), "runtime catalog file (default DATA_DIR/runtimes.json)")
+	f.StringVar(&cfg.Runc, "runc", "", "runc executable that sandboxes nodes (default: runc in PATH)")
+	f.DurationVar(&cfg.MaxStartTimeout, "max-start-timeout", 30*time.Minute, "longest app start timeout (cloud.start_timeout) accepted")
 	f.Int64Var(&capMem, "capacity-memory-mib", 0, "memory offered to apps (default: the machine's)")
 	f.IntVar(&capCores, "capacity-cores", 0, "cores offered to apps (default: 4 per CPU)")
 	f.DurationVar(&cfg.MaxLifetime, "max-lifetime", 30*24*time.Hour, "longest app lifetime accepted")
@@ -154,7 +158,7 @@ func Command() *cobra.Command {
 		},
 	}
 	token.AddCommand(tokenList, tokenRevoke)
-	root.AddCommand(user, token)
+	root.AddCommand(user, token, runtimeCommand(&dataDir))
 	return root
 }
 

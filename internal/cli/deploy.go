@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -24,6 +25,8 @@ import (
 	"github.com/mse-in-go/mse/internal/config"
 	"github.com/mse-in-go/mse/internal/nodeapi"
 	"github.com/mse-in-go/mse/internal/ratls"
+	"github.com/mse-in-go/mse/internal/runtimes"
+	sealedpkg "github.com/mse-in-go/mse/internal/sealed"
 )
 
 // DefaultLifetime is an app's lifetime when mse.toml sets no expiration_date.
@@ -33,7 +36,7 @@ type deployOpts struct {
 	path     string
 	noVerify bool
 	yes      bool
-	timeout  time.Duration
+	timeout  timeoutFlag
 	trust    trustFlags
 	json     bool
 }
@@ -50,16 +53,14 @@ exactly your code and configuration), and only then send the code key (and, with
 verified TLS session. The app context, with the code key, is saved 0600.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := context.WithTimeout(cmd.Context(), o.timeout)
-			defer cancel()
-			return deploy(ctx, newUI(cmd), cmd.InOrStdin(), &o)
+			return deploy(cmd.Context(), newUI(cmd), cmd.InOrStdin(), &o)
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.path, "path", "mse.toml", "path to the app's mse.toml")
 	f.BoolVar(&o.noVerify, "no-verify", false, "do NOT verify the enclave before sending it the code key (insecure)")
 	f.BoolVarP(&o.yes, "yes", "y", false, "stop a running app of the same name without asking")
-	f.DurationVar(&o.timeout, "timeout", 5*time.Minute, "give up after this long")
+	f.Var(&o.timeout, "timeout", "give up after this long: a duration (10m) or MSE's integer minutes (default: 5m, or start_timeout plus 2m)")
 	f.BoolVar(&o.json, "json", false, "print the result as JSON")
 	o.trust.register(f)
 	return cmd
@@ -89,6 +90,12 @@ func deploy(ctx context.Context, u *ui, stdin io.Reader, o *deployOpts) (err err
 	if err != nil {
 		return err
 	}
+	timeout := o.timeout.d
+	if timeout == 0 {
+		timeout = max(5*time.Minute, conf.Cloud.StartTimeout+2*time.Minute)
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
 	c, login, err := apiClient()
 	if err != nil {
 		return err
@@ -113,6 +120,15 @@ func deploy(ctx context.Context, u *ui, stdin io.Reader, o *deployOpts) (err err
 		entry = "python_application " + conf.PythonApplication
 	}
 	u.step("Read %s: app %q (%s), TLS %s", o.path, conf.Name, entry, mode)
+	rt, err := resolveRuntime(ctx, c, conf)
+	if err != nil {
+		return err
+	}
+	u.step("Runtime %s (%s, %s): %s", sanitize(rt.Name), sanitize(rt.Image), rt.Kind, rt.Digest)
+	startTimeout := conf.Cloud.StartTimeout
+	if startTimeout <= 0 {
+		startTimeout = config.DefaultStartTimeout
+	}
 
 	// A running app of the same name: ask, or -y.
 	var replaced []string
@@ -185,7 +201,7 @@ func deploy(ctx context.Context, u *ui, stdin io.Reader, o *deployOpts) (err err
 	req := client.CreateAppRequest{
 		Name: conf.Name, Project: conf.Cloud.Project, Hardware: conf.Cloud.Hardware, Entrypoint: conf.Entrypoint,
 		PythonApplication: conf.PythonApplication, HealthcheckEndpoint: conf.HealthcheckEndpoint, ExpiresAt: expires,
-		TLSMode: mode, CodeDigest: codeDigest,
+		TLSMode: mode, CodeDigest: codeDigest, Runtime: rt.Image + "@" + rt.Digest, StartTimeoutSeconds: int64(startTimeout / time.Second),
 	}
 	var ownerKeyPEM []byte
 	if mode == config.TLSOwner {
@@ -202,6 +218,10 @@ func deploy(ctx context.Context, u *ui, stdin io.Reader, o *deployOpts) (err err
 	appSecrets, err := conf.Cloud.ReadSecrets()
 	if err != nil {
 		return fmt.Errorf("cloud.secrets: %w", err)
+	}
+	sealedPlain, err := conf.Cloud.ReadSealedSecrets()
+	if err != nil {
+		return fmt.Errorf("cloud.sealed_secrets: %w", err)
 	}
 
 	// Stage 1: upload.
@@ -235,6 +255,7 @@ func deploy(ctx context.Context, u *ui, stdin io.Reader, o *deployOpts) (err err
 	spec := config.Spec{
 		AppID: app.ID, Name: conf.Name, Domains: app.Domains, Entrypoint: conf.Entrypoint, PythonApplication: conf.PythonApplication,
 		HealthcheckEndpoint: conf.HealthcheckEndpoint, ExpiresAt: expires, TLSMode: mode, OwnerCertificate: req.OwnerCertificate,
+		Runtime: rt, StartTimeoutSeconds: req.StartTimeoutSeconds,
 	}
 	if mode == config.TLSOwner && (len(app.Domains) != 1 || app.Domains[0] != strings.TrimSuffix(strings.ToLower(conf.Cloud.SSL.DomainName), ".")) {
 		return fmt.Errorf("the backend assigned domains %v, not your domain %s; refusing to continue", app.Domains, conf.Cloud.SSL.DomainName)
@@ -244,14 +265,18 @@ func deploy(ctx context.Context, u *ui, stdin io.Reader, o *deployOpts) (err err
 		return err
 	}
 
-	if _, err := c.WaitStatus(ctx, app.ID, 50*time.Millisecond, "initializing", "running"); err != nil {
+	if _, err := waitStatus(ctx, u, c, app.ID, "Waiting for the node", "initializing", "running"); err != nil {
 		return fmt.Errorf("the node did not come up: %w (see `mse cloud logs %s`)", err, app.ID)
 	}
 	u.step("Node is up and waiting for its secrets")
 
 	domain := app.Domains[0]
+	runtimeDigest, err := runtimes.DigestBytes(rt.Digest)
+	if err != nil {
+		return err
+	}
 	opts := ratls.Options{Verifiers: vs.For, Policy: policy, Now: time.Now(),
-		Expect: ratls.Expect{Domain: domain, AppID: app.ID, CodeDigest: sealed.Digest[:], ConfigDigest: confDigest}}
+		Expect: ratls.Expect{Domain: domain, AppID: app.ID, CodeDigest: sealed.Digest[:], ConfigDigest: confDigest, RuntimeDigest: runtimeDigest}}
 	p := &pinned{verify: func(cert *x509.Certificate) (*ratls.Identity, error) {
 		if o.noVerify {
 			return &ratls.Identity{Certificate: cert, Fingerprint: ratls.Fingerprint(cert)}, nil
@@ -274,7 +299,7 @@ func deploy(ctx context.Context, u *ui, stdin io.Reader, o *deployOpts) (err err
 			sim = " (SIMULATED)"
 		}
 		u.step("Verified the enclave: TEE %s%s, measurement %s…, signer %s…, TCB %s", v.Type, sim, hexShort(v.Measurement), hexShort(v.Signer), v.TCBStatus)
-		u.info("app id, code digest and config digest match what you sent; certificate sha256 %s", id.Fingerprint)
+		u.info("app id, code digest, config digest and runtime %s match what you sent; certificate sha256 %s", rt.Digest, id.Fingerprint)
 		if _, err := checkFresh(ctx, hc, domain, p, opts); err != nil {
 			return fmt.Errorf("fresh evidence: %w", err)
 		}
@@ -282,6 +307,12 @@ func deploy(ctx context.Context, u *ui, stdin io.Reader, o *deployOpts) (err err
 	}
 
 	sreq := nodeapi.SecretsRequest{UUID: app.ID, CodeSecretKey: key.Hex(), AppSecrets: json.RawMessage(appSecrets)}
+	if sealedPlain != nil {
+		// Sealed to the enclave's attested key: only that node can open them.
+		if sreq.SealedSecrets, err = sealedpkg.Seal(id.Claims.SealingKey, app.ID, sealedPlain); err != nil {
+			return fmt.Errorf("seal cloud.sealed_secrets: %w", err)
+		}
+	}
 	if ownerKeyPEM != nil {
 		sreq.SSLPrivateKey = string(ownerKeyPEM)
 	}
@@ -290,7 +321,10 @@ func deploy(ctx context.Context, u *ui, stdin io.Reader, o *deployOpts) (err err
 	}
 	u.step("Sent the code key over the verified session; the node checked it against the whole bundle and accepted it")
 
-	if _, err := c.WaitStatus(ctx, app.ID, 50*time.Millisecond, "running"); err != nil {
+	if _, err := waitStatus(ctx, u, c, app.ID, fmt.Sprintf("Starting the app (start_timeout %s)", startTimeout), "running"); err != nil {
+		if lines := lastLogLines(context.Background(), c, app.ID, 15); len(lines) > 0 {
+			fmt.Fprintf(u.err, "Last lines of the app's log:\n  %s\n", strings.Join(lines, "\n  "))
+		}
 		return fmt.Errorf("the app did not start: %w (see `mse cloud logs %s`)", err, app.ID)
 	}
 	u.step("App is running")
@@ -315,11 +349,11 @@ func deploy(ctx context.Context, u *ui, stdin io.Reader, o *deployOpts) (err err
 	u.step("Saved the app context (with the code key, mode 0600): %s", ctxPath)
 
 	// Check that the app answers through the router with the expected certificate.
-	body, err := fetchApp(ctx, app.RouterAddr, domain, mode, id.Certificate, req.OwnerCertificate)
+	code, body, err := fetchApp(ctx, app.RouterAddr, domain, mode, id.Certificate, req.OwnerCertificate)
 	if err != nil {
 		return fmt.Errorf("the app is running but did not answer through the router: %w", err)
 	}
-	u.step("The app answers over TLS (%d bytes from /)", len(body))
+	u.step("The app answers over TLS (HTTP %d, %d bytes from /)", code, len(body))
 
 	if err := stopApps(ctx, u, c, replaced); err != nil {
 		return err
@@ -427,12 +461,14 @@ func sendSecrets(ctx context.Context, hc *http.Client, domain string, sreq *node
 
 // fetchApp GETs / through the router, pinned to the certificate the app must
 // serve: the verified RA-TLS one, or the owner's.
-func fetchApp(ctx context.Context, routerAddr, domain, mode string, ra *x509.Certificate, ownerChain string) ([]byte, error) {
+// Any HTTP answer counts: readiness was the health check, and "/" of an
+// API may well answer 401.
+func fetchApp(ctx context.Context, routerAddr, domain, mode string, ra *x509.Certificate, ownerChain string) (int, []byte, error) {
 	der := ra.Raw
 	if mode == config.TLSOwner {
 		blk, _ := pem.Decode([]byte(ownerChain))
 		if blk == nil {
-			return nil, errors.New("owner certificate does not parse")
+			return 0, nil, errors.New("owner certificate does not parse")
 		}
 		der = blk.Bytes
 	}
@@ -444,19 +480,20 @@ func fetchApp(ctx context.Context, routerAddr, domain, mode string, ra *x509.Cer
 		if err == nil {
 			b, rerr := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 			resp.Body.Close()
-			if rerr == nil && resp.StatusCode == 200 {
-				return b, nil
+			// 502 is the node saying the app did not answer.
+			if rerr == nil && resp.StatusCode != http.StatusBadGateway {
+				return resp.StatusCode, b, nil
 			}
 			err = fmt.Errorf("HTTP %d", resp.StatusCode)
 		}
 		last = err
 		select {
 		case <-ctx.Done():
-			return nil, last
+			return 0, nil, last
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-	return nil, last
+	return 0, nil, last
 }
 
 // curlLine is a curl command that works as printed: --resolve sends the
@@ -492,3 +529,32 @@ func humanBytes(n int64) string {
 	}
 	return fmt.Sprintf("%d B", n)
 }
+
+// timeoutFlag is a duration ("10m", "90s") or, as in MSE, an integer number
+// of minutes.
+type timeoutFlag struct{ d time.Duration }
+
+func (t *timeoutFlag) String() string {
+	if t.d == 0 {
+		return ""
+	}
+	return t.d.String()
+}
+
+func (t *timeoutFlag) Set(s string) error {
+	if n, err := strconv.Atoi(s); err == nil {
+		if n <= 0 {
+			return fmt.Errorf("%d minutes: the timeout must be positive", n)
+		}
+		t.d = time.Duration(n) * time.Minute
+		return nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return fmt.Errorf("%q is not a positive duration (10m) nor a number of minutes", s)
+	}
+	t.d = d
+	return nil
+}
+
+func (t *timeoutFlag) Type() string { return "duration" }

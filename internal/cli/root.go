@@ -121,7 +121,7 @@ func strictGroups(c *cobra.Command) {
 func cloudCommands() []*cobra.Command {
 	return []*cobra.Command{
 		loginCmd(), scaffoldCmd(), deployCmd(), verifyCmd(), statusCmd(), listCmd(), logsCmd(), stopCmd(),
-		contextCmd(), hardwareCmd(), projectCmd(), userCmd(),
+		contextCmd(), hardwareCmd(), runtimesCmd(), projectCmd(), userCmd(),
 	}
 }
 

@@ -1,6 +1,8 @@
 package client
 
 import (
+	"github.com/mse-in-go/mse/internal/runtimes"
+
 	"bytes"
 	"context"
 	"encoding/json"
@@ -115,6 +117,12 @@ func (c *Client) SimRoot(ctx context.Context) ([]byte, error) {
 func (c *Client) Hardware(ctx context.Context) ([]Hardware, error) {
 	var h []Hardware
 	return h, c.do(ctx, "GET", "/v1/hardware", nil, "", &h)
+}
+
+// Runtimes lists the operator's runtime catalog.
+func (c *Client) Runtimes(ctx context.Context) ([]runtimes.Entry, error) {
+	var r []runtimes.Entry
+	return r, c.do(ctx, "GET", "/v1/runtimes", nil, "", &r)
 }
 
 // Projects lists the caller's projects.

@@ -25,6 +25,12 @@ type CreateAppRequest struct {
 	// CodeDigest is the SHA-256 (hex) the owner computed; the backend refuses
 	// an upload that does not match it.
 	CodeDigest string `json:"code_digest"`
+	// Runtime is the runtime image: a name or image reference from the
+	// catalog, optionally pinned with @sha256:… (the CLI always pins the one
+	// it resolved). Empty: the operator's default.
+	Runtime string `json:"runtime,omitempty"`
+	// StartTimeoutSeconds bounds the app's start (0: the default).
+	StartTimeoutSeconds int64 `json:"start_timeout_s,omitempty"`
 }
 
 // App is an app as the API shows it.

@@ -23,6 +23,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/pelletier/go-toml/v2"
+
+	"github.com/mse-in-go/mse/internal/runtimes"
 )
 
 // Defaults applied by Parse when the key is absent.
@@ -35,6 +37,12 @@ const (
 	DefaultProject = "default"
 	// FileName is the conventional name of the configuration file.
 	FileName = "mse.toml"
+	// DefaultStartTimeout is how long an app has to answer its health check
+	// when cloud.start_timeout is absent.
+	DefaultStartTimeout = 2 * time.Minute
+	// MaxStartTimeout is the largest cloud.start_timeout a file may ask for
+	// (operators may allow less).
+	MaxStartTimeout = 24 * time.Hour
 )
 
 // Size bounds of the files read while loading a configuration.
@@ -82,9 +90,19 @@ type CloudConfig struct {
 	Project string
 	// Hardware names the enclave size (DefaultHardware if absent).
 	Hardware string
+	// Runtime is the runtime image reference (MSE's docker key, or its alias
+	// runtime): a name or image the operator offers, optionally pinned with
+	// @sha256:…. Empty: the operator's default runtime.
+	Runtime string
+	// StartTimeout bounds the app's start, until its health check answers
+	// (zero: DefaultStartTimeout).
+	StartTimeout time.Duration
 	// Secrets is a JSON file of app secrets, sent to the node in stage 2
 	// only (optional).
 	Secrets string
+	// SealedSecrets is a JSON file of secrets sealed to the enclave (HPKE to
+	// the node's attested key) before they leave the owner's machine.
+	SealedSecrets string
 	// ExpirationDate is when the app is stopped. Zero: none in the file and
 	// no owner certificate; the backend applies its maximum lifetime. With
 	// [cloud.ssl] and no date in the file, Parse sets it to the certificate's
@@ -213,13 +231,12 @@ func ValidateName(name string) error {
 
 var knownKeys = map[string][]string{
 	"":          {"name", "python_application", "entrypoint", "healthcheck_endpoint", "tests_cmd", "tests_requirements", "cloud"},
-	"cloud":     {"code", "tests", "project", "hardware", "secrets", "expiration_date", "ssl"},
+	"cloud":     {"code", "tests", "project", "hardware", "docker", "runtime", "start_timeout", "secrets", "sealed_secrets", "expiration_date", "ssl"},
 	"cloud.ssl": {"domain_name", "private_key", "certificate"},
 }
 
 // hints for keys of other MSE versions, which are refused with a pointer.
 var keyHints = map[string]string{
-	"cloud.docker":          "not supported: the code directory runs as is (python_application or entrypoint); remove it",
 	"cloud.location":        "renamed: use cloud.code",
 	"cloud.dev_mode":        "not a file setting: the operator TLS mode is chosen by the platform; remove it",
 	"code":                  "old MSE layout: move location to [cloud] code, python_application and healthcheck_endpoint to the top level",
@@ -375,11 +392,22 @@ func (d *decoder) app(m map[string]any) *AppConfig {
 	}
 	d.unknown("cloud", cloud)
 	c.Cloud = CloudConfig{
-		Code:     d.str(cloud, "cloud", "code", false),
-		Tests:    d.str(cloud, "cloud", "tests", false),
-		Project:  d.str(cloud, "cloud", "project", true),
-		Hardware: d.str(cloud, "cloud", "hardware", true),
-		Secrets:  d.str(cloud, "cloud", "secrets", false),
+		Code:          d.str(cloud, "cloud", "code", false),
+		Tests:         d.str(cloud, "cloud", "tests", false),
+		Project:       d.str(cloud, "cloud", "project", true),
+		Hardware:      d.str(cloud, "cloud", "hardware", true),
+		Secrets:       d.str(cloud, "cloud", "secrets", false),
+		SealedSecrets: d.str(cloud, "cloud", "sealed_secrets", false),
+		Runtime:       d.str(cloud, "cloud", "docker", true),
+	}
+	if _, ok := cloud["runtime"]; ok {
+		if _, both := cloud["docker"]; both {
+			d.fail("cloud.runtime", "is an alias of cloud.docker; set only one of them")
+		}
+		c.Cloud.Runtime = d.str(cloud, "cloud", "runtime", true)
+	}
+	if v, ok := cloud["start_timeout"]; ok {
+		c.Cloud.StartTimeout = d.duration("cloud.start_timeout", v)
 	}
 	if _, ok := cloud["code"]; !ok {
 		d.fail("cloud.code", "is required: the directory of the app's code, relative to mse.toml")
@@ -407,6 +435,35 @@ func (d *decoder) app(m map[string]any) *AppConfig {
 		}
 	}
 	return c
+}
+
+// duration reads a timeout: a Go duration string ("90s", "10m") or an
+// integer number of seconds.
+func (d *decoder) duration(field string, v any) time.Duration {
+	var t time.Duration
+	switch x := v.(type) {
+	case int64:
+		if x <= 0 || x > int64(MaxStartTimeout/time.Second) {
+			d.fail(field, "must be between 1 and %d seconds", int64(MaxStartTimeout/time.Second))
+			return 0
+		}
+		t = time.Duration(x) * time.Second
+	case string:
+		p, err := time.ParseDuration(strings.TrimSpace(x))
+		if err != nil {
+			d.fail(field, "%q is not a duration; write one such as \"90s\" or \"10m\", or a number of seconds", x)
+			return 0
+		}
+		t = p
+	default:
+		d.fail(field, "must be a duration string such as \"10m\" or a number of seconds, not %s", tomlType(v))
+		return 0
+	}
+	if t < time.Second || t > MaxStartTimeout {
+		d.fail(field, "%s is out of range: use 1s to %s", t, MaxStartTimeout)
+		return 0
+	}
+	return t
 }
 
 // Layouts accepted for an expiration_date written as a string (MSE's own
@@ -481,6 +538,7 @@ func (c *AppConfig) resolvePaths() {
 	c.Cloud.Code = c.abs(c.Cloud.Code)
 	c.Cloud.Tests = c.abs(c.Cloud.Tests)
 	c.Cloud.Secrets = c.abs(c.Cloud.Secrets)
+	c.Cloud.SealedSecrets = c.abs(c.Cloud.SealedSecrets)
 	if s := c.Cloud.SSL; s != nil {
 		s.PrivateKey = c.abs(s.PrivateKey)
 		s.Certificate = c.abs(s.Certificate)
@@ -589,7 +647,15 @@ func (c *AppConfig) validate(now time.Time) (*x509.Certificate, []error) {
 		k.fail("cloud.hardware", "%q: use letters, digits, '.', '_' and '-' (e.g. %q)", c.Cloud.Hardware, DefaultHardware)
 	}
 	if c.Cloud.Secrets != "" {
-		c.checkSecrets(k)
+		c.checkJSONObject(k, "cloud.secrets", c.Cloud.Secrets)
+	}
+	if c.Cloud.SealedSecrets != "" {
+		c.checkJSONObject(k, "cloud.sealed_secrets", c.Cloud.SealedSecrets)
+	}
+	if c.Cloud.Runtime != "" {
+		if _, err := runtimes.ParseRef(c.Cloud.Runtime); err != nil {
+			k.fail("cloud.docker", "%v", err)
+		}
 	}
 	exp := c.Cloud.ExpirationDate
 	if !exp.IsZero() && !exp.After(now) {
@@ -729,18 +795,27 @@ func fileError(k *checker, field, p string, err error) {
 	k.fail(field, "%v", err)
 }
 
-func (c *AppConfig) checkSecrets(k *checker) {
-	b, err := readBounded(c.Cloud.Secrets, MaxSecretsSize)
+func (c *AppConfig) checkJSONObject(k *checker, field, path string) {
+	b, err := readBounded(path, MaxSecretsSize)
 	if err != nil {
-		fileError(k, "cloud.secrets", c.Cloud.Secrets, err)
+		fileError(k, field, path, err)
 		return
 	}
 	var obj map[string]any
 	dec := json.NewDecoder(bytes.NewReader(b))
 	if err := dec.Decode(&obj); err != nil || obj == nil || dec.More() {
 		// Never quote the content: it is secret.
-		k.fail("cloud.secrets", "%s is not a JSON object", c.Cloud.Secrets)
+		k.fail(field, "%s is not a JSON object", path)
 	}
+}
+
+// ReadSealedSecrets reads the sealed secrets file (bounded); nil when none
+// is set.
+func (c *CloudConfig) ReadSealedSecrets() ([]byte, error) {
+	if c.SealedSecrets == "" {
+		return nil, nil
+	}
+	return readBounded(c.SealedSecrets, MaxSecretsSize)
 }
 
 func (c *AppConfig) checkSSL(k *checker, now time.Time) *x509.Certificate {
@@ -863,7 +938,10 @@ type fileCloud struct {
 	Tests          string     `toml:"tests,omitempty"`
 	Project        string     `toml:"project,omitempty"`
 	Hardware       string     `toml:"hardware,omitempty"`
+	Docker         string     `toml:"docker,omitempty"`
+	StartTimeout   string     `toml:"start_timeout,omitempty"`
 	Secrets        string     `toml:"secrets,omitempty"`
+	SealedSecrets  string     `toml:"sealed_secrets,omitempty"`
 	ExpirationDate *time.Time `toml:"expiration_date,omitempty"`
 	SSL            *fileSSL   `toml:"ssl,omitempty"`
 }
@@ -899,12 +977,17 @@ func (c *AppConfig) Marshal() ([]byte, error) {
 		TestsCmd:            c.TestsCmd,
 		TestsRequirements:   c.TestsRequirements,
 		Cloud: fileCloud{
-			Code:     rel(c.Cloud.Code),
-			Tests:    rel(c.Cloud.Tests),
-			Project:  c.Cloud.Project,
-			Hardware: c.Cloud.Hardware,
-			Secrets:  rel(c.Cloud.Secrets),
+			Code:          rel(c.Cloud.Code),
+			Tests:         rel(c.Cloud.Tests),
+			Project:       c.Cloud.Project,
+			Hardware:      c.Cloud.Hardware,
+			Docker:        c.Cloud.Runtime,
+			Secrets:       rel(c.Cloud.Secrets),
+			SealedSecrets: rel(c.Cloud.SealedSecrets),
 		},
+	}
+	if c.Cloud.StartTimeout > 0 {
+		f.Cloud.StartTimeout = c.Cloud.StartTimeout.String()
 	}
 	if !c.Cloud.ExpirationDate.IsZero() {
 		t := c.Cloud.ExpirationDate.UTC()

@@ -171,7 +171,13 @@ func TestInvalid(t *testing.T) {
 		// unknown keys
 		{"unknown top key", topPy + "colour = \"blue\"\n" + cloudMin, "colour", "unknown key; valid keys at the top level: name,"},
 		{"unknown cloud key", topPy + cloudMin + "region = \"eu\"\n", "cloud.region", "unknown key; valid keys in [cloud]: code,"},
-		{"docker key", topPy + cloudMin + "docker = \"ghcr.io/cosmian/mse-flask\"\n", "cloud.docker", "unknown key; not supported"},
+		{"docker pin", topPy + cloudMin + "docker = \"mse/flask@sha256:abc\"\n", "cloud.docker", "must be sha256: and 64 lowercase hex"},
+		{"docker empty pin", topPy + cloudMin + "docker = \"@sha256:" + strings.Repeat("a", 64) + "\"\n", "cloud.docker", "names no image"},
+		{"docker and runtime", topPy + cloudMin + "docker = \"a\"\nruntime = \"b\"\n", "cloud.runtime", "alias of cloud.docker"},
+		{"start timeout word", topPy + cloudMin + "start_timeout = \"soon\"\n", "cloud.start_timeout", "is not a duration"},
+		{"start timeout zero", topPy + cloudMin + "start_timeout = 0\n", "cloud.start_timeout", "between 1 and"},
+		{"start timeout huge", topPy + cloudMin + "start_timeout = \"48h\"\n", "cloud.start_timeout", "out of range"},
+		{"start timeout type", topPy + cloudMin + "start_timeout = true\n", "cloud.start_timeout", "not a boolean"},
 		{"unknown ssl key", topPy + cloudMin + sslOK + "chain = \"x\"\n", "cloud.ssl.chain", "unknown key; valid keys in [cloud.ssl]: domain_name"},
 		{"old layout", "name = \"app\"\nproject = \"default\"\n[code]\nlocation = \"code\"\n", "code", "old MSE layout"},
 		// cloud
@@ -518,11 +524,11 @@ func TestTestdata(t *testing.T) {
 	}
 	// Each invalid file is refused for the reason it was written for.
 	invalid := map[string][]string{
-		"bad-paths.toml":   {"cloud.code", "cloud.tests", "cloud.secrets"},
-		"both.toml":        {"entrypoint"},
-		"mse-docker.toml":  {"cloud.docker"},
-		"neither.toml":     {"python_application"},
-		"unknown-key.toml": {"colour"},
+		"bad-paths.toml":          {"cloud.code", "cloud.tests", "cloud.secrets"},
+		"both.toml":               {"entrypoint"},
+		"docker-and-runtime.toml": {"cloud.runtime", "cloud.start_timeout"},
+		"neither.toml":            {"python_application"},
+		"unknown-key.toml":        {"colour"},
 	}
 	files, _ = filepath.Glob(filepath.Join("testdata", "invalid", "*.toml"))
 	if len(files) != len(invalid) {

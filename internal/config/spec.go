@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/mse-in-go/mse/internal/attest"
+	"github.com/mse-in-go/mse/internal/runtimes"
 )
 
 // TLS modes (docs/DESIGN "TLS scenarios").
@@ -34,6 +35,28 @@ type Spec struct {
 	// OwnerCertificate is the owner's PEM certificate chain (scenario 2 only;
 	// public). Its private key is never here: it goes to the node in stage 2.
 	OwnerCertificate string `json:"owner_certificate,omitempty"`
+	// Runtime is the runtime image the node runs in.
+	Runtime Runtime `json:"runtime"`
+	// StartTimeoutSeconds bounds the app's start until its health check
+	// answers (0: DefaultStartTimeout).
+	StartTimeoutSeconds int64 `json:"start_timeout_s,omitempty"`
+}
+
+// Runtime names the runtime image of an app (runtimes.Entry, as the owner
+// resolved it against the operator's catalog).
+type Runtime struct {
+	Name   string `json:"name"`
+	Image  string `json:"image"`
+	Digest string `json:"digest"` // "sha256:" + 64 lowercase hex
+	Kind   string `json:"kind"`   // wsgi, asgi or any
+}
+
+// StartTimeout is the app's start bound.
+func (s *Spec) StartTimeout() time.Duration {
+	if s.StartTimeoutSeconds <= 0 {
+		return DefaultStartTimeout
+	}
+	return time.Duration(s.StartTimeoutSeconds) * time.Second
 }
 
 // Validate checks a spec's own consistency (the node does this before anything).
@@ -62,6 +85,17 @@ func (s *Spec) Validate() error {
 	if s.ExpiresAt.IsZero() {
 		return errors.New("spec: expires_at is not set")
 	}
+	if !runtimes.ValidDigest(s.Runtime.Digest) {
+		return fmt.Errorf("spec: runtime digest %q is not sha256: and 64 lowercase hex digits", s.Runtime.Digest)
+	}
+	switch s.Runtime.Kind {
+	case runtimes.KindWSGI, runtimes.KindASGI, runtimes.KindAny:
+	default:
+		return fmt.Errorf("spec: runtime kind %q is not wsgi, asgi or any", s.Runtime.Kind)
+	}
+	if s.StartTimeoutSeconds < 0 || s.StartTimeoutSeconds > int64(MaxStartTimeout/time.Second) {
+		return fmt.Errorf("spec: start_timeout_s %d is out of range 0..%d", s.StartTimeoutSeconds, int64(MaxStartTimeout/time.Second))
+	}
 	return nil
 }
 
@@ -87,7 +121,7 @@ func (s *Spec) Digest() ([]byte, error) {
 		certHash = []byte{}
 	}
 	m := map[string]any{
-		"v":                    1,
+		"v":                    2,
 		"app_id":               s.AppID,
 		"domains":              domains,
 		"entrypoint":           entry,
@@ -96,6 +130,9 @@ func (s *Spec) Digest() ([]byte, error) {
 		"expires_at":           s.ExpiresAt.Unix(),
 		"tls_mode":             s.TLSMode,
 		"owner_cert_sha256":    certHash,
+		"runtime_digest":       s.Runtime.Digest,
+		"runtime_kind":         s.Runtime.Kind,
+		"start_timeout_s":      int64(s.StartTimeout() / time.Second),
 	}
 	b, err := attest.CBOREncMode().Marshal(m)
 	if err != nil {

@@ -29,7 +29,8 @@ type backendProc struct {
 func startBackendProc(t *testing.T, dataDir, nodeBin string) *backendProc {
 	t.Helper()
 	bin := testenv.Build(t, "mse-backend")
-	cmd := exec.Command(bin, "serve", "--data-dir", dataDir, "--api-addr", "127.0.0.1:0", "--router-addr", "127.0.0.1:0",
+	testenv.WriteCatalog(t, filepath.Join(dataDir, "runtimes.json"), testenv.Runtimes(t))
+	cmd := exec.Command(bin, "serve", "--data-dir", dataDir, "--runtime-dir", testenv.RuntimeDir(), "--api-addr", "127.0.0.1:0", "--router-addr", "127.0.0.1:0",
 		"--node-binary", nodeBin, "--poll-interval", "100ms", "--capacity-memory-mib", "65536", "--capacity-cores", "64")
 	out, err := cmd.StdoutPipe()
 	if err != nil {

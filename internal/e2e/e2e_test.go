@@ -144,6 +144,9 @@ func getVia(t *testing.T, addr, domain string, tc *tls.Config) (string, error) {
 	tc.ServerName = domain
 	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			if p, ok := strings.CutPrefix(addr, "unix:"); ok {
+				return (&net.Dialer{}).DialContext(ctx, "unix", p) // a sandboxed node's socket
+			}
 			return (&net.Dialer{}).DialContext(ctx, "tcp", addr)
 		},
 		TLSClientConfig: tc,

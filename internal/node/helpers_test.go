@@ -144,8 +144,13 @@ func baseSpec() config.Spec {
 		PythonApplication: "app:app",
 		ExpiresAt:         time.Now().Add(24 * time.Hour).Truncate(time.Second),
 		TLSMode:           config.TLSSelf,
+		Runtime:           config.Runtime{Name: "test", Image: "mse/test:1", Digest: testRuntimeDigest, Kind: "any"},
 	}
 }
+
+// testRuntimeDigest names a runtime in specs; in-process tests run the
+// host's python3 (Config.Python), not a runtime image.
+const testRuntimeDigest = "sha256:5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e"
 
 type testNode struct {
 	n       *Node
@@ -191,6 +196,7 @@ func startNode(t testing.TB, b testBundle, spec config.Spec, opts ...nodeOpt) *t
 		WorkDir:       filepath.Join(t.TempDir(), "work"),
 		Issuer:        simIssuer{p: plat, id: sim.Identity{Measurement: testMeasurement, Signer: sim.DevSigner}},
 		HealthTimeout: 20 * time.Second,
+		Python:        "python3", // the host's: no runtime image in-process
 		Logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
 	if testing.Verbose() {

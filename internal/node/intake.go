@@ -162,7 +162,7 @@ func (n *Node) check(r *http.Request) (in *intake, ref *refusal) {
 		return bad(http.StatusBadRequest, "code_secret_key: %v", err)
 	}
 	in = &intake{}
-	f, err := os.Open(n.cfg.BundlePath)
+	f, err := n.openBundle()
 	if err != nil {
 		return nil, &refusal{code: http.StatusInternalServerError, msg: "the node cannot read its bundle", notCounted: true}
 	}
@@ -197,6 +197,7 @@ func (n *Node) check(r *http.Request) (in *intake, ref *refusal) {
 		if secrets, err = mergeObjects(secrets, pt); err != nil {
 			return bad(http.StatusBadRequest, "%v", err)
 		}
+		in.sealedSecrets = pt
 	}
 	in.appSecrets = secrets
 	return in, nil

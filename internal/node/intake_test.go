@@ -528,7 +528,7 @@ func TestHealthTimeout(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), "the app did not answer its health check within 3s") {
 				t.Fatalf("Run = %v", err)
 			}
-			if path == "/unhealthy" && !strings.Contains(err.Error(), "health check /unhealthy answered 500") {
+			if path == "/unhealthy" && !strings.Contains(err.Error(), "health check GET /unhealthy answered HTTP 500") {
 				t.Errorf("Run = %v, want the last health answer", err)
 			}
 			if el := time.Since(start); el > 3*time.Second+1500*time.Millisecond {
@@ -553,7 +553,7 @@ func TestHealthFailsWhileRunning(t *testing.T) {
 	tn.waitApp(t, "/")
 	tn.get(t, "/sick")
 	err := tn.wait(t, 10*time.Second)
-	if err == nil || !strings.Contains(err.Error(), "the app failed its health check 3 times in a row: health check /health answered 500") {
+	if err == nil || !strings.Contains(err.Error(), "the app failed its health check 3 times in a row: health check GET /health answered HTTP 500") {
 		t.Fatalf("Run = %v", err)
 	}
 }

@@ -9,7 +9,8 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"time"
+	"strconv"
+	"syscall"
 
 	"github.com/mse-in-go/mse/internal/attest"
 	"github.com/mse-in-go/mse/internal/attest/sgx"
@@ -25,19 +26,23 @@ func Main(ctx context.Context, args []string, stderr io.Writer) int {
 		appID      = fs.String("app-id", "", "the app id (must equal the spec's)")
 		specPath   = fs.String("spec", "", "path to the app's spec (JSON)")
 		bundlePath = fs.String("bundle", "", "path to the encrypted bundle")
-		listen     = fs.String("listen", "127.0.0.1:0", "address of the app's TLS port")
-		workDir    = fs.String("workdir", "", "the node's private directory")
+		bundleFD   = fs.Int("bundle-fd", -1, "descriptor of the encrypted bundle, open for reading (instead of --bundle)")
+		listen     = fs.String("listen", "127.0.0.1:0", "address of the app's TLS port: host:port or unix:PATH")
+		workDir    = fs.String("workdir", "", "the node's private directory (in a sandbox: a tmpfs)")
+		statusFile = fs.String("status-file", "", "where the node writes its status (default WORKDIR/status.json)")
 		tee        = fs.String("tee", attest.TypeSim, "TEE type: sim or sgx")
 		simSocket  = fs.String("sim-socket", "", "unix socket of the simulated quoting service (tee sim)")
 		attDir     = fs.String("attestation-dir", "/dev/attestation", "Gramine's attestation interface (tee sgx)")
-		python     = fs.String("python", "python3", "Python interpreter for python_application")
-		attempts   = fs.Int("max-attempts", 10, "failed stage-2 requests before the node gives up")
-		health     = fs.Duration("health-timeout", 60*time.Second, "time the app has to answer its health check")
 	)
+	// Nothing here changes what the node checks or runs: the app, its
+	// runtime, its start timeout and its TLS mode come from the spec, which the
+	// config digest covers; limits and attempt bounds are fixed in the binary
+	// (docs/runtimes.md).
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
+	closeOnExecInherited()
 	fail := func(err error) int {
 		log.Error("node failed", "err", err)
 		return 1
@@ -65,9 +70,21 @@ func Main(ctx context.Context, args []string, stderr io.Writer) int {
 	default:
 		return fail(fmt.Errorf("unknown TEE type %q (sim, sgx)", *tee))
 	}
+	var bundleFile *os.File
+	if *bundleFD >= 0 {
+		if *bundlePath != "" {
+			return fail(errors.New("pass --bundle or --bundle-fd, not both"))
+		}
+		// Not inherited by the app.
+		syscall.CloseOnExec(*bundleFD)
+		if bundleFile = os.NewFile(uintptr(*bundleFD), "bundle"); bundleFile == nil {
+			return fail(fmt.Errorf("--bundle-fd %d is not an open descriptor", *bundleFD))
+		}
+		defer bundleFile.Close()
+	}
 	err = Run(ctx, Config{
-		Spec: spec, BundlePath: *bundlePath, Listen: *listen, WorkDir: *workDir, Issuer: issuer,
-		MaxAttempts: *attempts, Python: *python, HealthTimeout: *health, Logger: log,
+		Spec: spec, BundlePath: *bundlePath, Bundle: bundleFile, Listen: *listen, WorkDir: *workDir,
+		StatusFile: *statusFile, Issuer: issuer, Logger: log,
 	})
 	switch {
 	case err == nil:
@@ -78,5 +95,20 @@ func Main(ctx context.Context, args []string, stderr io.Writer) int {
 		return 0
 	default:
 		return fail(err)
+	}
+}
+
+// closeOnExecInherited marks every descriptor the node inherited beyond
+// stdio close-on-exec (the sandbox passes the node binary and the bundle as
+// descriptors): the app inherits none of them.
+func closeOnExecInherited() {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 2 {
+			syscall.CloseOnExec(fd)
+		}
 	}
 }

@@ -9,16 +9,19 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,13 +32,17 @@ import (
 	"github.com/mse-in-go/mse/internal/config"
 	"github.com/mse-in-go/mse/internal/nodeapi"
 	"github.com/mse-in-go/mse/internal/ratls"
+	"github.com/mse-in-go/mse/internal/runtimes"
 	"github.com/mse-in-go/mse/internal/sealed"
 )
 
 // Config configures a node. The zero value of optional fields is a sensible default.
 type Config struct {
-	Spec       config.Spec
+	Spec config.Spec
+	// BundlePath is the encrypted bundle; Bundle, when set, is an open file
+	// of it instead (the sandbox passes it as a descriptor).
 	BundlePath string
+	Bundle     *os.File
 	// Listener serves the app's TLS port; if nil, Listen is used.
 	Listener net.Listener
 	Listen   string
@@ -47,10 +54,12 @@ type Config struct {
 	Issuer     attest.Issuer
 	// MaxAttempts bounds failed stage-2 requests before the node gives up (default 10).
 	MaxAttempts int
-	// Python is the interpreter for python_application (default "python3").
+	// Python is the interpreter for python_application (default
+	// DefaultPython, the runtime's). Tests outside a sandbox set it.
 	Python string
-	// HealthTimeout bounds the app's start (default 60s); HealthInterval is
-	// the period of health checks once running (default 10s).
+	// HealthTimeout bounds the app's start (default: the spec's start
+	// timeout); HealthInterval is the period of health checks once running
+	// (default 10s).
 	HealthTimeout  time.Duration
 	HealthInterval time.Duration
 	Limits         bundle.Limits
@@ -84,8 +93,9 @@ type Node struct {
 // intake is what stage 2 accepted (the code is already unpacked; the code
 // key is not kept).
 type intake struct {
-	ownerCert  *tls.Certificate
-	appSecrets []byte
+	ownerCert     *tls.Certificate
+	appSecrets    []byte
+	sealedSecrets []byte // the plaintext of sealed_secrets (also merged into appSecrets)
 }
 
 // ErrExpired is returned by Run when the app reached its expiry date.
@@ -107,10 +117,10 @@ func New(cfg Config) (*Node, error) {
 		cfg.MaxAttempts = 10
 	}
 	if cfg.Python == "" {
-		cfg.Python = "python3"
+		cfg.Python = DefaultPython
 	}
 	if cfg.HealthTimeout <= 0 {
-		cfg.HealthTimeout = 60 * time.Second
+		cfg.HealthTimeout = cfg.Spec.StartTimeout()
 	}
 	if cfg.HealthInterval <= 0 {
 		cfg.HealthInterval = 10 * time.Second
@@ -164,7 +174,7 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	if !now.Before(cfg.Spec.ExpiresAt) {
 		return ErrExpired
 	}
-	d, _, err := bundle.DigestFile(cfg.BundlePath)
+	d, err := n.digestBundle()
 	if err != nil {
 		return fmt.Errorf("node: hash the bundle: %w", err)
 	}
@@ -178,7 +188,12 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	if n.sealKey, err = sealed.NewKey(); err != nil {
 		return err
 	}
-	n.claims = attest.Claims{AppID: cfg.Spec.AppID, CodeDigest: n.codeDigest, ConfigDigest: n.confDigest, SealingKey: n.sealKey.Public()}
+	runtimeDigest, err := runtimes.DigestBytes(cfg.Spec.Runtime.Digest)
+	if err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	n.claims = attest.Claims{AppID: cfg.Spec.AppID, CodeDigest: n.codeDigest, ConfigDigest: n.confDigest,
+		SealingKey: n.sealKey.Public(), RuntimeDigest: runtimeDigest}
 	notAfter := cfg.Spec.ExpiresAt
 	if max := now.Add(397 * 24 * time.Hour); notAfter.After(max) {
 		notAfter = max
@@ -196,7 +211,7 @@ func (n *Node) Run(ctx context.Context) (err error) {
 
 	ln := cfg.Listener
 	if ln == nil {
-		if ln, err = net.Listen("tcp", cfg.Listen); err != nil {
+		if ln, err = listen(cfg.Listen); err != nil {
 			return fmt.Errorf("node: listen: %w", err)
 		}
 	}
@@ -267,6 +282,43 @@ func (n *Node) writeStatus(state, msg string) {
 	st := nodeapi.Status{State: state, Error: msg, Fingerprint: n.raFP, UpdatedAt: n.cfg.Now().UTC()}
 	b, _ := json.Marshal(st)
 	_ = atomicfile.Write(n.cfg.StatusFile, b, 0o644)
+}
+
+// listen listens on "unix:PATH" (in a sandbox: the router reaches the node
+// through a socket in its run directory) or a TCP address.
+func listen(addr string) (net.Listener, error) {
+	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
+		_ = os.Remove(path)
+		return net.Listen("unix", path)
+	}
+	return net.Listen("tcp", addr)
+}
+
+// openBundle opens the encrypted bundle for one read from its start.
+func (n *Node) openBundle() (io.ReadCloser, error) {
+	if f := n.cfg.Bundle; f != nil {
+		st, err := f.Stat()
+		if err != nil {
+			return nil, err
+		}
+		return io.NopCloser(io.NewSectionReader(f, 0, st.Size())), nil
+	}
+	return os.Open(n.cfg.BundlePath)
+}
+
+func (n *Node) digestBundle() ([32]byte, error) {
+	var d [32]byte
+	f, err := n.openBundle()
+	if err != nil {
+		return d, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return d, err
+	}
+	copy(d[:], h.Sum(nil))
+	return d, nil
 }
 
 func errString(err error) string {

@@ -225,6 +225,9 @@ type Expect struct {
 	CodeDigest   []byte
 	ConfigDigest []byte
 	Nonce        []byte
+	// RuntimeDigest is the runtime image (32-byte SHA-256 manifest digest)
+	// the owner asked for.
+	RuntimeDigest []byte
 }
 
 // Identity is what a successful verification established.
@@ -326,6 +329,9 @@ func verifyTagged(ctx context.Context, cert *x509.Certificate, ex *Extracted, o 
 	if !bytes.Equal(claims.PubkeyHash, PubkeyHash(cert)) {
 		return nil, fail("pubkey_hash", "the certificate's public key is not the one bound in the evidence (pubkey-hash mismatch); the certificate was not made by the attested enclave")
 	}
+	if err := checkRuntime(ver, claims, o); err != nil {
+		return nil, err
+	}
 	e := o.Expect
 	if e.AppID != "" && claims.AppID != e.AppID {
 		return nil, fail("app_id", "the node attests app id %q, not %q; this is another app's node (the router may have sent you elsewhere)", claims.AppID, e.AppID)
@@ -345,6 +351,33 @@ func verifyTagged(ctx context.Context, cert *x509.Certificate, ex *Extracted, o 
 		return nil, fail("nonce", "the evidence does not carry the nonce you sent; it is a replay")
 	}
 	return &Identity{Verified: ver, Claims: claims, Certificate: cert, Fingerprint: Fingerprint(cert), Format: ex.Format}, nil
+}
+
+// checkRuntime checks the runtime image: what the TEE itself attests (when
+// it attests one apart from the measurement) must be what the node claims;
+// the claim must be what the owner asked for and what the policy accepts.
+func checkRuntime(ver *attest.Verified, claims *attest.Claims, o Options) error {
+	want := o.Expect.RuntimeDigest
+	if ver.RuntimeDigest != nil && !bytes.Equal(ver.RuntimeDigest, claims.RuntimeDigest) {
+		return fail("runtime", "the %s hardware attests runtime sha256:%x, but the node claims sha256:%x; the node does not run in the runtime it names",
+			ver.Type, ver.RuntimeDigest, claims.RuntimeDigest)
+	}
+	if len(want) > 0 {
+		if ver.RuntimeDigest == nil && ver.Type != attest.TypeSGX {
+			// SGX measures the runtime's files into MRENCLAVE; the other
+			// types must state the runtime apart.
+			return fail("runtime", "the %s evidence attests no runtime image, and you asked for sha256:%x; the node's runtime cannot be checked", ver.Type, want)
+		}
+		if !bytes.Equal(claims.RuntimeDigest, want) {
+			return fail("runtime", "the node runs runtime sha256:%x, not sha256:%x that you asked for (mse.toml docker); the operator gave your app another runtime", claims.RuntimeDigest, want)
+		}
+	}
+	if len(claims.RuntimeDigest) > 0 {
+		if err := o.Policy.CheckRuntime(claims.RuntimeDigest); err != nil {
+			return &VerifyError{Check: "policy", Err: err}
+		}
+	}
+	return nil
 }
 
 func shortHex(b []byte) string {

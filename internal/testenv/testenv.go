@@ -90,6 +90,9 @@ type Options struct {
 	APITLSKey        string
 	// Log receives the backend's log (default: t.Log on failure only).
 	Log io.Writer
+	// NoCatalog leaves the data dir's runtime catalog as it is (default:
+	// the TestRuntimes are written into it).
+	NoCatalog bool
 }
 
 // Backend is a running backend.
@@ -117,6 +120,10 @@ func Start(t testing.TB, o Options) *Backend {
 	if o.NodeBinary == "" {
 		o.NodeBinary = Build(t, "mse-node")
 	}
+	rts := Runtimes(t)
+	if !o.NoCatalog {
+		WriteCatalog(t, filepath.Join(o.DataDir, "runtimes.json"), rts)
+	}
 	apiLn, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -140,7 +147,7 @@ func Start(t testing.TB, o Options) *Backend {
 		b.done <- backend.Run(ctx, backend.Config{
 			APITLSCert: o.APITLSCert, APITLSKey: o.APITLSKey,
 			DataDir: o.DataDir, DB: o.DB, APIListener: apiLn, RouterListener: routerLn, PublicRouterAddr: o.PublicRouterAddr,
-			NodeBinary: o.NodeBinary, Capacity: o.Capacity, MaxLifetime: o.MaxLifetime, MaxBundleSize: o.MaxBundleSize,
+			NodeBinary: o.NodeBinary, RuntimeDir: RuntimeDir(), Capacity: o.Capacity, MaxLifetime: o.MaxLifetime, MaxBundleSize: o.MaxBundleSize,
 			Blobs: o.Blobs, PollInterval: 100 * time.Millisecond, SimDebug: o.SimDebug, SimTCBStatus: o.SimTCBStatus,
 			Logger: slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug})),
 			Ready:  func(i backend.Info) { ready <- i },
@@ -189,8 +196,15 @@ func (b *Backend) Stop(t testing.TB) {
 // Log returns what the backend logged so far.
 func (b *Backend) Log() string { return b.log.String() }
 
-// KillNodes ends every node process this backend's runner started.
+// KillNodes ends every node this backend's runner started: their runc
+// processes and their sandboxes.
 func (b *Backend) KillNodes() {
+	root := filepath.Join(b.DataDir, "nodes", ".runc")
+	if out, err := exec.Command("runc", "--root", root, "list", "--quiet").Output(); err == nil {
+		for _, id := range strings.Fields(string(out)) {
+			_ = exec.Command("runc", "--root", root, "delete", "--force", id).Run()
+		}
+	}
 	dirs, _ := filepath.Glob(filepath.Join(b.DataDir, "nodes", "*", "node.pid"))
 	for _, p := range dirs {
 		raw, err := os.ReadFile(p)

@@ -336,6 +336,9 @@ type Identity struct {
 	// TCBStatus is one of the attest.TCB* names except "unchecked";
 	// empty means attest.TCBUpToDate.
 	TCBStatus string
+	// RuntimeDigest is the manifest digest of the runtime image the node
+	// runs in (zero: none).
+	RuntimeDigest [32]byte
 }
 
 func (id Identity) tcbStatus() string {
@@ -358,14 +361,15 @@ func (p *Platform) Quote(id Identity, reportData [64]byte, now time.Time) ([]byt
 		return nil, err
 	}
 	q := &Quote{
-		Measurement: id.Measurement,
-		Signer:      id.Signer,
-		ProductID:   id.ProductID,
-		SVN:         id.SVN,
-		TCBStatus:   id.tcbStatus(),
-		ReportData:  reportData,
-		Timestamp:   now.Unix(),
-		AKCert:      p.ak.Raw,
+		Measurement:   id.Measurement,
+		Signer:        id.Signer,
+		ProductID:     id.ProductID,
+		SVN:           id.SVN,
+		TCBStatus:     id.tcbStatus(),
+		ReportData:    reportData,
+		RuntimeDigest: id.RuntimeDigest,
+		Timestamp:     now.Unix(),
+		AKCert:        p.ak.Raw,
 	}
 	if id.Debug {
 		q.Flags |= FlagDebug

@@ -21,9 +21,10 @@ import (
 // Format constants (docs/sim.md).
 const (
 	// Magic opens every sim quote; its last byte is the format version.
-	Magic = "MSESIMQ\x01"
+	Magic = "MSESIMQ\x02"
 	// Version is the only format version this package reads and writes.
-	Version = 1
+	// Version 2 added runtime_digest.
+	Version = 2
 
 	// MaxQuoteSize bounds a whole sim quote.
 	MaxQuoteSize = 8 << 10
@@ -45,11 +46,12 @@ const (
 	offFlags       = offSVN + 2          // 76
 	offTCBStatus   = offFlags + 1        // 77
 	offReportData  = offTCBStatus + 1    // 78
-	offTimestamp   = offReportData + 64  // 142
-	offAKCertLen   = offTimestamp + 8    // 150
+	offRuntime     = offReportData + 64  // 142
+	offTimestamp   = offRuntime + 32     // 174
+	offAKCertLen   = offTimestamp + 8    // 182
 	// HeaderSize is the size of the fixed part, up to and including the
 	// attestation key certificate's length field.
-	HeaderSize = offAKCertLen + 2 // 152
+	HeaderSize = offAKCertLen + 2 // 184
 )
 
 // tcbCodes maps the tcb_status byte to attest.TCB* names. 0 is invalid, and
@@ -89,9 +91,13 @@ type Quote struct {
 	Flags       uint8    // bit 0: debug; other bits zero
 	TCBStatus   string   // one of the attest.TCB* names with a code (not "unchecked")
 	ReportData  [64]byte // the 64 bytes the issuer bound
-	Timestamp   int64    // Unix seconds, when the quote was made
-	AKCert      []byte   // DER X.509 certificate of the attestation key (1..MaxAKCertSize bytes)
-	Signature   []byte   // ASN.1 DER ECDSA P-256 SHA-256 signature over SignedBytes (1..MaxSignatureSize bytes)
+	// RuntimeDigest is the SHA-256 manifest digest of the runtime image the
+	// simulated hardware runs the node in (the runner states it, as a
+	// confidential VM states its init data); all zero when none.
+	RuntimeDigest [32]byte
+	Timestamp     int64  // Unix seconds, when the quote was made
+	AKCert        []byte // DER X.509 certificate of the attestation key (1..MaxAKCertSize bytes)
+	Signature     []byte // ASN.1 DER ECDSA P-256 SHA-256 signature over SignedBytes (1..MaxSignatureSize bytes)
 }
 
 // Debug reports whether the debug flag is set.
@@ -127,6 +133,7 @@ func (q *Quote) signedBytes() ([]byte, error) {
 	b[offFlags] = q.Flags
 	b[offTCBStatus] = code
 	copy(b[offReportData:], q.ReportData[:])
+	copy(b[offRuntime:], q.RuntimeDigest[:])
 	binary.BigEndian.PutUint64(b[offTimestamp:], uint64(q.Timestamp))
 	binary.BigEndian.PutUint16(b[offAKCertLen:], uint16(len(q.AKCert)))
 	return append(b, q.AKCert...), nil
@@ -180,6 +187,7 @@ func ParseQuote(b []byte) (*Quote, error) {
 	copy(q.Measurement[:], b[offMeasurement:])
 	copy(q.Signer[:], b[offSigner:])
 	copy(q.ReportData[:], b[offReportData:])
+	copy(q.RuntimeDigest[:], b[offRuntime:])
 	if q.Flags&^FlagDebug != 0 {
 		return nil, malformed("flags 0x%02x set reserved bits (only bit 0, debug, is defined)", q.Flags)
 	}

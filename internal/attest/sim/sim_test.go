@@ -243,7 +243,7 @@ func TestNegative(t *testing.T) {
 		msg      string
 	}{
 		{name: "magic", mod: flip(0, 0x20), sentinel: ErrMalformed, msg: "bad magic: not a sim quote"},
-		{name: "version", mod: flip(7, 0x03), sentinel: ErrMalformed, msg: "unsupported format version 2"},
+		{name: "version", mod: flip(7, 0x03), sentinel: ErrMalformed, msg: "unsupported format version 1"},
 		{name: "measurement", mod: flip(offMeasurement+5, 0x01), sentinel: ErrSignature, msg: "sim quote signature does not verify with the attestation key"},
 		{name: "signer", mod: flip(offSigner+31, 0x80), sentinel: ErrSignature, msg: "does not verify"},
 		{name: "product_id", mod: flip(offProductID, 0x01), sentinel: ErrSignature, msg: "does not verify"},
@@ -506,7 +506,7 @@ func TestDocumentedFormat(t *testing.T) {
 	a, _ := platforms(t)
 	var b []byte
 	b = append(b, "MSESIMQ"...)
-	b = append(b, 0x01)
+	b = append(b, 0x02)
 	b = append(b, bytes.Repeat([]byte{0xaa}, 32)...)              // measurement
 	b = append(b, bytes.Repeat([]byte{0xbb}, 32)...)              // signer
 	b = append(b, 0x01, 0x02)                                     // product_id 258
@@ -514,11 +514,12 @@ func TestDocumentedFormat(t *testing.T) {
 	b = append(b, 0x01)                                           // flags: debug
 	b = append(b, 5)                                              // tcb_status: OutOfDate
 	b = append(b, bytes.Repeat([]byte{0xcc}, 64)...)              // report_data
+	b = append(b, bytes.Repeat([]byte{0xdd}, 32)...)              // runtime_digest
 	b = append(b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe) // timestamp -2
 	ak := a.AKCertificate().Raw
 	b = append(b, byte(len(ak)>>8), byte(len(ak)))
 	b = append(b, ak...)
-	if len(b) != 152+len(ak) {
+	if len(b) != 184+len(ak) {
 		t.Fatalf("signed part is %d bytes", len(b))
 	}
 	h := sha256.Sum256(b)
@@ -534,7 +535,8 @@ func TestDocumentedFormat(t *testing.T) {
 		t.Fatal(err)
 	}
 	if got.Measurement[0] != 0xaa || got.Signer[31] != 0xbb || got.ProductID != 258 || got.SVN != 9 ||
-		!got.Debug || got.TCBStatus != attest.TCBOutOfDate || got.ReportData[63] != 0xcc || got.Details["timestamp"] != "-2" {
+		!got.Debug || got.TCBStatus != attest.TCBOutOfDate || got.ReportData[63] != 0xcc || got.Details["timestamp"] != "-2" ||
+		len(got.RuntimeDigest) != 32 || got.RuntimeDigest[0] != 0xdd {
 		t.Fatalf("values: %+v", got)
 	}
 }

@@ -87,16 +87,21 @@ func (v *verifier) Verify(ctx context.Context, evidence []byte) (*attest.Verifie
 	if !ecdsa.VerifyASN1(ak.PublicKey.(*ecdsa.PublicKey), d[:], q.Signature) {
 		return nil, fail(ErrSignature, "sim quote signature does not verify with the attestation key: the quote was altered or forged")
 	}
+	var runtime []byte
+	if q.RuntimeDigest != ([32]byte{}) {
+		runtime = append([]byte(nil), q.RuntimeDigest[:]...)
+	}
 	return &attest.Verified{
-		Type:        attest.TypeSim,
-		Simulated:   true,
-		Measurement: append([]byte(nil), q.Measurement[:]...),
-		Signer:      append([]byte(nil), q.Signer[:]...),
-		ProductID:   q.ProductID,
-		SVN:         q.SVN,
-		Debug:       q.Debug(),
-		TCBStatus:   q.TCBStatus,
-		ReportData:  q.ReportData,
+		RuntimeDigest: runtime,
+		Type:          attest.TypeSim,
+		Simulated:     true,
+		Measurement:   append([]byte(nil), q.Measurement[:]...),
+		Signer:        append([]byte(nil), q.Signer[:]...),
+		ProductID:     q.ProductID,
+		SVN:           q.SVN,
+		Debug:         q.Debug(),
+		TCBStatus:     q.TCBStatus,
+		ReportData:    q.ReportData,
 		Details: map[string]string{
 			"timestamp":   strconv.FormatInt(q.Timestamp, 10),
 			"root_sha256": v.rootFP,

@@ -58,6 +58,7 @@ func New(cfg Config, reg prometheus.Registerer) (http.Handler, error) {
 	}
 	route("GET /v1/me", a.me)
 	route("GET /v1/hardware", a.hardware)
+	route("GET /v1/runtimes", a.runtimes)
 	route("GET /v1/projects", a.listProjects)
 	route("POST /v1/projects", a.createProject)
 	route("POST /v1/users", a.createUser)
@@ -165,6 +166,10 @@ func (a *api) simRoot(w http.ResponseWriter, r *http.Request) {
 
 func (a *api) hardware(w http.ResponseWriter, r *http.Request, u *store.User) {
 	writeJSON(w, 200, a.Service.Hardware())
+}
+
+func (a *api) runtimes(w http.ResponseWriter, r *http.Request, u *store.User) {
+	writeJSON(w, 200, a.Service.Runtimes())
 }
 
 func (a *api) listProjects(w http.ResponseWriter, r *http.Request, u *store.User) {

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,7 +36,8 @@ type Router struct {
 	// Lookup maps a validated, lowercased server name to the backend's "host:port". It returns
 	// ErrUnknownServerName (possibly wrapped) when no backend serves the name. Required.
 	Lookup func(ctx context.Context, serverName string) (addr string, err error)
-	// Dial connects to a backend; nil means a net.Dialer. network is always "tcp".
+	// Dial connects to a backend; nil means a net.Dialer. network is "tcp",
+	// or "unix" for a Lookup answer "unix:PATH".
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// HandshakeTimeout bounds the time to read the complete ClientHello; 0 means DefaultHandshakeTimeout.
 	HandshakeTimeout time.Duration
@@ -319,7 +321,11 @@ func (r *Router) handle(c *conn) {
 		var d net.Dialer
 		dial = d.DialContext
 	}
-	backend, err := dial(ctx, "tcp", addr)
+	network, daddr := "tcp", addr
+	if p, ok := strings.CutPrefix(addr, "unix:"); ok {
+		network, daddr = "unix", p // a sandboxed node's socket
+	}
+	backend, err := dial(ctx, network, daddr)
 	if err != nil {
 		r.Metrics.incRefused(ReasonDialError)
 		log.Warn("router: backend unreachable", "sni", name, "remote", remote, "backend", addr, "error", err)

@@ -37,6 +37,10 @@ type Config struct {
 	Blobs    blob.Store
 	Runner   runner.Runner
 	Hardware []runner.Hardware
+	// Runtimes is the runtime catalog.
+	Runtimes Catalog
+	// MaxStartTimeout caps an app's start timeout (default 30 minutes).
+	MaxStartTimeout time.Duration
 	// BaseDomain is the parent of the domains assigned to apps.
 	BaseDomain string
 	// RouterAddr is where clients reach the SNI router (host:port).
@@ -84,6 +88,12 @@ func New(cfg Config) (*Service, error) {
 	}
 	if len(cfg.Hardware) == 0 {
 		return nil, errors.New("service: empty hardware catalog")
+	}
+	if cfg.Runtimes == nil {
+		return nil, errors.New("service: no runtime catalog")
+	}
+	if cfg.MaxStartTimeout <= 0 {
+		cfg.MaxStartTimeout = 30 * time.Minute
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -361,6 +371,14 @@ func (s *Service) CreateApp(ctx context.Context, u *store.User, req client.Creat
 	if err != nil || len(digest) != sha256.Size || strings.ToLower(req.CodeDigest) != req.CodeDigest {
 		return nil, errf(400, "code_digest must be 64 lowercase hex characters (SHA-256 of the encrypted bundle)")
 	}
+	rt, err := s.runtime(req.Runtime)
+	if err != nil {
+		return nil, err
+	}
+	startTimeout, err := s.startTimeout(req.StartTimeoutSeconds)
+	if err != nil {
+		return nil, err
+	}
 	p, err := s.project(ctx, u, req.Project)
 	if err != nil {
 		return nil, err
@@ -369,7 +387,7 @@ func (s *Service) CreateApp(ctx context.Context, u *store.User, req client.Creat
 	spec := config.Spec{
 		AppID: id, Name: req.Name, Entrypoint: req.Entrypoint, PythonApplication: req.PythonApplication,
 		HealthcheckEndpoint: req.HealthcheckEndpoint, ExpiresAt: req.ExpiresAt.UTC().Truncate(time.Second), TLSMode: req.TLSMode,
-		OwnerCertificate: req.OwnerCertificate,
+		OwnerCertificate: req.OwnerCertificate, Runtime: rt, StartTimeoutSeconds: startTimeout,
 	}
 	switch req.TLSMode {
 	case config.TLSSelf:

@@ -1,11 +1,17 @@
-// Package local runs nodes as processes on this machine, with the sim TEE:
-// the runner plays the hardware. It measures the mse-node executable it
-// launches and serves the simulated quoting service on a unix socket in the
-// node's private directory, so the attestation key never enters the node.
+// Package local runs nodes on this machine, each in its own sandbox inside
+// its runtime image, with the sim TEE: the runner plays the hardware. It
+// copies the mse-node executable once into a sealed memfd, measures those
+// bytes and executes exactly them; it checks the runtime's root filesystem
+// against its image before each spawn and states the runtime's digest in the
+// node's quotes; it serves the simulated quoting service on a unix socket in
+// the node's run directory, so the attestation key never enters the node.
 //
-// Memory and cores are accounted against the hardware sizes (an app is
-// refused when the machine's configured capacity is used up); they are not
-// enforced on the process.
+// The sandbox is an OCI container run by runc (docs/runtimes.md): its own
+// UID, no capabilities, its own mount, PID, network, IPC and UTS namespaces,
+// the runtime read-only, a private tmpfs for code, secrets and HOME, and
+// memory, CPU and PID limits from the hardware entry (cgroups). The router
+// reaches the node through a unix socket; the node has no network beyond its
+// own loopback.
 package local
 
 import (
@@ -24,6 +30,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -32,6 +39,7 @@ import (
 	"github.com/mse-in-go/mse/internal/attest/sim"
 	"github.com/mse-in-go/mse/internal/backend/runner"
 	"github.com/mse-in-go/mse/internal/nodeapi"
+	"github.com/mse-in-go/mse/internal/runtimes"
 )
 
 // Config configures the local runner.
@@ -40,24 +48,41 @@ type Config struct {
 	Dir string
 	// NodeBinary is the mse-node executable.
 	NodeBinary string
-	Platform   *sim.Platform
+	// Runtimes gives the verified root filesystem of a runtime image.
+	Runtimes Runtimes
+	// Runc is the runc executable (default: "runc" in PATH); its state
+	// lives under Dir/.runc.
+	Runc string
+	// UIDBase is the first of the UIDs given to nodes (default 200000); each
+	// running node has its own.
+	UIDBase  int
+	Platform *sim.Platform
 	// Capacity is what the machine offers to apps.
 	Capacity runner.Resources
 	// Signer and TCBStatus are what the simulated hardware reports.
 	Signer    [32]byte
 	TCBStatus string
 	// Debug marks the simulated enclaves as debug enclaves (for tests).
-	Debug bool
-	// ExtraArgs are appended to every mse-node command line (tests).
-	ExtraArgs []string
-	Logger    *slog.Logger
+	Debug  bool
+	Logger *slog.Logger
 }
+
+// Runtimes gives the root filesystem of a runtime image, checked against
+// the image (runtimes/image.Store).
+type Runtimes interface {
+	Rootfs(ctx context.Context, digest string) (string, error)
+}
+
+// maxNodes bounds the UIDs handed out.
+const maxNodes = 10000
 
 // Runner is the local runner.
 type Runner struct {
 	cfg         Config
 	log         *slog.Logger
 	measurement [32]byte
+	nodeExe     *os.File // sealed memfd: the measured mse-node bytes
+	runc        string
 
 	mu    sync.Mutex
 	used  runner.Resources
@@ -66,14 +91,18 @@ type Runner struct {
 
 type node struct {
 	res runner.Resources
+	uid int
 	qe  *http.Server
 }
 
 // handle is the JSON the backend stores for a node.
 type handle struct {
-	PID       int              `json:"pid"`
+	PID       int              `json:"pid"` // the runc process
 	Addr      string           `json:"addr"`
 	Dir       string           `json:"dir"`
+	RunDir    string           `json:"run_dir"`
+	UID       int              `json:"uid"`
+	Runtime   string           `json:"runtime"`
 	Resources runner.Resources `json:"resources"`
 }
 
@@ -92,14 +121,50 @@ func New(cfg Config) (*Runner, error) {
 	if cfg.Signer == ([32]byte{}) {
 		cfg.Signer = sim.DevSigner
 	}
+	if cfg.Runtimes == nil {
+		return nil, errors.New("local runner: no runtime store")
+	}
+	if cfg.UIDBase <= 0 {
+		cfg.UIDBase = 200000
+	}
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, err
 	}
-	m, err := sim.MeasureFile(cfg.NodeBinary)
-	if err != nil {
-		return nil, fmt.Errorf("local runner: measure the node binary %s: %w (build it with `make build` or pass --node-binary)", cfg.NodeBinary, err)
+	runc := cfg.Runc
+	if runc == "" {
+		runc = "runc"
 	}
-	return &Runner{cfg: cfg, log: cfg.Logger, measurement: m, nodes: map[string]*node{}}, nil
+	runcPath, err := exec.LookPath(runc)
+	if err != nil {
+		return nil, fmt.Errorf("local runner: runc is needed to sandbox nodes and was not found (%v); install it (apt-get install runc) or pass --runc PATH", err)
+	}
+	if os.Geteuid() != 0 {
+		return nil, fmt.Errorf("local runner: sandboxes give each node its own UID and cgroup limits, which needs root; run mse-backend as root")
+	}
+	exe, m, err := sealedCopy(cfg.NodeBinary)
+	if err != nil {
+		return nil, fmt.Errorf("local runner: read the node binary %s: %w (build it with `make build` or pass --node-binary)", cfg.NodeBinary, err)
+	}
+	return &Runner{cfg: cfg, log: cfg.Logger, measurement: m, nodeExe: exe, runc: runcPath, nodes: map[string]*node{}}, nil
+}
+
+// runcCmd is a runc command on this runner's state directory.
+func (r *Runner) runcCmd(ctx context.Context, args ...string) *exec.Cmd {
+	return exec.CommandContext(ctx, r.runc, append([]string{"--root", filepath.Join(r.cfg.Dir, ".runc")}, args...)...)
+}
+
+// allocUID picks the lowest free node UID; r.mu is held.
+func (r *Runner) allocUID() (int, error) {
+	used := map[int]bool{}
+	for _, n := range r.nodes {
+		used[n.uid] = true
+	}
+	for i := 0; i < maxNodes; i++ {
+		if !used[r.cfg.UIDBase+i] {
+			return r.cfg.UIDBase + i, nil
+		}
+	}
+	return 0, fmt.Errorf("%w: %d nodes run already", runner.ErrNoCapacity, maxNodes)
 }
 
 // Measurement implements runner.Runner.
@@ -114,21 +179,27 @@ func (r *Runner) Capacity() (used, total runner.Resources) {
 
 // reserve accounts res to appID's node. Beyond capacity it refuses, unless
 // force (a node adopted after a restart is already running: count it).
-func (r *Runner) reserve(appID string, res runner.Resources, force bool) error {
+func (r *Runner) reserve(appID string, res runner.Resources, uid int, force bool) (int, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if _, ok := r.nodes[appID]; ok {
-		return fmt.Errorf("local runner: app %s already has a node", appID)
+		return 0, fmt.Errorf("local runner: app %s already has a node", appID)
+	}
+	if uid == 0 {
+		var err error
+		if uid, err = r.allocUID(); err != nil {
+			return 0, err
+		}
 	}
 	free := runner.Resources{MemoryMiB: r.cfg.Capacity.MemoryMiB - r.used.MemoryMiB, Cores: r.cfg.Capacity.Cores - r.used.Cores}
 	if !force && (res.MemoryMiB > free.MemoryMiB || res.Cores > free.Cores) {
-		return fmt.Errorf("%w: the hardware needs %d MiB and %d cores, %d MiB and %d cores are free; stop an app or choose smaller hardware",
+		return 0, fmt.Errorf("%w: the hardware needs %d MiB and %d cores, %d MiB and %d cores are free; stop an app or choose smaller hardware",
 			runner.ErrNoCapacity, res.MemoryMiB, res.Cores, free.MemoryMiB, free.Cores)
 	}
 	r.used.MemoryMiB += res.MemoryMiB
 	r.used.Cores += res.Cores
-	r.nodes[appID] = &node{res: res}
-	return nil
+	r.nodes[appID] = &node{res: res, uid: uid}
+	return uid, nil
 }
 
 func (r *Runner) release(appID string) {
@@ -153,35 +224,38 @@ func (r *Runner) nodeDir(appID string) (string, error) {
 	return filepath.Join(r.cfg.Dir, appID), nil
 }
 
-// qeSocket is where a node's quoting service listens: in its directory, or,
-// when that path is too long for a unix socket (108 bytes), in a private
-// directory under the system's temporary directory.
-func qeSocket(appID, dir string) (string, error) {
-	sock := filepath.Join(dir, "qe.sock")
-	if len(sock) < 100 {
-		return sock, nil
+// runDir is the host side of a node's /run/mse: in its directory, or, when
+// a socket path there would be too long for a unix socket (108 bytes), a
+// private directory under the system's temporary directory.
+func runDir(appID, dir string) string {
+	d := filepath.Join(dir, "run")
+	if len(d)+len("/node.sock") < 100 {
+		return d
 	}
-	short := filepath.Join(os.TempDir(), "mse-qe-"+appID)
-	if err := os.MkdirAll(short, 0o700); err != nil {
-		return "", err
-	}
-	return filepath.Join(short, "qe.sock"), nil
+	return filepath.Join(os.TempDir(), "mse-run-"+appID)
 }
 
 // serveQE starts the simulated quoting service of appID's node (already
-// reserved) and returns its socket path.
-func (r *Runner) serveQE(appID, dir string) (string, error) {
-	sock, err := qeSocket(appID, dir)
+// reserved) on the socket run/qe.sock, owned by the node's UID so that only
+// that node can reach it, stating the runtime the node runs in.
+func (r *Runner) serveQE(appID, run string, uid int, runtimeDigest string) (string, error) {
+	rd, err := runtimes.DigestBytes(runtimeDigest)
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("local runner: %w", err)
 	}
+	sock := filepath.Join(run, "qe.sock")
 	_ = os.Remove(sock)
 	ln, err := net.Listen("unix", sock)
 	if err != nil {
 		return "", fmt.Errorf("local runner: quoting service socket: %w", err)
 	}
+	if err := os.Chown(sock, uid, uid); err != nil {
+		ln.Close()
+		return "", fmt.Errorf("local runner: quoting service socket: %w", err)
+	}
 	_ = os.Chmod(sock, 0o600)
 	id := sim.Identity{Measurement: r.measurement, Signer: r.cfg.Signer, TCBStatus: r.cfg.TCBStatus, Debug: r.cfg.Debug}
+	copy(id.RuntimeDigest[:], rd)
 	srv := &http.Server{Handler: sim.NewQuotingService(r.cfg.Platform, id, time.Now), ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	r.mu.Lock()
@@ -190,14 +264,23 @@ func (r *Runner) serveQE(appID, dir string) (string, error) {
 	return sock, nil
 }
 
-// Spawn implements runner.Runner.
+// Spawn implements runner.Runner: it checks the runtime's root filesystem,
+// prepares the node's run directory and OCI bundle, starts the quoting
+// service and runs the node's sandbox with runc.
 func (r *Runner) Spawn(ctx context.Context, appID string, s runner.SpawnSpec) ([]byte, error) {
 	dir, err := r.nodeDir(appID)
 	if err != nil {
 		return nil, err
 	}
+	// The runtime first: what the node will run must be what the image
+	// holds, and the quote will say which image that is.
+	rootfs, err := r.cfg.Runtimes.Rootfs(ctx, s.App.Runtime.Digest)
+	if err != nil {
+		return nil, fmt.Errorf("local runner: runtime %s: %w", s.App.Runtime.Name, err)
+	}
 	res := runner.Resources{MemoryMiB: s.Hardware.MemoryMiB, Cores: s.Hardware.Cores}
-	if err := r.reserve(appID, res, false); err != nil {
+	uid, err := r.reserve(appID, res, 0, false)
+	if err != nil {
 		return nil, err
 	}
 	ok := false
@@ -207,66 +290,70 @@ func (r *Runner) Spawn(ctx context.Context, appID string, s runner.SpawnSpec) ([
 		}
 	}()
 	_ = os.RemoveAll(dir)
-	if err := os.MkdirAll(filepath.Join(dir, "work"), 0o700); err != nil {
+	run := runDir(appID, dir)
+	_ = os.RemoveAll(run)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(run, 0o700); err != nil {
+		return nil, err
+	}
+	if err := os.Chown(run, uid, uid); err != nil {
 		return nil, err
 	}
 	specJSON, err := json.Marshal(s.App)
 	if err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(filepath.Join(dir, "spec.json"), specJSON, 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(run, "spec.json"), specJSON, 0o444); err != nil {
 		return nil, err
 	}
-	sock, err := r.serveQE(appID, dir)
+	if _, err := r.serveQE(appID, run, uid, s.App.Runtime.Digest); err != nil {
+		return nil, err
+	}
+	args := []string{
+		"--app-id", appID,
+		"--spec", sandboxRunDir + "/spec.json",
+		"--bundle-fd", strconv.Itoa(bundleFD),
+		"--listen", "unix:" + sandboxRunDir + "/node.sock",
+		"--workdir", sandboxWorkDir,
+		"--status-file", sandboxRunDir + "/status.json",
+		"--tee", attest.TypeSim,
+		"--sim-socket", sandboxRunDir + "/qe.sock",
+	}
+	if err := writeBundle(dir, sandboxSpec{AppID: appID, Rootfs: rootfs, RunDir: run, UID: uid,
+		MemoryMiB: res.MemoryMiB, Cores: res.Cores, Args: args}); err != nil {
+		return nil, err
+	}
+	bundleFile, err := os.Open(s.BundlePath)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("local runner: open the bundle: %w", err)
 	}
-
-	addr, err := freeAddr()
-	if err != nil {
-		return nil, err
-	}
+	defer bundleFile.Close()
 	logf, err := os.OpenFile(filepath.Join(dir, "node.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, err
 	}
 	defer logf.Close()
-	args := []string{
-		"--app-id", appID,
-		"--spec", filepath.Join(dir, "spec.json"),
-		"--bundle", s.BundlePath,
-		"--listen", addr,
-		"--workdir", filepath.Join(dir, "work"),
-		"--tee", attest.TypeSim,
-		"--sim-socket", sock,
-	}
-	args = append(args, r.cfg.ExtraArgs...)
-	cmd := exec.Command(r.cfg.NodeBinary, args...)
+	// Not CommandContext: the node outlives this request, and a backend
+	// crash; it is adopted again on restart.
+	cmd := r.runcCmd(context.Background(), "run", "--bundle", dir, "--preserve-fds", "2", "--no-new-keyring", appID)
 	cmd.Dir = dir
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir, "LANG=C.UTF-8"}
+	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 	cmd.Stdout = logf
 	cmd.Stderr = logf
-	// Its own process group: a node outlives a backend crash and is adopted
-	// again on restart.
+	cmd.ExtraFiles = []*os.File{bundleFile, r.nodeExe} // fds 3 and 4
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("local runner: start %s: %w", r.cfg.NodeBinary, err)
+		return nil, fmt.Errorf("local runner: start %s: %w", r.runc, err)
 	}
 	_ = os.WriteFile(filepath.Join(dir, "node.pid"), []byte(strconv.Itoa(cmd.Process.Pid)), 0o600)
 	go func() { _ = cmd.Wait() }() // reap it; liveness is read from /proc (adopted nodes are not our children)
-	h, _ := json.Marshal(handle{PID: cmd.Process.Pid, Addr: addr, Dir: dir, Resources: res})
+	addr := "unix:" + filepath.Join(run, "node.sock")
+	h, _ := json.Marshal(handle{PID: cmd.Process.Pid, Addr: addr, Dir: dir, RunDir: run, UID: uid, Runtime: s.App.Runtime.Digest, Resources: res})
 	ok = true
-	r.log.Info("node spawned", "app_id", appID, "pid", cmd.Process.Pid, "addr", addr)
+	r.log.Info("node spawned", "app_id", appID, "pid", cmd.Process.Pid, "uid", uid, "runtime", s.App.Runtime.Name, "addr", addr)
 	return h, nil
-}
-
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
 }
 
 func parseHandle(b []byte) (*handle, error) {
@@ -301,7 +388,7 @@ func (r *Runner) Status(ctx context.Context, appID string, hb []byte) (runner.No
 		return runner.NodeState{}, err
 	}
 	var st nodeapi.Status
-	if b, err := os.ReadFile(filepath.Join(h.Dir, "work", "status.json")); err == nil {
+	if b, err := os.ReadFile(filepath.Join(h.RunDir, "status.json")); err == nil && len(b) <= 64<<10 {
 		_ = json.Unmarshal(b, &st)
 	}
 	ns := runner.NodeState{State: st.State, Error: st.Error, Fingerprint: st.Fingerprint}
@@ -371,28 +458,37 @@ func (r *Runner) Stop(ctx context.Context, appID string, hb []byte) error {
 	if err != nil {
 		return err
 	}
-	r.kill(h.PID, appID)
-	if sock, err := qeSocket(appID, h.Dir); err == nil && filepath.Dir(sock) != h.Dir {
-		_ = os.RemoveAll(filepath.Dir(sock))
-	}
-	// The node's private directory holds the decrypted code and secrets (in
-	// simulation they are on the operator's disk): remove them, keep the log.
-	_ = os.RemoveAll(filepath.Join(h.Dir, "work"))
+	r.kill(ctx, h.PID, appID)
+	r.cleanup(appID, h.Dir, h.RunDir)
 	return nil
 }
 
-func (r *Runner) kill(pid int, appID string) {
-	if !alive(pid, appID) {
-		return
+// cleanup removes what a node left on the host: its run directory (socket,
+// status), its OCI bundle. The code and secrets were in the sandbox's tmpfs,
+// gone with it. The log stays.
+func (r *Runner) cleanup(appID, dir, run string) {
+	if run == "" {
+		run = runDir(appID, dir)
 	}
-	_ = syscall.Kill(-pid, syscall.SIGTERM)
-	deadline := time.Now().Add(10 * time.Second)
-	for alive(pid, appID) && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-	}
+	_ = os.RemoveAll(run)
+	_ = os.Remove(filepath.Join(dir, "config.json"))
+}
+
+// kill ends a node's sandbox: SIGTERM to the node (its PID 1), SIGKILL to
+// the whole container after 10 s, then the container's state is deleted.
+func (r *Runner) kill(ctx context.Context, pid int, appID string) {
 	if alive(pid, appID) {
-		_ = syscall.Kill(-pid, syscall.SIGKILL)
+		_ = r.runcCmd(ctx, "kill", appID, "TERM").Run()
+		deadline := time.Now().Add(10 * time.Second)
+		for alive(pid, appID) && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if alive(pid, appID) {
+			_ = r.runcCmd(ctx, "kill", "--all", appID, "KILL").Run()
+			_ = syscall.Kill(-pid, syscall.SIGKILL)
+		}
 	}
+	_ = r.runcCmd(ctx, "delete", "--force", appID).Run()
 }
 
 // Logs implements runner.Runner.
@@ -461,14 +557,15 @@ func (r *Runner) Adopt(ctx context.Context, nodes map[string][]byte) (map[string
 		}
 		if !alive(h.PID, appID) {
 			lost[appID] = "the node process ended while the backend was down; its last log line" + lastLogLine(filepath.Join(h.Dir, "node.log"))
-			_ = os.RemoveAll(filepath.Join(h.Dir, "work"))
+			_ = r.runcCmd(ctx, "delete", "--force", appID).Run()
+			r.cleanup(appID, h.Dir, h.RunDir)
 			continue
 		}
-		if err := r.reserve(appID, h.Resources, true); err != nil {
+		if _, err := r.reserve(appID, h.Resources, h.UID, true); err != nil {
 			lost[appID] = err.Error()
 			continue
 		}
-		if _, err := r.serveQE(appID, h.Dir); err != nil {
+		if _, err := r.serveQE(appID, h.RunDir, h.UID, h.Runtime); err != nil {
 			r.log.Warn("adopted node has no quoting service: it cannot give fresh evidence", "app_id", appID, "err", err)
 		}
 		r.log.Info("node adopted", "app_id", appID, "pid", h.PID)
@@ -482,14 +579,26 @@ func (r *Runner) Adopt(ctx context.Context, nodes map[string][]byte) (map[string
 		if _, ok := nodes[e.Name()]; ok {
 			continue
 		}
+		if _, err := r.nodeDir(e.Name()); err != nil {
+			continue // .runc and other non-node entries
+		}
 		dir := filepath.Join(r.cfg.Dir, e.Name())
 		if b, err := os.ReadFile(filepath.Join(dir, "node.pid")); err == nil {
 			if pid, err := strconv.Atoi(string(b)); err == nil && alive(pid, e.Name()) {
 				r.log.Warn("ending an orphan node", "app_id", e.Name(), "pid", pid)
-				r.kill(pid, e.Name())
+				r.kill(ctx, pid, e.Name())
 			}
 		}
-		_ = os.RemoveAll(filepath.Join(dir, "work"))
+		r.cleanup(e.Name(), dir, "")
+	}
+	// Containers no app claims (a runc process killed with its backend).
+	if out, err := r.runcCmd(ctx, "list", "--quiet").Output(); err == nil {
+		for _, id := range strings.Fields(string(out)) {
+			if _, ok := nodes[id]; !ok {
+				r.log.Warn("ending an orphan sandbox", "app_id", id)
+				_ = r.runcCmd(ctx, "delete", "--force", id).Run()
+			}
+		}
 	}
 	return lost, nil
 }

@@ -1,0 +1,59 @@
+package service
+
+import (
+	"errors"
+	"time"
+
+	"github.com/mse-in-go/mse/internal/config"
+	"github.com/mse-in-go/mse/internal/runtimes"
+)
+
+// Catalog is the operator's runtime catalog (runtimes.Catalog).
+type Catalog interface {
+	Entries() []runtimes.Entry
+}
+
+// Runtimes lists the runtime catalog.
+func (s *Service) Runtimes() []runtimes.Entry {
+	e := s.cfg.Runtimes.Entries()
+	if e == nil {
+		e = []runtimes.Entry{}
+	}
+	return e
+}
+
+// runtime resolves the owner's runtime reference (mse.toml's docker key);
+// empty means the operator's default, the catalog's first entry.
+func (s *Service) runtime(ref string) (config.Runtime, error) {
+	entries := s.cfg.Runtimes.Entries()
+	if len(entries) == 0 {
+		return config.Runtime{}, errf(503, "this operator offers no runtime yet; ask the operator to add one (mse-backend runtime build)")
+	}
+	e := entries[0]
+	if ref != "" {
+		var err error
+		if e, err = runtimes.Match(entries, ref); err != nil {
+			if errors.Is(err, runtimes.ErrUnknown) {
+				return config.Runtime{}, errf(400, "%v", err)
+			}
+			return config.Runtime{}, errf(400, "runtime: %v", err)
+		}
+	}
+	return config.Runtime{Name: e.Name, Image: e.Image, Digest: e.Digest, Kind: e.Kind}, nil
+}
+
+// startTimeout checks the owner's start timeout against the operator's maximum.
+func (s *Service) startTimeout(seconds int64) (int64, error) {
+	max := s.cfg.MaxStartTimeout
+	if seconds < 0 {
+		return 0, errf(400, "start_timeout_s must not be negative")
+	}
+	if time.Duration(seconds)*time.Second > max {
+		return 0, errf(400, "start_timeout %s is above this operator's maximum of %s; lower cloud.start_timeout in mse.toml",
+			time.Duration(seconds)*time.Second, max)
+	}
+	if seconds == 0 {
+		seconds = int64(config.DefaultStartTimeout / time.Second)
+	}
+	return seconds, nil
+}

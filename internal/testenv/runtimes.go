@@ -1,0 +1,112 @@
+package testenv
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mse-in-go/mse/internal/runtimes"
+	"github.com/mse-in-go/mse/internal/runtimes/image"
+)
+
+// TestRuntimes are the runtimes test backends offer, built from the presets
+// of the same names: the first one is the default.
+var TestRuntimes = []string{"flask", "fastapi"}
+
+var (
+	rtOnce    sync.Once
+	rtEntries []runtimes.Entry
+	rtErr     error
+)
+
+// RuntimeDir is the image store tests share (and `make demo`): built once
+// per machine, then cached. MSE_RUNTIME_DIR overrides it.
+func RuntimeDir() string {
+	if d := os.Getenv("MSE_RUNTIME_DIR"); d != "" {
+		return d
+	}
+	if d, err := os.UserCacheDir(); err == nil {
+		return filepath.Join(d, "mse", "runtimes")
+	}
+	return filepath.Join(os.TempDir(), "mse-runtimes")
+}
+
+// NeedSandbox fails (under CI=true) or skips the test when this machine
+// cannot build runtimes or sandbox nodes: mmdebstrap, runc and root.
+func NeedSandbox(t testing.TB) {
+	t.Helper()
+	var missing string
+	switch {
+	case os.Geteuid() != 0:
+		missing = "root (the local runner gives each node its own UID and cgroup)"
+	case !onPath("runc"):
+		missing = "runc (apt-get install runc)"
+	case !onPath("mmdebstrap"):
+		missing = "mmdebstrap (apt-get install mmdebstrap)"
+	}
+	if missing == "" {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("this test runs nodes in sandboxed runtimes and needs %s; .ci/run installs it", missing)
+	}
+	t.Skipf("SKIPPED: this test runs nodes in sandboxed runtimes and needs %s", missing)
+}
+
+func onPath(name string) bool {
+	_, err := exec.LookPath(name)
+	return err == nil
+}
+
+// Runtimes builds (once per test binary, cached across runs in RuntimeDir)
+// the TestRuntimes and returns their catalog entries.
+func Runtimes(t testing.TB) []runtimes.Entry {
+	t.Helper()
+	NeedSandbox(t)
+	rtOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+		defer cancel()
+		st, err := image.Open(RuntimeDir(), image.DefaultLimits())
+		if err != nil {
+			rtErr = err
+			return
+		}
+		for _, name := range TestRuntimes {
+			p, ok := runtimes.PresetNamed(name)
+			if !ok {
+				rtErr = errors.New("no preset " + name)
+				return
+			}
+			res, err := st.Build(ctx, image.BuildSpec{Suite: runtimes.Suite, Packages: append([]string{"python3"}, p.Packages...)}, nil)
+			if err != nil {
+				rtErr = err
+				return
+			}
+			rtEntries = append(rtEntries, runtimes.Entry{Name: name, Image: runtimes.DefaultImage(name), Digest: res.Digest,
+				Kind: p.Kind, Packages: res.Packages, Size: res.Size})
+		}
+	})
+	if rtErr != nil {
+		t.Fatalf("build the test runtimes in %s: %v", RuntimeDir(), rtErr)
+	}
+	return rtEntries
+}
+
+// WriteCatalog writes a catalog file offering entries.
+func WriteCatalog(t testing.TB, path string, entries []runtimes.Entry) {
+	t.Helper()
+	cat, err := runtimes.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if err := cat.Put(e); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
