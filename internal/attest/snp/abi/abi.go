@@ -85,9 +85,9 @@ type Report struct {
 	ReportIDMA      [32]byte
 	ReportedTCB     uint64
 	// CPUID family, model and stepping (version 3 and later; zero before).
-	CPUIDFamily, CPUIDModel, CPUIDStepping uint8
-	ChipID                                 [64]byte
-	CommittedTCB                           uint64
+	CPUIDFamily, CPUIDModel, CPUIDStepping         uint8
+	ChipID                                         [64]byte
+	CommittedTCB                                   uint64
 	CurrentBuild, CurrentMinor, CurrentMajor       uint8
 	CommittedBuild, CommittedMinor, CommittedMajor uint8
 	LaunchTCB                                      uint64

@@ -37,7 +37,9 @@ var (
 	pss     = x509.SHA384WithRSAPSS
 )
 
-func oid(tail ...int) asn1.ObjectIdentifier { return append(append(asn1.ObjectIdentifier{}, oidBase...), tail...) }
+func oid(tail ...int) asn1.ObjectIdentifier {
+	return append(append(asn1.ObjectIdentifier{}, oidBase...), tail...)
+}
 
 // New makes a PKI valid from 2020 to 2040.
 func New(t testing.TB, product string) *PKI {
