@@ -238,3 +238,36 @@ func TestVerifyTDXHuman(t *testing.T) {
 		}
 	}
 }
+
+func TestPlatformVerifier(t *testing.T) {
+	now := func() time.Time { return time.Date(2025, 7, 1, 0, 0, 0, 0, time.UTC) }
+	p := &attest.Policy{TEETypes: []string{"tdx"}}
+	if _, err := PlatformVerifier("tdx", p, now); err == nil || !strings.Contains(err.Error(), "needs collateral") {
+		t.Errorf("tdx without collateral: %v", err)
+	}
+	p.Collateral.File = tdxCollateral
+	v, err := PlatformVerifier("tdx", p, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := v.Verify(context.Background(), readT(t, tdxQuote))
+	if err != nil || got.TCBStatus != "UpToDate" || v.Type() != "tdx" {
+		t.Errorf("tdx: %v %+v", err, got)
+	}
+	if _, err := PlatformVerifier("sev-snp", p, now); err == nil || !strings.Contains(err.Error(), "needs a CRL") {
+		t.Errorf("sev-snp without CRL: %v", err)
+	}
+	p.SEVSNP.KDS = "http://127.0.0.1:1"
+	v, err = PlatformVerifier("sev-snp", p, now)
+	if err != nil || v.Type() != "sev-snp" {
+		t.Fatal(err)
+	}
+	// Evidence with its VCEK, but the CRL cannot be fetched: refused, saying so.
+	ev := append(readT(t, snpReport), snpabi.MarshalCertTable([]snpabi.CertEntry{{GUID: snpabi.GUIDVCEK, Data: readT(t, snpVCEK)}})...)
+	if _, err := v.Verify(context.Background(), ev); err == nil || !strings.Contains(err.Error(), "obtain the CRL of ARK-Milan") {
+		t.Errorf("sev-snp with unreachable KDS: %v", err)
+	}
+	if _, err := PlatformVerifier("sgx", p, now); err == nil {
+		t.Error("sgx is not a confidential-VM type here")
+	}
+}
