@@ -41,13 +41,23 @@ var (
 // CBOR tags of tagged evidence. 60000 is the SGX ECDSA quote as written by
 // Gramine, the Intel SGX SDK and rats-tls; the sim tag is this platform's own,
 // taken from the first-come-first-served range ("MSE1" in ASCII).
+//
+// TDX quotes take rats-tls's tag for Intel TEE quotes (0x1a7501), which
+// holds the bare quote as here. SEV-SNP evidence is this platform's layout
+// (the report followed by the host's certificate table, so that the VCEK
+// rides with the report and a verifier needs no network), under a tag of
+// its own ("MSE2"): rats-tls's SEV-SNP tag holds another layout.
 const (
 	TagSGXQuote uint64 = 60000
+	TagTDXQuote uint64 = 0x1a7501
+	TagSEVSNP   uint64 = 0x4d534532
 	TagSim      uint64 = 0x4d534531
 )
 
 var tagTypes = map[uint64]string{
 	TagSGXQuote: attest.TypeSGX,
+	TagTDXQuote: attest.TypeTDX,
+	TagSEVSNP:   attest.TypeSEVSNP,
 	TagSim:      attest.TypeSim,
 }
 
@@ -118,7 +128,7 @@ func parseTagged(v []byte) (*Extracted, error) {
 	}
 	teeType, ok := tagTypes[tag.Number]
 	if !ok {
-		return nil, fmt.Errorf("ratls: tagged evidence has unknown CBOR tag %d (known: %d sgx, %d sim)", tag.Number, TagSGXQuote, TagSim)
+		return nil, fmt.Errorf("ratls: tagged evidence has unknown CBOR tag %d (known: %d sgx, %d tdx, %d sev-snp, %d sim)", tag.Number, TagSGXQuote, TagTDXQuote, TagSEVSNP, TagSim)
 	}
 	var arr [][]byte
 	if err := attest.CBORDecMode().Unmarshal(tag.Content, &arr); err != nil || len(arr) != 2 {

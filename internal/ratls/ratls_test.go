@@ -487,8 +487,13 @@ func TestParseTagged(t *testing.T) {
 			t.Errorf("%s: err = %v, want %q", c.name, err, c.msg)
 		}
 	}
-	if _, err := TagFor("tdx"); err == nil {
-		t.Error("TagFor(tdx) succeeded")
+	if _, err := TagFor("nitro"); err == nil {
+		t.Error("TagFor(nitro) succeeded")
+	}
+	for tee, want := range map[string]uint64{"sgx": TagSGXQuote, "tdx": TagTDXQuote, "sev-snp": TagSEVSNP, "sim": TagSim} {
+		if n, err := TagFor(tee); err != nil || n != want {
+			t.Errorf("TagFor(%s) = %d, %v, want %d", tee, n, err, want)
+		}
 	}
 	if _, err := EncodeTagged("nope", nil, nil); err == nil {
 		t.Error("EncodeTagged(nope) succeeded")

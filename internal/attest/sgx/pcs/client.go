@@ -75,17 +75,29 @@ type crlItem struct {
 
 // Collateral implements Source.
 func (c *Client) Collateral(ctx context.Context, fmspc, ca string) (*Collateral, error) {
+	return c.collateral(ctx, "sgx", fmspc, ca)
+}
+
+// TDXCollateral implements TDXSource: the TDX TCB info and TD QE identity
+// (PCS /tdx/certification/v4/...) with the same PCK CRL and root CA CRL as
+// SGX, from the same cache.
+func (c *Client) TDXCollateral(ctx context.Context, fmspc, ca string) (*Collateral, error) {
+	return c.collateral(ctx, "tdx", fmspc, ca)
+}
+
+// collateral fetches the collateral of tee ("sgx" or "tdx").
+func (c *Client) collateral(ctx context.Context, tee, fmspc, ca string) (*Collateral, error) {
 	if ca != CAProcessor && ca != CAPlatform {
 		return nil, fmt.Errorf("pcs: unknown PCK CA %q", ca)
 	}
 	if _, err := hexBytes(fmspc, 6, "FMSPC"); err != nil {
 		return nil, fmt.Errorf("pcs: %w", err)
 	}
-	tcb, err := c.tcbInfo(ctx, fmspc)
+	tcb, err := c.tcbInfo(ctx, tee, fmspc)
 	if err != nil {
 		return nil, err
 	}
-	qe, err := c.qeIdentity(ctx)
+	qe, err := c.qeIdentity(ctx, tee)
 	if err != nil {
 		return nil, err
 	}
@@ -125,8 +137,8 @@ func (c *Client) store(key string, until time.Time, v any) {
 
 func (c *Client) base() string { return strings.TrimRight(c.BaseURL, "/") }
 
-func (c *Client) tcbInfo(ctx context.Context, fmspc string) (*tcbItem, error) {
-	u := c.base() + "/sgx/certification/v4/tcb?fmspc=" + url.QueryEscape(strings.ToUpper(fmspc))
+func (c *Client) tcbInfo(ctx context.Context, tee, fmspc string) (*tcbItem, error) {
+	u := c.base() + "/" + tee + "/certification/v4/tcb?fmspc=" + url.QueryEscape(strings.ToUpper(fmspc))
 	if v, ok := c.lookup(u); ok {
 		return v.(*tcbItem), nil
 	}
@@ -151,8 +163,8 @@ func (c *Client) tcbInfo(ctx context.Context, fmspc string) (*tcbItem, error) {
 	return it, nil
 }
 
-func (c *Client) qeIdentity(ctx context.Context) (*identityItem, error) {
-	u := c.base() + "/sgx/certification/v4/qe/identity"
+func (c *Client) qeIdentity(ctx context.Context, tee string) (*identityItem, error) {
+	u := c.base() + "/" + tee + "/certification/v4/qe/identity"
 	if v, ok := c.lookup(u); ok {
 		return v.(*identityItem), nil
 	}
@@ -274,6 +286,16 @@ func headerChain(h http.Header, u string, names ...string) ([]*x509.Certificate,
 		return abi.ParsePEMChain([]byte(dec), 0, n+" of "+u)
 	}
 	return nil, fmt.Errorf("pcs: response of %s has no %s header", u, names[0])
+}
+
+// OpenTDXSource is OpenSource for TDX collateral: both *Bundle and *Client
+// serve it.
+func OpenTDXSource(file, pccs string, now func() time.Time) (TDXSource, error) {
+	s, err := OpenSource(file, pccs, now)
+	if s == nil || err != nil {
+		return nil, err
+	}
+	return s.(TDXSource), nil
 }
 
 // OpenSource returns the collateral source a trust policy or command line

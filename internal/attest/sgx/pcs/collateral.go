@@ -83,6 +83,12 @@ type Source interface {
 	Collateral(ctx context.Context, fmspc, ca string) (*Collateral, error)
 }
 
+// TDXSource provides TDX collateral (TDX TCB info, TD QE identity, the
+// same CRLs) for a platform; *Bundle and *Client implement it.
+type TDXSource interface {
+	TDXCollateral(ctx context.Context, fmspc, ca string) (*Collateral, error)
+}
+
 // Bundle is an offline collateral bundle. Its JSON layout is the one of
 // Phala's dcap-qvl (field names below); CRLs may be hex DER, PEM or base64
 // DER, TCB info and QE identity are the signed JSON objects as strings.
@@ -125,6 +131,13 @@ func LoadBundle(path string) (*Bundle, error) {
 // Collateral implements Source. A bundle holds collateral for one platform
 // model; verification refuses it when the FMSPC or PCK CA differ, naming both.
 func (b *Bundle) Collateral(ctx context.Context, fmspc, ca string) (*Collateral, error) {
+	return b.c, nil
+}
+
+// TDXCollateral implements TDXSource: a bundle written for a TDX quote
+// holds TDX TCB info and the TD QE identity in the same layout; verification
+// refuses SGX collateral for a TDX quote and the reverse, naming the id.
+func (b *Bundle) TDXCollateral(ctx context.Context, fmspc, ca string) (*Collateral, error) {
 	return b.c, nil
 }
 

@@ -37,9 +37,18 @@ const (
 	maxAdvisoriesEach = 256
 )
 
+// TCB info ids (version 3).
+const (
+	TCBInfoSGX = "SGX"
+	TCBInfoTDX = "TDX"
+)
+
 // TCBInfo is Intel's TCB info for one platform model (FMSPC), version 2 or 3.
+// TDX TCB info (version 3, id "TDX") also describes the TDX module: the
+// identity every module must have (TDXModule) and, per module major version,
+// its identity and TCB levels (TDXModuleIdentities).
 type TCBInfo struct {
-	ID                      string     `json:"id"` // "SGX" (version 3); empty in version 2
+	ID                      string     `json:"id"` // "SGX" or "TDX" (version 3); empty in version 2
 	Version                 int        `json:"version"`
 	IssueDate               time.Time  `json:"issueDate"`
 	NextUpdate              time.Time  `json:"nextUpdate"`
@@ -48,6 +57,49 @@ type TCBInfo struct {
 	TCBType                 int        `json:"tcbType"`
 	TCBEvaluationDataNumber int        `json:"tcbEvaluationDataNumber"`
 	TCBLevels               []TCBLevel `json:"tcbLevels"`
+
+	TDXModule           *TDXModule          `json:"tdxModule,omitempty"`
+	TDXModuleIdentities []TDXModuleIdentity `json:"tdxModuleIdentities,omitempty"`
+}
+
+// TDXModule is the identity a TDX module must have: MRSIGNERSEAM and the
+// SEAM attributes under a mask.
+type TDXModule struct {
+	MRSignerHex       string `json:"mrsigner"`
+	AttributesHex     string `json:"attributes"`
+	AttributesMaskHex string `json:"attributesMask"`
+
+	// Decoded by ParseTCBInfo.
+	MRSigner       [48]byte `json:"-"`
+	Attributes     [8]byte  `json:"-"`
+	AttributesMask [8]byte  `json:"-"`
+}
+
+// TDXModuleIdentity is the identity and TCB levels of the TDX modules of one
+// major version: ID is "TDX_" and the version in two hex digits (TEE_TCB_SVN[1]).
+type TDXModuleIdentity struct {
+	ID string `json:"id"`
+	TDXModule
+	TCBLevels []EnclaveTCBLevel `json:"tcbLevels"`
+}
+
+func (m *TDXModule) decode(what string) error {
+	for _, d := range []struct {
+		s    string
+		dst  []byte
+		name string
+	}{
+		{m.MRSignerHex, m.MRSigner[:], "mrsigner"},
+		{m.AttributesHex, m.Attributes[:], "attributes"},
+		{m.AttributesMaskHex, m.AttributesMask[:], "attributesMask"},
+	} {
+		b, err := hexBytes(d.s, len(d.dst), what+" "+d.name)
+		if err != nil {
+			return err
+		}
+		copy(d.dst, b)
+	}
+	return nil
 }
 
 // TCBLevel is one TCB level of a platform, newest first in TCBInfo.
@@ -62,6 +114,13 @@ type TCBLevel struct {
 type TCB struct {
 	CompSVN [16]byte
 	PCESVN  uint16
+	// TDXCompSVN are the 16 TDX TCB component SVNs (TDX TCB info only,
+	// compared with the quote's TEE_TCB_SVN); HasTDX says they are present.
+	TDXCompSVN [16]byte
+	HasTDX     bool
+	// CompTypes and TDXCompTypes name the components where the TCB info
+	// does ("SEAMLDR ACM", "TDX Module"), for messages; often empty.
+	CompTypes, TDXCompTypes [16]string
 }
 
 // UnmarshalJSON reads both layouts: version 3 ("sgxtcbcomponents": [{"svn":
@@ -80,20 +139,17 @@ func (t *TCB) UnmarshalJSON(b []byte) error {
 		return fmt.Errorf("tcb pcesvn is not 0..65535")
 	}
 	t.PCESVN = uint16(p)
+	if comps, ok := m["tdxtcbcomponents"]; ok {
+		if err := components(comps, "tdxtcbcomponents", &t.TDXCompSVN, &t.TDXCompTypes); err != nil {
+			return err
+		}
+		t.HasTDX = true
+	}
 	if comps, ok := m["sgxtcbcomponents"]; ok {
-		var cs []struct {
-			SVN *int `json:"svn"`
-		}
-		if err := json.Unmarshal(comps, &cs); err != nil || len(cs) != 16 {
-			return fmt.Errorf("tcb sgxtcbcomponents is not 16 components")
-		}
-		for i, c := range cs {
-			if c.SVN == nil || *c.SVN < 0 || *c.SVN > 255 {
-				return fmt.Errorf("tcb sgxtcbcomponents[%d].svn is not 0..255", i)
-			}
-			t.CompSVN[i] = byte(*c.SVN)
-		}
-		return nil
+		return components(comps, "sgxtcbcomponents", &t.CompSVN, &t.CompTypes)
+	}
+	if t.HasTDX {
+		return fmt.Errorf("tcb has tdxtcbcomponents but no sgxtcbcomponents")
 	}
 	for i := range 16 {
 		v, ok := m[fmt.Sprintf("sgxtcbcomp%02dsvn", i+1)]
@@ -105,6 +161,26 @@ func (t *TCB) UnmarshalJSON(b []byte) error {
 			return fmt.Errorf("tcb sgxtcbcomp%02dsvn is not 0..255", i+1)
 		}
 		t.CompSVN[i] = byte(n)
+	}
+	return nil
+}
+
+func components(raw json.RawMessage, name string, dst *[16]byte, types *[16]string) error {
+	var cs []struct {
+		SVN  *int   `json:"svn"`
+		Type string `json:"type"`
+	}
+	if err := json.Unmarshal(raw, &cs); err != nil || len(cs) != 16 {
+		return fmt.Errorf("tcb %s is not 16 components", name)
+	}
+	for i, c := range cs {
+		if c.SVN == nil || *c.SVN < 0 || *c.SVN > 255 {
+			return fmt.Errorf("tcb %s[%d].svn is not 0..255", name, i)
+		}
+		dst[i] = byte(*c.SVN)
+		if len(c.Type) <= 64 {
+			types[i] = c.Type
+		}
 	}
 	return nil
 }
@@ -130,6 +206,29 @@ func ParseTCBInfo(raw []byte) (*TCBInfo, error) {
 		}
 		if err := checkAdvisories(l.AdvisoryIDs); err != nil {
 			return nil, fmt.Errorf("TCB info level %d: %v", i, err)
+		}
+		if t.ID == TCBInfoTDX && !l.TCB.HasTDX {
+			return nil, fmt.Errorf("TDX TCB info level %d has no tdxtcbcomponents", i)
+		}
+	}
+	if t.TDXModule != nil {
+		if err := t.TDXModule.decode("TCB info tdxModule"); err != nil {
+			return nil, err
+		}
+	}
+	if len(t.TDXModuleIdentities) > maxTCBLevels {
+		return nil, fmt.Errorf("TCB info has %d TDX module identities, more than %d", len(t.TDXModuleIdentities), maxTCBLevels)
+	}
+	for i := range t.TDXModuleIdentities {
+		m := &t.TDXModuleIdentities[i]
+		if err := m.decode(fmt.Sprintf("TCB info tdxModuleIdentities[%d]", i)); err != nil {
+			return nil, err
+		}
+		if len(m.TCBLevels) == 0 || len(m.TCBLevels) > maxTCBLevels {
+			return nil, fmt.Errorf("TDX module identity %q has %d TCB levels (want 1..%d)", m.ID, len(m.TCBLevels), maxTCBLevels)
+		}
+		if err := checkEnclaveLevels(m.TCBLevels, "TDX module identity "+m.ID); err != nil {
+			return nil, err
 		}
 	}
 	return &t, nil
@@ -212,20 +311,27 @@ func ParseEnclaveIdentity(raw []byte) (*EnclaveIdentity, error) {
 	if len(e.TCBLevels) == 0 || len(e.TCBLevels) > maxTCBLevels {
 		return nil, fmt.Errorf("QE identity has %d TCB levels (want 1..%d)", len(e.TCBLevels), maxTCBLevels)
 	}
-	for i, l := range e.TCBLevels {
+	if err := checkEnclaveLevels(e.TCBLevels, "QE identity"); err != nil {
+		return nil, err
+	}
+	return &e, nil
+}
+
+func checkEnclaveLevels(levels []EnclaveTCBLevel, what string) error {
+	for i, l := range levels {
 		if l.TCB.ISVSVN < 0 || l.TCB.ISVSVN > 65535 {
-			return nil, fmt.Errorf("QE identity level %d isvsvn is not 0..65535", i)
+			return fmt.Errorf("%s level %d isvsvn is not 0..65535", what, i)
 		}
 		switch l.TCBStatus {
 		case StatusUpToDate, StatusOutOfDate, StatusRevoked, StatusSWHardeningNeeded:
 		default:
-			return nil, fmt.Errorf("QE identity level %d has unknown tcbStatus %q", i, l.TCBStatus)
+			return fmt.Errorf("%s level %d has unknown tcbStatus %q", what, i, l.TCBStatus)
 		}
 		if err := checkAdvisories(l.AdvisoryIDs); err != nil {
-			return nil, fmt.Errorf("QE identity level %d: %v", i, err)
+			return fmt.Errorf("%s level %d: %v", what, i, err)
 		}
 	}
-	return &e, nil
+	return nil
 }
 
 // SignedBody splits a PCS response {"tcbInfo"|"enclaveIdentity": {...},

@@ -513,6 +513,12 @@ func TCBLevel(info *pcs.TCBInfo, pck *pcs.PCKExtensions) (*pcs.TCBLevel, error) 
 // QEIdentity checks the QE identity's chain, revocation of its signing
 // certificate, its signature, id, version and validity window at now.
 func QEIdentity(c *pcs.Collateral, root *x509.Certificate, now time.Time) error {
+	return EnclaveIdentity(c, root, now, "QE")
+}
+
+// EnclaveIdentity is QEIdentity for the quoting enclave identity wantID:
+// "QE" for SGX quotes, "TD_QE" for TDX quotes.
+func EnclaveIdentity(c *pcs.Collateral, root *x509.Certificate, now time.Time, wantID string) error {
 	id := c.QEIdentity
 	pub, leaf, err := signingChain(c.QEIdentityIssuerChain, root, now, StepQEIdentity, "QE identity")
 	if err != nil {
@@ -524,8 +530,8 @@ func QEIdentity(c *pcs.Collateral, root *x509.Certificate, now time.Time) error 
 	if !collateralSigs.verify(pub, leaf.RawSubjectPublicKeyInfo, c.QEIdentityRaw, c.QEIdentitySignature, false) {
 		return fail(StepQEIdentity, "the QE identity signature does not verify with the TCB signing certificate: the QE identity was altered")
 	}
-	if id.ID != "QE" || id.Version != 2 {
-		return fail(StepQEIdentity, "QE identity is id %q version %d, want QE version 2 (a TD_QE identity cannot verify an SGX quote)", id.ID, id.Version)
+	if id.ID != wantID || id.Version != 2 {
+		return fail(StepQEIdentity, "QE identity is id %q version %d, want %s version 2 (the QE identity of SGX (QE) and of TDX (TD_QE) differ: use the collateral for this quote's TEE)", id.ID, id.Version, wantID)
 	}
 	if now.Before(id.IssueDate) {
 		return fail(StepQEIdentity, "the QE identity was issued %s, after the time of verification %s", ts(id.IssueDate), ts(now))

@@ -1,4 +1,4 @@
-// Package pcstest serves recorded SGX collateral the way a PCCS (Intel PCS
+// Package pcstest serves recorded SGX or TDX collateral the way a PCCS (Intel PCS
 // API v4) does, from an in-process httptest server, so that tests of PCCS
 // clients never leave the machine.
 package pcstest
@@ -56,21 +56,25 @@ func New(t testing.TB, bundlePath, ca string) *Server {
 	}
 	s := &Server{}
 	mux := http.NewServeMux()
-	mux.HandleFunc("/sgx/certification/v4/tcb", func(w http.ResponseWriter, r *http.Request) {
-		s.Hits.Add(1)
-		if !strings.EqualFold(r.URL.Query().Get("fmspc"), info.FMSPC) {
-			w.Header().Set("Error-Message", "no TCB info for this FMSPC")
-			http.Error(w, "not found", http.StatusNotFound)
-			return
-		}
-		w.Header().Set("TCB-Info-Issuer-Chain", url.PathEscape(b.TCBInfoIssuerChain))
-		fmt.Fprintf(w, `{"tcbInfo":%s,"signature":"%s"}`, b.TCBInfo, b.TCBInfoSignature)
-	})
-	mux.HandleFunc("/sgx/certification/v4/qe/identity", func(w http.ResponseWriter, r *http.Request) {
-		s.Hits.Add(1)
-		w.Header().Set("SGX-Enclave-Identity-Issuer-Chain", url.PathEscape(b.QEIdentityIssuerChain))
-		fmt.Fprintf(w, `{"enclaveIdentity":%s,"signature":"%s"}`, b.QEIdentity, b.QEIdentitySignature)
-	})
+	// The same bundle answers for SGX and TDX: tests of TDX use a TDX
+	// bundle, whose TCB info and QE identity verification checks by id.
+	for _, tee := range []string{"sgx", "tdx"} {
+		mux.HandleFunc("/"+tee+"/certification/v4/tcb", func(w http.ResponseWriter, r *http.Request) {
+			s.Hits.Add(1)
+			if !strings.EqualFold(r.URL.Query().Get("fmspc"), info.FMSPC) {
+				w.Header().Set("Error-Message", "no TCB info for this FMSPC")
+				http.Error(w, "not found", http.StatusNotFound)
+				return
+			}
+			w.Header().Set("TCB-Info-Issuer-Chain", url.PathEscape(b.TCBInfoIssuerChain))
+			fmt.Fprintf(w, `{"tcbInfo":%s,"signature":"%s"}`, b.TCBInfo, b.TCBInfoSignature)
+		})
+		mux.HandleFunc("/"+tee+"/certification/v4/qe/identity", func(w http.ResponseWriter, r *http.Request) {
+			s.Hits.Add(1)
+			w.Header().Set("SGX-Enclave-Identity-Issuer-Chain", url.PathEscape(b.QEIdentityIssuerChain))
+			fmt.Fprintf(w, `{"enclaveIdentity":%s,"signature":"%s"}`, b.QEIdentity, b.QEIdentitySignature)
+		})
+	}
 	mux.HandleFunc("/sgx/certification/v4/pckcrl", func(w http.ResponseWriter, r *http.Request) {
 		s.Hits.Add(1)
 		if r.URL.Query().Get("ca") != ca {
