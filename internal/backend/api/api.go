@@ -5,7 +5,6 @@ package api
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"io"
 	"log/slog"
 	"mime"
@@ -133,19 +132,6 @@ func writeErr(w http.ResponseWriter, code int, msg string) {
 	writeJSON(w, code, client.Error{Error: msg})
 }
 
-func (a *api) fail(w http.ResponseWriter, err error) {
-	var se *service.Error
-	if errors.As(err, &se) {
-		writeErr(w, se.Code, se.Msg)
-		return
-	}
-	if errors.Is(err, context.Canceled) {
-		return
-	}
-	a.Logger.Error("internal error", "err", err)
-	writeErr(w, http.StatusInternalServerError, "internal error; the operator's logs have the details")
-}
-
 func (a *api) me(w http.ResponseWriter, r *http.Request, u *store.User) {
 	writeJSON(w, 200, client.User{ID: u.ID, Name: u.Name, Admin: u.Admin})
 }
@@ -181,12 +167,7 @@ func (a *api) listProjects(w http.ResponseWriter, r *http.Request, u *store.User
 }
 
 func decodeBody(r *http.Request, v any) error {
-	dec := json.NewDecoder(io.LimitReader(r.Body, maxConfigPart))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return &service.Error{Code: 400, Msg: "malformed JSON body: " + err.Error()}
-	}
-	return nil
+	return decodeOne(r.Body, maxConfigPart, "JSON body", v)
 }
 
 func (a *api) createProject(w http.ResponseWriter, r *http.Request, u *store.User) {
@@ -274,10 +255,8 @@ func (a *api) createApp(w http.ResponseWriter, r *http.Request, u *store.User) {
 		return
 	}
 	var req client.CreateAppRequest
-	dec := json.NewDecoder(io.LimitReader(part, maxConfigPart))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		writeErr(w, 400, "malformed config JSON: "+err.Error())
+	if err := decodeOne(part, maxConfigPart, "config JSON", &req); err != nil {
+		a.fail(w, err)
 		return
 	}
 	part, err = mr.NextPart()

@@ -65,18 +65,6 @@ type Service struct {
 	mCreated     prometheus.Counter
 }
 
-// Error is an error with an HTTP status for the API.
-type Error struct {
-	Code int
-	Msg  string
-}
-
-func (e *Error) Error() string { return e.Msg }
-
-func errf(code int, format string, args ...any) error {
-	return &Error{Code: code, Msg: fmt.Sprintf(format, args...)}
-}
-
 // New builds the service.
 func New(cfg Config) (*Service, error) {
 	if cfg.Store == nil || cfg.Blobs == nil || cfg.Runner == nil {
@@ -162,7 +150,7 @@ func (s *Service) lookupHardware(name string) (runner.Hardware, error) {
 		}
 		names = append(names, h.Name)
 	}
-	return runner.Hardware{}, errf(400, "unknown hardware %q (offered: %s); see `mse cloud hardware`", name, strings.Join(names, ", "))
+	return runner.Hardware{}, errf(ErrInvalid, "unknown hardware %q (offered: %s); see `mse cloud hardware`", name, strings.Join(names, ", "))
 }
 
 // NewToken returns a fresh API token and its stored hash.
@@ -184,17 +172,17 @@ func HashToken(token string) string {
 // Authenticate returns the user holding a token.
 func (s *Service) Authenticate(ctx context.Context, token string) (*store.User, error) {
 	if token == "" {
-		return nil, errf(401, "missing API token: run `mse cloud login --token TOKEN` (ask the operator for a token)")
+		return nil, errf(ErrUnauthenticated, "missing API token: run `mse cloud login --token TOKEN` (ask the operator for a token)")
 	}
 	t, err := s.st.TokenByHash(ctx, HashToken(token))
 	if errors.Is(err, store.ErrNotFound) {
-		return nil, errf(401, "unknown API token: check `mse cloud login`, or ask the operator for a new token")
+		return nil, errf(ErrUnauthenticated, "unknown API token: check `mse cloud login`, or ask the operator for a new token")
 	}
 	if err != nil {
 		return nil, err
 	}
 	if t.RevokedAt != nil {
-		return nil, errf(401, "this API token was revoked on %s; ask the operator for a new one", t.RevokedAt.UTC().Format(time.RFC3339))
+		return nil, errf(ErrUnauthenticated, "this API token was revoked on %s; ask the operator for a new one", t.RevokedAt.UTC().Format(time.RFC3339))
 	}
 	return s.st.GetUser(ctx, t.UserID)
 }
@@ -202,7 +190,7 @@ func (s *Service) Authenticate(ctx context.Context, token string) (*store.User, 
 // CreateUser makes a user with a first token (admin only).
 func (s *Service) CreateUser(ctx context.Context, caller *store.User, name string, admin bool) (*store.User, string, error) {
 	if caller != nil && !caller.Admin {
-		return nil, "", errf(403, "only an administrator can create users")
+		return nil, "", errf(ErrForbidden, "only an administrator can create users")
 	}
 	return CreateUser(ctx, s.st, name, admin, s.cfg.Now())
 }
@@ -225,12 +213,12 @@ func CreateUser(ctx context.Context, st store.Store, name string, admin bool, no
 // the backend's bootstrap writes the token to its file before the user exists.
 func CreateUserWithToken(ctx context.Context, st store.Store, name string, admin bool, tok string, now time.Time) (*store.User, error) {
 	if !nameRE.MatchString(name) {
-		return nil, errf(400, "invalid user name %q: use letters, digits, '-' and '_' (1 to 63 characters)", name)
+		return nil, errf(ErrInvalid, "invalid user name %q: use letters, digits, '-' and '_' (1 to 63 characters)", name)
 	}
 	u := &store.User{ID: uuid.NewString(), Name: name, Admin: admin, CreatedAt: now.UTC()}
 	if err := st.CreateUser(ctx, u); err != nil {
 		if errors.Is(err, store.ErrConflict) {
-			return nil, errf(409, "user %q exists", name)
+			return nil, errf(ErrConflict, "user %q exists", name)
 		}
 		return nil, err
 	}
@@ -265,11 +253,11 @@ func (s *Service) RevokeToken(ctx context.Context, caller *store.User, id string
 			found = found || t.ID == id
 		}
 		if !found {
-			return errf(404, "no token %s", id)
+			return errf(ErrNotFound, "no token %s", id)
 		}
 	}
 	if err := s.st.RevokeToken(ctx, id, s.cfg.Now().UTC()); errors.Is(err, store.ErrNotFound) {
-		return errf(404, "no token %s", id)
+		return errf(ErrNotFound, "no token %s", id)
 	} else if err != nil {
 		return err
 	}
@@ -291,7 +279,7 @@ func (s *Service) project(ctx context.Context, u *store.User, name string) (*sto
 		return nil, err
 	}
 	if name != config.DefaultProject {
-		return nil, errf(404, "no project %q: create it with `mse cloud project create %s`", name, name)
+		return nil, errf(ErrNotFound, "no project %q: create it with `mse cloud project create %s`", name, name)
 	}
 	return s.CreateProject(ctx, u, name)
 }
@@ -299,7 +287,7 @@ func (s *Service) project(ctx context.Context, u *store.User, name string) (*sto
 // CreateProject creates a project for u.
 func (s *Service) CreateProject(ctx context.Context, u *store.User, name string) (*store.Project, error) {
 	if !nameRE.MatchString(name) {
-		return nil, errf(400, "invalid project name %q: use letters, digits, '-' and '_' (1 to 63 characters)", name)
+		return nil, errf(ErrInvalid, "invalid project name %q: use letters, digits, '-' and '_' (1 to 63 characters)", name)
 	}
 	p := &store.Project{ID: uuid.NewString(), OwnerID: u.ID, Name: name, CreatedAt: s.cfg.Now().UTC()}
 	if err := s.st.CreateProject(ctx, p); err != nil {
@@ -341,25 +329,25 @@ func domainLabel(name string) string {
 func (s *Service) CreateApp(ctx context.Context, u *store.User, req client.CreateAppRequest, bundle io.Reader) (*store.App, error) {
 	now := s.cfg.Now().UTC()
 	if err := config.ValidateName(req.Name); err != nil {
-		return nil, errf(400, "invalid app name: %v", err)
+		return nil, errf(ErrInvalid, "invalid app name: %v", err)
 	}
 	hw, err := s.hardware(req.Hardware)
 	if err != nil {
 		return nil, err
 	}
 	if req.ExpiresAt.IsZero() {
-		return nil, errf(400, "expires_at is required")
+		return nil, errf(ErrInvalid, "expires_at is required")
 	}
 	if !req.ExpiresAt.After(now) {
-		return nil, errf(400, "expires_at %s is in the past", req.ExpiresAt.UTC().Format(time.RFC3339))
+		return nil, errf(ErrInvalid, "expires_at %s is in the past", req.ExpiresAt.UTC().Format(time.RFC3339))
 	}
 	if max := now.Add(s.cfg.MaxLifetime); req.ExpiresAt.After(max) {
-		return nil, errf(400, "expires_at %s is beyond this operator's maximum app lifetime (%s, until %s); choose an earlier expiration_date",
+		return nil, errf(ErrInvalid, "expires_at %s is beyond this operator's maximum app lifetime (%s, until %s); choose an earlier expiration_date",
 			req.ExpiresAt.UTC().Format(time.RFC3339), s.cfg.MaxLifetime, max.Format(time.RFC3339))
 	}
 	digest, err := hex.DecodeString(req.CodeDigest)
 	if err != nil || len(digest) != sha256.Size || strings.ToLower(req.CodeDigest) != req.CodeDigest {
-		return nil, errf(400, "code_digest must be 64 lowercase hex characters (SHA-256 of the encrypted bundle)")
+		return nil, errf(ErrInvalid, "code_digest must be 64 lowercase hex characters (SHA-256 of the encrypted bundle)")
 	}
 	p, err := s.project(ctx, u, req.Project)
 	if err != nil {
@@ -374,26 +362,26 @@ func (s *Service) CreateApp(ctx context.Context, u *store.User, req client.Creat
 	switch req.TLSMode {
 	case config.TLSSelf:
 		if req.Domain != "" {
-			return nil, errf(400, "domain is only for tls_mode owner (your own certificate); with tls_mode self the platform assigns the domain")
+			return nil, errf(ErrInvalid, "domain is only for tls_mode owner (your own certificate); with tls_mode self the platform assigns the domain")
 		}
 		spec.Domains = []string{domainLabel(req.Name) + "-" + strings.ReplaceAll(id, "-", "")[:12] + "." + s.cfg.BaseDomain}
 	case config.TLSOwner:
 		// The rule of mse.toml's cloud.ssl.domain_name; stored without a trailing dot.
 		if err := config.ValidateDomain(req.Domain); err != nil {
-			return nil, errf(400, "%v", err)
+			return nil, errf(ErrInvalid, "%v", err)
 		}
 		d := strings.TrimSuffix(strings.ToLower(req.Domain), ".")
 		spec.Domains = []string{d}
 	case config.TLSOperator:
-		return nil, errf(400, "tls_mode operator is not offered by this backend; use self (default) or owner")
+		return nil, errf(ErrInvalid, "tls_mode operator is not offered by this backend; use self (default) or owner")
 	default:
-		return nil, errf(400, "unknown tls_mode %q (self, owner)", req.TLSMode)
+		return nil, errf(ErrInvalid, "unknown tls_mode %q (self, owner)", req.TLSMode)
 	}
 	if err := spec.Validate(); err != nil {
-		return nil, errf(400, "%v", err)
+		return nil, errf(ErrInvalid, "%v", err)
 	}
 	if len(spec.Entrypoint) > 256 {
-		return nil, errf(400, "entrypoint has more than 256 arguments")
+		return nil, errf(ErrInvalid, "entrypoint has more than 256 arguments")
 	}
 	specJSON, err := jsonMarshal(spec)
 	if err != nil {
@@ -402,14 +390,14 @@ func (s *Service) CreateApp(ctx context.Context, u *store.User, req client.Creat
 
 	info, err := s.cfg.Blobs.Put(ctx, id, bundle, s.cfg.MaxBundleSize)
 	if errors.Is(err, blob.ErrTooLarge) {
-		return nil, errf(413, "the bundle is larger than this operator's limit of %d bytes", s.cfg.MaxBundleSize)
+		return nil, errf(ErrTooLarge, "the bundle is larger than this operator's limit of %d bytes", s.cfg.MaxBundleSize)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("store the bundle: %w", err)
 	}
 	if hex.EncodeToString(info.SHA256[:]) != req.CodeDigest {
 		_ = s.cfg.Blobs.Delete(ctx, id)
-		return nil, errf(400, "the uploaded bundle's SHA-256 %s is not the code_digest %s you declared: the upload was corrupted or truncated; deploy again",
+		return nil, errf(ErrInvalid, "the uploaded bundle's SHA-256 %s is not the code_digest %s you declared: the upload was corrupted or truncated; deploy again",
 			hex.EncodeToString(info.SHA256[:])[:12], req.CodeDigest[:12])
 	}
 	app := &store.App{
@@ -420,7 +408,7 @@ func (s *Service) CreateApp(ctx context.Context, u *store.User, req client.Creat
 	if err := s.st.CreateApp(ctx, app); err != nil {
 		_ = s.cfg.Blobs.Delete(ctx, id)
 		if errors.Is(err, store.ErrConflict) {
-			return nil, errf(409, "domain %s is already used by a running app", spec.Domains[0])
+			return nil, errf(ErrConflict, "domain %s is already used by a running app", spec.Domains[0])
 		}
 		return nil, err
 	}
@@ -428,7 +416,7 @@ func (s *Service) CreateApp(ctx context.Context, u *store.User, req client.Creat
 	s.log.Info("app created", "app_id", id, "name", req.Name, "owner", u.Name, "bundle_bytes", info.Size)
 	if err := s.spawn(ctx, app, spec); err != nil {
 		if errors.Is(err, runner.ErrNoCapacity) {
-			return nil, errf(503, "%v", err)
+			return nil, errf(ErrUnavailable, "%v", err)
 		}
 		return nil, err
 	}
@@ -489,7 +477,7 @@ func (s *Service) transition(ctx context.Context, id string, from []store.AppSta
 func (s *Service) App(ctx context.Context, u *store.User, id string) (*store.App, error) {
 	a, err := s.st.GetApp(ctx, id)
 	if errors.Is(err, store.ErrNotFound) || (err == nil && a.OwnerID != u.ID && !u.Admin) {
-		return nil, errf(404, "no app %s", id)
+		return nil, errf(ErrNotFound, "no app %s", id)
 	}
 	if err != nil {
 		return nil, err
@@ -511,7 +499,7 @@ func (s *Service) ListApps(ctx context.Context, u *store.User, name, status, pro
 		switch st {
 		case store.StatusSpawning, store.StatusInitializing, store.StatusRunning, store.StatusStopped, store.StatusOnError:
 		default:
-			return nil, errf(400, "unknown status %q (spawning, initializing, running, stopped, on_error)", status)
+			return nil, errf(ErrInvalid, "unknown status %q (spawning, initializing, running, stopped, on_error)", status)
 		}
 		f.Statuses = []store.AppStatus{st}
 	} else if !all {
@@ -520,7 +508,7 @@ func (s *Service) ListApps(ctx context.Context, u *store.User, name, status, pro
 	if project != "" {
 		p, err := s.st.GetProjectByName(ctx, u.ID, project)
 		if errors.Is(err, store.ErrNotFound) {
-			return nil, errf(404, "no project %q", project)
+			return nil, errf(ErrNotFound, "no project %q", project)
 		} else if err != nil {
 			return nil, err
 		}
