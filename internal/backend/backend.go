@@ -27,6 +27,7 @@ import (
 	"github.com/mse-in-go/mse/internal/backend/api"
 	"github.com/mse-in-go/mse/internal/backend/blob"
 	"github.com/mse-in-go/mse/internal/backend/blob/fs"
+	"github.com/mse-in-go/mse/internal/backend/netlimit"
 	"github.com/mse-in-go/mse/internal/backend/router"
 	"github.com/mse-in-go/mse/internal/backend/runner"
 	"github.com/mse-in-go/mse/internal/backend/runner/local"
@@ -70,6 +71,10 @@ type Config struct {
 	// Blobs stores encrypted bundles (default: files in DataDir/bundles).
 	Blobs  blob.Store
 	Logger *slog.Logger
+	// MaxConns and MaxConnsPerClient cap the API's connections, in total and
+	// per client IP address (defaults netlimit.DefaultTotal, DefaultPerClient).
+	MaxConns          int
+	MaxConnsPerClient int
 	// Ready, if set, is called once the backend serves.
 	Ready func(Info)
 }
@@ -199,7 +204,10 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	httpSrv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	// Bodies have their own deadline (api.bodyDeadline); answers are not
+	// bounded, since logs are followed for as long as the client likes.
+	httpSrv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	apiLn = netlimit.Listener(apiLn, cfg.MaxConns, cfg.MaxConnsPerClient, log.With("component", "api"))
 	rm, err := router.NewMetrics(reg)
 	if err != nil {
 		return err

@@ -28,15 +28,21 @@ type fixture struct {
 	c     *client.Client
 }
 
+func mustAPI(tb testing.TB, e *servicetest.Env) *httptest.Server {
+	tb.Helper()
+	h, err := api.New(api.Config{Service: e.Service}, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	tb.Cleanup(srv.Close)
+	return srv
+}
+
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	e := servicetest.New(t)
-	h, err := api.New(api.Config{Service: e.Service}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(h)
-	t.Cleanup(srv.Close)
+	srv := mustAPI(t, e)
 	_, tok := e.User(t, "alice", false)
 	return &fixture{env: e, srv: srv, token: tok, c: client.New(srv.URL, tok)}
 }

@@ -84,6 +84,10 @@ func decodeOne(r io.Reader, max int64, what string, v any) error {
 	dec := json.NewDecoder(lr)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
+		var he *httpError
+		if errors.As(err, &he) {
+			return err
+		}
 		if lr.N <= 0 {
 			return badRequest("%s is larger than %d bytes", what, max)
 		}

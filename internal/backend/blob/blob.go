@@ -5,6 +5,7 @@ package blob
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 )
 
@@ -13,6 +14,23 @@ var ErrNotFound = errors.New("blob not found")
 
 // ErrTooLarge is returned by Put when the content exceeds the limit.
 var ErrTooLarge = errors.New("blob too large")
+
+// ErrFull is wrapped by errors of a store whose storage is full.
+var ErrFull = errors.New("blob storage is full")
+
+// FullError is a store's failure for lack of space: where, and how much was
+// free then (-1 if unknown). It wraps ErrFull and the system's error.
+type FullError struct {
+	Path string
+	Free int64
+	Err  error
+}
+
+func (e *FullError) Error() string {
+	return fmt.Sprintf("blob storage is full at %s (%d bytes free): %v", e.Path, e.Free, e.Err)
+}
+
+func (e *FullError) Unwrap() []error { return []error{ErrFull, e.Err} }
 
 // Info describes a stored blob.
 type Info struct {

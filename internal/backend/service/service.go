@@ -60,6 +60,9 @@ type Service struct {
 	kick    chan struct{}
 	spawnMu sync.Mutex
 
+	quotaOnce sync.Once
+	quota     *quotas
+
 	mApps        *prometheus.GaugeVec
 	mTransitions *prometheus.CounterVec
 	mCreated     prometheus.Counter
@@ -388,12 +391,25 @@ func (s *Service) CreateApp(ctx context.Context, u *store.User, req client.Creat
 		return nil, err
 	}
 
-	info, err := s.cfg.Blobs.Put(ctx, id, bundle, s.cfg.MaxBundleSize)
+	res, err := s.reserve(ctx, u, hw)
+	if err != nil {
+		return nil, err
+	}
+	defer res.release()
+	maxSize := res.maxBundle(s.cfg.MaxBundleSize)
+	info, err := s.cfg.Blobs.Put(ctx, id, bundle, maxSize)
 	if errors.Is(err, blob.ErrTooLarge) {
+		if maxSize < s.cfg.MaxBundleSize {
+			return nil, res.tooLarge()
+		}
 		return nil, errf(ErrTooLarge, "the bundle is larger than this operator's limit of %d bytes", s.cfg.MaxBundleSize)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("store the bundle: %w", err)
+		return nil, s.blobError("store the bundle", err)
+	}
+	if err := res.stored(ctx, info.Size); err != nil {
+		_ = s.cfg.Blobs.Delete(ctx, id)
+		return nil, err
 	}
 	if hex.EncodeToString(info.SHA256[:]) != req.CodeDigest {
 		_ = s.cfg.Blobs.Delete(ctx, id)
@@ -493,13 +509,22 @@ func (s *Service) App(ctx context.Context, u *store.User, id string) (*store.App
 
 // ListApps lists the caller's apps; all includes stopped ones.
 func (s *Service) ListApps(ctx context.Context, u *store.User, name, status, project string, all bool) ([]store.App, error) {
+	f, err := s.appFilter(ctx, u, name, status, project, all)
+	if err != nil {
+		return nil, err
+	}
+	return s.st.ListApps(ctx, f)
+}
+
+// appFilter is the store filter of ListApps and ListAppsPage.
+func (s *Service) appFilter(ctx context.Context, u *store.User, name, status, project string, all bool) (store.AppFilter, error) {
 	f := store.AppFilter{OwnerID: u.ID, Name: name}
 	if status != "" {
 		st := store.AppStatus(status)
 		switch st {
 		case store.StatusSpawning, store.StatusInitializing, store.StatusRunning, store.StatusStopped, store.StatusOnError:
 		default:
-			return nil, errf(ErrInvalid, "unknown status %q (spawning, initializing, running, stopped, on_error)", status)
+			return f, errf(ErrInvalid, "unknown status %q (spawning, initializing, running, stopped, on_error)", status)
 		}
 		f.Statuses = []store.AppStatus{st}
 	} else if !all {
@@ -508,13 +533,13 @@ func (s *Service) ListApps(ctx context.Context, u *store.User, name, status, pro
 	if project != "" {
 		p, err := s.st.GetProjectByName(ctx, u.ID, project)
 		if errors.Is(err, store.ErrNotFound) {
-			return nil, errf(ErrNotFound, "no project %q", project)
+			return f, errf(ErrNotFound, "no project %q", project)
 		} else if err != nil {
-			return nil, err
+			return f, err
 		}
 		f.ProjectID = p.ID
 	}
-	return s.st.ListApps(ctx, f)
+	return f, nil
 }
 
 // StopApp stops an app and ends its node.
@@ -547,7 +572,10 @@ func (s *Service) Logs(ctx context.Context, u *store.User, id string, tail int64
 	if err != nil {
 		return nil, err
 	}
-	return s.cfg.Runner.Logs(ctx, a.ID, a.Node, tail, follow && a.Status.Active())
+	if follow && a.Status.Active() {
+		return s.follow(ctx, u, func() (io.ReadCloser, error) { return s.cfg.Runner.Logs(ctx, a.ID, a.Node, tail, true) })
+	}
+	return s.cfg.Runner.Logs(ctx, a.ID, a.Node, tail, false)
 }
 
 // Fingerprint is the node's certificate fingerprint as the runner sees it.
