@@ -75,6 +75,9 @@ type Config struct {
 	// per client IP address (defaults netlimit.DefaultTotal, DefaultPerClient).
 	MaxConns          int
 	MaxConnsPerClient int
+	// KeyTimeout bounds an app's wait for its owner's key once initializing
+	// (default service.DefaultKeyTimeout).
+	KeyTimeout time.Duration
 	// Ready, if set, is called once the backend serves.
 	Ready func(Info)
 }
@@ -113,6 +116,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("backend: data directory: %w", err)
 	}
+	sweepTemp(log, cfg.DataDir, filepath.Join(cfg.DataDir, "sim"))
 	if cfg.BaseDomain == "" {
 		cfg.BaseDomain = "mse.localhost"
 	}
@@ -187,7 +191,7 @@ func Run(ctx context.Context, cfg Config) error {
 	svc, err := service.New(service.Config{
 		Store: st, Blobs: blobs, Runner: run, Hardware: cfg.Hardware, BaseDomain: cfg.BaseDomain, RouterAddr: public,
 		TEE: attest.TypeSim, SimRootSHA256: platform.RootFingerprint(), MaxBundleSize: cfg.MaxBundleSize,
-		MaxLifetime: cfg.MaxLifetime, PollInterval: cfg.PollInterval, Logger: log.With("component", "service"), Registerer: reg,
+		MaxLifetime: cfg.MaxLifetime, PollInterval: cfg.PollInterval, KeyTimeout: cfg.KeyTimeout, Logger: log.With("component", "service"), Registerer: reg,
 	})
 	if err != nil {
 		return err

@@ -70,6 +70,7 @@ func Command() *cobra.Command {
 	f.DurationVar(&cfg.MaxLifetime, "max-lifetime", 30*24*time.Hour, "longest app lifetime accepted")
 	f.Int64Var(&cfg.MaxBundleSize, "max-bundle-size", 2<<30, "largest encrypted bundle accepted (bytes)")
 	f.DurationVar(&cfg.PollInterval, "poll-interval", time.Second, "how often app statuses are reconciled")
+	f.DurationVar(&cfg.KeyTimeout, "key-timeout", service.DefaultKeyTimeout, `stop an app whose node waited this long for its owner's key ("no key received")`)
 	f.IntVar(&cfg.MaxConns, "max-conns", netlimit.DefaultTotal, "API connections at once, in total")
 	f.IntVar(&cfg.MaxConnsPerClient, "max-conns-per-client", netlimit.DefaultPerClient, "API connections at once from one IP address")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")

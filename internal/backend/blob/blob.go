@@ -49,6 +49,12 @@ type Store interface {
 	List(ctx context.Context) ([]string, error)
 }
 
+// Sweeper is implemented by stores that can leave partial uploads behind
+// after a crash: Sweep removes those no upload in flight owns.
+type Sweeper interface {
+	Sweep(ctx context.Context) (files int, bytes int64, err error)
+}
+
 // Local is implemented by stores whose blobs are files on this machine.
 type Local interface {
 	LocalPath(key string) (string, error)

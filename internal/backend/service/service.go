@@ -47,6 +47,12 @@ type Config struct {
 	MaxBundleSize int64
 	MaxLifetime   time.Duration
 	PollInterval  time.Duration
+	// KeyTimeout bounds how long an app may wait for its owner's key once
+	// initializing (default DefaultKeyTimeout); then it is stopped with the
+	// reason "no key received".
+	KeyTimeout time.Duration
+	// SweepInterval is how often partial uploads are swept (default 10 min).
+	SweepInterval time.Duration
 	Logger        *slog.Logger
 	Now           func() time.Time
 	Registerer    prometheus.Registerer
@@ -90,6 +96,12 @@ func New(cfg Config) (*Service, error) {
 	}
 	if cfg.MaxLifetime <= 0 {
 		cfg.MaxLifetime = 30 * 24 * time.Hour
+	}
+	if cfg.KeyTimeout <= 0 {
+		cfg.KeyTimeout = DefaultKeyTimeout
+	}
+	if cfg.SweepInterval <= 0 {
+		cfg.SweepInterval = 10 * time.Minute
 	}
 	if cfg.Registerer == nil {
 		cfg.Registerer = prometheus.NewRegistry()
@@ -640,6 +652,7 @@ func (s *Service) Start(ctx context.Context) error {
 		_ = s.cfg.Blobs.Delete(ctx, id)
 		delete(active, id)
 	}
+	s.sweep(ctx)
 	keys, err := s.cfg.Blobs.List(ctx)
 	if err != nil {
 		return err
@@ -657,6 +670,8 @@ func (s *Service) Start(ctx context.Context) error {
 func (s *Service) Run(ctx context.Context) {
 	t := time.NewTicker(s.cfg.PollInterval)
 	defer t.Stop()
+	sweep := time.NewTicker(s.cfg.SweepInterval)
+	defer sweep.Stop()
 	for {
 		s.Reconcile(ctx)
 		select {
@@ -664,6 +679,8 @@ func (s *Service) Run(ctx context.Context) {
 			return
 		case <-t.C:
 		case <-s.kick:
+		case <-sweep.C:
+			s.sweep(ctx)
 		}
 	}
 }
@@ -710,6 +727,9 @@ func (s *Service) reconcileOne(ctx context.Context, a *store.App) {
 	}
 	switch st.State {
 	case nodeapi.StateWaiting, nodeapi.StateLaunching:
+		if s.noKey(ctx, a, st.State) {
+			return
+		}
 		s.transition(ctx, a.ID, []store.AppStatus{store.StatusSpawning}, store.StatusInitializing, "node waits for the owner's secrets")
 	case nodeapi.StateRunning:
 		s.transition(ctx, a.ID, []store.AppStatus{store.StatusSpawning, store.StatusInitializing}, store.StatusRunning, "app serves")

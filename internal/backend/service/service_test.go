@@ -225,3 +225,53 @@ func TestConflictsAndCapacity(t *testing.T) {
 		t.Errorf("the app without capacity: %+v", apps)
 	}
 }
+
+// TestNoKeyReceived: an app whose node waits for its key past KeyTimeout is
+// stopped with "no key received"; one whose node got its key (launching) or
+// that is younger than the bound is left alone.
+func TestNoKeyReceived(t *testing.T) {
+	e := servicetest.New(t, func(c *service.Config) { c.KeyTimeout = 10 * time.Minute })
+	u, _ := e.User(t, "alice", false)
+	waiting := create(t, e, u, request(e, "waiting"))
+	launching := create(t, e, u, request(e, "launching"))
+	for _, a := range []*store.App{waiting, launching} {
+		e.Runner.SetState(a.ID, nodeapi.StateWaiting, "")
+	}
+	e.Service.Reconcile(ctx)
+	e.Runner.SetState(launching.ID, nodeapi.StateLaunching, "")
+	e.Advance(9 * time.Minute)
+	e.Service.Reconcile(ctx)
+	if a, _ := e.Service.App(ctx, u, waiting.ID); a.Status != store.StatusInitializing {
+		t.Fatalf("before the bound: %s %q", a.Status, a.Error)
+	}
+	e.Advance(2 * time.Minute)
+	e.Service.Reconcile(ctx)
+	a, _ := e.Service.App(ctx, u, waiting.ID)
+	if a.Status != store.StatusStopped || !strings.HasPrefix(a.Error, "no key received") || e.Runner.Live(a.ID) {
+		t.Errorf("after the bound: %s %q live=%v", a.Status, a.Error, e.Runner.Live(a.ID))
+	}
+	if a, _ := e.Service.App(ctx, u, launching.ID); a.Status != store.StatusInitializing || !e.Runner.Live(a.ID) {
+		t.Errorf("the app that got its key: %s %q", a.Status, a.Error)
+	}
+}
+
+// TestStartSweepsPartialUploads: a partial upload left by a crash is removed
+// when the service starts; bundles of active apps stay.
+func TestStartSweepsPartialUploads(t *testing.T) {
+	e := servicetest.New(t)
+	u, _ := e.User(t, "alice", false)
+	a := create(t, e, u, request(e, "app"))
+	partial := e.BlobDir + "/.upload-123456"
+	if err := os.WriteFile(partial, make([]byte, 4096), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Service.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(partial); !os.IsNotExist(err) {
+		t.Errorf("the partial upload is still there: %v", err)
+	}
+	if _, err := os.Stat(e.BlobDir + "/" + a.ID); err != nil {
+		t.Errorf("the active app's bundle went: %v", err)
+	}
+}

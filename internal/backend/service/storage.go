@@ -1,6 +1,7 @@
 package service
 
 import (
+	"context"
 	"errors"
 	"fmt"
 
@@ -21,4 +22,20 @@ func (s *Service) blobError(what string, err error) error {
 		return fmt.Errorf("%w: %s: %v", ErrOutOfStorage, what, err)
 	}
 	return fmt.Errorf("%s: %w", what, err)
+}
+
+// sweep removes partial uploads that a crash left in the blob store.
+func (s *Service) sweep(ctx context.Context) {
+	sw, ok := s.cfg.Blobs.(blob.Sweeper)
+	if !ok {
+		return
+	}
+	files, bytes, err := sw.Sweep(ctx)
+	if err != nil {
+		s.log.Error("sweep partial uploads", "err", err)
+		return
+	}
+	if files > 0 {
+		s.log.Info("removed partial uploads", "files", files, "bytes", bytes)
+	}
 }
