@@ -303,3 +303,30 @@ func BenchmarkIdleConns(b *testing.B) {
 		})
 	}
 }
+
+// TestIdleConnsHoldNoBuffer: relayed connections that moved bytes and then
+// went idle hold no copy buffer (before, each held two of 32 KiB).
+func TestIdleConnsHoldNoBuffer(t *testing.T) {
+	backend := startTLSBackend(t, "idle.example", func(c *tls.Conn) {
+		buf := make([]byte, 4)
+		if _, err := io.ReadFull(c, buf); err != nil {
+			return
+		}
+		c.Write(buf)
+		io.Copy(io.Discard, c)
+	})
+	tr := startRouter(t, (&staticLookup{m: map[string]string{"idle.example": backend.addr}}).lookup, nil)
+	conns := idleConns(t, tr.addr, 50)
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	waitFor(t, "idle connections to give their buffers back", func() bool { return buffersOut.Load() == 0 })
+	tr.mu.Lock()
+	n := tr.nconns
+	tr.mu.Unlock()
+	if n != 50 {
+		t.Errorf("the router holds %d connections, want 50", n)
+	}
+}

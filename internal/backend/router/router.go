@@ -400,6 +400,9 @@ func (r *Router) relay(client, backend net.Conn, hello []byte, finish func()) bo
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
+// buffersOut counts copy buffers taken from bufPool and not yet given back.
+var buffersOut atomic.Int64
+
 type closeWriter interface{ CloseWrite() error }
 
 // copy moves bytes from src to dst until EOF on src, which it forwards as CloseWrite on dst (Close when dst
@@ -418,6 +421,7 @@ func (r *Router) copy(dst, src net.Conn, in bool, idle time.Duration, last *atom
 		rerr := waitReadable(src)
 		if rerr == nil {
 			bp := bufPool.Get().(*[]byte)
+			buffersOut.Add(1)
 			var werr error
 			n, rerr = src.Read(*bp)
 			if n > 0 {
@@ -430,6 +434,7 @@ func (r *Router) copy(dst, src net.Conn, in bool, idle time.Duration, last *atom
 				r.Metrics.addBytes(in, w)
 			}
 			bufPool.Put(bp)
+			buffersOut.Add(-1)
 			if werr != nil {
 				return werr
 			}
