@@ -27,6 +27,7 @@ import (
 	"github.com/mse-in-go/mse/internal/backend/api"
 	"github.com/mse-in-go/mse/internal/backend/blob"
 	"github.com/mse-in-go/mse/internal/backend/blob/fs"
+	"github.com/mse-in-go/mse/internal/backend/netlimit"
 	"github.com/mse-in-go/mse/internal/backend/router"
 	"github.com/mse-in-go/mse/internal/backend/runner"
 	"github.com/mse-in-go/mse/internal/backend/runner/local"
@@ -80,6 +81,13 @@ type Config struct {
 	// Blobs stores encrypted bundles (default: files in DataDir/bundles).
 	Blobs  blob.Store
 	Logger *slog.Logger
+	// MaxConns and MaxConnsPerClient cap the API's connections, in total and
+	// per client IP address (defaults netlimit.DefaultTotal, DefaultPerClient).
+	MaxConns          int
+	MaxConnsPerClient int
+	// KeyTimeout bounds an app's wait for its owner's key once initializing
+	// (default service.DefaultKeyTimeout).
+	KeyTimeout time.Duration
 	// Ready, if set, is called once the backend serves.
 	Ready func(Info)
 }
@@ -118,6 +126,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("backend: data directory: %w", err)
 	}
+	sweepTemp(log, cfg.DataDir, filepath.Join(cfg.DataDir, "sim"))
 	if cfg.BaseDomain == "" {
 		cfg.BaseDomain = "mse.localhost"
 	}
@@ -205,7 +214,7 @@ func Run(ctx context.Context, cfg Config) error {
 		Store: st, Blobs: blobs, Runner: run, Hardware: cfg.Hardware, Runtimes: catalog, MaxStartTimeout: cfg.MaxStartTimeout,
 		BaseDomain: cfg.BaseDomain, RouterAddr: public,
 		TEE: attest.TypeSim, SimRootSHA256: platform.RootFingerprint(), MaxBundleSize: cfg.MaxBundleSize,
-		MaxLifetime: cfg.MaxLifetime, PollInterval: cfg.PollInterval, Logger: log.With("component", "service"), Registerer: reg,
+		MaxLifetime: cfg.MaxLifetime, PollInterval: cfg.PollInterval, KeyTimeout: cfg.KeyTimeout, Logger: log.With("component", "service"), Registerer: reg,
 	})
 	if err != nil {
 		return err
@@ -222,7 +231,10 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	httpSrv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	// Bodies have their own deadline (api.bodyDeadline); answers are not
+	// bounded, since logs are followed for as long as the client likes.
+	httpSrv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	apiLn = netlimit.Listener(apiLn, cfg.MaxConns, cfg.MaxConnsPerClient, log.With("component", "api"))
 	rm, err := router.NewMetrics(reg)
 	if err != nil {
 		return err

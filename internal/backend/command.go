@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/mse-in-go/mse/internal/backend/netlimit"
 	"github.com/mse-in-go/mse/internal/backend/runner"
 	"github.com/mse-in-go/mse/internal/backend/service"
 	"github.com/mse-in-go/mse/internal/backend/store"
@@ -73,6 +74,9 @@ func Command() *cobra.Command {
 	f.DurationVar(&cfg.MaxLifetime, "max-lifetime", 30*24*time.Hour, "longest app lifetime accepted")
 	f.Int64Var(&cfg.MaxBundleSize, "max-bundle-size", 2<<30, "largest encrypted bundle accepted (bytes)")
 	f.DurationVar(&cfg.PollInterval, "poll-interval", time.Second, "how often app statuses are reconciled")
+	f.DurationVar(&cfg.KeyTimeout, "key-timeout", service.DefaultKeyTimeout, `stop an app whose node waited this long for its owner's key ("no key received")`)
+	f.IntVar(&cfg.MaxConns, "max-conns", netlimit.DefaultTotal, "API connections at once, in total")
+	f.IntVar(&cfg.MaxConnsPerClient, "max-conns-per-client", netlimit.DefaultPerClient, "API connections at once from one IP address")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	root.AddCommand(serve)
 	root.RunE = serve.RunE
@@ -114,7 +118,7 @@ func Command() *cobra.Command {
 			})
 		},
 	}
-	user.AddCommand(userAdd, userList)
+	user.AddCommand(userAdd, userList, quotaCommand(&dataDir, &db))
 
 	token := &cobra.Command{Use: "token", Short: "Manage API tokens (works on the database directly)"}
 	tokenList := &cobra.Command{

@@ -49,6 +49,11 @@ func (c *Client) do(ctx context.Context, method, path string, body io.Reader, co
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
 		return nil
 	}
+	return decodeAnswer(resp, method, path, out)
+}
+
+// decodeAnswer decodes a JSON answer, at most 64 MiB, into out.
+func decodeAnswer(resp *http.Response, method, path string, out any) error {
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(out); err != nil {
 		return fmt.Errorf("backend: unreadable answer to %s %s: %w", method, path, err)
 	}
@@ -245,9 +250,36 @@ func (c *Client) Apps(ctx context.Context, o ListOptions) ([]App, error) {
 	if o.All {
 		q.Set("all", "1")
 	}
-	var apps []App
-	return apps, c.do(ctx, "GET", "/v1/apps?"+q.Encode(), nil, "", &apps)
+	// The backend answers a page at a time; follow the cursors to the end.
+	var all []App
+	seen := map[string]bool{}
+	for {
+		path := "/v1/apps?" + q.Encode()
+		resp, err := c.send(ctx, "GET", path, nil, "")
+		if err != nil {
+			return nil, err
+		}
+		var page []App
+		err = decodeAnswer(resp, "GET", path, &page)
+		resp.Body.Close()
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, page...)
+		next := resp.Header.Get(HeaderNextCursor)
+		if next == "" {
+			return all, nil
+		}
+		if seen[next] || len(page) == 0 || len(seen) >= maxPages {
+			return nil, fmt.Errorf("backend: the pages of GET /v1/apps do not end (cursor %q after %d pages); report this to the operator", next, len(seen)+1)
+		}
+		seen[next] = true
+		q.Set("cursor", next)
+	}
 }
+
+// maxPages bounds the pages Apps follows.
+const maxPages = 10000
 
 // Stop stops an app.
 func (c *Client) Stop(ctx context.Context, id string) (*App, error) {

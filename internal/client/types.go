@@ -8,6 +8,10 @@ import (
 	"github.com/mse-in-go/mse/internal/config"
 )
 
+// HeaderNextCursor, on a page of GET /v1/apps, is the cursor of the next
+// page (query parameter "cursor"); absent after the last page.
+const HeaderNextCursor = "Mse-Next-Cursor"
+
 // CreateAppRequest is the "config" part of POST /v1/apps; the "bundle" part
 // that follows is the encrypted bundle.
 type CreateAppRequest struct {

@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"strings"
@@ -65,7 +64,7 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func writeAlreadyAccepted(w http.ResponseWriter) {
-	writeJSON(w, http.StatusConflict, nodeapi.Response{Status: "refused", Error: "secrets were already accepted"})
+	writeJSON(w, http.StatusConflict, alreadyAccepted)
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
@@ -78,23 +77,60 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 type refusal struct {
 	code int
 	msg  string
-	// notCounted: the failure is not the sender's (e.g. the node cannot read
-	// its bundle), so it does not use up an attempt.
+	// notCounted: the refusal does not use up an attempt, because the
+	// sender did not prove it holds the code key (anyone can send it), or
+	// the failure is not the sender's (e.g. the node cannot read its bundle).
 	notCounted bool
 }
 
+// Stage 2 in three steps (docs/protocol.md, "Who can spend what"):
+// readSecrets reads and parses the request under a deadline, checkKey proves
+// the code key on the bundle's first segment, both without the node's lock
+// and without spending an attempt; only then does a request that holds the
+// key take the lock for check, which decrypts the whole bundle and checks the
+// rest. A stranger's request never waits for, nor holds, the lock.
 func (n *Node) serveSecrets(w http.ResponseWriter, r *http.Request) {
+	rc := http.NewResponseController(w)
+	// Recorders in unit tests support no deadlines; real connections do.
+	_ = rc.SetReadDeadline(time.Now().Add(n.cfg.RequestTimeout))
+	answer := func(code int, v any) {
+		_ = rc.SetWriteDeadline(time.Now().Add(writeTimeout))
+		writeJSON(w, code, v)
+	}
+	n.mu.Lock()
+	accepted, spent, left := n.accepted, n.attempts >= n.cfg.MaxAttempts, n.cfg.MaxAttempts-n.attempts
+	n.mu.Unlock()
+	if accepted {
+		answer(http.StatusConflict, alreadyAccepted)
+		return
+	}
+	if spent {
+		answer(http.StatusTooManyRequests, tooManyAttempts)
+		return
+	}
+	req, key, ref := n.readSecrets(r)
+	if ref == nil {
+		ref = n.checkKey(key)
+	}
+	if ref != nil {
+		n.logFree(ref)
+		answer(ref.code, nodeapi.Response{Status: "refused", Error: ref.msg, AttemptsLeft: &left})
+		return
+	}
+	// The request can no longer be slow: it has been read.
+	_ = rc.SetReadDeadline(time.Time{})
+
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.accepted { // a POST that waited for the lock while another was accepted
-		writeAlreadyAccepted(w)
+		answer(http.StatusConflict, alreadyAccepted)
 		return
 	}
 	if n.attempts >= n.cfg.MaxAttempts {
-		writeJSON(w, http.StatusTooManyRequests, nodeapi.Response{Status: "refused", Error: "too many failed attempts; the node stopped accepting secrets"})
+		answer(http.StatusTooManyRequests, tooManyAttempts)
 		return
 	}
-	in, ref := n.check(r)
+	in, ref := n.check(req, key)
 	if ref != nil {
 		if !ref.notCounted {
 			n.attempts++
@@ -102,10 +138,10 @@ func (n *Node) serveSecrets(w http.ResponseWriter, r *http.Request) {
 		left := n.cfg.MaxAttempts - n.attempts
 		// The message names the failed check; it never echoes what was sent.
 		n.log.Warn("refused stage-2 request", "reason", ref.msg, "attempts_left", left)
-		writeJSON(w, ref.code, nodeapi.Response{Status: "refused", Error: ref.msg, AttemptsLeft: &left})
+		answer(ref.code, nodeapi.Response{Status: "refused", Error: ref.msg, AttemptsLeft: &left})
 		if left == 0 {
 			select {
-			case n.fatal <- fmt.Errorf("node: %d failed stage-2 attempts, the last: %s", n.attempts, ref.msg):
+			case n.fatal <- fmt.Errorf("node: %d failed stage-2 attempts by a holder of the code key, the last: %s", n.attempts, ref.msg):
 			default:
 			}
 		}
@@ -115,15 +151,87 @@ func (n *Node) serveSecrets(w http.ResponseWriter, r *http.Request) {
 	// Leave the waiting phase before answering: a request that follows the
 	// answer must not see "Waiting" (200) as if it came from the app.
 	n.phase.Store(nodeapi.StateLaunching)
-	writeJSON(w, http.StatusOK, nodeapi.Response{Status: "accepted"})
+	answer(http.StatusOK, nodeapi.Response{Status: "accepted"})
 	n.secrets <- in
 }
 
-// check checks a stage-2 request. On the way it decrypts the bundle and
-// unpacks it into the node's private code directory: the key is accepted only
-// if it authenticates and decrypts the whole bundle, and launch then needs no
-// second pass. A refusal removes what was unpacked.
-func (n *Node) check(r *http.Request) (in *intake, ref *refusal) {
+var (
+	alreadyAccepted = nodeapi.Response{Status: "refused", Error: "secrets were already accepted"}
+	tooManyAttempts = nodeapi.Response{Status: "refused", Error: "too many failed attempts; the node stopped accepting secrets"}
+)
+
+// logFree logs a refusal that spent no attempt, at most one line a second:
+// anyone can send those.
+func (n *Node) logFree(ref *refusal) {
+	ok, suppressed := n.freeLog.allow(time.Now())
+	if !ok {
+		return
+	}
+	n.log.Info("refused stage-2 request (no attempt spent)", "reason", ref.msg, "suppressed_since_last", suppressed)
+}
+
+// readSecrets reads, bounds and parses a stage-2 request, and checks what
+// needs no key: the app id and the form of the code key. Every refusal here
+// is free (notCounted).
+func (n *Node) readSecrets(r *http.Request) (req *nodeapi.SecretsRequest, key bundle.Key, ref *refusal) {
+	bad := func(code int, format string, args ...any) (*nodeapi.SecretsRequest, bundle.Key, *refusal) {
+		return nil, bundle.Key{}, &refusal{code: code, msg: fmt.Sprintf(format, args...), notCounted: true}
+	}
+	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
+		return bad(http.StatusUnsupportedMediaType, "Content-Type must be application/json")
+	}
+	body, done, err := readBody(r.Body, maxRequest, n.bodies)
+	defer done()
+	switch {
+	case errors.Is(err, errTooLarge):
+		return bad(http.StatusRequestEntityTooLarge, "request body is larger than %d bytes", maxRequest)
+	case errors.Is(err, errBusy):
+		return bad(http.StatusServiceUnavailable, "%v; retry in a few seconds", errBusy)
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return bad(http.StatusRequestTimeout, "the request body was not received within %s", n.cfg.RequestTimeout)
+	case err != nil:
+		return bad(http.StatusBadRequest, "could not read the request body")
+	}
+	req = &nodeapi.SecretsRequest{}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(req); err != nil {
+		return bad(http.StatusBadRequest, "malformed JSON: %v", jsonErr(err))
+	}
+	if dec.More() {
+		return bad(http.StatusBadRequest, "malformed JSON: trailing data after the object")
+	}
+	if req.UUID != n.cfg.Spec.AppID {
+		return bad(http.StatusForbidden, "wrong app id: this node serves app %s", n.cfg.Spec.AppID)
+	}
+	if key, err = bundle.ParseKey(req.CodeSecretKey); err != nil {
+		return bad(http.StatusBadRequest, "code_secret_key: %v", err)
+	}
+	return req, key, nil
+}
+
+// checkKey proves the code key: it authenticates the bundle's first segment
+// (one segment of work, at most 8 MiB). A key that does not is refused
+// without spending an attempt: it shows nothing of its sender.
+func (n *Node) checkKey(key bundle.Key) *refusal {
+	f, err := os.Open(n.cfg.BundlePath)
+	if err != nil {
+		return &refusal{code: http.StatusInternalServerError, msg: "the node cannot read its bundle", notCounted: true}
+	}
+	defer f.Close()
+	if _, err := bundle.Decrypt(f, key); err != nil {
+		return &refusal{code: http.StatusUnprocessableEntity, msg: fmt.Sprintf("the code key does not authenticate and decrypt the whole bundle: %v", err), notCounted: true}
+	}
+	return nil
+}
+
+// check checks a stage-2 request whose key authenticated the bundle's first
+// segment. On the way it decrypts the bundle and unpacks it into the node's
+// private code directory: the key is accepted only if it authenticates and
+// decrypts the whole bundle, and launch then needs no second pass. A refusal
+// removes what was unpacked. Refusals here are counted: only a holder of the
+// code key gets this far.
+func (n *Node) check(req *nodeapi.SecretsRequest, key bundle.Key) (in *intake, ref *refusal) {
 	bad := func(code int, format string, args ...any) (*intake, *refusal) {
 		return nil, &refusal{code: code, msg: fmt.Sprintf(format, args...)}
 	}
@@ -133,34 +241,7 @@ func (n *Node) check(r *http.Request) (in *intake, ref *refusal) {
 			_ = os.RemoveAll(codeDir)
 		}
 	}()
-	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
-		return bad(http.StatusUnsupportedMediaType, "Content-Type must be application/json")
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, maxRequest))
-	var tooLarge *http.MaxBytesError
-	if errors.As(err, &tooLarge) {
-		return bad(http.StatusRequestEntityTooLarge, "request body is larger than %d bytes", maxRequest)
-	}
-	if err != nil {
-		return nil, &refusal{code: http.StatusBadRequest, msg: "could not read the request body", notCounted: true}
-	}
-	var req nodeapi.SecretsRequest
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		return bad(http.StatusBadRequest, "malformed JSON: %v", jsonErr(err))
-	}
-	if dec.More() {
-		return bad(http.StatusBadRequest, "malformed JSON: trailing data after the object")
-	}
 	spec := n.cfg.Spec
-	if req.UUID != spec.AppID {
-		return bad(http.StatusForbidden, "wrong app id: this node serves app %s", spec.AppID)
-	}
-	key, err := bundle.ParseKey(req.CodeSecretKey)
-	if err != nil {
-		return bad(http.StatusBadRequest, "code_secret_key: %v", err)
-	}
 	in = &intake{}
 	f, err := n.openBundle()
 	if err != nil {

@@ -52,8 +52,15 @@ type Config struct {
 	// StatusFile is where the node writes its nodeapi.Status (default WorkDir/status.json).
 	StatusFile string
 	Issuer     attest.Issuer
-	// MaxAttempts bounds failed stage-2 requests before the node gives up (default 10).
+	// MaxAttempts bounds failed stage-2 requests by a holder of the code key
+	// before the node gives up (default 10); other refusals spend nothing.
 	MaxAttempts int
+	// MaxConns caps the node's concurrent connections (default 128); at the
+	// cap a new connection evicts the one idle the longest.
+	MaxConns int
+	// RequestTimeout bounds reading a request's headers, and a stage-2
+	// request's body (default 10s).
+	RequestTimeout time.Duration
 	// Python is the interpreter for python_application (default
 	// DefaultPython, the runtime's). Tests outside a sandbox set it.
 	Python string
@@ -88,6 +95,9 @@ type Node struct {
 	secrets  chan *intake
 	fatal    chan error
 	quoteSem chan struct{}
+	bodies   *budget    // shared by stage-2 bodies beyond freeBody
+	freeLog  logLimiter // refusals that spend no attempt
+	conns    *connLimit // set by Run
 }
 
 // intake is what stage 2 accepted (the code is already unpacked; the code
@@ -115,6 +125,12 @@ func Run(ctx context.Context, cfg Config) error {
 func New(cfg Config) (*Node, error) {
 	if cfg.MaxAttempts <= 0 {
 		cfg.MaxAttempts = 10
+	}
+	if cfg.RequestTimeout <= 0 {
+		cfg.RequestTimeout = defaultRequestTimeout
+	}
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = defaultMaxConns
 	}
 	if cfg.Python == "" {
 		cfg.Python = DefaultPython
@@ -146,7 +162,7 @@ func New(cfg Config) (*Node, error) {
 	if err := cfg.Spec.Validate(); err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger, secrets: make(chan *intake, 1), fatal: make(chan error, 1), quoteSem: make(chan struct{}, 1)}
+	n := &Node{cfg: cfg, log: cfg.Logger, secrets: make(chan *intake, 1), fatal: make(chan error, 1), quoteSem: make(chan struct{}, 1), bodies: newBudget(bodyBudget)}
 	n.phase.Store(nodeapi.StateStarting)
 	if err := os.MkdirAll(cfg.WorkDir, 0o700); err != nil {
 		return nil, fmt.Errorf("node: work directory: %w", err)
@@ -215,9 +231,17 @@ func (n *Node) Run(ctx context.Context) (err error) {
 			return fmt.Errorf("node: listen: %w", err)
 		}
 	}
+	n.conns = newConnLimit(ln, cfg.MaxConns)
+	ln = n.conns
+	// Header, handshake and idle timeouts hold for every connection. Read and
+	// write deadlines for whole requests are set per request on the node's
+	// own endpoints (serveSecrets): once the app runs, its uploads and
+	// streamed answers may take as long as the app allows.
 	srv := &http.Server{
 		Handler:           n,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: cfg.RequestTimeout,
+		IdleTimeout:       idleTimeout,
+		HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: maxStreams},
 		TLSConfig: &tls.Config{
 			MinVersion:     tls.VersionTLS12,
 			GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return n.cert.Load(), nil },

@@ -396,10 +396,12 @@ func TestVerifyFresh(t *testing.T) {
 }
 
 func TestExtractGramine(t *testing.T) {
-	const path = "../../../shared/testdata/attestation/ratls/gramine-cert.pem"
+	// A real Gramine RA-TLS certificate, kept in the repository (source and
+	// license: internal/attest/sgx/testdata/README.md).
+	const path = "../attest/sgx/testdata/good_gramine_cert.pem"
 	b, err := os.ReadFile(path)
 	if err != nil {
-		t.Fatalf("the shared test vector does not resolve: %v", err)
+		t.Fatalf("the test vector is part of the repository: %v", err)
 	}
 	blk, _ := pem.Decode(b)
 	if blk == nil || blk.Type != "CERTIFICATE" {

@@ -5,7 +5,7 @@ package api
 import (
 	"context"
 	"encoding/json"
-	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"mime"
@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -30,6 +31,10 @@ type Config struct {
 	Gatherer prometheus.Gatherer
 	// SimRootPEM is served at /v1/sim/root when the platform is simulated.
 	SimRootPEM []byte
+	// BodyGrace and MinBodyRate bound how slowly a request body may come
+	// (defaults DefaultBodyGrace, DefaultMinBodyRate; see bodyDeadline).
+	BodyGrace   time.Duration
+	MinBodyRate int
 }
 
 type api struct {
@@ -54,7 +59,7 @@ func New(cfg Config, reg prometheus.Registerer) (http.Handler, error) {
 	}
 	mux := http.NewServeMux()
 	route := func(pattern string, h func(http.ResponseWriter, *http.Request, *store.User)) {
-		mux.Handle(pattern, a.counted(pattern, a.auth(h)))
+		mux.Handle(pattern, a.counted(pattern, a.bodyDeadline(a.auth(h))))
 	}
 	route("GET /v1/me", a.me)
 	route("GET /v1/hardware", a.hardware)
@@ -88,6 +93,9 @@ type statusRecorder struct {
 }
 
 func (s *statusRecorder) WriteHeader(code int) { s.code = code; s.ResponseWriter.WriteHeader(code) }
+
+// Unwrap lets http.ResponseController reach the connection (deadlines).
+func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 func (s *statusRecorder) Flush() {
 	if f, ok := s.ResponseWriter.(http.Flusher); ok {
 		f.Flush()
@@ -134,19 +142,6 @@ func writeErr(w http.ResponseWriter, code int, msg string) {
 	writeJSON(w, code, client.Error{Error: msg})
 }
 
-func (a *api) fail(w http.ResponseWriter, err error) {
-	var se *service.Error
-	if errors.As(err, &se) {
-		writeErr(w, se.Code, se.Msg)
-		return
-	}
-	if errors.Is(err, context.Canceled) {
-		return
-	}
-	a.Logger.Error("internal error", "err", err)
-	writeErr(w, http.StatusInternalServerError, "internal error; the operator's logs have the details")
-}
-
 func (a *api) me(w http.ResponseWriter, r *http.Request, u *store.User) {
 	writeJSON(w, 200, client.User{ID: u.ID, Name: u.Name, Admin: u.Admin})
 }
@@ -186,12 +181,7 @@ func (a *api) listProjects(w http.ResponseWriter, r *http.Request, u *store.User
 }
 
 func decodeBody(r *http.Request, v any) error {
-	dec := json.NewDecoder(io.LimitReader(r.Body, maxConfigPart))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return &service.Error{Code: 400, Msg: "malformed JSON body: " + err.Error()}
-	}
-	return nil
+	return decodeOne(r.Body, maxConfigPart, "JSON body", v)
 }
 
 func (a *api) createProject(w http.ResponseWriter, r *http.Request, u *store.User) {
@@ -279,10 +269,8 @@ func (a *api) createApp(w http.ResponseWriter, r *http.Request, u *store.User) {
 		return
 	}
 	var req client.CreateAppRequest
-	dec := json.NewDecoder(io.LimitReader(part, maxConfigPart))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		writeErr(w, 400, "malformed config JSON: "+err.Error())
+	if err := decodeOne(part, maxConfigPart, "config JSON", &req); err != nil {
+		a.fail(w, err)
 		return
 	}
 	part, err = mr.NextPart()
@@ -301,10 +289,22 @@ func (a *api) createApp(w http.ResponseWriter, r *http.Request, u *store.User) {
 func (a *api) listApps(w http.ResponseWriter, r *http.Request, u *store.User) {
 	q := r.URL.Query()
 	all := q.Get("all") == "1" || q.Get("all") == "true"
-	apps, err := a.Service.ListApps(r.Context(), u, q.Get("name"), q.Get("status"), q.Get("project"), all)
+	lq := service.ListQuery{Name: q.Get("name"), Status: q.Get("status"), Project: q.Get("project"), All: all, Cursor: q.Get("cursor")}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > service.MaxPageSize {
+			writeErr(w, 400, fmt.Sprintf("limit must be a number from 1 to %d", service.MaxPageSize))
+			return
+		}
+		lq.Limit = n
+	}
+	apps, next, err := a.Service.ListAppsPage(r.Context(), u, lq)
 	if err != nil {
 		a.fail(w, err)
 		return
+	}
+	if next != "" {
+		w.Header().Set(client.HeaderNextCursor, next)
 	}
 	// The caller's apps are in the caller's projects: name them in one query.
 	projects := map[string]string{}

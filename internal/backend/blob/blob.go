@@ -5,6 +5,7 @@ package blob
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 )
 
@@ -13,6 +14,23 @@ var ErrNotFound = errors.New("blob not found")
 
 // ErrTooLarge is returned by Put when the content exceeds the limit.
 var ErrTooLarge = errors.New("blob too large")
+
+// ErrFull is wrapped by errors of a store whose storage is full.
+var ErrFull = errors.New("blob storage is full")
+
+// FullError is a store's failure for lack of space: where, and how much was
+// free then (-1 if unknown). It wraps ErrFull and the system's error.
+type FullError struct {
+	Path string
+	Free int64
+	Err  error
+}
+
+func (e *FullError) Error() string {
+	return fmt.Sprintf("blob storage is full at %s (%d bytes free): %v", e.Path, e.Free, e.Err)
+}
+
+func (e *FullError) Unwrap() []error { return []error{ErrFull, e.Err} }
 
 // Info describes a stored blob.
 type Info struct {
@@ -29,6 +47,12 @@ type Store interface {
 	Delete(ctx context.Context, key string) error
 	// List returns every key (for garbage collection of orphans).
 	List(ctx context.Context) ([]string, error)
+}
+
+// Sweeper is implemented by stores that can leave partial uploads behind
+// after a crash: Sweep removes those no upload in flight owns.
+type Sweeper interface {
+	Sweep(ctx context.Context) (files int, bytes int64, err error)
 }
 
 // Local is implemented by stores whose blobs are files on this machine.

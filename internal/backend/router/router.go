@@ -255,7 +255,7 @@ func writeAlert(c net.Conn, desc byte) {
 }
 
 func (r *Router) handle(c *conn) {
-	defer func() {
+	finish := func() {
 		c.close()
 		r.mu.Lock()
 		delete(r.conns, c)
@@ -263,6 +263,12 @@ func (r *Router) handle(c *conn) {
 		r.mu.Unlock()
 		r.Metrics.decActive()
 		r.wg.Done()
+	}
+	relaying := false
+	defer func() {
+		if !relaying {
+			finish()
+		}
 	}()
 	log := r.logger()
 	remote := c.client.RemoteAddr().String()
@@ -341,7 +347,7 @@ func (r *Router) handle(c *conn) {
 	r.Metrics.incRouted()
 	log.Debug("router: routed", "sni", name, "remote", remote, "backend", addr)
 
-	r.relay(c.client, backend, hello)
+	relaying = r.relay(c.client, backend, hello, finish)
 }
 
 func classifyHelloError(err error) (reason string, alert byte) {
@@ -364,8 +370,12 @@ func classifyHelloError(err error) (reason string, alert byte) {
 
 // relay writes the buffered ClientHello to the backend, then copies both ways until both directions have
 // ended. EOF on one side is passed on as a half-close (CloseWrite) of the other; any error ends both.
-func (r *Router) relay(client, backend net.Conn, hello []byte) {
-	var last atomic.Int64 // unix nanos of the last byte moved, for IdleTimeout
+//
+// The two directions run in two new goroutines, and the handler's goroutine, whose stack grew while it
+// parsed the ClientHello and looked the name up, ends: an idle connection costs two small stacks. The last
+// direction to end calls finish. relay reports whether it started them (false: call finish yourself).
+func (r *Router) relay(client, backend net.Conn, hello []byte, finish func()) bool {
+	last := new(atomic.Int64) // unix nanos of the last byte moved, for IdleTimeout
 	last.Store(time.Now().UnixNano())
 	idle := r.IdleTimeout
 
@@ -375,44 +385,62 @@ func (r *Router) relay(client, backend net.Conn, hello []byte) {
 	n, err := backend.Write(hello)
 	r.Metrics.addBytes(true, n)
 	if err != nil {
-		return
+		return false
 	}
-
-	errc := make(chan error, 2)
-	go func() { errc <- r.copy(backend, client, true, idle, &last) }()
-	go func() { errc <- r.copy(client, backend, false, idle, &last) }()
-	for i := 0; i < 2; i++ {
-		if err := <-errc; err != nil {
-			// Abort: unblock the other direction. The handler closes both afterwards anyway.
+	left := new(atomic.Int32)
+	left.Store(2)
+	run := func(dst, src net.Conn, in bool) {
+		// An error aborts both directions (closing unblocks the other).
+		if err := r.copy(dst, src, in, idle, last); err != nil {
 			client.Close()
 			backend.Close()
 		}
+		if left.Add(-1) == 0 {
+			finish()
+		}
 	}
+	go run(backend, client, true)
+	go run(client, backend, false)
+	return true
 }
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// buffersOut counts copy buffers taken from bufPool and not yet given back.
+var buffersOut atomic.Int64
 
 type closeWriter interface{ CloseWrite() error }
 
 // copy moves bytes from src to dst until EOF on src, which it forwards as CloseWrite on dst (Close when dst
 // cannot half-close). It returns nil on a clean EOF. Bytes are counted as they move. A plain read/write
 // loop measured as fast as splice(2) through io.Copy on loopback, and it knows exactly when bytes moved.
+//
+// The copy buffer comes from a pool for one read and write at a time: while src has nothing to read
+// (waitReadable), the connection holds no buffer, so that idle connections cost little memory and a
+// buffer goes back to the pool, then to the heap, when traffic stops.
 func (r *Router) copy(dst, src net.Conn, in bool, idle time.Duration, last *atomic.Int64) error {
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
-	buf := *bp
 	if idle > 0 {
 		src.SetReadDeadline(time.Now().Add(idle))
 	}
 	for {
-		n, rerr := src.Read(buf)
-		if n > 0 {
-			if idle > 0 {
-				last.Store(time.Now().UnixNano())
-				dst.SetWriteDeadline(time.Now().Add(idle))
+		var n int
+		rerr := waitReadable(src)
+		if rerr == nil {
+			bp := bufPool.Get().(*[]byte)
+			buffersOut.Add(1)
+			var werr error
+			n, rerr = src.Read(*bp)
+			if n > 0 {
+				if idle > 0 {
+					last.Store(time.Now().UnixNano())
+					dst.SetWriteDeadline(time.Now().Add(idle))
+				}
+				var w int
+				w, werr = dst.Write((*bp)[:n])
+				r.Metrics.addBytes(in, w)
 			}
-			w, werr := dst.Write(buf[:n])
-			r.Metrics.addBytes(in, w)
+			bufPool.Put(bp)
+			buffersOut.Add(-1)
 			if werr != nil {
 				return werr
 			}

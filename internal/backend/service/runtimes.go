@@ -27,16 +27,16 @@ func (s *Service) Runtimes() []runtimes.Entry {
 func (s *Service) runtime(ref string) (config.Runtime, error) {
 	entries := s.cfg.Runtimes.Entries()
 	if len(entries) == 0 {
-		return config.Runtime{}, errf(503, "this operator offers no runtime yet; ask the operator to add one (mse-backend runtime build)")
+		return config.Runtime{}, errf(ErrUnavailable, "this operator offers no runtime yet; ask the operator to add one (mse-backend runtime build)")
 	}
 	e := entries[0]
 	if ref != "" {
 		var err error
 		if e, err = runtimes.Match(entries, ref); err != nil {
 			if errors.Is(err, runtimes.ErrUnknown) {
-				return config.Runtime{}, errf(400, "%v", err)
+				return config.Runtime{}, errf(ErrInvalid, "%v", err)
 			}
-			return config.Runtime{}, errf(400, "runtime: %v", err)
+			return config.Runtime{}, errf(ErrInvalid, "runtime: %v", err)
 		}
 	}
 	return config.Runtime{Name: e.Name, Image: e.Image, Digest: e.Digest, Kind: e.Kind}, nil
@@ -46,10 +46,10 @@ func (s *Service) runtime(ref string) (config.Runtime, error) {
 func (s *Service) startTimeout(seconds int64) (int64, error) {
 	max := s.cfg.MaxStartTimeout
 	if seconds < 0 {
-		return 0, errf(400, "start_timeout_s must not be negative")
+		return 0, errf(ErrInvalid, "start_timeout_s must not be negative")
 	}
 	if time.Duration(seconds)*time.Second > max {
-		return 0, errf(400, "start_timeout %s is above this operator's maximum of %s; lower cloud.start_timeout in mse.toml",
+		return 0, errf(ErrInvalid, "start_timeout %s is above this operator's maximum of %s; lower cloud.start_timeout in mse.toml",
 			time.Duration(seconds)*time.Second, max)
 	}
 	if seconds == 0 {

@@ -51,6 +51,12 @@ type Config struct {
 	MaxBundleSize int64
 	MaxLifetime   time.Duration
 	PollInterval  time.Duration
+	// KeyTimeout bounds how long an app may wait for its owner's key once
+	// initializing (default DefaultKeyTimeout); then it is stopped with the
+	// reason "no key received".
+	KeyTimeout time.Duration
+	// SweepInterval is how often partial uploads are swept (default 10 min).
+	SweepInterval time.Duration
 	Logger        *slog.Logger
 	Now           func() time.Time
 	Registerer    prometheus.Registerer
@@ -64,21 +70,12 @@ type Service struct {
 	kick    chan struct{}
 	spawnMu sync.Mutex
 
+	quotaOnce sync.Once
+	quota     *quotas
+
 	mApps        *prometheus.GaugeVec
 	mTransitions *prometheus.CounterVec
 	mCreated     prometheus.Counter
-}
-
-// Error is an error with an HTTP status for the API.
-type Error struct {
-	Code int
-	Msg  string
-}
-
-func (e *Error) Error() string { return e.Msg }
-
-func errf(code int, format string, args ...any) error {
-	return &Error{Code: code, Msg: fmt.Sprintf(format, args...)}
 }
 
 // New builds the service.
@@ -109,6 +106,12 @@ func New(cfg Config) (*Service, error) {
 	}
 	if cfg.MaxLifetime <= 0 {
 		cfg.MaxLifetime = 30 * 24 * time.Hour
+	}
+	if cfg.KeyTimeout <= 0 {
+		cfg.KeyTimeout = DefaultKeyTimeout
+	}
+	if cfg.SweepInterval <= 0 {
+		cfg.SweepInterval = 10 * time.Minute
 	}
 	if cfg.Registerer == nil {
 		cfg.Registerer = prometheus.NewRegistry()
@@ -172,7 +175,7 @@ func (s *Service) lookupHardware(name string) (runner.Hardware, error) {
 		}
 		names = append(names, h.Name)
 	}
-	return runner.Hardware{}, errf(400, "unknown hardware %q (offered: %s); see `mse cloud hardware`", name, strings.Join(names, ", "))
+	return runner.Hardware{}, errf(ErrInvalid, "unknown hardware %q (offered: %s); see `mse cloud hardware`", name, strings.Join(names, ", "))
 }
 
 // NewToken returns a fresh API token and its stored hash.
@@ -194,17 +197,17 @@ func HashToken(token string) string {
 // Authenticate returns the user holding a token.
 func (s *Service) Authenticate(ctx context.Context, token string) (*store.User, error) {
 	if token == "" {
-		return nil, errf(401, "missing API token: run `mse cloud login --token TOKEN` (ask the operator for a token)")
+		return nil, errf(ErrUnauthenticated, "missing API token: run `mse cloud login --token TOKEN` (ask the operator for a token)")
 	}
 	t, err := s.st.TokenByHash(ctx, HashToken(token))
 	if errors.Is(err, store.ErrNotFound) {
-		return nil, errf(401, "unknown API token: check `mse cloud login`, or ask the operator for a new token")
+		return nil, errf(ErrUnauthenticated, "unknown API token: check `mse cloud login`, or ask the operator for a new token")
 	}
 	if err != nil {
 		return nil, err
 	}
 	if t.RevokedAt != nil {
-		return nil, errf(401, "this API token was revoked on %s; ask the operator for a new one", t.RevokedAt.UTC().Format(time.RFC3339))
+		return nil, errf(ErrUnauthenticated, "this API token was revoked on %s; ask the operator for a new one", t.RevokedAt.UTC().Format(time.RFC3339))
 	}
 	return s.st.GetUser(ctx, t.UserID)
 }
@@ -212,7 +215,7 @@ func (s *Service) Authenticate(ctx context.Context, token string) (*store.User, 
 // CreateUser makes a user with a first token (admin only).
 func (s *Service) CreateUser(ctx context.Context, caller *store.User, name string, admin bool) (*store.User, string, error) {
 	if caller != nil && !caller.Admin {
-		return nil, "", errf(403, "only an administrator can create users")
+		return nil, "", errf(ErrForbidden, "only an administrator can create users")
 	}
 	return CreateUser(ctx, s.st, name, admin, s.cfg.Now())
 }
@@ -235,12 +238,12 @@ func CreateUser(ctx context.Context, st store.Store, name string, admin bool, no
 // the backend's bootstrap writes the token to its file before the user exists.
 func CreateUserWithToken(ctx context.Context, st store.Store, name string, admin bool, tok string, now time.Time) (*store.User, error) {
 	if !nameRE.MatchString(name) {
-		return nil, errf(400, "invalid user name %q: use letters, digits, '-' and '_' (1 to 63 characters)", name)
+		return nil, errf(ErrInvalid, "invalid user name %q: use letters, digits, '-' and '_' (1 to 63 characters)", name)
 	}
 	u := &store.User{ID: uuid.NewString(), Name: name, Admin: admin, CreatedAt: now.UTC()}
 	if err := st.CreateUser(ctx, u); err != nil {
 		if errors.Is(err, store.ErrConflict) {
-			return nil, errf(409, "user %q exists", name)
+			return nil, errf(ErrConflict, "user %q exists", name)
 		}
 		return nil, err
 	}
@@ -275,11 +278,11 @@ func (s *Service) RevokeToken(ctx context.Context, caller *store.User, id string
 			found = found || t.ID == id
 		}
 		if !found {
-			return errf(404, "no token %s", id)
+			return errf(ErrNotFound, "no token %s", id)
 		}
 	}
 	if err := s.st.RevokeToken(ctx, id, s.cfg.Now().UTC()); errors.Is(err, store.ErrNotFound) {
-		return errf(404, "no token %s", id)
+		return errf(ErrNotFound, "no token %s", id)
 	} else if err != nil {
 		return err
 	}
@@ -301,7 +304,7 @@ func (s *Service) project(ctx context.Context, u *store.User, name string) (*sto
 		return nil, err
 	}
 	if name != config.DefaultProject {
-		return nil, errf(404, "no project %q: create it with `mse cloud project create %s`", name, name)
+		return nil, errf(ErrNotFound, "no project %q: create it with `mse cloud project create %s`", name, name)
 	}
 	return s.CreateProject(ctx, u, name)
 }
@@ -309,7 +312,7 @@ func (s *Service) project(ctx context.Context, u *store.User, name string) (*sto
 // CreateProject creates a project for u.
 func (s *Service) CreateProject(ctx context.Context, u *store.User, name string) (*store.Project, error) {
 	if !nameRE.MatchString(name) {
-		return nil, errf(400, "invalid project name %q: use letters, digits, '-' and '_' (1 to 63 characters)", name)
+		return nil, errf(ErrInvalid, "invalid project name %q: use letters, digits, '-' and '_' (1 to 63 characters)", name)
 	}
 	p := &store.Project{ID: uuid.NewString(), OwnerID: u.ID, Name: name, CreatedAt: s.cfg.Now().UTC()}
 	if err := s.st.CreateProject(ctx, p); err != nil {
@@ -351,25 +354,25 @@ func domainLabel(name string) string {
 func (s *Service) CreateApp(ctx context.Context, u *store.User, req client.CreateAppRequest, bundle io.Reader) (*store.App, error) {
 	now := s.cfg.Now().UTC()
 	if err := config.ValidateName(req.Name); err != nil {
-		return nil, errf(400, "invalid app name: %v", err)
+		return nil, errf(ErrInvalid, "invalid app name: %v", err)
 	}
 	hw, err := s.hardware(req.Hardware)
 	if err != nil {
 		return nil, err
 	}
 	if req.ExpiresAt.IsZero() {
-		return nil, errf(400, "expires_at is required")
+		return nil, errf(ErrInvalid, "expires_at is required")
 	}
 	if !req.ExpiresAt.After(now) {
-		return nil, errf(400, "expires_at %s is in the past", req.ExpiresAt.UTC().Format(time.RFC3339))
+		return nil, errf(ErrInvalid, "expires_at %s is in the past", req.ExpiresAt.UTC().Format(time.RFC3339))
 	}
 	if max := now.Add(s.cfg.MaxLifetime); req.ExpiresAt.After(max) {
-		return nil, errf(400, "expires_at %s is beyond this operator's maximum app lifetime (%s, until %s); choose an earlier expiration_date",
+		return nil, errf(ErrInvalid, "expires_at %s is beyond this operator's maximum app lifetime (%s, until %s); choose an earlier expiration_date",
 			req.ExpiresAt.UTC().Format(time.RFC3339), s.cfg.MaxLifetime, max.Format(time.RFC3339))
 	}
 	digest, err := hex.DecodeString(req.CodeDigest)
 	if err != nil || len(digest) != sha256.Size || strings.ToLower(req.CodeDigest) != req.CodeDigest {
-		return nil, errf(400, "code_digest must be 64 lowercase hex characters (SHA-256 of the encrypted bundle)")
+		return nil, errf(ErrInvalid, "code_digest must be 64 lowercase hex characters (SHA-256 of the encrypted bundle)")
 	}
 	rt, err := s.runtime(req.Runtime)
 	if err != nil {
@@ -392,42 +395,55 @@ func (s *Service) CreateApp(ctx context.Context, u *store.User, req client.Creat
 	switch req.TLSMode {
 	case config.TLSSelf:
 		if req.Domain != "" {
-			return nil, errf(400, "domain is only for tls_mode owner (your own certificate); with tls_mode self the platform assigns the domain")
+			return nil, errf(ErrInvalid, "domain is only for tls_mode owner (your own certificate); with tls_mode self the platform assigns the domain")
 		}
 		spec.Domains = []string{domainLabel(req.Name) + "-" + strings.ReplaceAll(id, "-", "")[:12] + "." + s.cfg.BaseDomain}
 	case config.TLSOwner:
 		// The rule of mse.toml's cloud.ssl.domain_name; stored without a trailing dot.
 		if err := config.ValidateDomain(req.Domain); err != nil {
-			return nil, errf(400, "%v", err)
+			return nil, errf(ErrInvalid, "%v", err)
 		}
 		d := strings.TrimSuffix(strings.ToLower(req.Domain), ".")
 		spec.Domains = []string{d}
 	case config.TLSOperator:
-		return nil, errf(400, "tls_mode operator is not offered by this backend; use self (default) or owner")
+		return nil, errf(ErrInvalid, "tls_mode operator is not offered by this backend; use self (default) or owner")
 	default:
-		return nil, errf(400, "unknown tls_mode %q (self, owner)", req.TLSMode)
+		return nil, errf(ErrInvalid, "unknown tls_mode %q (self, owner)", req.TLSMode)
 	}
 	if err := spec.Validate(); err != nil {
-		return nil, errf(400, "%v", err)
+		return nil, errf(ErrInvalid, "%v", err)
 	}
 	if len(spec.Entrypoint) > 256 {
-		return nil, errf(400, "entrypoint has more than 256 arguments")
+		return nil, errf(ErrInvalid, "entrypoint has more than 256 arguments")
 	}
 	specJSON, err := jsonMarshal(spec)
 	if err != nil {
 		return nil, err
 	}
 
-	info, err := s.cfg.Blobs.Put(ctx, id, bundle, s.cfg.MaxBundleSize)
+	res, err := s.reserve(ctx, u, hw)
+	if err != nil {
+		return nil, err
+	}
+	defer res.release()
+	maxSize := res.maxBundle(s.cfg.MaxBundleSize)
+	info, err := s.cfg.Blobs.Put(ctx, id, bundle, maxSize)
 	if errors.Is(err, blob.ErrTooLarge) {
-		return nil, errf(413, "the bundle is larger than this operator's limit of %d bytes", s.cfg.MaxBundleSize)
+		if maxSize < s.cfg.MaxBundleSize {
+			return nil, res.tooLarge()
+		}
+		return nil, errf(ErrTooLarge, "the bundle is larger than this operator's limit of %d bytes", s.cfg.MaxBundleSize)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("store the bundle: %w", err)
+		return nil, s.blobError("store the bundle", err)
+	}
+	if err := res.stored(ctx, info.Size); err != nil {
+		_ = s.cfg.Blobs.Delete(ctx, id)
+		return nil, err
 	}
 	if hex.EncodeToString(info.SHA256[:]) != req.CodeDigest {
 		_ = s.cfg.Blobs.Delete(ctx, id)
-		return nil, errf(400, "the uploaded bundle's SHA-256 %s is not the code_digest %s you declared: the upload was corrupted or truncated; deploy again",
+		return nil, errf(ErrInvalid, "the uploaded bundle's SHA-256 %s is not the code_digest %s you declared: the upload was corrupted or truncated; deploy again",
 			hex.EncodeToString(info.SHA256[:])[:12], req.CodeDigest[:12])
 	}
 	app := &store.App{
@@ -438,7 +454,7 @@ func (s *Service) CreateApp(ctx context.Context, u *store.User, req client.Creat
 	if err := s.st.CreateApp(ctx, app); err != nil {
 		_ = s.cfg.Blobs.Delete(ctx, id)
 		if errors.Is(err, store.ErrConflict) {
-			return nil, errf(409, "domain %s is already used by a running app", spec.Domains[0])
+			return nil, errf(ErrConflict, "domain %s is already used by a running app", spec.Domains[0])
 		}
 		return nil, err
 	}
@@ -446,7 +462,7 @@ func (s *Service) CreateApp(ctx context.Context, u *store.User, req client.Creat
 	s.log.Info("app created", "app_id", id, "name", req.Name, "owner", u.Name, "bundle_bytes", info.Size)
 	if err := s.spawn(ctx, app, spec); err != nil {
 		if errors.Is(err, runner.ErrNoCapacity) {
-			return nil, errf(503, "%v", err)
+			return nil, errf(ErrUnavailable, "%v", err)
 		}
 		return nil, err
 	}
@@ -507,7 +523,7 @@ func (s *Service) transition(ctx context.Context, id string, from []store.AppSta
 func (s *Service) App(ctx context.Context, u *store.User, id string) (*store.App, error) {
 	a, err := s.st.GetApp(ctx, id)
 	if errors.Is(err, store.ErrNotFound) || (err == nil && a.OwnerID != u.ID && !u.Admin) {
-		return nil, errf(404, "no app %s", id)
+		return nil, errf(ErrNotFound, "no app %s", id)
 	}
 	if err != nil {
 		return nil, err
@@ -523,13 +539,22 @@ func (s *Service) App(ctx context.Context, u *store.User, id string) (*store.App
 
 // ListApps lists the caller's apps; all includes stopped ones.
 func (s *Service) ListApps(ctx context.Context, u *store.User, name, status, project string, all bool) ([]store.App, error) {
+	f, err := s.appFilter(ctx, u, name, status, project, all)
+	if err != nil {
+		return nil, err
+	}
+	return s.st.ListApps(ctx, f)
+}
+
+// appFilter is the store filter of ListApps and ListAppsPage.
+func (s *Service) appFilter(ctx context.Context, u *store.User, name, status, project string, all bool) (store.AppFilter, error) {
 	f := store.AppFilter{OwnerID: u.ID, Name: name}
 	if status != "" {
 		st := store.AppStatus(status)
 		switch st {
 		case store.StatusSpawning, store.StatusInitializing, store.StatusRunning, store.StatusStopped, store.StatusOnError:
 		default:
-			return nil, errf(400, "unknown status %q (spawning, initializing, running, stopped, on_error)", status)
+			return f, errf(ErrInvalid, "unknown status %q (spawning, initializing, running, stopped, on_error)", status)
 		}
 		f.Statuses = []store.AppStatus{st}
 	} else if !all {
@@ -538,13 +563,13 @@ func (s *Service) ListApps(ctx context.Context, u *store.User, name, status, pro
 	if project != "" {
 		p, err := s.st.GetProjectByName(ctx, u.ID, project)
 		if errors.Is(err, store.ErrNotFound) {
-			return nil, errf(404, "no project %q", project)
+			return f, errf(ErrNotFound, "no project %q", project)
 		} else if err != nil {
-			return nil, err
+			return f, err
 		}
 		f.ProjectID = p.ID
 	}
-	return s.st.ListApps(ctx, f)
+	return f, nil
 }
 
 // StopApp stops an app and ends its node.
@@ -577,7 +602,10 @@ func (s *Service) Logs(ctx context.Context, u *store.User, id string, tail int64
 	if err != nil {
 		return nil, err
 	}
-	return s.cfg.Runner.Logs(ctx, a.ID, a.Node, tail, follow && a.Status.Active())
+	if follow && a.Status.Active() {
+		return s.follow(ctx, u, func() (io.ReadCloser, error) { return s.cfg.Runner.Logs(ctx, a.ID, a.Node, tail, true) })
+	}
+	return s.cfg.Runner.Logs(ctx, a.ID, a.Node, tail, false)
 }
 
 // Fingerprint is the node's certificate fingerprint as the runner sees it.
@@ -642,6 +670,7 @@ func (s *Service) Start(ctx context.Context) error {
 		_ = s.cfg.Blobs.Delete(ctx, id)
 		delete(active, id)
 	}
+	s.sweep(ctx)
 	keys, err := s.cfg.Blobs.List(ctx)
 	if err != nil {
 		return err
@@ -659,6 +688,8 @@ func (s *Service) Start(ctx context.Context) error {
 func (s *Service) Run(ctx context.Context) {
 	t := time.NewTicker(s.cfg.PollInterval)
 	defer t.Stop()
+	sweep := time.NewTicker(s.cfg.SweepInterval)
+	defer sweep.Stop()
 	for {
 		s.Reconcile(ctx)
 		select {
@@ -666,6 +697,8 @@ func (s *Service) Run(ctx context.Context) {
 			return
 		case <-t.C:
 		case <-s.kick:
+		case <-sweep.C:
+			s.sweep(ctx)
 		}
 	}
 }
@@ -712,6 +745,9 @@ func (s *Service) reconcileOne(ctx context.Context, a *store.App) {
 	}
 	switch st.State {
 	case nodeapi.StateWaiting, nodeapi.StateLaunching:
+		if s.noKey(ctx, a, st.State) {
+			return
+		}
 		s.transition(ctx, a.ID, []store.AppStatus{store.StatusSpawning}, store.StatusInitializing, "node waits for the owner's secrets")
 	case nodeapi.StateRunning:
 		s.transition(ctx, a.ID, []store.AppStatus{store.StatusSpawning, store.StatusInitializing}, store.StatusRunning, "app serves")

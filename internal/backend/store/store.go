@@ -88,6 +88,22 @@ type AppFilter struct {
 	ProjectID string
 	Name      string
 	Statuses  []AppStatus
+	// After, an app id, lists only the apps that come after that app in
+	// ListApps's order (newest first): the cursor of the next page. An id
+	// that no app has gives no apps.
+	After string
+	// Limit caps the number of apps returned (0: no cap).
+	Limit int
+}
+
+// Quota bounds what one user may hold at once. Zero fields are unlimited.
+type Quota struct {
+	UserID      string
+	ActiveApps  int   // apps spawning, initializing or running
+	MemoryMiB   int64 // memory of the hardware of active apps
+	Cores       int   // cores of the hardware of active apps
+	BundleBytes int64 // stored bundles of active apps
+	LogFollows  int   // concurrent `logs --follow` streams
 }
 
 // Store is the backend's state. Every method is safe for concurrent use.
@@ -126,4 +142,10 @@ type Store interface {
 	TransitionApp(ctx context.Context, id string, from []AppStatus, to AppStatus, errMsg string, at time.Time) error
 	// AppByDomain returns the active app holding a domain.
 	AppByDomain(ctx context.Context, domain string) (*App, error)
+
+	// GetQuota returns a user's quota; a user without one has the zero
+	// (unlimited) quota.
+	GetQuota(ctx context.Context, userID string) (*Quota, error)
+	// SetQuota sets a user's quota; ErrNotFound when there is no such user.
+	SetQuota(ctx context.Context, q *Quota) error
 }

@@ -560,11 +560,20 @@ func (s *Store) ListApps(ctx context.Context, f store.AppFilter) ([]store.App, e
 			args = append(args, string(st))
 		}
 	}
+	if f.After != "" {
+		where = append(where, "(a.created_at, a.seq) < (SELECT c.created_at, c.seq FROM apps c WHERE c.id = ?)")
+		args = append(args, f.After)
+	}
 	q := "SELECT " + appCols + " FROM apps a"
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
-	return collect(ctx, s, scanApp, q+" ORDER BY a.created_at DESC, a.seq DESC", args...)
+	q += " ORDER BY a.created_at DESC, a.seq DESC"
+	if f.Limit > 0 {
+		q += " LIMIT ?"
+		args = append(args, f.Limit)
+	}
+	return collect(ctx, s, scanApp, q, args...)
 }
 
 // SetAppNode records the runner's node handle and bumps UpdatedAt.
@@ -640,4 +649,44 @@ func (s *Store) AppByDomain(ctx context.Context, domain string) (*store.App, err
 	as, err := collect(ctx, s, scanApp, "SELECT "+appCols+" FROM app_domains d JOIN apps a ON a.id = d.app_id WHERE d.domain = ?",
 		storeutil.DomainKey(domain))
 	return storeutil.First(as, err, "active app with domain", domain)
+}
+
+// ---- quotas
+
+const quotaCols = "user_id, active_apps, memory_mib, cores, bundle_bytes, log_follows"
+
+func scanQuota(sc *sql.Rows) (store.Quota, error) {
+	var q store.Quota
+	err := sc.Scan(&q.UserID, &q.ActiveApps, &q.MemoryMiB, &q.Cores, &q.BundleBytes, &q.LogFollows)
+	return q, err
+}
+
+// GetQuota implements store.Store.
+func (s *Store) GetQuota(ctx context.Context, userID string) (*store.Quota, error) {
+	qs, err := collect(ctx, s, scanQuota, "SELECT "+quotaCols+" FROM quotas WHERE user_id = ?", userID)
+	if err != nil {
+		return nil, err
+	}
+	if len(qs) == 0 {
+		return &store.Quota{UserID: userID}, nil
+	}
+	return &qs[0], nil
+}
+
+// SetQuota implements store.Store.
+func (s *Store) SetQuota(ctx context.Context, q *store.Quota) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		var n int
+		if err := tx.QueryRowContext(ctx, "SELECT COUNT(*) FROM users WHERE id = ?", q.UserID).Scan(&n); err != nil {
+			return err
+		}
+		if n == 0 {
+			return storeutil.NotFound("user", q.UserID)
+		}
+		_, err := tx.ExecContext(ctx, "INSERT INTO quotas ("+quotaCols+") VALUES (?, ?, ?, ?, ?, ?) "+
+			"ON CONFLICT (user_id) DO UPDATE SET active_apps = excluded.active_apps, memory_mib = excluded.memory_mib, "+
+			"cores = excluded.cores, bundle_bytes = excluded.bundle_bytes, log_follows = excluded.log_follows",
+			q.UserID, q.ActiveApps, q.MemoryMiB, q.Cores, q.BundleBytes, q.LogFollows)
+		return err
+	})
 }

@@ -47,6 +47,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Blobs", testBlobs},
 		{"ListAppsFilters", testListAppsFilters},
 		{"ListAppsNewestFirst", testListAppsNewestFirst},
+		{"ListAppsPages", testListAppsPages},
+		{"Quotas", testQuotas},
 		{"SetAppNode", testSetAppNode},
 		{"TransitionCAS", testTransitionCAS},
 		{"TransitionReleasesDomains", testTransitionReleasesDomains},
@@ -939,4 +941,82 @@ func testCanceledContext(t *testing.T, s store.Store) {
 		t.Errorf("apps after a canceled CreateApp: %v", ids(as))
 	}
 	mkApp(t, s, alice, nil, "after", "c.example")
+}
+
+// testListAppsPages: Limit and After page through ListApps's order, ties of
+// CreatedAt included, with the other filters applied on every page.
+func testListAppsPages(t *testing.T, s store.Store) {
+	alice := mkUser(t, s, "alice")
+	bob := mkUser(t, s, "bob")
+	for i, sec := range []int{5, 1, 9, 3, 3, 3, 7, 9, 2, 2, 8} {
+		a := newApp(alice, nil, fmt.Sprintf("p%d", i))
+		a.CreatedAt = at(sec)
+		ok(t, s.CreateApp(ctx, a), "CreateApp")
+		if i%3 == 0 {
+			ok(t, s.TransitionApp(ctx, a.ID, []store.AppStatus{store.StatusSpawning}, store.StatusStopped, "", at(20)), "stop")
+		}
+		b := newApp(bob, nil, fmt.Sprintf("q%d", i))
+		b.CreatedAt = at(sec)
+		ok(t, s.CreateApp(ctx, b), "CreateApp bob")
+	}
+	for _, f := range []store.AppFilter{
+		{OwnerID: alice.ID},
+		{OwnerID: alice.ID, Statuses: []store.AppStatus{store.StatusSpawning}},
+		{},
+	} {
+		all, err := s.ListApps(ctx, f)
+		ok(t, err, "ListApps")
+		for _, limit := range []int{1, 2, 3, 4, 100} {
+			var got []string
+			pf := f
+			pf.Limit = limit
+			for pages := 0; ; pages++ {
+				if pages > len(all)+1 {
+					t.Fatalf("limit %d: paging does not end", limit)
+				}
+				page, err := s.ListApps(ctx, pf)
+				ok(t, err, "ListApps page")
+				if len(page) > limit {
+					t.Fatalf("limit %d: a page of %d", limit, len(page))
+				}
+				got = append(got, ids(page)...)
+				if len(page) < limit {
+					break
+				}
+				pf.After = page[len(page)-1].ID
+			}
+			if !slices.Equal(got, ids(all)) {
+				t.Errorf("filter %+v, limit %d: pages give %v\nwant %v", f, limit, got, ids(all))
+			}
+		}
+	}
+	page, err := s.ListApps(ctx, store.AppFilter{OwnerID: alice.ID, After: "no-such-app"})
+	ok(t, err, "ListApps after an unknown id")
+	if len(page) != 0 {
+		t.Errorf("after an unknown id: %v, want none", ids(page))
+	}
+}
+
+// testQuotas: a user without a quota is unlimited; SetQuota sets and
+// replaces it; a quota for no user is ErrNotFound.
+func testQuotas(t *testing.T, s store.Store) {
+	alice := mkUser(t, s, "alice")
+	q, err := s.GetQuota(ctx, alice.ID)
+	ok(t, err, "GetQuota")
+	if *q != (store.Quota{UserID: alice.ID}) {
+		t.Errorf("default quota = %+v, want unlimited", q)
+	}
+	want := store.Quota{UserID: alice.ID, ActiveApps: 3, MemoryMiB: 8192, Cores: 4, BundleBytes: 5 << 30, LogFollows: 2}
+	ok(t, s.SetQuota(ctx, &want), "SetQuota")
+	q, err = s.GetQuota(ctx, alice.ID)
+	ok(t, err, "GetQuota")
+	if *q != want {
+		t.Errorf("quota = %+v, want %+v", q, want)
+	}
+	want = store.Quota{UserID: alice.ID, ActiveApps: 1}
+	ok(t, s.SetQuota(ctx, &want), "SetQuota again")
+	if q, _ = s.GetQuota(ctx, alice.ID); *q != want {
+		t.Errorf("replaced quota = %+v, want %+v", q, want)
+	}
+	isErr(t, s.SetQuota(ctx, &store.Quota{UserID: "u-nobody", ActiveApps: 1}), store.ErrNotFound, "SetQuota for no user")
 }
