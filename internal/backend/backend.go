@@ -211,7 +211,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	svc, err := service.New(service.Config{
-		Store: st, Blobs: blobs, Runner: run, Hardware: cfg.Hardware, Runtimes: catalog, MaxStartTimeout: cfg.MaxStartTimeout,
+		Store: st, Blobs: blobs, Runner: run, Hardware: cfg.Hardware, Runtimes: catalog, Images: images, MaxStartTimeout: cfg.MaxStartTimeout,
 		BaseDomain: cfg.BaseDomain, RouterAddr: public,
 		TEE: attest.TypeSim, SimRootSHA256: platform.RootFingerprint(), MaxBundleSize: cfg.MaxBundleSize,
 		MaxLifetime: cfg.MaxLifetime, PollInterval: cfg.PollInterval, KeyTimeout: cfg.KeyTimeout, Logger: log.With("component", "service"), Registerer: reg,

@@ -130,6 +130,16 @@ func (c *Client) Runtimes(ctx context.Context) ([]runtimes.Entry, error) {
 	return r, c.do(ctx, "GET", "/v1/runtimes", nil, "", &r)
 }
 
+// RuntimeImage downloads a runtime's image as an OCI layout tar stream;
+// the caller imports it and checks its digest.
+func (c *Client) RuntimeImage(ctx context.Context, name string) (io.ReadCloser, error) {
+	resp, err := c.send(ctx, "GET", "/v1/runtimes/"+url.PathEscape(name)+"/image", nil, "")
+	if err != nil {
+		return nil, err
+	}
+	return resp.Body, nil
+}
+
 // Projects lists the caller's projects.
 func (c *Client) Projects(ctx context.Context) ([]Project, error) {
 	var p []Project

@@ -1,6 +1,8 @@
 package node
 
 import (
+	"github.com/mse-in-go/mse/internal/apphost"
+
 	"context"
 	"errors"
 	"fmt"
@@ -11,92 +13,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
 )
-
-// DefaultPython is the runtime's interpreter. Inside a sandbox the node sees
-// only its runtime image, so nothing it runs comes from the host.
-const DefaultPython = "/usr/bin/python3"
-
-// searchPath is where a bare entrypoint program is looked up: the runtime's
-// directories, never the host's PATH.
-var searchPath = []string{"/usr/local/bin", "/usr/bin", "/bin"}
-
-// pyHost serves MSE's python_application ("module:variable") with the app
-// server of the runtime: gunicorn for WSGI apps, uvicorn for ASGI apps, the
-// kind detected from the app object when the runtime offers both ("any").
-// Without gunicorn, a WSGI app falls back to the standard library's wsgiref
-// (said on stderr). argv: module:variable kind.
-const pyHost = `
-import importlib, inspect, os, sys
-
-def die(msg):
-    sys.stderr.write("mse: " + msg + "\n")
-    sys.exit(3)
-
-spec, kind = sys.argv[1], sys.argv[2]
-module_name, _, var = spec.partition(":")
-code = os.environ["MODULE_PATH"]
-sys.path.insert(0, code)
-app = getattr(importlib.import_module(module_name), var or "app", None)
-if app is None:
-    die("%s has no attribute %r (python_application = %r)" % (module_name, var, spec))
-
-def is_asgi(a):
-    if inspect.iscoroutinefunction(a):
-        return True
-    return inspect.iscoroutinefunction(getattr(a, "__call__", None))
-
-asgi = is_asgi(app)
-if kind == "wsgi" and asgi:
-    die("%s is an ASGI app, but the runtime serves WSGI apps; choose an ASGI runtime (mse cloud runtimes)" % spec)
-if kind == "asgi" and not asgi:
-    die("%s is a WSGI app, but the runtime serves ASGI apps; choose a WSGI runtime (mse cloud runtimes)" % spec)
-port = int(os.environ["PORT"])
-workers = int(os.environ.get("MSE_WORKERS", "1"))
-
-if asgi:
-    try:
-        import uvicorn
-    except ImportError:
-        die("the runtime has no ASGI server (uvicorn); choose an ASGI runtime (mse cloud runtimes)")
-    sys.stderr.write("mse: serving %s (ASGI) with uvicorn %s\n" % (spec, uvicorn.__version__))
-    uvicorn.run(app, host="127.0.0.1", port=port, proxy_headers=True, forwarded_allow_ips="127.0.0.1", log_level="info")
-    sys.exit(0)
-
-try:
-    from gunicorn.app.base import BaseApplication
-    import gunicorn
-except ImportError:
-    BaseApplication = None
-if BaseApplication is not None:
-    class Host(BaseApplication):
-        def load_config(self):
-            for k, v in {"bind": "127.0.0.1:%d" % port, "workers": workers, "threads": 4, "worker_class": "gthread",
-                         "accesslog": "-", "errorlog": "-", "timeout": 120, "forwarded_allow_ips": "127.0.0.1",
-                         "worker_tmp_dir": "/dev/shm" if os.path.isdir("/dev/shm") else None}.items():
-                if v is not None:
-                    self.cfg.set(k, v)
-        def load(self):
-            return app
-    sys.stderr.write("mse: serving %s (WSGI) with gunicorn %s\n" % (spec, gunicorn.__version__))
-    Host().run()
-    sys.exit(0)
-
-sys.stderr.write("mse: the runtime has no gunicorn: serving %s (WSGI) with the standard library's wsgiref\n" % spec)
-from socketserver import ThreadingMixIn
-from wsgiref.simple_server import WSGIServer, WSGIRequestHandler, make_server
-class Server(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-class Handler(WSGIRequestHandler):
-    def log_message(self, format, *args):
-        sys.stderr.write("app: %s %s\n" % (self.command, format % args))
-make_server("127.0.0.1", port, app, server_class=Server, handler_class=Handler).serve_forever()
-`
 
 type runningApp struct {
 	n       *Node
@@ -142,34 +62,23 @@ func (n *Node) launch(ctx context.Context, in *intake) (*runningApp, error) {
 	var cmd *exec.Cmd
 	if cfg.Spec.PythonApplication != "" {
 		host := filepath.Join(cfg.WorkDir, "mse_host.py")
-		if err := os.WriteFile(host, []byte(pyHost), 0o500); err != nil {
+		if err := os.WriteFile(host, []byte(apphost.PythonHost), 0o500); err != nil {
 			return nil, fmt.Errorf("node: write the app host: %w", err)
 		}
 		cmd = exec.Command(cfg.Python, host, cfg.Spec.PythonApplication, cfg.Spec.Runtime.Kind)
 	} else {
 		argv := cfg.Spec.Entrypoint
-		prog, err := resolveProgram(argv[0], codeDir)
+		prog, err := apphost.ResolveProgram(argv[0], codeDir, "/")
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("node: %w", err)
 		}
 		cmd = exec.Command(prog, argv[1:]...)
 	}
 	cmd.Dir = codeDir
 	// MSE's environment: PORT, HOME (writable), SECRETS_PATH,
 	// SEALED_SECRETS_PATH, MODULE_PATH. PATH names the runtime's directories.
-	cmd.Env = []string{
-		"PATH=" + strings.Join(searchPath, ":"),
-		"HOME=" + home,
-		"TMPDIR=" + cfg.WorkDir,
-		"LANG=C.UTF-8",
-		"PYTHONUNBUFFERED=1",
-		"PYTHONDONTWRITEBYTECODE=1",
-		"PORT=" + strconv.Itoa(port),
-		"SECRETS_PATH=" + secretsPath,
-		"SEALED_SECRETS_PATH=" + sealedPath,
-		"MODULE_PATH=" + codeDir,
-		"MSE_APP_ID=" + cfg.Spec.AppID,
-	}
+	cmd.Env = apphost.Env{Port: port, Home: home, Tmp: cfg.WorkDir, Secrets: secretsPath, SealedSecrets: sealedPath,
+		Code: codeDir, AppID: cfg.Spec.AppID}.List()
 	cmd.Stdout = os.Stdout
 	cmd.Stderr = os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
@@ -205,25 +114,6 @@ func (n *Node) launch(ctx context.Context, in *intake) (*runningApp, error) {
 			return nil, fmt.Errorf("node: the app did not answer its health check within %s (start_timeout): %v; it must listen on 127.0.0.1:$PORT (PORT=%d)", cfg.HealthTimeout, lastErr, port)
 		}
 	}
-}
-
-// resolveProgram finds the entrypoint's program: relative to the code
-// directory when it has a '/', absolute as given, and a bare name in the
-// runtime's directories (searchPath), never the host's PATH.
-func resolveProgram(prog, codeDir string) (string, error) {
-	switch {
-	case filepath.IsAbs(prog):
-		return prog, nil
-	case strings.Contains(prog, "/"):
-		return filepath.Join(codeDir, prog), nil
-	}
-	for _, dir := range searchPath {
-		p := filepath.Join(dir, prog)
-		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() && st.Mode().Perm()&0o111 != 0 {
-			return p, nil
-		}
-	}
-	return "", fmt.Errorf("node: entrypoint %q is not in the runtime (looked in %s); use ./%s for a program in your code directory", prog, strings.Join(searchPath, ", "), prog)
 }
 
 // healthPoll polls fast while the app starts (most answer within a second),

@@ -5,6 +5,8 @@
 package node
 
 import (
+	"github.com/mse-in-go/mse/internal/apphost"
+
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -133,7 +135,7 @@ func New(cfg Config) (*Node, error) {
 		cfg.MaxConns = defaultMaxConns
 	}
 	if cfg.Python == "" {
-		cfg.Python = DefaultPython
+		cfg.Python = apphost.DefaultPython
 	}
 	if cfg.HealthTimeout <= 0 {
 		cfg.HealthTimeout = cfg.Spec.StartTimeout()

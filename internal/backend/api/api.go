@@ -64,6 +64,7 @@ func New(cfg Config, reg prometheus.Registerer) (http.Handler, error) {
 	route("GET /v1/me", a.me)
 	route("GET /v1/hardware", a.hardware)
 	route("GET /v1/runtimes", a.runtimes)
+	route("GET /v1/runtimes/{name}/image", a.runtimeImage)
 	route("GET /v1/projects", a.listProjects)
 	route("POST /v1/projects", a.createProject)
 	route("POST /v1/users", a.createUser)
@@ -165,6 +166,22 @@ func (a *api) hardware(w http.ResponseWriter, r *http.Request, u *store.User) {
 
 func (a *api) runtimes(w http.ResponseWriter, r *http.Request, u *store.User) {
 	writeJSON(w, 200, a.Service.Runtimes())
+}
+
+// runtimeImage streams a runtime's image as an OCI layout tar
+// (docs/api.md), for `mse cloud localtest`.
+func (a *api) runtimeImage(w http.ResponseWriter, r *http.Request, u *store.User) {
+	e, err := a.Service.RuntimeImage(r.PathValue("name"))
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-tar")
+	w.Header().Set("Mse-Runtime-Digest", e.Digest)
+	if err := a.Service.ExportRuntime(r.Context(), e, w); err != nil {
+		// The status is sent; a broken stream fails the client's digest check.
+		a.Logger.Warn("runtime image export failed", "runtime", e.Name, "err", err)
+	}
 }
 
 func (a *api) listProjects(w http.ResponseWriter, r *http.Request, u *store.User) {

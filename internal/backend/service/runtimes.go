@@ -1,7 +1,9 @@
 package service
 
 import (
+	"context"
 	"errors"
+	"io"
 	"time"
 
 	"github.com/mse-in-go/mse/internal/config"
@@ -11,6 +13,31 @@ import (
 // Catalog is the operator's runtime catalog (runtimes.Catalog).
 type Catalog interface {
 	Entries() []runtimes.Entry
+}
+
+// ImageExporter writes a runtime image as an OCI layout tar stream
+// (image.Store).
+type ImageExporter interface {
+	Export(ctx context.Context, digest string, w io.Writer) error
+}
+
+// RuntimeImage finds the catalog entry named name (or with that image
+// reference) for an image download.
+func (s *Service) RuntimeImage(name string) (runtimes.Entry, error) {
+	if s.cfg.Images == nil {
+		return runtimes.Entry{}, errf(ErrNotFound, "this operator does not serve runtime images")
+	}
+	e, err := runtimes.Match(s.cfg.Runtimes.Entries(), name)
+	if err != nil {
+		return runtimes.Entry{}, errf(ErrNotFound, "%v", err)
+	}
+	return e, nil
+}
+
+// ExportRuntime streams the image of a catalog entry. Runtime images are
+// public: they hold Debian packages, no secret.
+func (s *Service) ExportRuntime(ctx context.Context, e runtimes.Entry, w io.Writer) error {
+	return s.cfg.Images.Export(ctx, e.Digest, w)
 }
 
 // Runtimes lists the runtime catalog.

@@ -37,8 +37,9 @@ type Config struct {
 	Blobs    blob.Store
 	Runner   runner.Runner
 	Hardware []runner.Hardware
-	// Runtimes is the runtime catalog.
+	// Runtimes is the runtime catalog; Images serves their images (optional).
 	Runtimes Catalog
+	Images   ImageExporter
 	// MaxStartTimeout caps an app's start timeout (default 30 minutes).
 	MaxStartTimeout time.Duration
 	// BaseDomain is the parent of the domains assigned to apps.
