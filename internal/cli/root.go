@@ -120,7 +120,7 @@ func strictGroups(c *cobra.Command) {
 
 func cloudCommands() []*cobra.Command {
 	return []*cobra.Command{
-		loginCmd(), scaffoldCmd(), deployCmd(), verifyCmd(), statusCmd(), listCmd(), logsCmd(), stopCmd(),
+		loginCmd(), scaffoldCmd(), deployCmd(), testCmd(), localtestCmd(), verifyCmd(), statusCmd(), listCmd(), logsCmd(), stopCmd(),
 		contextCmd(), hardwareCmd(), runtimesCmd(), projectCmd(), userCmd(),
 	}
 }

@@ -214,7 +214,7 @@ func (n *Node) readSecrets(r *http.Request) (req *nodeapi.SecretsRequest, key bu
 // (one segment of work, at most 8 MiB). A key that does not is refused
 // without spending an attempt: it shows nothing of its sender.
 func (n *Node) checkKey(key bundle.Key) *refusal {
-	f, err := os.Open(n.cfg.BundlePath)
+	f, err := n.openBundle()
 	if err != nil {
 		return &refusal{code: http.StatusInternalServerError, msg: "the node cannot read its bundle", notCounted: true}
 	}
