@@ -101,7 +101,7 @@ func scaffoldCmd() *cobra.Command {
 			}
 			u := newUI(cmd)
 			u.step("Created %s/ with mse.toml, mse_src/app.py and tests/", args[0])
-			fmt.Fprintf(u.out, "Next:\n  cd %s && mse cloud deploy\n", args[0])
+			fmt.Fprintf(u.out, "Next:\n  cd %s && mse cloud localtest && mse cloud deploy\n", args[0])
 			return nil
 		},
 	}

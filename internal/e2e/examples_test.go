@@ -101,3 +101,21 @@ func TestLocaltest(t *testing.T) {
 		t.Fatalf("localtest with a failing test: exit %d\n%s", code, errs)
 	}
 }
+
+// TestScaffoldedApp: what `mse cloud scaffold` writes passes its own tests
+// under localtest (its runtime, no enclave) and, deployed, under test.
+func TestScaffoldedApp(t *testing.T) {
+	needPytest(t)
+	b := testenv.Start(t, testenv.Options{})
+	login(t, b, b.AdminToken)
+	t.Chdir(t.TempDir())
+	mustRun(t, "cloud", "scaffold", "myapp")
+	if _, errs, code := run(t, "cloud", "localtest", "--path", "myapp/mse.toml"); code != 0 || !strings.Contains(errs, "✔ Tests passed") {
+		t.Fatalf("localtest of the scaffolded app: exit %d\n%s", code, errs)
+	}
+	d := mustDeploy(t, "--path", "myapp/mse.toml", "--policy", b.PolicyFile(t, ""))
+	if out, errs, code := run(t, "cloud", "test", "--path", "myapp/mse.toml"); code != 0 || !strings.Contains(out, "2 passed") {
+		t.Fatalf("mse cloud test of the scaffolded app: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errs)
+	}
+	mustRun(t, "cloud", "stop", d.AppID)
+}

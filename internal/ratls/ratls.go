@@ -369,8 +369,8 @@ func verifyTagged(ctx context.Context, cert *x509.Certificate, ex *Extracted, o 
 func checkRuntime(ver *attest.Verified, claims *attest.Claims, o Options) error {
 	want := o.Expect.RuntimeDigest
 	if ver.RuntimeDigest != nil && !bytes.Equal(ver.RuntimeDigest, claims.RuntimeDigest) {
-		return fail("runtime", "the %s hardware attests runtime sha256:%x, but the node claims sha256:%x; the node does not run in the runtime it names",
-			ver.Type, ver.RuntimeDigest, claims.RuntimeDigest)
+		return fail("runtime", "the %s hardware attests runtime sha256:%x, but the node claims %s; the node does not run in the runtime it names",
+			ver.Type, ver.RuntimeDigest, runtimeString(claims.RuntimeDigest))
 	}
 	if len(want) > 0 {
 		if ver.RuntimeDigest == nil && ver.Type != attest.TypeSGX {
@@ -379,7 +379,7 @@ func checkRuntime(ver *attest.Verified, claims *attest.Claims, o Options) error 
 			return fail("runtime", "the %s evidence attests no runtime image, and you asked for sha256:%x; the node's runtime cannot be checked", ver.Type, want)
 		}
 		if !bytes.Equal(claims.RuntimeDigest, want) {
-			return fail("runtime", "the node runs runtime sha256:%x, not sha256:%x that you asked for (mse.toml docker); the operator gave your app another runtime", claims.RuntimeDigest, want)
+			return fail("runtime", "the node runs runtime %s, not sha256:%x that you asked for (mse.toml docker); the operator gave your app another runtime", runtimeString(claims.RuntimeDigest), want)
 		}
 	}
 	if len(claims.RuntimeDigest) > 0 {
@@ -388,6 +388,13 @@ func checkRuntime(ver *attest.Verified, claims *attest.Claims, o Options) error 
 		}
 	}
 	return nil
+}
+
+func runtimeString(d []byte) string {
+	if len(d) == 0 {
+		return "no runtime"
+	}
+	return fmt.Sprintf("sha256:%x", d)
 }
 
 func shortHex(b []byte) string {

@@ -1,6 +1,8 @@
-// Package scaffold creates a new MSE app directory: mse.toml, a Python WSGI
-// hello app (standard library only), its .mseignore, a unittest test and a
-// README (the Go counterpart of `mse cloud scaffold`).
+// Package scaffold creates a new MSE app directory: mse.toml, a Flask hello
+// app, its .mseignore, pytest tests and a README (the Go counterpart of
+// `mse cloud scaffold`). The tests pass under `mse cloud localtest` (the app
+// in its runtime image on the owner's machine) and `mse cloud test` (the
+// deployed app).
 package scaffold
 
 import (
@@ -15,6 +17,10 @@ import (
 
 	"github.com/mse-in-go/mse/internal/config"
 )
+
+// DefaultRuntime is the runtime a scaffolded app asks for: the flask preset
+// of `mse-backend runtime build`.
+const DefaultRuntime = "mse/flask:bookworm"
 
 // Directories of a scaffolded app, relative to its root.
 const (
@@ -59,7 +65,7 @@ func Write(dir, name string) (err error) {
 			}
 		}
 	}()
-	data := struct{ Name, CodeDir, TestsDir, Project, Hardware string }{name, CodeDir, TestsDir, config.DefaultProject, config.DefaultHardware}
+	data := struct{ Name, CodeDir, TestsDir, Project, Hardware, Runtime string }{name, CodeDir, TestsDir, config.DefaultProject, config.DefaultHardware, DefaultRuntime}
 	for _, f := range files {
 		var buf bytes.Buffer
 		t := template.Must(template.New(f.path).Delims("[[", "]]").Parse(f.tmpl))
@@ -125,13 +131,15 @@ const mseTOML = `# mse.toml of [[.Name]]. Every key is described in docs/mse-tom
 name = "[[.Name]]"
 python_application = "app:app"   # module app.py of [[.CodeDir]]/, variable app
 healthcheck_endpoint = "/health"
-tests_cmd = "python3 -m unittest discover -v"   # run in [[.TestsDir]]/
+tests_cmd = "pytest"             # run in [[.TestsDir]]/ by mse cloud test and localtest
 
 [cloud]
 code = "[[.CodeDir]]"       # packaged, encrypted and run inside the enclave
 tests = "[[.TestsDir]]"
 project = "[[.Project]]"
 hardware = "[[.Hardware]]"
+docker = "[[.Runtime]]"   # the runtime image: see ` + "`mse cloud runtimes`" + `
+# start_timeout = "5m"                      # how long the app may take to answer /health
 # secrets = "secrets.json"                  # JSON object, sent to the enclave only
 # expiration_date = 2030-01-31T00:00:00Z    # default: the platform's maximum
 
@@ -143,28 +151,19 @@ hardware = "[[.Hardware]]"
 # private_key = "key.pem"
 `
 
-const appPy = `"""[[.Name]]: an MSE app (WSGI, Python standard library only).
+const appPy = `"""[[.Name]]: an MSE app (Flask).
 
-Inside MSE the node serves it on the loopback port given in PORT; app secrets
-(if any) are in the JSON file named by SECRETS_PATH; the code directory is
-MODULE_PATH. Run it locally with:  PORT=8080 python3 app.py
+Inside MSE the node serves it with the runtime's gunicorn on the loopback port
+given in PORT; app secrets (if any) are in the JSON file named by SECRETS_PATH;
+HOME is writable; the code directory is MODULE_PATH.
 """
 
 import os
-from wsgiref.simple_server import make_server
 
+from flask import Flask
+
+app = Flask(__name__)
 NAME = "[[.Name]]"
-
-
-def _reply(start_response, status, body, extra_headers=()):
-    data = body.encode("utf-8")
-    headers = [
-        ("Content-Type", "text/plain; charset=utf-8"),
-        ("Content-Length", str(len(data))),
-    ]
-    headers.extend(extra_headers)
-    start_response(status, headers)
-    return [data]
 
 
 def _secrets_present():
@@ -173,26 +172,15 @@ def _secrets_present():
     return bool(path) and os.path.isfile(path)
 
 
-def app(environ, start_response):
-    """The WSGI application (python_application = "app:app")."""
-    path = environ.get("PATH_INFO", "/") or "/"
-    if environ.get("REQUEST_METHOD", "GET") not in ("GET", "HEAD"):
-        return _reply(start_response, "405 Method Not Allowed", "Method Not Allowed\n",
-                      [("Allow", "GET, HEAD")])
-    if path == "/health":
-        return _reply(start_response, "200 OK", "OK")
-    if path == "/":
-        secrets = "present" if _secrets_present() else "absent"
-        return _reply(start_response, "200 OK", f"Hello from {NAME}!",
-                      [("X-App-Secrets", secrets)])
-    return _reply(start_response, "404 Not Found", "Not Found\n")
+@app.get("/health")
+def health():
+    """healthcheck_endpoint: the node serves the app once this answers 2xx."""
+    return "OK"
 
 
-if __name__ == "__main__":
-    port = int(os.environ.get("PORT", "8080"))
-    with make_server("127.0.0.1", port, app) as httpd:
-        print(f"{NAME} listening on http://127.0.0.1:{port}", flush=True)
-        httpd.serve_forever()
+@app.get("/")
+def hello():
+    return f"Hello from {NAME}!", 200, {"X-App-Secrets": "present" if _secrets_present() else "absent"}
 `
 
 const mseIgnore = `# Files of the code directory that are not packaged (same syntax as .gitignore).
@@ -203,67 +191,43 @@ __pycache__/
 secrets.json
 `
 
-const testPy = `"""Tests of [[.Name]] (standard library unittest).
+const testPy = `"""Tests of [[.Name]] (pytest).
 
-Run from this directory:  python3 -m unittest discover -v
-They call the WSGI app directly; set APP_URL (e.g. http://127.0.0.1:8080) to
-test a running instance over HTTP instead.
+` + "`mse cloud localtest`" + ` runs them against the app in its runtime image on your
+machine, ` + "`mse cloud test`" + ` against the deployed app (trusting the certificate
+deploy verified). Both set TEST_REMOTE_URL.
 """
 
 import os
-import sys
-import unittest
-import urllib.request
-from wsgiref.util import setup_testing_defaults
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "[[.CodeDir]]"))
+import requests
 
-import app  # noqa: E402
+URL = os.environ["TEST_REMOTE_URL"].rstrip("/")
 
 
-def get(path):
-    """GET path; returns (status code, body)."""
-    base = os.environ.get("APP_URL")
-    if base:
-        with urllib.request.urlopen(base.rstrip("/") + path, timeout=10) as resp:
-            return resp.status, resp.read().decode("utf-8")
-    environ = {"PATH_INFO": path}
-    setup_testing_defaults(environ)
-    status = []
-    body = b"".join(app.app(environ, lambda s, h: status.append(s)))
-    return int(status[0].split()[0]), body.decode("utf-8")
+def test_hello():
+    r = requests.get(URL + "/", timeout=10)
+    assert r.status_code == 200
+    assert r.text == "Hello from [[.Name]]!"
 
 
-class AppTest(unittest.TestCase):
-    def test_hello(self):
-        code, body = get("/")
-        self.assertEqual(code, 200)
-        self.assertEqual(body, "Hello from [[.Name]]!")
-
-    def test_health(self):
-        code, body = get("/health")
-        self.assertEqual(code, 200)
-        self.assertEqual(body, "OK")
-
-
-if __name__ == "__main__":
-    unittest.main()
+def test_health():
+    r = requests.get(URL + "/health", timeout=10)
+    assert r.status_code == 200
+    assert r.text == "OK"
 `
 
 const readme = "# [[.Name]]\n\n" +
-	"An MSE app: a WSGI application written with Python's standard library only.\n\n" +
+	"An MSE app: a Flask application, served in the enclave by the runtime's gunicorn.\n\n" +
 	"| file | what |\n|---|---|\n" +
-	"| `mse.toml` | the app's configuration (keys: docs/mse-toml.md of MSE-in-Go) |\n" +
+	"| `mse.toml` | the app's configuration (keys: docs/mse-toml.md of MSE-in-Go); `docker` names the runtime |\n" +
 	"| `[[.CodeDir]]/app.py` | the app: `/` says hello, `/health` answers `OK` |\n" +
 	"| `[[.CodeDir]]/.mseignore` | files of the code directory left out of the encrypted bundle |\n" +
-	"| `[[.TestsDir]]/test_app.py` | its tests (`unittest`) |\n\n" +
-	"Run it locally, then test it:\n\n" +
-	"```console\n" +
-	"$ (cd [[.CodeDir]] && PORT=8080 python3 app.py) &\n" +
-	"$ (cd [[.TestsDir]] && APP_URL=http://127.0.0.1:8080 python3 -m unittest discover -v)\n" +
-	"```\n\n" +
-	"Deploy it from this directory:\n\n" +
-	"```console\n$ mse cloud deploy\n```\n\n" +
+	"| `[[.TestsDir]]/test_app.py` | its tests (pytest, against `TEST_REMOTE_URL`) |\n\n" +
+	"Run it in its runtime image on this machine (no enclave), with its tests:\n\n" +
+	"```console\n$ mse cloud localtest\n```\n\n" +
+	"Deploy it from this directory, then run the same tests against the deployed app:\n\n" +
+	"```console\n$ mse cloud deploy\n$ mse cloud test\n```\n\n" +
 	"Inside the enclave the app is told its loopback port in `PORT`, the JSON file of its\n" +
-	"secrets in `SECRETS_PATH` (if `[cloud] secrets` is set) and its code directory in\n" +
-	"`MODULE_PATH`.\n"
+	"secrets in `SECRETS_PATH` (if `[cloud] secrets` is set), a writable `HOME`, and its code\n" +
+	"directory in `MODULE_PATH`. `mse cloud runtimes` lists the runtimes the operator offers.\n"

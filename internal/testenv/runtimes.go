@@ -110,3 +110,35 @@ func WriteCatalog(t testing.TB, path string, entries []runtimes.Entry) {
 		}
 	}
 }
+
+// PrivateRuntimes copies the TestRuntimes' images into a store of the
+// test's own (which it may tamper with) and returns its directory.
+func PrivateRuntimes(t testing.TB) string {
+	t.Helper()
+	entries := Runtimes(t)
+	ctx := context.Background()
+	shared, err := image.Open(RuntimeDir(), image.DefaultLimits())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "runtimes")
+	st, err := image.Open(dir, image.DefaultLimits())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		f, err := os.CreateTemp(t.TempDir(), "image-*.tar")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := shared.Export(ctx, e.Digest, f); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		if d, err := st.Import(ctx, f.Name()); err != nil || d != e.Digest {
+			t.Fatalf("copy runtime %s: %s %v", e.Name, d, err)
+		}
+		os.Remove(f.Name())
+	}
+	return dir
+}

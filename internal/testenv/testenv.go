@@ -93,6 +93,8 @@ type Options struct {
 	// NoCatalog leaves the data dir's runtime catalog as it is (default:
 	// the TestRuntimes are written into it).
 	NoCatalog bool
+	// RuntimeDir is the runtime image store (default: the shared RuntimeDir).
+	RuntimeDir string
 }
 
 // Backend is a running backend.
@@ -121,6 +123,9 @@ func Start(t testing.TB, o Options) *Backend {
 		o.NodeBinary = Build(t, "mse-node")
 	}
 	rts := Runtimes(t)
+	if o.RuntimeDir == "" {
+		o.RuntimeDir = RuntimeDir()
+	}
 	if !o.NoCatalog {
 		WriteCatalog(t, filepath.Join(o.DataDir, "runtimes.json"), rts)
 	}
@@ -147,7 +152,7 @@ func Start(t testing.TB, o Options) *Backend {
 		b.done <- backend.Run(ctx, backend.Config{
 			APITLSCert: o.APITLSCert, APITLSKey: o.APITLSKey,
 			DataDir: o.DataDir, DB: o.DB, APIListener: apiLn, RouterListener: routerLn, PublicRouterAddr: o.PublicRouterAddr,
-			NodeBinary: o.NodeBinary, RuntimeDir: RuntimeDir(), Capacity: o.Capacity, MaxLifetime: o.MaxLifetime, MaxBundleSize: o.MaxBundleSize,
+			NodeBinary: o.NodeBinary, RuntimeDir: o.RuntimeDir, Capacity: o.Capacity, MaxLifetime: o.MaxLifetime, MaxBundleSize: o.MaxBundleSize,
 			Blobs: o.Blobs, PollInterval: 100 * time.Millisecond, SimDebug: o.SimDebug, SimTCBStatus: o.SimTCBStatus,
 			Logger: slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug})),
 			Ready:  func(i backend.Info) { ready <- i },

@@ -13,6 +13,11 @@ import (
 // ErrNoCapacity is returned by Spawn when the hardware asked for does not fit.
 var ErrNoCapacity = errors.New("not enough capacity")
 
+// ErrRuntime is wrapped by Spawn when the runtime image cannot be used: not
+// in the store, or its extracted tree is not what the image holds. The
+// message is for the app's owner (no host path); the runner logs the rest.
+var ErrRuntime = errors.New("the runtime cannot be used")
+
 // Hardware is one entry of the operator's hardware catalog.
 type Hardware struct {
 	Name      string `json:"name"`

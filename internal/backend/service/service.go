@@ -462,7 +462,7 @@ func (s *Service) CreateApp(ctx context.Context, u *store.User, req client.Creat
 	s.mCreated.Inc()
 	s.log.Info("app created", "app_id", id, "name", req.Name, "owner", u.Name, "bundle_bytes", info.Size)
 	if err := s.spawn(ctx, app, spec); err != nil {
-		if errors.Is(err, runner.ErrNoCapacity) {
+		if errors.Is(err, runner.ErrNoCapacity) || errors.Is(err, runner.ErrRuntime) {
 			return nil, errf(ErrUnavailable, "%v", err)
 		}
 		return nil, err

@@ -40,6 +40,7 @@ import (
 	"github.com/mse-in-go/mse/internal/backend/runner"
 	"github.com/mse-in-go/mse/internal/nodeapi"
 	"github.com/mse-in-go/mse/internal/runtimes"
+	"github.com/mse-in-go/mse/internal/runtimes/image"
 )
 
 // Config configures the local runner.
@@ -276,7 +277,9 @@ func (r *Runner) Spawn(ctx context.Context, appID string, s runner.SpawnSpec) ([
 	// holds, and the quote will say which image that is.
 	rootfs, err := r.cfg.Runtimes.Rootfs(ctx, s.App.Runtime.Digest)
 	if err != nil {
-		return nil, fmt.Errorf("local runner: runtime %s: %w", s.App.Runtime.Name, err)
+		r.log.Error("runtime refused: nothing started", "app_id", appID, "runtime", s.App.Runtime.Name, "err", err)
+		return nil, fmt.Errorf("%w: the operator's copy of runtime %s (%s) is not that image%s; nothing was started; ask the operator to re-extract it",
+			runner.ErrRuntime, s.App.Runtime.Name, s.App.Runtime.Digest, modifiedPath(err))
 	}
 	res := runner.Resources{MemoryMiB: s.Hardware.MemoryMiB, Cores: s.Hardware.Cores}
 	uid, err := r.reserve(appID, res, 0, false)
@@ -613,4 +616,14 @@ func (r *Runner) Close() error {
 		}
 	}
 	return nil
+}
+
+// modifiedPath names the file that differs, when the store said which (the
+// path inside the image: nothing of the host's layout).
+func modifiedPath(err error) string {
+	var me *image.ModifiedError
+	if errors.As(err, &me) && me.Path != "" {
+		return fmt.Sprintf(": file %s %s", me.Path, me.Problem)
+	}
+	return ""
 }
