@@ -154,7 +154,9 @@ func validateHostPort(s string) error {
 // validateURL accepts an https URL of a host (and port) with a path, nothing
 // that a shell or a terminal would read as more.
 func validateURL(s string) error {
-	if strings.ContainsFunc(s, func(r rune) bool { return r <= ' ' || r == 0x7f || r == '\'' || r == '"' || r == '`' || r == '\\' || r == ';' || r == '$' }) {
+	if strings.ContainsFunc(s, func(r rune) bool {
+		return r <= ' ' || r == 0x7f || r == '\'' || r == '"' || r == '`' || r == '\\' || r == ';' || r == '$'
+	}) {
 		return fmt.Errorf("%q holds characters a URL of an app does not", s)
 	}
 	u, err := url.Parse(s)
