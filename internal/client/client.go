@@ -57,6 +57,9 @@ func decodeAnswer(resp *http.Response, method, path string, out any) error {
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(out); err != nil {
 		return fmt.Errorf("backend: unreadable answer to %s %s: %w", method, path, err)
 	}
+	if err := validateAnswer(out); err != nil {
+		return fmt.Errorf("backend: %w to %s %s: %v; the backend is broken or not an MSE backend (check `mse cloud login`)", errInvalidAnswer, method, path, err)
+	}
 	return nil
 }
 

@@ -117,8 +117,13 @@ func (n *Node) serveSecrets(w http.ResponseWriter, r *http.Request) {
 		answer(ref.code, nodeapi.Response{Status: "refused", Error: ref.msg, AttemptsLeft: &left})
 		return
 	}
-	// The request can no longer be slow: it has been read.
+	// The request can no longer be slow: it has been read. Its connection
+	// must not be evicted while the bundle is checked.
 	_ = rc.SetReadDeadline(time.Time{})
+	if lc := connOf(r.Context()); lc != nil {
+		lc.busy.Add(1)
+		defer lc.busy.Add(-1)
+	}
 
 	n.mu.Lock()
 	defer n.mu.Unlock()

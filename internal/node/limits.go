@@ -2,6 +2,8 @@ package node
 
 import (
 	"bytes"
+	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -116,10 +118,20 @@ func (l *connLimit) Accept() (net.Conn, error) {
 	var evict *limitedConn
 	l.mu.Lock()
 	if len(l.conns) >= l.max {
+		// Never a connection whose request holds the code key and is being
+		// checked: its read is long past, but its answer is the owner's.
+		// Only if every connection were busy would the oldest go.
+		var oldest *limitedConn
 		for o := range l.conns {
-			if evict == nil || o.lastRead.Load() < evict.lastRead.Load() {
+			if oldest == nil || o.lastRead.Load() < oldest.lastRead.Load() {
+				oldest = o
+			}
+			if o.busy.Load() == 0 && (evict == nil || o.lastRead.Load() < evict.lastRead.Load()) {
 				evict = o
 			}
+		}
+		if evict == nil {
+			evict = oldest
 		}
 		delete(l.conns, evict)
 	}
@@ -142,7 +154,21 @@ type limitedConn struct {
 	net.Conn
 	l        *connLimit
 	lastRead atomic.Int64 // UnixNano of the last read that returned data
+	busy     atomic.Int32 // requests of a key holder being checked (see connOf)
 	once     sync.Once
+}
+
+// connCtxKey holds a request's connection in its context (http.Server.ConnContext).
+type connCtxKey struct{}
+
+// connOf returns the limitedConn a request came on, if any.
+func connOf(ctx context.Context) *limitedConn {
+	c, _ := ctx.Value(connCtxKey{}).(net.Conn)
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	lc, _ := c.(*limitedConn)
+	return lc
 }
 
 func (c *limitedConn) Read(p []byte) (int, error) {

@@ -249,7 +249,8 @@ func (n *Node) Run(ctx context.Context) (err error) {
 			GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return n.cert.Load(), nil },
 			NextProtos:     []string{"h2", "http/1.1"},
 		},
-		ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
+		ErrorLog:    slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context { return context.WithValue(ctx, connCtxKey{}, c) },
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.ServeTLS(ln, "", "") }()

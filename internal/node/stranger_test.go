@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -188,5 +189,45 @@ func TestReadBody(t *testing.T) {
 	done4()
 	if err != nil || len(body) != freeBody {
 		t.Errorf("body of exactly the limit: %d bytes, %v", len(body), err)
+	}
+}
+
+// TestEvictionSparesBusy: at the cap, the connection idle the longest goes,
+// unless a key holder's request on it is being checked.
+func TestEvictionSparesBusy(t *testing.T) {
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := newConnLimit(raw, 2)
+	defer l.Close()
+	accept := func() *limitedConn {
+		t.Helper()
+		c, err := net.Dial("tcp", raw.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		a, err := l.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a.(*limitedConn)
+	}
+	first := accept()
+	time.Sleep(2 * time.Millisecond)
+	second := accept()
+	first.busy.Add(1) // the oldest, but busy
+	third := accept()
+	l.mu.Lock()
+	_, hasFirst := l.conns[first]
+	_, hasSecond := l.conns[second]
+	_, hasThird := l.conns[third]
+	l.mu.Unlock()
+	if !hasFirst || hasSecond || !hasThird {
+		t.Errorf("after eviction: first %v second %v third %v; want the busy first kept, the second evicted", hasFirst, hasSecond, hasThird)
+	}
+	if _, err := second.Conn.Write([]byte("x")); err == nil {
+		t.Error("the evicted connection is still open")
 	}
 }
