@@ -35,7 +35,21 @@ def die(msg):
 
 spec, kind = sys.argv[1], sys.argv[2]
 module_name, _, var = spec.partition(":")
+
+if os.environ.get("MSE_HOST_WAIT") == "1":
+    # Warm start: the interpreter and the runtime's own libraries load while
+    # the node waits for the owner's key; no app code exists yet. The node
+    # writes "start" on stdin once the code and secrets are in place.
+    for m in ("gunicorn.app.base", "uvicorn", "flask", "fastapi"):
+        try:
+            importlib.import_module(m)
+        except Exception:
+            pass
+    if sys.stdin.readline().strip() != "start":
+        sys.exit(0)
+
 code = os.environ["MODULE_PATH"]
+os.chdir(code)
 sys.path.insert(0, code)
 app = getattr(importlib.import_module(module_name), var or "app", None)
 if app is None:

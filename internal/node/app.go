@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -21,6 +22,7 @@ import (
 type runningApp struct {
 	n       *Node
 	cmd     *exec.Cmd
+	stdin   io.WriteCloser // a warm host's: "start" goes there
 	port    int
 	exited  chan struct{}
 	waitErr error
@@ -30,14 +32,101 @@ type runningApp struct {
 // codeDir is where stage 2 unpacks the app's code.
 func (n *Node) codeDir() string { return filepath.Join(n.cfg.WorkDir, "code") }
 
-// launch writes the secrets and starts the app from the code stage 2
-// unpacked, then waits until it answers its health check.
-func (n *Node) launch(ctx context.Context, in *intake) (*runningApp, error) {
+// appPaths are where the app's secrets, HOME and host script live.
+func (n *Node) appPaths() (secrets, sealed, home, host string) {
+	w := n.cfg.WorkDir
+	return filepath.Join(w, "secrets.json"), filepath.Join(w, "sealed_secrets.json"), filepath.Join(w, "home"), filepath.Join(w, "mse_host.py")
+}
+
+// startApp starts the app's process. With warm (python_application only),
+// it starts the Python host before any code exists: the interpreter and the
+// runtime's libraries load while the node waits for the owner's key, and
+// the host goes on only when release writes "start" on its stdin.
+func (n *Node) startApp(warm bool) (*runningApp, error) {
 	cfg := n.cfg
 	codeDir := n.codeDir()
-	secretsPath := filepath.Join(cfg.WorkDir, "secrets.json")
-	sealedPath := filepath.Join(cfg.WorkDir, "sealed_secrets.json")
-	home := filepath.Join(cfg.WorkDir, "home")
+	secretsPath, sealedPath, home, host := n.appPaths()
+	if err := os.MkdirAll(home, 0o700); err != nil {
+		return nil, fmt.Errorf("node: HOME: %w", err)
+	}
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	var cmd *exec.Cmd
+	if cfg.Spec.PythonApplication != "" {
+		if err := os.WriteFile(host, []byte(apphost.PythonHost), 0o500); err != nil {
+			return nil, fmt.Errorf("node: write the app host: %w", err)
+		}
+		cmd = exec.Command(cfg.Python, host, cfg.Spec.PythonApplication, cfg.Spec.Runtime.Kind)
+		cmd.Dir = cfg.WorkDir // the host moves to the code directory itself
+	} else {
+		argv := cfg.Spec.Entrypoint
+		prog, err := apphost.ResolveProgram(argv[0], codeDir, "/")
+		if err != nil {
+			return nil, fmt.Errorf("node: %w", err)
+		}
+		cmd = exec.Command(prog, argv[1:]...)
+		cmd.Dir = codeDir
+	}
+	// MSE's environment: PORT, HOME (writable), SECRETS_PATH,
+	// SEALED_SECRETS_PATH, MODULE_PATH. PATH names the runtime's directories.
+	cmd.Env = apphost.Env{Port: port, Home: home, Tmp: cfg.WorkDir, Secrets: secretsPath, SealedSecrets: sealedPath,
+		Code: codeDir, AppID: cfg.Spec.AppID}.List()
+	a := &runningApp{n: n, cmd: cmd, port: port, exited: make(chan struct{})}
+	if warm {
+		cmd.Env = append(cmd.Env, "MSE_HOST_WAIT=1")
+		if a.stdin, err = cmd.StdinPipe(); err != nil {
+			return nil, err
+		}
+	}
+	cmd.Stdout = os.Stdout
+	cmd.Stderr = os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("node: start the app (%s): %w", cmd.Path, err)
+	}
+	go func() { a.waitErr = cmd.Wait(); close(a.exited) }()
+	if warm {
+		n.log.Info("app host started, waiting for the code", "pid", cmd.Process.Pid, "port", port)
+	} else {
+		n.log.Info("app started", "pid", cmd.Process.Pid, "port", port)
+	}
+	return a, nil
+}
+
+// release lets a warm host go on: the code and secrets are in place.
+func (a *runningApp) release() error {
+	if a.stdin == nil {
+		return nil
+	}
+	_, err := io.WriteString(a.stdin, "start\n")
+	a.stdin.Close()
+	a.stdin = nil
+	return err
+}
+
+// alive reports whether the process has not exited.
+func (a *runningApp) alive() bool {
+	select {
+	case <-a.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+// launch writes the secrets and starts the app from the code stage 2
+// unpacked (releasing the warm host when there is one), then waits until it
+// answers its health check.
+func (n *Node) launch(ctx context.Context, in *intake, warm *runningApp) (_ *runningApp, err error) {
+	cfg := n.cfg
+	defer func() {
+		if err != nil && warm != nil {
+			warm.stop() // once: a no-op when the health loop stopped it already
+		}
+	}()
+	secretsPath, sealedPath, _, _ := n.appPaths()
 	secrets := in.appSecrets
 	if len(secrets) == 0 {
 		secrets = []byte("{}")
@@ -52,42 +141,18 @@ func (n *Node) launch(ctx context.Context, in *intake) (*runningApp, error) {
 	if err := os.WriteFile(sealedPath, sealedSecrets, 0o600); err != nil {
 		return nil, fmt.Errorf("node: write sealed secrets: %w", err)
 	}
-	if err := os.MkdirAll(home, 0o700); err != nil {
-		return nil, fmt.Errorf("node: HOME: %w", err)
+	a := warm
+	if a != nil && (!a.alive() || a.release() != nil) {
+		n.log.Warn("the warm app host ended early; starting the app cold", "err", exitString(a.waitErr))
+		a.stop()
+		a = nil
 	}
-	port, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	var cmd *exec.Cmd
-	if cfg.Spec.PythonApplication != "" {
-		host := filepath.Join(cfg.WorkDir, "mse_host.py")
-		if err := os.WriteFile(host, []byte(apphost.PythonHost), 0o500); err != nil {
-			return nil, fmt.Errorf("node: write the app host: %w", err)
+	if a == nil {
+		if a, err = n.startApp(false); err != nil {
+			return nil, err
 		}
-		cmd = exec.Command(cfg.Python, host, cfg.Spec.PythonApplication, cfg.Spec.Runtime.Kind)
-	} else {
-		argv := cfg.Spec.Entrypoint
-		prog, err := apphost.ResolveProgram(argv[0], codeDir, "/")
-		if err != nil {
-			return nil, fmt.Errorf("node: %w", err)
-		}
-		cmd = exec.Command(prog, argv[1:]...)
 	}
-	cmd.Dir = codeDir
-	// MSE's environment: PORT, HOME (writable), SECRETS_PATH,
-	// SEALED_SECRETS_PATH, MODULE_PATH. PATH names the runtime's directories.
-	cmd.Env = apphost.Env{Port: port, Home: home, Tmp: cfg.WorkDir, Secrets: secretsPath, SealedSecrets: sealedPath,
-		Code: codeDir, AppID: cfg.Spec.AppID}.List()
-	cmd.Stdout = os.Stdout
-	cmd.Stderr = os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("node: start the app (%s): %w", cmd.Path, err)
-	}
-	a := &runningApp{n: n, cmd: cmd, port: port, exited: make(chan struct{})}
-	go func() { a.waitErr = cmd.Wait(); close(a.exited) }()
-	n.log.Info("app started", "pid", cmd.Process.Pid, "port", port)
+	port := a.port
 
 	deadline := time.Now().Add(cfg.HealthTimeout)
 	var lastErr error

@@ -263,6 +263,19 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	n.log.Info("waiting for the owner's secrets", "app_id", cfg.Spec.AppID, "addr", ln.Addr().String(),
 		"fingerprint", n.raFP, "tee", cfg.Issuer.Type())
 
+	// Warm start: the Python host loads while the owner verifies.
+	var warm *runningApp
+	if cfg.Spec.PythonApplication != "" {
+		if warm, err = n.startApp(true); err != nil {
+			n.log.Warn("no warm start: the app will start cold", "err", err)
+			warm = nil
+		}
+	}
+	defer func() {
+		if warm != nil {
+			warm.stop()
+		}
+	}()
 	expiry := time.NewTimer(cfg.Spec.ExpiresAt.Sub(now))
 	defer expiry.Stop()
 	var in *intake
@@ -279,7 +292,8 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	}
 
 	n.setPhase(nodeapi.StateLaunching)
-	app, err := n.launch(ctx, in)
+	app, err := n.launch(ctx, in, warm)
+	warm = nil // launch owns it now
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil // asked to stop while the app started
