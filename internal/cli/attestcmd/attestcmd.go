@@ -54,10 +54,11 @@ func newCollateral() *cobra.Command {
 	var pccs, out string
 	c := &cobra.Command{
 		Use:   "collateral FILE",
-		Short: "Fetch the collateral for an SGX quote or RA-TLS certificate into an offline bundle",
-		Long: `Collateral reads the PCK certificate of FILE (a raw SGX quote or an RA-TLS
-certificate), fetches the TCB info, QE identity and CRLs for its platform
-from --pccs, and writes them as an offline bundle that
+		Short: "Fetch the collateral for an SGX or TDX quote or RA-TLS certificate into an offline bundle",
+		Long: `Collateral reads the PCK certificate of FILE (a raw SGX or TDX quote or an
+SGX RA-TLS certificate), fetches the TCB info, QE identity and CRLs for its
+platform (TDX: the TDX TCB info and the TD QE identity) from --pccs, and
+writes them as an offline bundle that
 "mse attest verify --collateral" reads. Nothing is verified here.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -80,11 +81,27 @@ from --pccs, and writes them as an offline bundle that
 				}
 				quote = evs[0].Quote
 			}
-			q, err := abi.ParseQuote(quote)
-			if err != nil {
-				return err
+			// A TDX quote's collateral is TDX TCB info and the TD QE
+			// identity, from the same service.
+			isTDX := false
+			if tee, err := detectTEE(quote); err == nil && tee == attest.TypeTDX {
+				isTDX = true
 			}
-			chain, err := abi.ParsePCKChain(q.CertData)
+			var certData []byte
+			if isTDX {
+				q, err := tdxabi.ParseQuote(quote)
+				if err != nil {
+					return err
+				}
+				certData = q.CertData
+			} else {
+				q, err := abi.ParseQuote(quote)
+				if err != nil {
+					return err
+				}
+				certData = q.CertData
+			}
+			chain, err := abi.ParsePCKChain(certData)
 			if err != nil {
 				return err
 			}
@@ -93,7 +110,13 @@ from --pccs, and writes them as an offline bundle that
 				return err
 			}
 			ca := pcs.CAOf(chain[1])
-			col, err := pcs.NewClient(pccs).Collateral(cmd.Context(), ext.FMSPCHex(), ca)
+			client := pcs.NewClient(pccs)
+			var col *pcs.Collateral
+			if isTDX {
+				col, err = client.TDXCollateral(cmd.Context(), ext.FMSPCHex(), ca)
+			} else {
+				col, err = client.Collateral(cmd.Context(), ext.FMSPCHex(), ca)
+			}
 			if err != nil {
 				return err
 			}

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -269,5 +270,22 @@ func TestPlatformVerifier(t *testing.T) {
 	}
 	if _, err := PlatformVerifier("sgx", p, now); err == nil {
 		t.Error("sgx is not a confidential-VM type here")
+	}
+}
+
+// TestCollateralTDX fetches a TDX quote's collateral from a PCCS's TDX
+// endpoints into a bundle that verifies like the original.
+func TestCollateralTDX(t *testing.T) {
+	pccs := pcstest.New(t, tdxCollateral, "platform")
+	out := filepath.Join(t.TempDir(), "tdx-bundle.json")
+	if _, _, err := run(t, "collateral", tdxQuote, "--pccs", pccs.URL, "-o", out); err != nil {
+		t.Fatal(err)
+	}
+	r, err := runJSON(t, "verify", tdxQuote, "--collateral", out, "--at", tdxAt)
+	if err != nil || r.TCBStatus != "UpToDate" {
+		t.Fatalf("%v %+v", err, r)
+	}
+	if !strings.Contains(string(readT(t, out)), `\"id\":\"TDX\"`) {
+		t.Error("the bundle does not hold TDX TCB info")
 	}
 }
