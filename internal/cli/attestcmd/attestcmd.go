@@ -33,6 +33,7 @@ import (
 	snpverify "github.com/mse-in-go/mse/internal/attest/snp/verify"
 	"github.com/mse-in-go/mse/internal/attest/tdx"
 	tdxabi "github.com/mse-in-go/mse/internal/attest/tdx/abi"
+	tdxverify "github.com/mse-in-go/mse/internal/attest/tdx/verify"
 	"github.com/mse-in-go/mse/internal/ratls"
 )
 
@@ -483,6 +484,10 @@ func verifyTDX(ctx context.Context, res *Result, in *input, f *verifyFlags, pol 
 	v := tdx.NewVerifier(tdx.Options{Collateral: tsrc, SkipCollateral: f.noCollateral, Now: func() time.Time { return now }})
 	vr, err := v.VerifyQuote(ctx, in.evidence)
 	if err != nil {
+		// The TCB level is evaluated last: a quote refused there is genuine.
+		if tdxverify.StepOf(err) == tdxverify.StepTCBLevel {
+			return res, fmt.Errorf("verification failed: the TDX quote is genuine, but its platform is refused: %w", err)
+		}
 		return res, fmt.Errorf("verification failed: the TDX evidence is not genuine: %w", err)
 	}
 	ver := tdx.ToVerified(vr)

@@ -94,7 +94,7 @@ func TestVerifyTDX(t *testing.T) {
 				t.Errorf("collateral %q", r.Collateral)
 			}
 		}},
-		{"outdated refused, saying why", []string{tdxOld, "--collateral", tdxOldColl, "--at", "2026-03-01T00:00:00Z"}, false, "SGX TCB component 8 (SEAMLDR ACM) SVN 3 < 5", nil},
+		{"outdated refused, saying why", []string{tdxOld, "--collateral", tdxOldColl, "--at", "2026-03-01T00:00:00Z"}, false, "the TDX quote is genuine, but its platform is refused: the platform's TCB is below every TCB level in the TDX TCB info (SGX TCB component 8 (SEAMLDR ACM) SVN 3 < 5", nil},
 		{"outdated is genuine", []string{tdxOld, "--no-collateral", "--at", "2026-03-01T00:00:00Z"}, true, "", func(t *testing.T, r *Result) {
 			if r.TCBStatus != "unchecked" || len(r.Warnings) == 0 || r.Details["quote_version"] != "5" {
 				t.Errorf("%+v", r)
