@@ -14,6 +14,7 @@ import (
 	"github.com/mse-in-go/mse/internal/attest"
 	"github.com/mse-in-go/mse/internal/attest/sgx"
 	"github.com/mse-in-go/mse/internal/attest/sim"
+	"github.com/mse-in-go/mse/internal/attest/tsm"
 	"github.com/mse-in-go/mse/internal/config"
 )
 
@@ -27,9 +28,10 @@ func Main(ctx context.Context, args []string, stderr io.Writer) int {
 		bundlePath = fs.String("bundle", "", "path to the encrypted bundle")
 		listen     = fs.String("listen", "127.0.0.1:0", "address of the app's TLS port")
 		workDir    = fs.String("workdir", "", "the node's private directory")
-		tee        = fs.String("tee", attest.TypeSim, "TEE type: sim or sgx")
+		tee        = fs.String("tee", attest.TypeSim, "TEE type: sim, sgx, tdx or sev-snp")
 		simSocket  = fs.String("sim-socket", "", "unix socket of the simulated quoting service (tee sim)")
 		attDir     = fs.String("attestation-dir", "/dev/attestation", "Gramine's attestation interface (tee sgx)")
+		tsmDir     = fs.String("tsm-dir", tsm.DefaultRoot, "configfs-tsm directory (tee tdx, sev-snp)")
 		python     = fs.String("python", "python3", "Python interpreter for python_application")
 		attempts   = fs.Int("max-attempts", 10, "failed stage-2 requests before the node gives up")
 		health     = fs.Duration("health-timeout", 60*time.Second, "time the app has to answer its health check")
@@ -62,8 +64,12 @@ func Main(ctx context.Context, args []string, stderr io.Writer) int {
 		issuer = sim.NewIssuer(*simSocket)
 	case attest.TypeSGX:
 		issuer = sgx.NewIssuer(*attDir)
+	case attest.TypeTDX, attest.TypeSEVSNP:
+		if issuer, err = tsm.NewIssuer(*tee, tsm.Options{Root: *tsmDir}); err != nil {
+			return fail(err)
+		}
 	default:
-		return fail(fmt.Errorf("unknown TEE type %q (sim, sgx)", *tee))
+		return fail(fmt.Errorf("unknown TEE type %q (sim, sgx, tdx, sev-snp)", *tee))
 	}
 	err = Run(ctx, Config{
 		Spec: spec, BundlePath: *bundlePath, Listen: *listen, WorkDir: *workDir, Issuer: issuer,
