@@ -415,7 +415,14 @@ func (p *Policy) Check(v *Verified, now time.Time) error {
 		}
 	}
 	if v.Debug && !p.AllowDebug {
-		return fail("debug", "the enclave runs in debug mode, so its host can read its memory; refused (set allow_debug only for development)")
+		what := "the enclave runs"
+		switch v.Type {
+		case TypeTDX:
+			what = "the trust domain runs (TDATTRIBUTES.DEBUG)"
+		case TypeSEVSNP:
+			what = "the guest runs (its policy allows debugging)"
+		}
+		return fail("debug", "%s in debug mode, so its host can read its memory; refused (set allow_debug only for development)", what)
 	}
 	if len(p.Measurements) == 0 && len(p.Signers) == 0 {
 		return fail("measurement", "the trust policy accepts no runtime: it names no measurements and no signers; add the node runtime's measurement or signer")

@@ -7,6 +7,7 @@ import (
 	"github.com/mse-in-go/mse/internal/attest"
 	"github.com/mse-in-go/mse/internal/attest/sgx"
 	"github.com/mse-in-go/mse/internal/attest/sgx/pcs"
+	"github.com/mse-in-go/mse/internal/cli/attestcmd"
 )
 
 // newPlatformVerifier returns the verifier for a hardware TEE type, with
@@ -22,6 +23,8 @@ func newPlatformVerifier(teeType string, p *attest.Policy, now attest.Clock) (at
 			return nil, errors.New("the node presents SGX evidence, and verifying it needs collateral: set [collateral] pccs = URL (a PCCS, or Intel's PCS) or file = BUNDLE in your trust policy")
 		}
 		return sgx.NewVerifier(sgx.Options{Collateral: src, Now: now}), nil
+	case attest.TypeTDX, attest.TypeSEVSNP:
+		return attestcmd.PlatformVerifier(teeType, p, now)
 	default:
 		return nil, fmt.Errorf("TEE type %q cannot be verified by this version of mse", teeType)
 	}

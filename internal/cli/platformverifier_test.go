@@ -51,8 +51,15 @@ func TestPlatformVerifierSGX(t *testing.T) {
 	if err != nil || dp.Collateral.PCCS != DefaultPCS {
 		t.Fatalf("default policy collateral: %+v %v", dp.Collateral, err)
 	}
-	if _, err := newPlatformVerifier("tdx", p, time.Now); err == nil {
-		t.Fatal("tdx verifier")
+	if _, err := newPlatformVerifier("nitro", p, time.Now); err == nil {
+		t.Fatal("nitro verifier")
+	}
+	// TDX takes the same [collateral]; SEV-SNP needs [sev_snp] (attestcmd.PlatformVerifier).
+	if v, err := newPlatformVerifier(attest.TypeTDX, p, time.Now); err != nil || v.Type() != attest.TypeTDX {
+		t.Fatalf("tdx verifier: %v", err)
+	}
+	if _, err := newPlatformVerifier(attest.TypeSEVSNP, p, time.Now); err == nil || !strings.Contains(err.Error(), "[sev_snp]") {
+		t.Fatalf("sev-snp without a CRL source: %v", err)
 	}
 	// One verifier per command: its collateral cache serves every check.
 	vs := &verifiers{policy: p, now: time.Now}

@@ -15,6 +15,7 @@ import (
 	"github.com/mse-in-go/mse/internal/attest"
 	"github.com/mse-in-go/mse/internal/attest/sgx"
 	"github.com/mse-in-go/mse/internal/attest/sim"
+	"github.com/mse-in-go/mse/internal/attest/tsm"
 	"github.com/mse-in-go/mse/internal/config"
 )
 
@@ -30,9 +31,10 @@ func Main(ctx context.Context, args []string, stderr io.Writer) int {
 		listen     = fs.String("listen", "127.0.0.1:0", "address of the app's TLS port: host:port or unix:PATH")
 		workDir    = fs.String("workdir", "", "the node's private directory (in a sandbox: a tmpfs)")
 		statusFile = fs.String("status-file", "", "where the node writes its status (default WORKDIR/status.json)")
-		tee        = fs.String("tee", attest.TypeSim, "TEE type: sim or sgx")
+		tee        = fs.String("tee", attest.TypeSim, "TEE type: sim, sgx, tdx or sev-snp")
 		simSocket  = fs.String("sim-socket", "", "unix socket of the simulated quoting service (tee sim)")
 		attDir     = fs.String("attestation-dir", "/dev/attestation", "Gramine's attestation interface (tee sgx)")
+		tsmDir     = fs.String("tsm-dir", tsm.DefaultRoot, "configfs-tsm directory (tee tdx, sev-snp)")
 	)
 	// Nothing here changes what the node checks or runs: the app, its
 	// runtime, its start timeout and its TLS mode come from the spec, which the
@@ -67,8 +69,12 @@ func Main(ctx context.Context, args []string, stderr io.Writer) int {
 		issuer = sim.NewIssuer(*simSocket)
 	case attest.TypeSGX:
 		issuer = sgx.NewIssuer(*attDir)
+	case attest.TypeTDX, attest.TypeSEVSNP:
+		if issuer, err = tsm.NewIssuer(*tee, tsm.Options{Root: *tsmDir}); err != nil {
+			return fail(err)
+		}
 	default:
-		return fail(fmt.Errorf("unknown TEE type %q (sim, sgx)", *tee))
+		return fail(fmt.Errorf("unknown TEE type %q (sim, sgx, tdx, sev-snp)", *tee))
 	}
 	var bundleFile *os.File
 	if *bundleFD >= 0 {

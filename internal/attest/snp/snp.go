@@ -181,7 +181,7 @@ func ToVerified(res *Result) *attest.Verified {
 			"firmware":                         fmt.Sprintf("%d.%d.%d", r.CurrentMajor, r.CurrentMinor, r.CurrentBuild),
 			"product":                          res.Roots.Product,
 			"endorsement_key_source":           res.KeySource,
-			"endorsement_key_serial":           h(res.Endorsement.Cert.SerialNumber.Bytes()),
+			"endorsement_key_serial":           res.Endorsement.Cert.SerialNumber.Text(16),
 		},
 	}
 	if res.RevocationChecked {

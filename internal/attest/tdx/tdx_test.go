@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
+	"math/big"
 	"os"
 	"slices"
 	"strings"
@@ -201,9 +202,10 @@ func TestRefusals(t *testing.T) {
 	}
 }
 
-// TestCollateralWindows moves each collateral item's validity window past
-// the time of verification, one at a time: each is refused at its own step.
-func TestCollateralWindows(t *testing.T) {
+// TestCollateralSteps moves each collateral item's validity window past
+// the time of verification, or changes what it says, one at a time: each is
+// refused at its own step.
+func TestCollateralSteps(t *testing.T) {
 	good := read(t, goodQuote)
 	q, err := abi.ParseQuote(good)
 	if err != nil {
@@ -220,6 +222,15 @@ func TestCollateralWindows(t *testing.T) {
 		{"QE identity next update", func(c *pcs.Collateral) { c.QEIdentity.NextUpdate = goodAt.Add(-time.Hour) }, verify.StepQEIdentity},
 		{"root CA CRL next update", func(c *pcs.Collateral) { c.RootCACRL.NextUpdate = goodAt.Add(-time.Hour) }, verify.StepRootCACRL},
 		{"PCK CRL this update", func(c *pcs.Collateral) { c.PCKCRL.ThisUpdate = goodAt.Add(time.Hour) }, verify.StepPCKCRL},
+		// The CRLs' signatures cover their raw bytes; the parsed entries are
+		// what revocation reads: an entry for the quote's PCK revokes it.
+		{"PCK certificate revoked", func(c *pcs.Collateral) {
+			c.PCKCRL.RevokedCertificateEntries = append(c.PCKCRL.RevokedCertificateEntries, x509.RevocationListEntry{SerialNumber: pckSerial(t, q), RevocationTime: goodAt})
+		}, verify.StepRevoked},
+		{"TCB info of another platform model", func(c *pcs.Collateral) { c.TCBInfo.FMSPC = "00906ED50000" }, verify.StepTCBInfo},
+		{"TD QE identity for SGX", func(c *pcs.Collateral) { c.QEIdentity.ID = "QE" }, verify.StepQEIdentity},
+		{"QE of another signer", func(c *pcs.Collateral) { c.QEIdentity.MRSigner[0] ^= 1 }, verify.StepQEReport},
+		{"TDX module of another signer", func(c *pcs.Collateral) { c.TCBInfo.TDXModuleIdentities[1].MRSigner[0] ^= 1 }, verify.StepTDXModule},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := copyCollateral(t)
@@ -233,6 +244,14 @@ func TestCollateralWindows(t *testing.T) {
 			}
 		})
 	}
+}
+
+func pckSerial(t *testing.T, q *abi.Quote) *big.Int {
+	res, err := verify.Signatures(q, verify.Options{Now: goodAt})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.PCKChain[0].SerialNumber
 }
 
 func copyCollateral(t *testing.T) *pcs.Collateral {

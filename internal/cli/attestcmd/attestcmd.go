@@ -33,6 +33,7 @@ import (
 	snpverify "github.com/mse-in-go/mse/internal/attest/snp/verify"
 	"github.com/mse-in-go/mse/internal/attest/tdx"
 	tdxabi "github.com/mse-in-go/mse/internal/attest/tdx/abi"
+	tdxverify "github.com/mse-in-go/mse/internal/attest/tdx/verify"
 	"github.com/mse-in-go/mse/internal/ratls"
 )
 
@@ -54,10 +55,11 @@ func newCollateral() *cobra.Command {
 	var pccs, out string
 	c := &cobra.Command{
 		Use:   "collateral FILE",
-		Short: "Fetch the collateral for an SGX quote or RA-TLS certificate into an offline bundle",
-		Long: `Collateral reads the PCK certificate of FILE (a raw SGX quote or an RA-TLS
-certificate), fetches the TCB info, QE identity and CRLs for its platform
-from --pccs, and writes them as an offline bundle that
+		Short: "Fetch the collateral for an SGX or TDX quote or RA-TLS certificate into an offline bundle",
+		Long: `Collateral reads the PCK certificate of FILE (a raw SGX or TDX quote or an
+SGX RA-TLS certificate), fetches the TCB info, QE identity and CRLs for its
+platform (TDX: the TDX TCB info and the TD QE identity) from --pccs, and
+writes them as an offline bundle that
 "mse attest verify --collateral" reads. Nothing is verified here.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -80,11 +82,27 @@ from --pccs, and writes them as an offline bundle that
 				}
 				quote = evs[0].Quote
 			}
-			q, err := abi.ParseQuote(quote)
-			if err != nil {
-				return err
+			// A TDX quote's collateral is TDX TCB info and the TD QE
+			// identity, from the same service.
+			isTDX := false
+			if tee, err := detectTEE(quote); err == nil && tee == attest.TypeTDX {
+				isTDX = true
 			}
-			chain, err := abi.ParsePCKChain(q.CertData)
+			var certData []byte
+			if isTDX {
+				q, err := tdxabi.ParseQuote(quote)
+				if err != nil {
+					return err
+				}
+				certData = q.CertData
+			} else {
+				q, err := abi.ParseQuote(quote)
+				if err != nil {
+					return err
+				}
+				certData = q.CertData
+			}
+			chain, err := abi.ParsePCKChain(certData)
 			if err != nil {
 				return err
 			}
@@ -93,7 +111,13 @@ from --pccs, and writes them as an offline bundle that
 				return err
 			}
 			ca := pcs.CAOf(chain[1])
-			col, err := pcs.NewClient(pccs).Collateral(cmd.Context(), ext.FMSPCHex(), ca)
+			client := pcs.NewClient(pccs)
+			var col *pcs.Collateral
+			if isTDX {
+				col, err = client.TDXCollateral(cmd.Context(), ext.FMSPCHex(), ca)
+			} else {
+				col, err = client.Collateral(cmd.Context(), ext.FMSPCHex(), ca)
+			}
 			if err != nil {
 				return err
 			}
@@ -460,6 +484,10 @@ func verifyTDX(ctx context.Context, res *Result, in *input, f *verifyFlags, pol 
 	v := tdx.NewVerifier(tdx.Options{Collateral: tsrc, SkipCollateral: f.noCollateral, Now: func() time.Time { return now }})
 	vr, err := v.VerifyQuote(ctx, in.evidence)
 	if err != nil {
+		// The TCB level is evaluated last: a quote refused there is genuine.
+		if tdxverify.StepOf(err) == tdxverify.StepTCBLevel {
+			return res, fmt.Errorf("verification failed: the TDX quote is genuine, but its platform is refused: %w", err)
+		}
 		return res, fmt.Errorf("verification failed: the TDX evidence is not genuine: %w", err)
 	}
 	ver := tdx.ToVerified(vr)

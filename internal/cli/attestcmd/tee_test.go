@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -93,7 +94,7 @@ func TestVerifyTDX(t *testing.T) {
 				t.Errorf("collateral %q", r.Collateral)
 			}
 		}},
-		{"outdated refused, saying why", []string{tdxOld, "--collateral", tdxOldColl, "--at", "2026-03-01T00:00:00Z"}, false, "SGX TCB component 8 (SEAMLDR ACM) SVN 3 < 5", nil},
+		{"outdated refused, saying why", []string{tdxOld, "--collateral", tdxOldColl, "--at", "2026-03-01T00:00:00Z"}, false, "the TDX quote is genuine, but its platform is refused: the platform's TCB is below every TCB level in the TDX TCB info (SGX TCB component 8 (SEAMLDR ACM) SVN 3 < 5", nil},
 		{"outdated is genuine", []string{tdxOld, "--no-collateral", "--at", "2026-03-01T00:00:00Z"}, true, "", func(t *testing.T, r *Result) {
 			if r.TCBStatus != "unchecked" || len(r.Warnings) == 0 || r.Details["quote_version"] != "5" {
 				t.Errorf("%+v", r)
@@ -269,5 +270,22 @@ func TestPlatformVerifier(t *testing.T) {
 	}
 	if _, err := PlatformVerifier("sgx", p, now); err == nil {
 		t.Error("sgx is not a confidential-VM type here")
+	}
+}
+
+// TestCollateralTDX fetches a TDX quote's collateral from a PCCS's TDX
+// endpoints into a bundle that verifies like the original.
+func TestCollateralTDX(t *testing.T) {
+	pccs := pcstest.New(t, tdxCollateral, "platform")
+	out := filepath.Join(t.TempDir(), "tdx-bundle.json")
+	if _, _, err := run(t, "collateral", tdxQuote, "--pccs", pccs.URL, "-o", out); err != nil {
+		t.Fatal(err)
+	}
+	r, err := runJSON(t, "verify", tdxQuote, "--collateral", out, "--at", tdxAt)
+	if err != nil || r.TCBStatus != "UpToDate" {
+		t.Fatalf("%v %+v", err, r)
+	}
+	if !strings.Contains(string(readT(t, out)), `\"id\":\"TDX\"`) {
+		t.Error("the bundle does not hold TDX TCB info")
 	}
 }

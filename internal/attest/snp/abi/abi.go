@@ -91,7 +91,7 @@ type Report struct {
 	CurrentBuild, CurrentMinor, CurrentMajor       uint8
 	CommittedBuild, CommittedMinor, CommittedMajor uint8
 	LaunchTCB                                      uint64
-	// Mitigation vectors (version 5 and later).
+	// Mitigation vectors (defined from version 5; read from version 3).
 	LaunchMitVector, CurrentMitVector uint64
 	// SignatureR and SignatureS are the ECDSA P-384 signature's components,
 	// little-endian as in the report (72 bytes, the top 24 zero).
@@ -187,8 +187,11 @@ func ParseReport(b []byte) (*Report, error) {
 	}
 	r.CurrentBuild, r.CurrentMinor, r.CurrentMajor = b[0x1E8], b[0x1E9], b[0x1EA]
 	r.CommittedBuild, r.CommittedMinor, r.CommittedMajor = b[0x1EC], b[0x1ED], b[0x1EE]
+	// The mitigation vectors are defined from version 5; google/go-sev-guest
+	// reads them from every version, as firmware of version 3 and 4 reports
+	// may fill them. Version 2 must leave them zero.
 	reservedFrom := 0x1F8
-	if r.Version >= 5 {
+	if r.Version >= 3 {
 		r.LaunchMitVector, r.CurrentMitVector = le64(0x1F8), le64(0x200)
 		reservedFrom = 0x208
 	}

@@ -30,6 +30,7 @@ type PKI struct {
 	askKey  *rsa.PrivateKey
 	serial  int64
 	Product string
+	kind    string
 }
 
 var (
@@ -41,10 +42,15 @@ func oid(tail ...int) asn1.ObjectIdentifier {
 	return append(append(asn1.ObjectIdentifier{}, oidBase...), tail...)
 }
 
-// New makes a PKI valid from 2020 to 2040.
-func New(t testing.TB, product string) *PKI {
+// New makes a VCEK PKI (ARK, ASK) valid from 2020 to 2040.
+func New(t testing.TB, product string) *PKI { return newPKI(t, product, verify.KindVCEK) }
+
+// NewVLEK makes a VLEK PKI (ARK, ASVK) valid from 2020 to 2040.
+func NewVLEK(t testing.TB, product string) *PKI { return newPKI(t, product, verify.KindVLEK) }
+
+func newPKI(t testing.TB, product, kind string) *PKI {
 	t.Helper()
-	p := &PKI{Product: product}
+	p := &PKI{Product: product, kind: kind}
 	var err error
 	if p.arkKey, err = rsa.GenerateKey(rand.Reader, 2048); err != nil {
 		t.Fatal(err)
@@ -72,8 +78,12 @@ func New(t testing.TB, product string) *PKI {
 		return c
 	}
 	ark := ca("ARK-"+product, p.arkKey, p.arkKey, nil)
-	ask := ca("SEV-"+product, p.askKey, p.arkKey, ark)
-	p.Roots = &verify.Roots{Product: product, Kind: verify.KindVCEK, ARK: ark, ASK: ask}
+	askName := "SEV-" + product
+	if kind == verify.KindVLEK {
+		askName = "SEV-VLEK-" + product
+	}
+	ask := ca(askName, p.askKey, p.arkKey, ark)
+	p.Roots = &verify.Roots{Product: product, Kind: kind, ARK: ark, ASK: ask}
 	return p
 }
 
@@ -85,9 +95,25 @@ type VCEK struct {
 	Key  *ecdsa.PrivateKey
 }
 
-// NewVCEK issues a VCEK for chipID at TCB tcb, valid from notBefore for ten years.
+// NewVCEK issues a VCEK for chipID at TCB tcb (valid 2022 to 2032). On
+// Turin its hwID is the chip id's first 8 bytes and it has an FMC SPL.
 func (p *PKI) NewVCEK(t testing.TB, chipID [64]byte, tcb verify.TCB) *VCEK {
 	t.Helper()
+	hwid := chipID[:]
+	if p.Product == verify.Turin {
+		hwid = chipID[:8]
+	}
+	return p.issue(t, "SEV-VCEK", tcb, pkix.Extension{Id: oid(4), Value: hwid})
+}
+
+// NewVLEK issues a VLEK at TCB tcb for a cloud provider (a VLEK PKI only).
+func (p *PKI) NewVLEK(t testing.TB, tcb verify.TCB) *VCEK {
+	t.Helper()
+	csp, _ := asn1.Marshal("fake-cloud")
+	return p.issue(t, "SEV-VLEK", tcb, pkix.Extension{Id: oid(5), Value: csp})
+}
+
+func (p *PKI) issue(t testing.TB, cn string, tcb verify.TCB, id pkix.Extension) *VCEK {
 	key, err := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -97,15 +123,18 @@ func (p *PKI) NewVCEK(t testing.TB, chipID [64]byte, tcb verify.TCB) *VCEK {
 		return pkix.Extension{Id: o, Value: b}
 	}
 	name, _ := asn1.Marshal(p.Product + "-B0")
+	exts := []pkix.Extension{
+		{Id: oid(2), Value: name},
+		intExt(oid(3, 1), tcb.Bootloader), intExt(oid(3, 2), tcb.TEE), intExt(oid(3, 3), tcb.SNP), intExt(oid(3, 8), tcb.Microcode),
+		id,
+	}
+	if p.Product == verify.Turin {
+		exts = append(exts, intExt(oid(3, 9), tcb.FMC))
+	}
 	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(p.next()), Subject: pkix.Name{CommonName: "SEV-VCEK"},
+		SerialNumber: big.NewInt(p.next()), Subject: pkix.Name{CommonName: cn},
 		NotBefore: time.Date(2022, 1, 1, 0, 0, 0, 0, time.UTC), NotAfter: time.Date(2032, 1, 1, 0, 0, 0, 0, time.UTC),
-		SignatureAlgorithm: pss,
-		ExtraExtensions: []pkix.Extension{
-			{Id: oid(2), Value: name},
-			intExt(oid(3, 1), tcb.Bootloader), intExt(oid(3, 2), tcb.TEE), intExt(oid(3, 3), tcb.SNP), intExt(oid(3, 8), tcb.Microcode),
-			{Id: oid(4), Value: chipID[:]},
-		},
+		SignatureAlgorithm: pss, ExtraExtensions: exts,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.Roots.ASK, key.Public(), p.askKey)
 	if err != nil {
@@ -141,11 +170,25 @@ func (v *VCEK) Sign(t testing.TB, report []byte) {
 // chipID at TCB tcb (Milan layout), signed by v.
 func Report(t testing.TB, base []byte, chipID [64]byte, tcb verify.TCB, v *VCEK) []byte {
 	t.Helper()
+	return ReportFor(t, base, verify.Milan, chipID, tcb, v)
+}
+
+// ReportFor is Report with the TCB in the layout of product.
+func ReportFor(t testing.TB, base []byte, product string, chipID [64]byte, tcb verify.TCB, v *VCEK) []byte {
+	t.Helper()
 	r := append([]byte(nil), base...)
 	copy(r[0x1A0:0x1E0], chipID[:])
-	binary.LittleEndian.PutUint64(r[0x180:], uint64(tcb.Bootloader)|uint64(tcb.TEE)<<8|uint64(tcb.SNP)<<48|uint64(tcb.Microcode)<<56)
+	binary.LittleEndian.PutUint64(r[0x180:], EncodeTCB(tcb, product))
 	v.Sign(t, r)
 	return r
+}
+
+// EncodeTCB is verify.DecodeTCB's inverse.
+func EncodeTCB(t verify.TCB, product string) uint64 {
+	if product == verify.Turin {
+		return uint64(t.FMC) | uint64(t.Bootloader)<<8 | uint64(t.TEE)<<16 | uint64(t.SNP)<<24 | uint64(t.Microcode)<<56
+	}
+	return uint64(t.Bootloader) | uint64(t.TEE)<<8 | uint64(t.SNP)<<48 | uint64(t.Microcode)<<56
 }
 
 // CRL is a CRL of the ARK valid from thisUpdate to nextUpdate revoking

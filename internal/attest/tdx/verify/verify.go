@@ -347,19 +347,6 @@ func below(t *pcs.TCB, pck *pcs.PCKExtensions, body *abi.TDReport, start int) st
 }
 
 // ConvergeModule combines the platform's status with the TDX module's, as
-// Intel's library does: an out-of-date module makes the platform out of
-// date, a revoked one revoked.
-func ConvergeModule(platform, module string) string {
-	switch module {
-	case pcs.StatusOutOfDate:
-		switch platform {
-		case pcs.StatusUpToDate, pcs.StatusSWHardeningNeeded:
-			return pcs.StatusOutOfDate
-		case pcs.StatusConfigurationNeeded, pcs.StatusConfigurationAndSWHardeningNeeded:
-			return pcs.StatusOutOfDateConfigurationNeeded
-		}
-	case pcs.StatusRevoked:
-		return pcs.StatusRevoked
-	}
-	return platform
-}
+// Intel's library does: the same rule as for the QE (an out-of-date module
+// makes the platform out of date, a revoked one revoked).
+func ConvergeModule(platform, module string) string { return sgxverify.Converge(platform, module) }
