@@ -151,6 +151,8 @@ func (n *Node) launch(ctx context.Context, in *intake, warm *runningApp) (_ *run
 		if a, err = n.startApp(false); err != nil {
 			return nil, err
 		}
+	} else {
+		n.log.Info("app started", "pid", a.cmd.Process.Pid, "port", a.port, "warm", true)
 	}
 	port := a.port
 

@@ -152,7 +152,10 @@ func Start(t testing.TB, o Options) *Backend {
 		b.done <- backend.Run(ctx, backend.Config{
 			APITLSCert: o.APITLSCert, APITLSKey: o.APITLSKey,
 			DataDir: o.DataDir, DB: o.DB, APIListener: apiLn, RouterListener: routerLn, PublicRouterAddr: o.PublicRouterAddr,
-			NodeBinary: o.NodeBinary, RuntimeDir: o.RuntimeDir, Capacity: o.Capacity, MaxLifetime: o.MaxLifetime, MaxBundleSize: o.MaxBundleSize,
+			NodeBinary: o.NodeBinary, RuntimeDir: o.RuntimeDir, Capacity: o.Capacity,
+			// Every test client is 127.0.0.1: the per-client cap would count
+			// them as one (netlimit's own tests check the cap).
+			MaxConnsPerClient: 4096, MaxLifetime: o.MaxLifetime, MaxBundleSize: o.MaxBundleSize,
 			Blobs: o.Blobs, PollInterval: 100 * time.Millisecond, SimDebug: o.SimDebug, SimTCBStatus: o.SimTCBStatus,
 			Logger: slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug})),
 			Ready:  func(i backend.Info) { ready <- i },
