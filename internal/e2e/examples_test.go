@@ -37,11 +37,13 @@ func needPytest(t *testing.T) {
 func TestExamples(t *testing.T) {
 	needPytest(t)
 	b := testenv.Start(t, testenv.Options{})
+	b.Offer(t, testenv.Runtime(t, "pandas"))
 	login(t, b, b.AdminToken)
 	for _, ex := range []struct{ name, runtime, server string }{
 		{"helloworld", "flask", "gunicorn"},
 		{"flask-hello", "flask", "gunicorn"},
 		{"fastapi-hello", "fastapi", "uvicorn"},
+		{"pandas-stats", "pandas", "gunicorn"},
 	} {
 		t.Run(ex.name, func(t *testing.T) {
 			toml := exampleApp(t, ex.name)

@@ -97,6 +97,44 @@ func Runtimes(t testing.TB) []runtimes.Entry {
 	return rtEntries
 }
 
+var (
+	extraMu sync.Mutex
+	extra   = map[string]runtimes.Entry{}
+)
+
+// Runtime builds (once per test binary, cached in RuntimeDir) the preset
+// named name, beside the TestRuntimes, and returns its entry.
+func Runtime(t testing.TB, name string) runtimes.Entry {
+	t.Helper()
+	for _, e := range Runtimes(t) {
+		if e.Name == name {
+			return e
+		}
+	}
+	extraMu.Lock()
+	defer extraMu.Unlock()
+	if e, ok := extra[name]; ok {
+		return e
+	}
+	p, ok := runtimes.PresetNamed(name)
+	if !ok {
+		t.Fatalf("no runtime preset %q", name)
+	}
+	st, err := image.Open(RuntimeDir(), image.DefaultLimits())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	res, err := st.Build(ctx, image.BuildSpec{Suite: runtimes.Suite, Packages: append([]string{"python3"}, p.Packages...)}, nil)
+	if err != nil {
+		t.Fatalf("build runtime %s in %s: %v", name, RuntimeDir(), err)
+	}
+	e := runtimes.Entry{Name: name, Image: runtimes.DefaultImage(name), Digest: res.Digest, Kind: p.Kind, Packages: res.Packages, Size: res.Size}
+	extra[name] = e
+	return e
+}
+
 // WriteCatalog writes a catalog file offering entries.
 func WriteCatalog(t testing.TB, path string, entries []runtimes.Entry) {
 	t.Helper()

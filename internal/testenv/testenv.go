@@ -23,6 +23,7 @@ import (
 	"github.com/mse-in-go/mse/internal/backend"
 	"github.com/mse-in-go/mse/internal/backend/blob"
 	"github.com/mse-in-go/mse/internal/backend/runner"
+	"github.com/mse-in-go/mse/internal/runtimes"
 )
 
 var (
@@ -253,4 +254,11 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// Offer adds a runtime to this backend's catalog (it reads the file again
+// when it changes).
+func (b *Backend) Offer(t testing.TB, e runtimes.Entry) {
+	t.Helper()
+	WriteCatalog(t, filepath.Join(b.DataDir, "runtimes.json"), []runtimes.Entry{e})
 }
