@@ -201,10 +201,56 @@ func TestSandboxIsolation(t *testing.T) {
 			t.Errorf("bob's app sees a process of someone else: %q", c)
 		}
 	}
+	// The kernel enforces the hardware entry's limits on the node's cgroup
+	// (hardware "1g": 1024 MiB, 1 core; 4096 PIDs).
+	checkCgroupLimits(t, containerPID(t, b, a.AppID), 1024<<20, 100000, 4096)
 	// The results are what the probe saw, not a failed probe: its own files it reads.
 	if _, b2 := getPath(t, b.RouterAddr, bd, "/"); string(b2) != "probe" {
 		t.Errorf("probe root: %q", b2)
 	}
 	t.Logf("alice uid %d, bob uid %d; bob's attempts: paths %v, writes %v, pids %v, tcp %v, unix %v, procs %v",
 		ra.UID, r.UID, r.Paths, r.Writes, r.PIDs, r.TCP, r.Unix, r.Procs)
+}
+
+// checkCgroupLimits reads the cgroup v1 files of a process's memory, cpu and
+// pids controllers.
+func checkCgroupLimits(t *testing.T, pid int, mem, quota, pids int64) {
+	t.Helper()
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	paths := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(string(raw)), "\n") {
+		parts := strings.SplitN(line, ":", 3)
+		if len(parts) == 3 {
+			for _, c := range strings.Split(parts[1], ",") {
+				paths[c] = parts[2]
+			}
+		}
+	}
+	read := func(ctrl, file string) int64 {
+		p, ok := paths[ctrl]
+		if !ok {
+			t.Fatalf("the node is in no %s cgroup (%s)", ctrl, raw)
+		}
+		b, err := os.ReadFile(filepath.Join("/sys/fs/cgroup", ctrl, p, file))
+		if err != nil {
+			t.Fatalf("%s: %v", file, err)
+		}
+		v, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+		if err != nil {
+			t.Fatalf("%s = %q", file, b)
+		}
+		return v
+	}
+	if got := read("memory", "memory.limit_in_bytes"); got != mem {
+		t.Errorf("memory limit %d, want %d", got, mem)
+	}
+	if got := read("cpu", "cpu.cfs_quota_us"); got != quota {
+		t.Errorf("cpu quota %d µs per period, want %d", got, quota)
+	}
+	if got := read("pids", "pids.max"); got != pids {
+		t.Errorf("pids limit %d, want %d", got, pids)
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"os"
 	"strings"
@@ -68,6 +69,12 @@ func TestCreateAppRefusals(t *testing.T) {
 		{"operator mode", func(r *client.CreateAppRequest) { r.TLSMode = config.TLSOperator }, service.ErrInvalid, "tls_mode operator is not offered"},
 		{"unknown mode", func(r *client.CreateAppRequest) { r.TLSMode = "x" }, service.ErrInvalid, `unknown tls_mode "x"`},
 		{"no entrypoint", func(r *client.CreateAppRequest) { r.PythonApplication = "" }, service.ErrInvalid, ""},
+		{"unknown runtime", func(r *client.CreateAppRequest) { r.Runtime = "ghcr.io/cosmian/mse-flask:1" }, service.ErrInvalid,
+			`runtime not offered: "ghcr.io/cosmian/mse-flask:1" is not in the operator's catalog; did you mean "mse/flask:bookworm"?`},
+		{"runtime pinned elsewhere", func(r *client.CreateAppRequest) { r.Runtime = "flask@" + servicetest.Runtimes[1].Digest }, service.ErrInvalid, "flask is pinned to"},
+		{"start timeout above the maximum", func(r *client.CreateAppRequest) { r.StartTimeoutSeconds = 3600 }, service.ErrInvalid,
+			"start_timeout 1h0m0s is above this operator's maximum of 30m0s"},
+		{"negative start timeout", func(r *client.CreateAppRequest) { r.StartTimeoutSeconds = -1 }, service.ErrInvalid, "must not be negative"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -273,5 +280,24 @@ func TestStartSweepsPartialUploads(t *testing.T) {
 	}
 	if _, err := os.Stat(e.BlobDir + "/" + a.ID); err != nil {
 		t.Errorf("the active app's bundle went: %v", err)
+	}
+}
+
+// TestCreateAppRuntime: the spec names the runtime the request resolved to
+// (the catalog's first when none), and the default start timeout.
+func TestCreateAppRuntime(t *testing.T) {
+	e := servicetest.New(t)
+	u, _ := e.User(t, "alice", false)
+	for ref, want := range map[string]string{"": "flask", "fastapi": "fastapi", "mse/fastapi:bookworm@" + servicetest.Runtimes[1].Digest: "fastapi"} {
+		req := request(e, "rt"+strings.NewReplacer("/", "", ":", "", "@", "").Replace(ref)[:min(8, len(ref))])
+		req.Runtime = ref
+		a := create(t, e, u, req)
+		var spec config.Spec
+		if err := json.Unmarshal(a.Spec, &spec); err != nil {
+			t.Fatal(err)
+		}
+		if spec.Runtime.Name != want || spec.StartTimeoutSeconds != 120 {
+			t.Errorf("runtime %q: spec runtime %+v, start timeout %d", ref, spec.Runtime, spec.StartTimeoutSeconds)
+		}
 	}
 }
