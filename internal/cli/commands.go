@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	neturl "net/url"
 	"os"
 	"path/filepath"
@@ -167,19 +166,19 @@ context) it checks the app id, code digest and config digest as well.`,
 				}
 			}
 			opts := ratls.Options{Verifiers: vs.For, Policy: policy, Now: time.Now(), Expect: expect}
-			p := &pinned{verify: func(cert *x509.Certificate) (*ratls.Identity, error) {
+			precheck := func(cert *x509.Certificate) error {
 				if fingerprint != "" && ratls.Fingerprint(cert) != strings.ToLower(fingerprint) {
-					return nil, fmt.Errorf("verification failed: the certificate's sha256 is %s, not the fingerprint %s you expect; this is not the node the owner verified",
-						ratls.Fingerprint(cert), fingerprint)
+					return fmt.Errorf("verification failed: the certificate's sha256 is %s, not the fingerprint %s you expect; this is not the node the owner verified",
+						ratls.Fingerprint(cert), sanitize(fingerprint))
 				}
-				return ratls.Verify(ctx, cert, opts)
-			}}
-			hc := httpClient(addr, domain, p, 30*time.Second)
-			id, err := fetchCert(ctx, hc, domain, p)
+				return nil
+			}
+			s := openSession(ctx, addr, domain, opts, sessionOptions{precheck: precheck, timeout: 30 * time.Second})
+			id, err := s.verifyPeer(ctx)
 			if err != nil {
 				return err
 			}
-			if _, err := checkFresh(ctx, hc, domain, p, opts); err != nil {
+			if _, err := s.fresh(ctx); err != nil {
 				return fmt.Errorf("fresh evidence: %w", err)
 			}
 			res := verifyResult(id, expect)
@@ -228,17 +227,6 @@ func verifyResult(id *ratls.Identity, e ratls.Expect) VerifyResult {
 		Signer: hex.EncodeToString(v.Signer), TCBStatus: v.TCBStatus, Debug: v.Debug, AppID: id.Claims.AppID,
 		CodeDigest: hex.EncodeToString(id.Claims.CodeDigest), ConfigDigest: hex.EncodeToString(id.Claims.ConfigDigest),
 		Fingerprint: id.Fingerprint, BoundToOwner: e.AppID != ""}
-}
-
-// fetchCert makes one request so that the handshake verifies the node.
-func fetchCert(ctx context.Context, hc *http.Client, domain string, p *pinned) (*ratls.Identity, error) {
-	if _, err := p.getRoot(ctx, hc, domain); err != nil {
-		if _, verr := p.identity(); verr != nil {
-			return nil, verr
-		}
-		return nil, fmt.Errorf("cannot connect to %s: %w", domain, err)
-	}
-	return p.identity()
 }
 
 func statusCmd() *cobra.Command {
