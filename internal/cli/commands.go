@@ -59,7 +59,7 @@ func loginCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			u.step("Logged in to %s as %s; saved to %s (mode 0600)", url, me.Name, p)
+			u.step("Logged in to %s as %s; saved to %s (mode 0600)", sanitize(url), sanitize(me.Name), p)
 			return nil
 		},
 	}
@@ -250,7 +250,8 @@ func statusCmd() *cobra.Command {
 			}
 			tw := tabwriter.NewWriter(u.out, 0, 4, 2, ' ', 0)
 			fmt.Fprintf(tw, "id\t%s\nname\t%s\nproject\t%s\nstatus\t%s\nurl\t%s\ndomains\t%s\nhardware\t%s\ntls mode\t%s\ncode digest\t%s\ncreated\t%s\nexpires\t%s\n",
-				a.ID, a.Name, a.Project, a.Status, a.URL, strings.Join(a.Domains, ", "), a.Hardware, a.TLSMode, a.CodeDigest, fmtTime(a.CreatedAt), fmtTime(a.ExpiresAt))
+				sanitize(a.ID), sanitize(a.Name), sanitize(a.Project), sanitize(a.Status), sanitize(a.URL), sanitize(strings.Join(a.Domains, ", ")), sanitize(a.Hardware),
+				sanitize(a.TLSMode), sanitize(a.CodeDigest), fmtTime(a.CreatedAt), fmtTime(a.ExpiresAt))
 			if a.StoppedAt != nil {
 				fmt.Fprintf(tw, "stopped\t%s\n", fmtTime(*a.StoppedAt))
 			}
@@ -259,7 +260,7 @@ func statusCmd() *cobra.Command {
 				if a.Status == "stopped" {
 					label = "reason"
 				}
-				fmt.Fprintf(tw, "%s\t%s\n", label, a.Error)
+				fmt.Fprintf(tw, "%s\t%s\n", label, sanitize(a.Error))
 			}
 			return tw.Flush()
 		},
@@ -298,7 +299,7 @@ func listCmd() *cobra.Command {
 			tw := tabwriter.NewWriter(u.out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "ID\tNAME\tSTATUS\tURL\tCREATED")
 			for _, a := range apps {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", a.ID, a.Name, a.Status, a.URL, fmtTime(a.CreatedAt))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", sanitize(a.ID), sanitize(a.Name), sanitize(a.Status), sanitize(a.URL), fmtTime(a.CreatedAt))
 			}
 			return tw.Flush()
 		},
@@ -313,7 +314,7 @@ func listCmd() *cobra.Command {
 }
 
 func logsCmd() *cobra.Command {
-	var follow bool
+	var follow, raw bool
 	var tail int
 	cmd := &cobra.Command{
 		Use:   "logs APP_ID",
@@ -329,7 +330,22 @@ func logsCmd() *cobra.Command {
 				return err
 			}
 			defer rc.Close()
-			_, err = io.Copy(cmd.OutOrStdout(), rc)
+			// The log is the app's and the node's output: on a terminal,
+			// control characters (escape sequences) are neutralised;
+			// redirected, or with --raw, it is copied byte for byte.
+			out := cmd.OutOrStdout()
+			var w io.Writer = out
+			var sw *sanitizingWriter
+			if !raw && isTerminal(out) {
+				sw = &sanitizingWriter{w: out}
+				w = sw
+			}
+			_, err = io.Copy(w, rc)
+			if sw != nil {
+				if ferr := sw.Flush(); err == nil {
+					err = ferr
+				}
+			}
 			if errors.Is(err, context.Canceled) {
 				return nil
 			}
@@ -338,6 +354,7 @@ func logsCmd() *cobra.Command {
 	}
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "follow the log until the app stops")
 	cmd.Flags().IntVar(&tail, "tail", 64, "print the last N KiB")
+	cmd.Flags().BoolVar(&raw, "raw", false, "copy the log byte for byte even to a terminal (default: control characters are shown as U+FFFD on a terminal)")
 	return cmd
 }
 
@@ -359,7 +376,7 @@ func stopCmd() *cobra.Command {
 					errs = append(errs, fmt.Errorf("%s: %w", id, err))
 					continue
 				}
-				u.step("App %s (%s) is %s", a.ID, a.Name, a.Status)
+				u.step("App %s (%s) is %s", sanitize(a.ID), sanitize(a.Name), sanitize(a.Status))
 			}
 			return errors.Join(errs...)
 		},
@@ -388,7 +405,7 @@ func contextCmd() *cobra.Command {
 				tw := tabwriter.NewWriter(u.out, 0, 4, 2, ' ', 0)
 				fmt.Fprintln(tw, "APP ID\tNAME\tURL\tVERIFIED\tCREATED")
 				for _, c := range cs {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\n", c.AppID, c.Name, c.URL, c.Verified, fmtTime(c.CreatedAt))
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\n", sanitize(c.AppID), sanitize(c.Name), sanitize(c.URL), c.Verified, fmtTime(c.CreatedAt))
 				}
 				return tw.Flush()
 			case export != "":
@@ -450,7 +467,7 @@ func hardwareCmd() *cobra.Command {
 			tw := tabwriter.NewWriter(u.out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "NAME\tMEMORY\tCORES\tTEE\tAVAILABLE")
 			for _, h := range hw {
-				fmt.Fprintf(tw, "%s\t%d MiB\t%d\t%s\t%d\n", h.Name, h.MemoryMiB, h.Cores, h.TEE, h.Available)
+				fmt.Fprintf(tw, "%s\t%d MiB\t%d\t%s\t%d\n", sanitize(h.Name), h.MemoryMiB, h.Cores, sanitize(h.TEE), h.Available)
 			}
 			return tw.Flush()
 		},
@@ -478,7 +495,7 @@ func projectCmd() *cobra.Command {
 				return u.json(ps)
 			}
 			for _, p := range ps {
-				fmt.Fprintln(u.out, p.Name)
+				fmt.Fprintln(u.out, sanitize(p.Name))
 			}
 			return nil
 		},
@@ -495,7 +512,7 @@ func projectCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			newUI(cmd).step("Project %s", p.Name)
+			newUI(cmd).step("Project %s", sanitize(p.Name))
 			return nil
 		},
 	}
@@ -517,7 +534,7 @@ func userCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintln(cmd.OutOrStdout(), r.Token)
+			fmt.Fprintln(cmd.OutOrStdout(), sanitize(r.Token))
 			return nil
 		},
 	}
@@ -559,7 +576,7 @@ func userCmd() *cobra.Command {
 				if t.RevokedAt != nil {
 					rev = fmtTime(*t.RevokedAt)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", t.ID, t.Name, fmtTime(t.CreatedAt), rev)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", sanitize(t.ID), sanitize(t.Name), fmtTime(t.CreatedAt), rev)
 			}
 			return tw.Flush()
 		},
@@ -576,7 +593,7 @@ func userCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s (%s) at %s\n", me.Name, me.ID, l.URL)
+			fmt.Fprintf(cmd.OutOrStdout(), "%s (%s) at %s\n", sanitize(me.Name), sanitize(me.ID), sanitize(l.URL))
 			return nil
 		},
 	}
