@@ -476,11 +476,16 @@ func (d *deployment) saveContext(ctx context.Context) error {
 // waitRunning polls the app until it runs; failed polls are retried until
 // --timeout (waitStatus).
 func (d *deployment) waitRunning(ctx context.Context) error {
-	if _, err := waitStatus(ctx, d.u, d.c, d.app.ID, fmt.Sprintf("Starting the app (start_timeout %s)", d.startTimeout), "running"); err != nil {
+	a, err := waitStatus(ctx, d.u, d.c, d.app.ID, fmt.Sprintf("Starting the app (start_timeout %s)", d.startTimeout), "running")
+	if err != nil {
 		if lines := lastLogLines(context.Background(), d.c, d.app.ID, 15); len(lines) > 0 {
 			fmt.Fprintf(d.u.err, "Last lines of the app's log:\n  %s\n", strings.Join(lines, "\n  "))
 		}
-		return fmt.Errorf("the app did not start: %w", err)
+		if a != nil && (a.Status == "on_error" || a.Status == "stopped") {
+			return fmt.Errorf("the app did not start: %w", err)
+		}
+		// Still starting, or the backend did not answer: it may well run.
+		return fmt.Errorf("the app was not seen running: %w", err)
 	}
 	d.u.step("App is running")
 	return nil
