@@ -62,6 +62,9 @@ DOMAIN=$(awk -F'https://' '/^Your app is running at/ {print $2}' "$TMP/deploy.ou
 FPR=$(sed -n 's/.*--fingerprint \([0-9a-f]\{64\}\).*/\1/p' "$TMP/deploy.out")
 ROUTER=$(sed -n "s/^router_addr = ['\"]\(.*\)['\"]$/\1/p" "$TMP/config/contexts/$APP_ID.toml")
 
+# The lines deploy prints are safe to paste: every value in them was
+# validated (domain, router address) and shell-quoted by mse, so eval runs
+# exactly the command shown, whatever the backend answered.
 say "Fetching the app's page over TLS pinned to the verified certificate (the curl line deploy printed)"
 CURL=$(grep '^  curl ' "$TMP/deploy.out" | sed 's/^  //')
 echo "\$ $CURL"

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	neturl "net/url"
 	"os"
 	"path/filepath"
@@ -60,7 +59,7 @@ func loginCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			u.step("Logged in to %s as %s; saved to %s (mode 0600)", url, me.Name, p)
+			u.step("Logged in to %s as %s; saved to %s (mode 0600)", sanitize(url), sanitize(me.Name), p)
 			return nil
 		},
 	}
@@ -167,19 +166,19 @@ context) it checks the app id, code digest and config digest as well.`,
 				}
 			}
 			opts := ratls.Options{Verifiers: vs.For, Policy: policy, Now: time.Now(), Expect: expect}
-			p := &pinned{verify: func(cert *x509.Certificate) (*ratls.Identity, error) {
+			precheck := func(cert *x509.Certificate) error {
 				if fingerprint != "" && ratls.Fingerprint(cert) != strings.ToLower(fingerprint) {
-					return nil, fmt.Errorf("verification failed: the certificate's sha256 is %s, not the fingerprint %s you expect; this is not the node the owner verified",
-						ratls.Fingerprint(cert), fingerprint)
+					return fmt.Errorf("verification failed: the certificate's sha256 is %s, not the fingerprint %s you expect; this is not the node the owner verified",
+						ratls.Fingerprint(cert), sanitize(fingerprint))
 				}
-				return ratls.Verify(ctx, cert, opts)
-			}}
-			hc := httpClient(addr, domain, p, 30*time.Second)
-			id, err := fetchCert(ctx, hc, domain, p)
+				return nil
+			}
+			s := openSession(ctx, addr, domain, opts, sessionOptions{precheck: precheck, timeout: 30 * time.Second})
+			id, err := s.verifyPeer(ctx)
 			if err != nil {
 				return err
 			}
-			if _, err := checkFresh(ctx, hc, domain, p, opts); err != nil {
+			if _, err := s.fresh(ctx); err != nil {
 				return fmt.Errorf("fresh evidence: %w", err)
 			}
 			res := verifyResult(id, expect)
@@ -230,17 +229,6 @@ func verifyResult(id *ratls.Identity, e ratls.Expect) VerifyResult {
 		Fingerprint: id.Fingerprint, BoundToOwner: e.AppID != ""}
 }
 
-// fetchCert makes one request so that the handshake verifies the node.
-func fetchCert(ctx context.Context, hc *http.Client, domain string, p *pinned) (*ratls.Identity, error) {
-	if _, err := p.getRoot(ctx, hc, domain); err != nil {
-		if _, verr := p.identity(); verr != nil {
-			return nil, verr
-		}
-		return nil, fmt.Errorf("cannot connect to %s: %w", domain, err)
-	}
-	return p.identity()
-}
-
 func statusCmd() *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
@@ -262,7 +250,8 @@ func statusCmd() *cobra.Command {
 			}
 			tw := tabwriter.NewWriter(u.out, 0, 4, 2, ' ', 0)
 			fmt.Fprintf(tw, "id\t%s\nname\t%s\nproject\t%s\nstatus\t%s\nurl\t%s\ndomains\t%s\nhardware\t%s\ntls mode\t%s\ncode digest\t%s\ncreated\t%s\nexpires\t%s\n",
-				a.ID, a.Name, a.Project, a.Status, a.URL, strings.Join(a.Domains, ", "), a.Hardware, a.TLSMode, a.CodeDigest, fmtTime(a.CreatedAt), fmtTime(a.ExpiresAt))
+				sanitize(a.ID), sanitize(a.Name), sanitize(a.Project), sanitize(a.Status), sanitize(a.URL), sanitize(strings.Join(a.Domains, ", ")), sanitize(a.Hardware),
+				sanitize(a.TLSMode), sanitize(a.CodeDigest), fmtTime(a.CreatedAt), fmtTime(a.ExpiresAt))
 			if a.StoppedAt != nil {
 				fmt.Fprintf(tw, "stopped\t%s\n", fmtTime(*a.StoppedAt))
 			}
@@ -271,7 +260,7 @@ func statusCmd() *cobra.Command {
 				if a.Status == "stopped" {
 					label = "reason"
 				}
-				fmt.Fprintf(tw, "%s\t%s\n", label, a.Error)
+				fmt.Fprintf(tw, "%s\t%s\n", label, sanitize(a.Error))
 			}
 			return tw.Flush()
 		},
@@ -310,7 +299,7 @@ func listCmd() *cobra.Command {
 			tw := tabwriter.NewWriter(u.out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "ID\tNAME\tSTATUS\tURL\tCREATED")
 			for _, a := range apps {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", a.ID, a.Name, a.Status, a.URL, fmtTime(a.CreatedAt))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", sanitize(a.ID), sanitize(a.Name), sanitize(a.Status), sanitize(a.URL), fmtTime(a.CreatedAt))
 			}
 			return tw.Flush()
 		},
@@ -325,7 +314,7 @@ func listCmd() *cobra.Command {
 }
 
 func logsCmd() *cobra.Command {
-	var follow bool
+	var follow, raw bool
 	var tail int
 	cmd := &cobra.Command{
 		Use:   "logs APP_ID",
@@ -341,7 +330,22 @@ func logsCmd() *cobra.Command {
 				return err
 			}
 			defer rc.Close()
-			_, err = io.Copy(cmd.OutOrStdout(), rc)
+			// The log is the app's and the node's output: on a terminal,
+			// control characters (escape sequences) are neutralised;
+			// redirected, or with --raw, it is copied byte for byte.
+			out := cmd.OutOrStdout()
+			var w io.Writer = out
+			var sw *sanitizingWriter
+			if !raw && isTerminal(out) {
+				sw = &sanitizingWriter{w: out}
+				w = sw
+			}
+			_, err = io.Copy(w, rc)
+			if sw != nil {
+				if ferr := sw.Flush(); err == nil {
+					err = ferr
+				}
+			}
 			if errors.Is(err, context.Canceled) {
 				return nil
 			}
@@ -350,6 +354,7 @@ func logsCmd() *cobra.Command {
 	}
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "follow the log until the app stops")
 	cmd.Flags().IntVar(&tail, "tail", 64, "print the last N KiB")
+	cmd.Flags().BoolVar(&raw, "raw", false, "copy the log byte for byte even to a terminal (default: control characters are shown as U+FFFD on a terminal)")
 	return cmd
 }
 
@@ -371,7 +376,7 @@ func stopCmd() *cobra.Command {
 					errs = append(errs, fmt.Errorf("%s: %w", id, err))
 					continue
 				}
-				u.step("App %s (%s) is %s", a.ID, a.Name, a.Status)
+				u.step("App %s (%s) is %s", sanitize(a.ID), sanitize(a.Name), sanitize(a.Status))
 			}
 			return errors.Join(errs...)
 		},
@@ -400,7 +405,7 @@ func contextCmd() *cobra.Command {
 				tw := tabwriter.NewWriter(u.out, 0, 4, 2, ' ', 0)
 				fmt.Fprintln(tw, "APP ID\tNAME\tURL\tVERIFIED\tCREATED")
 				for _, c := range cs {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\n", c.AppID, c.Name, c.URL, c.Verified, fmtTime(c.CreatedAt))
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\n", sanitize(c.AppID), sanitize(c.Name), sanitize(c.URL), c.Verified, fmtTime(c.CreatedAt))
 				}
 				return tw.Flush()
 			case export != "":
@@ -462,7 +467,7 @@ func hardwareCmd() *cobra.Command {
 			tw := tabwriter.NewWriter(u.out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "NAME\tMEMORY\tCORES\tTEE\tAVAILABLE")
 			for _, h := range hw {
-				fmt.Fprintf(tw, "%s\t%d MiB\t%d\t%s\t%d\n", h.Name, h.MemoryMiB, h.Cores, h.TEE, h.Available)
+				fmt.Fprintf(tw, "%s\t%d MiB\t%d\t%s\t%d\n", sanitize(h.Name), h.MemoryMiB, h.Cores, sanitize(h.TEE), h.Available)
 			}
 			return tw.Flush()
 		},
@@ -490,7 +495,7 @@ func projectCmd() *cobra.Command {
 				return u.json(ps)
 			}
 			for _, p := range ps {
-				fmt.Fprintln(u.out, p.Name)
+				fmt.Fprintln(u.out, sanitize(p.Name))
 			}
 			return nil
 		},
@@ -507,7 +512,7 @@ func projectCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			newUI(cmd).step("Project %s", p.Name)
+			newUI(cmd).step("Project %s", sanitize(p.Name))
 			return nil
 		},
 	}
@@ -529,7 +534,7 @@ func userCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintln(cmd.OutOrStdout(), r.Token)
+			fmt.Fprintln(cmd.OutOrStdout(), sanitize(r.Token))
 			return nil
 		},
 	}
@@ -571,7 +576,7 @@ func userCmd() *cobra.Command {
 				if t.RevokedAt != nil {
 					rev = fmtTime(*t.RevokedAt)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", t.ID, t.Name, fmtTime(t.CreatedAt), rev)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", sanitize(t.ID), sanitize(t.Name), fmtTime(t.CreatedAt), rev)
 			}
 			return tw.Flush()
 		},
@@ -588,7 +593,7 @@ func userCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s (%s) at %s\n", me.Name, me.ID, l.URL)
+			fmt.Fprintf(cmd.OutOrStdout(), "%s (%s) at %s\n", sanitize(me.Name), sanitize(me.ID), sanitize(l.URL))
 			return nil
 		},
 	}

@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"strconv"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/mse-in-go/mse/internal/attest"
 	"github.com/mse-in-go/mse/internal/bundle"
 	"github.com/mse-in-go/mse/internal/client"
 	"github.com/mse-in-go/mse/internal/config"
@@ -81,299 +81,491 @@ type DeployResult struct {
 	Curl        string `json:"curl"`
 }
 
-func deploy(ctx context.Context, u *ui, stdin io.Reader, o *deployOpts) (err error) {
-	now := time.Now()
-	if _, serr := os.Stat(o.path); errors.Is(serr, os.ErrNotExist) {
-		return fmt.Errorf("no %s here: run deploy in your app's directory, pass --path DIR/mse.toml, or create an app with `mse cloud scaffold NAME`", o.path)
-	}
-	conf, err := config.Load(o.path, now)
-	if err != nil {
+// deployment is one run of deploy: what each step learns, for the next.
+// The steps are named as docs/protocol.md ("The owner's deploy, step by
+// step") names them, and run in that order.
+type deployment struct {
+	o     *deployOpts
+	u     *ui
+	stdin io.Reader
+	now   time.Time
+
+	// read config
+	conf    *config.AppConfig
+	mode    string
+	timeout time.Duration
+	c       *client.Client
+	login   *Login
+	policy  *attest.Policy
+	// resolve runtime
+	rt           config.Runtime
+	startTimeout time.Duration
+	vs           *verifiers
+	// replace running
+	replaced []string
+	// seal
+	key         bundle.Key
+	bundleFile  *os.File
+	sealed      bundle.Sealed
+	codeDigest  string
+	expires     time.Time
+	req         client.CreateAppRequest
+	ownerKeyPEM []byte
+	appSecrets  []byte
+	sealedPlain []byte
+	// upload
+	app        *client.App
+	domain     string
+	routerAddr string
+	confDigest []byte
+	// verify, fresh evidence
+	sess *session
+	id   *ratls.Identity
+	// send secrets: keySent once the request may have reached the node,
+	// keyAccepted once the node said it holds the key.
+	keySent, keyAccepted bool
+	// save context
+	ctxPath, certPath string
+}
+
+func deploy(ctx context.Context, u *ui, stdin io.Reader, o *deployOpts) error {
+	d := &deployment{o: o, u: u, stdin: stdin, now: time.Now()}
+	defer d.removeBundle()
+	if err := d.readConfig(); err != nil {
 		return err
 	}
-	timeout := o.timeout.d
-	if timeout == 0 {
-		timeout = max(5*time.Minute, conf.Cloud.StartTimeout+2*time.Minute)
-	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+	ctx, cancel := context.WithTimeout(ctx, d.timeout)
 	defer cancel()
-	c, login, err := apiClient()
-	if err != nil {
-		return err
-	}
-	policy, err := o.trust.policy()
-	if err != nil {
-		return err
-	}
-	if !o.noVerify {
-		if err := checkRuntimeKnown(ctx, policy, c); err != nil {
+	for _, step := range []func(context.Context) error{d.resolveRuntime, d.replaceRunning, d.seal, d.upload} {
+		if err := step(ctx); err != nil {
 			return err
 		}
 	}
-	if o.noVerify {
-		u.warn("--no-verify: the enclave will NOT be verified. The code key goes to whatever answers, which may be the operator. Use only for debugging.")
-	} else if simAccepted(policy) {
-		u.warn("simulation mode: the node's evidence is SIMULATED and proves nothing about the hardware; the operator can read your code and key. For development only.")
+	// From here on the app exists on the backend: a failure before the node
+	// accepted the key stops it; after that, the context is saved and the
+	// app is left to the owner.
+	for _, step := range []func(context.Context) error{
+		d.waitForNode, d.verify, d.freshEvidence, d.sendSecrets, d.saveContext, d.waitRunning, d.checkThroughRouter, d.stopReplaced,
+	} {
+		if err := step(ctx); err != nil {
+			return d.failed(err)
+		}
 	}
-	mode := conf.TLSMode()
+	return d.print()
+}
+
+// readConfig reads mse.toml, the login and the trust policy.
+func (d *deployment) readConfig() error {
+	o := d.o
+	if _, err := os.Stat(o.path); errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("no %s here: run deploy in your app's directory, pass --path DIR/mse.toml, or create an app with `mse cloud scaffold NAME`", o.path)
+	}
+	conf, err := config.Load(o.path, d.now)
+	if err != nil {
+		return err
+	}
+	d.conf, d.mode = conf, conf.TLSMode()
+	d.startTimeout = conf.Cloud.StartTimeout
+	if d.startTimeout <= 0 {
+		d.startTimeout = config.DefaultStartTimeout
+	}
+	d.timeout = o.timeout.d
+	if d.timeout == 0 {
+		d.timeout = max(5*time.Minute, conf.Cloud.StartTimeout+2*time.Minute)
+	}
+	if d.c, d.login, err = apiClient(); err != nil {
+		return err
+	}
+	if d.policy, err = o.trust.policy(); err != nil {
+		return err
+	}
+	if o.noVerify {
+		d.u.warn("--no-verify: the enclave will NOT be verified. The code key goes to whatever answers, which may be the operator. Use only for debugging.")
+	} else if simAccepted(d.policy) {
+		d.u.warn("simulation mode: the node's evidence is SIMULATED and proves nothing about the hardware; the operator can read your code and key. For development only.")
+	}
 	entry := "entrypoint " + strings.Join(conf.Entrypoint, " ")
 	if conf.PythonApplication != "" {
 		entry = "python_application " + conf.PythonApplication
 	}
-	u.step("Read %s: app %q (%s), TLS %s", o.path, conf.Name, entry, mode)
-	rt, err := resolveRuntime(ctx, c, conf)
-	if err != nil {
-		return err
-	}
-	u.step("Runtime %s (%s, %s): %s", sanitize(rt.Name), sanitize(rt.Image), rt.Kind, rt.Digest)
-	startTimeout := conf.Cloud.StartTimeout
-	if startTimeout <= 0 {
-		startTimeout = config.DefaultStartTimeout
-	}
+	d.u.step("Read %s: app %q (%s), TLS %s", o.path, conf.Name, entry, d.mode)
+	return nil
+}
 
-	// A running app of the same name: ask, or -y.
-	var replaced []string
-	running, err := c.Apps(ctx, client.ListOptions{Name: conf.Name})
-	if err != nil {
-		return err
-	}
-	if len(running) > 0 {
-		ids := make([]string, len(running))
-		for i, a := range running {
-			ids[i] = a.ID
-		}
-		if !o.yes {
-			if !u.tty {
-				return fmt.Errorf("an app named %q is already running (%s); pass -y to stop it and deploy again, or rename the app in %s", conf.Name, strings.Join(ids, ", "), o.path)
-			}
-			fmt.Fprintf(u.err, "An app named %q is already running (%s). Stop it and deploy again? [y/N] ", conf.Name, strings.Join(ids, ", "))
-			line, _ := bufio.NewReader(stdin).ReadString('\n')
-			if a := strings.ToLower(strings.TrimSpace(line)); a != "y" && a != "yes" {
-				return errors.New("deploy cancelled")
-			}
-		}
-		if mode == config.TLSOwner {
-			// Your domain can serve one app at a time: stop the old one first.
-			if err := stopApps(ctx, u, c, ids); err != nil {
-				return err
-			}
-		} else {
-			// The new app gets its own domain: the old one keeps serving
-			// until the new one is verified and running.
-			replaced = ids
-		}
-	}
-
-	var simRootNeeded = simAccepted(policy) && !o.noVerify
-	vs := &verifiers{policy: policy, now: time.Now}
-	if simRootNeeded {
-		if vs.simRoot, err = o.trust.loadSimRoot(ctx, u, policy, c); err != nil {
+// resolveRuntime matches mse.toml's docker key against the operator's
+// catalog, and gets what verification needs before anything is uploaded:
+// a policy that names a runtime, and the simulated root when sim is
+// accepted.
+func (d *deployment) resolveRuntime(ctx context.Context) error {
+	if !d.o.noVerify {
+		if err := checkRuntimeKnown(ctx, d.policy, d.c); err != nil {
 			return err
 		}
 	}
+	rt, err := resolveRuntime(ctx, d.c, d.conf)
+	if err != nil {
+		return err
+	}
+	d.rt = rt
+	d.u.step("Runtime %s (%s, %s): %s", sanitize(rt.Name), sanitize(rt.Image), sanitize(rt.Kind), sanitize(rt.Digest))
+	d.vs = &verifiers{policy: d.policy, now: time.Now}
+	if simAccepted(d.policy) && !d.o.noVerify {
+		if d.vs.simRoot, err = d.o.trust.loadSimRoot(ctx, d.u, d.policy, d.c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
-	// Package and encrypt.
+// replaceRunning finds running apps of the same name and asks (or -y) to
+// replace them. In scenario 2 they are stopped now (the owner's domain
+// serves one app at a time); otherwise they keep serving until the new
+// app answers (stopReplaced).
+func (d *deployment) replaceRunning(ctx context.Context) error {
+	running, err := d.c.Apps(ctx, client.ListOptions{Name: d.conf.Name})
+	if err != nil {
+		return err
+	}
+	if len(running) == 0 {
+		return nil
+	}
+	ids := make([]string, len(running))
+	for i, a := range running {
+		ids[i] = a.ID
+	}
+	if !d.o.yes {
+		if !d.u.tty {
+			return fmt.Errorf("an app named %q is already running (%s); pass -y to stop it and deploy again, or rename the app in %s", d.conf.Name, strings.Join(ids, ", "), d.o.path)
+		}
+		fmt.Fprintf(d.u.err, "An app named %q is already running (%s). Stop it and deploy again? [y/N] ", d.conf.Name, strings.Join(ids, ", "))
+		line, _ := bufio.NewReader(d.stdin).ReadString('\n')
+		if a := strings.ToLower(strings.TrimSpace(line)); a != "y" && a != "yes" {
+			return errors.New("deploy cancelled")
+		}
+	}
+	if d.mode == config.TLSOwner {
+		return stopApps(ctx, d.u, d.c, ids)
+	}
+	d.replaced = ids
+	return nil
+}
+
+// seal packages and encrypts the code under a fresh key, and reads what
+// stage 1 and stage 2 will carry.
+func (d *deployment) seal(ctx context.Context) error {
+	conf := d.conf
 	key, err := bundle.NewKey()
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp("", "mse-bundle-*")
-	if err != nil {
-		return err
+	d.key = key
+	if d.bundleFile, err = os.CreateTemp("", "mse-bundle-*"); err != nil {
+		return fmt.Errorf("a temporary file for the encrypted bundle: %w", err)
 	}
-	defer os.Remove(tmp.Name())
-	defer tmp.Close()
 	start := time.Now()
-	bar := u.progress("Encrypting", treeSize(conf.Cloud.Code))
-	sealed, err := bundle.Seal(conf.Cloud.Code, tmp, key, bundle.DefaultLimits(), bar.set)
+	bar := d.u.progress("Encrypting", treeSize(conf.Cloud.Code))
+	sealed, err := bundle.Seal(conf.Cloud.Code, d.bundleFile, key, bundle.DefaultLimits(), bar.set)
 	bar.done(sealed.PlainSize)
 	if err != nil {
 		return fmt.Errorf("package %s: %w", conf.Cloud.Code, err)
 	}
-	codeDigest := hex.EncodeToString(sealed.Digest[:])
-	u.step("Encrypted %s: %d files, %s → %s in %s (code digest %s…)", conf.Cloud.Code, sealed.Files, humanBytes(sealed.PlainSize), humanBytes(sealed.Size),
-		time.Since(start).Round(time.Millisecond), codeDigest[:16])
+	d.sealed = sealed
+	d.codeDigest = hex.EncodeToString(sealed.Digest[:])
+	d.u.step("Encrypted %s: %d files, %s → %s in %s (code digest %s…)", conf.Cloud.Code, sealed.Files, humanBytes(sealed.PlainSize), humanBytes(sealed.Size),
+		time.Since(start).Round(time.Millisecond), d.codeDigest[:16])
 
-	expires := conf.Cloud.ExpirationDate
-	if expires.IsZero() {
-		expires = now.Add(DefaultLifetime)
+	d.expires = conf.Cloud.ExpirationDate
+	if d.expires.IsZero() {
+		d.expires = d.now.Add(DefaultLifetime)
 	}
-	expires = expires.UTC().Truncate(time.Second)
-	req := client.CreateAppRequest{
+	d.expires = d.expires.UTC().Truncate(time.Second)
+	d.req = client.CreateAppRequest{
 		Name: conf.Name, Project: conf.Cloud.Project, Hardware: conf.Cloud.Hardware, Entrypoint: conf.Entrypoint,
-		PythonApplication: conf.PythonApplication, HealthcheckEndpoint: conf.HealthcheckEndpoint, ExpiresAt: expires,
-		TLSMode: mode, CodeDigest: codeDigest, Runtime: rt.Image + "@" + rt.Digest, StartTimeoutSeconds: int64(startTimeout / time.Second),
+		PythonApplication: conf.PythonApplication, HealthcheckEndpoint: conf.HealthcheckEndpoint, ExpiresAt: d.expires,
+		TLSMode: d.mode, CodeDigest: d.codeDigest, Runtime: d.rt.Image + "@" + d.rt.Digest, StartTimeoutSeconds: int64(d.startTimeout / time.Second),
 	}
-	var ownerKeyPEM []byte
-	if mode == config.TLSOwner {
+	if d.mode == config.TLSOwner {
 		certPEM, err := conf.Cloud.SSL.ReadCertificate()
 		if err != nil {
 			return err
 		}
-		if ownerKeyPEM, err = conf.Cloud.SSL.ReadPrivateKey(); err != nil {
+		if d.ownerKeyPEM, err = conf.Cloud.SSL.ReadPrivateKey(); err != nil {
 			return fmt.Errorf("cloud.ssl.private_key: %w", err)
 		}
-		req.Domain = conf.Cloud.SSL.DomainName
-		req.OwnerCertificate = string(certPEM)
+		d.req.Domain = conf.Cloud.SSL.DomainName
+		d.req.OwnerCertificate = string(certPEM)
 	}
-	appSecrets, err := conf.Cloud.ReadSecrets()
-	if err != nil {
+	if d.appSecrets, err = conf.Cloud.ReadSecrets(); err != nil {
 		return fmt.Errorf("cloud.secrets: %w", err)
 	}
-	sealedPlain, err := conf.Cloud.ReadSealedSecrets()
-	if err != nil {
+	if d.sealedPlain, err = conf.Cloud.ReadSealedSecrets(); err != nil {
 		return fmt.Errorf("cloud.sealed_secrets: %w", err)
 	}
+	return nil
+}
 
-	// Stage 1: upload.
-	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
+func (d *deployment) removeBundle() {
+	if d.bundleFile != nil {
+		d.bundleFile.Close()
+		os.Remove(d.bundleFile.Name())
+	}
+}
+
+// upload is stage 1: the configuration and the encrypted bundle. The
+// answer's id, domain and router address are checked before any use: the
+// domain goes into what the node must attest, and into the commands
+// printed at the end.
+func (d *deployment) upload(ctx context.Context) error {
+	if _, err := d.bundleFile.Seek(0, io.SeekStart); err != nil {
 		return err
 	}
-	start = time.Now()
-	bar = u.progress("Uploading", sealed.Size)
-	app, err := c.CreateApp(ctx, req, tmp, bar.set)
-	bar.done(sealed.Size)
+	start := time.Now()
+	bar := d.u.progress("Uploading", d.sealed.Size)
+	app, err := d.c.CreateApp(ctx, d.req, d.bundleFile, bar.set)
+	bar.done(d.sealed.Size)
 	if err != nil {
 		return err
 	}
-	u.step("Uploaded the encrypted code in %s: app %s created, domain %s", time.Since(start).Round(time.Millisecond), app.ID, strings.Join(app.Domains, ", "))
-	// From here on, a failure stops the app: a node that was not verified, or
-	// did not start, must not linger (it never received the key unless the
-	// failure came after stage 2).
-	defer func() {
-		if err == nil {
-			return
-		}
-		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if _, serr := c.Stop(sctx, app.ID); serr == nil {
-			u.info("stopped app %s (logs: mse cloud logs %s)", app.ID, app.ID)
-		}
-	}()
+	d.app = app
+	if err := d.checkAssigned(); err != nil {
+		return d.failed(err)
+	}
+	d.domain, d.routerAddr = app.Domains[0], app.RouterAddr
+	d.u.step("Uploaded the encrypted code in %s: app %s created, domain %s", time.Since(start).Round(time.Millisecond), app.ID, strings.Join(app.Domains, ", "))
 
 	// What the node must attest: our own values, plus the id and domains the
 	// backend assigned.
 	spec := config.Spec{
-		AppID: app.ID, Name: conf.Name, Domains: app.Domains, Entrypoint: conf.Entrypoint, PythonApplication: conf.PythonApplication,
-		HealthcheckEndpoint: conf.HealthcheckEndpoint, ExpiresAt: expires, TLSMode: mode, OwnerCertificate: req.OwnerCertificate,
-		Runtime: rt, StartTimeoutSeconds: req.StartTimeoutSeconds,
+		AppID: app.ID, Name: d.conf.Name, Domains: app.Domains, Entrypoint: d.conf.Entrypoint, PythonApplication: d.conf.PythonApplication,
+		HealthcheckEndpoint: d.conf.HealthcheckEndpoint, ExpiresAt: d.expires, TLSMode: d.mode, OwnerCertificate: d.req.OwnerCertificate,
+		Runtime: d.rt, StartTimeoutSeconds: d.req.StartTimeoutSeconds,
 	}
-	if mode == config.TLSOwner && (len(app.Domains) != 1 || app.Domains[0] != strings.TrimSuffix(strings.ToLower(conf.Cloud.SSL.DomainName), ".")) {
-		return fmt.Errorf("the backend assigned domains %v, not your domain %s; refusing to continue", app.Domains, conf.Cloud.SSL.DomainName)
+	if d.confDigest, err = spec.Digest(); err != nil {
+		return d.failed(err)
 	}
-	confDigest, err := spec.Digest()
+	return nil
+}
+
+// checkAssigned refuses an answer to stage 1 that deploy cannot use
+// safely: no domain, a domain or router address that is not one, or, in
+// scenario 2, a domain that is not the owner's.
+func (d *deployment) checkAssigned() error {
+	a := d.app
+	if len(a.Domains) == 0 {
+		return fmt.Errorf("the backend assigned app %s no domain; refusing to continue (report this to the operator)", a.ID)
+	}
+	for _, dom := range a.Domains {
+		if err := checkDomain(a.ID, dom); err != nil {
+			return err
+		}
+	}
+	if _, _, err := splitRouterAddr(a.RouterAddr); err != nil {
+		return err
+	}
+	if d.mode == config.TLSOwner && (len(a.Domains) != 1 || a.Domains[0] != strings.TrimSuffix(strings.ToLower(d.conf.Cloud.SSL.DomainName), ".")) {
+		return fmt.Errorf("the backend assigned domains %v, not your domain %s; refusing to continue", a.Domains, d.conf.Cloud.SSL.DomainName)
+	}
+	return nil
+}
+
+// waitForNode polls the app until its node is up (initializing).
+func (d *deployment) waitForNode(ctx context.Context) error {
+	if _, err := waitStatus(ctx, d.u, d.c, d.app.ID, "Waiting for the node", "initializing", "running"); err != nil {
+		return fmt.Errorf("the node did not come up: %w (see `mse cloud logs %s`)", err, d.app.ID)
+	}
+	d.u.step("Node is up and waiting for its secrets")
+	return nil
+}
+
+// verify opens the session to the node through the router; its first TLS
+// handshake verifies the node's certificate (unless --no-verify), and the
+// node must say it waits for its secrets.
+func (d *deployment) verify(ctx context.Context) error {
+	runtimeDigest, err := runtimes.DigestBytes(d.rt.Digest)
 	if err != nil {
 		return err
 	}
-
-	if _, err := waitStatus(ctx, u, c, app.ID, "Waiting for the node", "initializing", "running"); err != nil {
-		return fmt.Errorf("the node did not come up: %w (see `mse cloud logs %s`)", err, app.ID)
-	}
-	u.step("Node is up and waiting for its secrets")
-
-	domain := app.Domains[0]
-	runtimeDigest, err := runtimes.DigestBytes(rt.Digest)
-	if err != nil {
+	opts := ratls.Options{Verifiers: d.vs.For, Policy: d.policy, Now: time.Now(),
+		Expect: ratls.Expect{Domain: d.domain, AppID: d.app.ID, CodeDigest: d.sealed.Digest[:], ConfigDigest: d.confDigest, RuntimeDigest: runtimeDigest}}
+	d.sess = openSession(ctx, d.routerAddr, d.domain, opts, sessionOptions{noVerify: d.o.noVerify, timeout: 2 * time.Minute})
+	if err := d.sess.waitWaiting(ctx); err != nil {
 		return err
 	}
-	opts := ratls.Options{Verifiers: vs.For, Policy: policy, Now: time.Now(),
-		Expect: ratls.Expect{Domain: domain, AppID: app.ID, CodeDigest: sealed.Digest[:], ConfigDigest: confDigest, RuntimeDigest: runtimeDigest}}
-	p := &pinned{verify: func(cert *x509.Certificate) (*ratls.Identity, error) {
-		if o.noVerify {
-			return &ratls.Identity{Certificate: cert, Fingerprint: ratls.Fingerprint(cert)}, nil
-		}
-		opts.Now = time.Now()
-		return ratls.Verify(ctx, cert, opts)
-	}}
-	hc := httpClient(app.RouterAddr, domain, p, 2*time.Minute)
-
-	// Stage 2 preparation: verification happens in the TLS handshake of
-	// this first request.
-	if err := waitWaiting(ctx, hc, domain, p); err != nil {
+	if d.id, err = d.sess.identity(); err != nil {
 		return err
 	}
-	id, _ := p.identity()
-	if !o.noVerify {
-		v := id.Verified
-		sim := ""
-		if v.Simulated {
-			sim = " (SIMULATED)"
-		}
-		u.step("Verified the enclave: TEE %s%s, measurement %s…, signer %s…, TCB %s", v.Type, sim, hexShort(v.Measurement), hexShort(v.Signer), v.TCBStatus)
-		u.info("app id, code digest, config digest and runtime %s match what you sent; certificate sha256 %s", rt.Digest, id.Fingerprint)
-		if _, err := checkFresh(ctx, hc, domain, p, opts); err != nil {
-			return fmt.Errorf("fresh evidence: %w", err)
-		}
-		u.step("Fresh evidence over a random nonce verified on the same TLS session")
+	if d.o.noVerify {
+		return nil
 	}
+	v := d.id.Verified
+	sim := ""
+	if v.Simulated {
+		sim = " (SIMULATED)"
+	}
+	d.u.step("Verified the enclave: TEE %s%s, measurement %s…, signer %s…, TCB %s", v.Type, sim, hexShort(v.Measurement), hexShort(v.Signer), sanitize(v.TCBStatus))
+	d.u.info("app id, code digest, config digest and runtime %s match what you sent; certificate sha256 %s", d.rt.Digest, d.id.Fingerprint)
+	return nil
+}
 
-	sreq := nodeapi.SecretsRequest{UUID: app.ID, CodeSecretKey: key.Hex(), AppSecrets: json.RawMessage(appSecrets)}
-	if sealedPlain != nil {
+// freshEvidence asks the verified node for evidence over a random nonce,
+// on the same session.
+func (d *deployment) freshEvidence(ctx context.Context) error {
+	if d.o.noVerify {
+		return nil
+	}
+	if _, err := d.sess.fresh(ctx); err != nil {
+		return fmt.Errorf("fresh evidence: %w", err)
+	}
+	d.u.step("Fresh evidence over a random nonce verified on the same TLS session")
+	return nil
+}
+
+// sendSecrets is stage 2, on the verified session.
+func (d *deployment) sendSecrets(ctx context.Context) error {
+	sreq := nodeapi.SecretsRequest{UUID: d.app.ID, CodeSecretKey: d.key.Hex(), AppSecrets: json.RawMessage(d.appSecrets)}
+	if d.sealedPlain != nil {
 		// Sealed to the enclave's attested key: only that node can open them.
-		if sreq.SealedSecrets, err = sealedpkg.Seal(id.Claims.SealingKey, app.ID, sealedPlain); err != nil {
+		var err error
+		if sreq.SealedSecrets, err = sealedpkg.Seal(d.id.Claims.SealingKey, d.app.ID, d.sealedPlain); err != nil {
 			return fmt.Errorf("seal cloud.sealed_secrets: %w", err)
 		}
 	}
-	if ownerKeyPEM != nil {
-		sreq.SSLPrivateKey = string(ownerKeyPEM)
+	if d.ownerKeyPEM != nil {
+		sreq.SSLPrivateKey = string(d.ownerKeyPEM)
 	}
-	if err := sendSecrets(ctx, hc, domain, &sreq); err != nil {
+	d.keySent = true
+	refused, err := d.sess.postSecrets(ctx, &sreq)
+	if refused {
+		d.keySent = false // the node answered no: it holds no key
+	}
+	if err != nil {
 		return err
 	}
-	u.step("Sent the code key over the verified session; the node checked it against the whole bundle and accepted it")
+	d.keyAccepted = true
+	d.u.step("Sent the code key over the verified session; the node checked it against the whole bundle and accepted it")
+	return nil
+}
 
-	if _, err := waitStatus(ctx, u, c, app.ID, fmt.Sprintf("Starting the app (start_timeout %s)", startTimeout), "running"); err != nil {
-		if lines := lastLogLines(context.Background(), c, app.ID, 15); len(lines) > 0 {
-			fmt.Fprintf(u.err, "Last lines of the app's log:\n  %s\n", strings.Join(lines, "\n  "))
-		}
-		return fmt.Errorf("the app did not start: %w (see `mse cloud logs %s`)", err, app.ID)
-	}
-	u.step("App is running")
-
-	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: id.Certificate.Raw})
-	actx := &AppContext{
-		AppID: app.ID, Name: conf.Name, BackendURL: login.URL, Domains: app.Domains, URL: app.URL, RouterAddr: app.RouterAddr,
-		TLSMode: mode, CodeKey: key.Hex(), CodeDigest: codeDigest, ConfigDigest: hex.EncodeToString(confDigest),
-		Fingerprint: id.Fingerprint, Verified: !o.noVerify, Certificate: string(certPEM), ExpiresAt: expires, CreatedAt: time.Now().UTC(),
-	}
-	if !o.noVerify {
-		actx.TEE, actx.Simulated = id.Verified.Type, id.Verified.Simulated
-		actx.Measurement, actx.Signer = hex.EncodeToString(id.Verified.Measurement), hex.EncodeToString(id.Verified.Signer)
-	}
-	if mode == config.TLSOwner {
-		actx.Certificate = req.OwnerCertificate
-	}
-	ctxPath, certPath, err := saveContext(actx)
+// saveContext saves the app context (with the code key, 0600) as soon as
+// the node holds the key, so that no later failure can lose it.
+func (d *deployment) saveContext(ctx context.Context) error {
+	u, err := appURL(d.domain, d.routerAddr)
 	if err != nil {
+		return err
+	}
+	actx := &AppContext{
+		AppID: d.app.ID, Name: d.conf.Name, BackendURL: d.login.URL, Domains: d.app.Domains, URL: u, RouterAddr: d.routerAddr,
+		TLSMode: d.mode, CodeKey: d.key.Hex(), CodeDigest: d.codeDigest, ConfigDigest: hex.EncodeToString(d.confDigest),
+		Fingerprint: d.id.Fingerprint, Verified: !d.o.noVerify, CreatedAt: time.Now().UTC(), ExpiresAt: d.expires,
+		Certificate: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: d.id.Certificate.Raw})),
+	}
+	if !d.o.noVerify {
+		actx.TEE, actx.Simulated = d.id.Verified.Type, d.id.Verified.Simulated
+		actx.Measurement, actx.Signer = hex.EncodeToString(d.id.Verified.Measurement), hex.EncodeToString(d.id.Verified.Signer)
+	}
+	if d.mode == config.TLSOwner {
+		actx.Certificate = d.req.OwnerCertificate
+	}
+	if d.ctxPath, d.certPath, err = saveContext(actx); err != nil {
 		return fmt.Errorf("save the app context: %w", err)
 	}
-	u.step("Saved the app context (with the code key, mode 0600): %s", ctxPath)
+	d.u.step("Saved the app context (with the code key, mode 0600): %s; it stays, whatever happens next", d.ctxPath)
+	return nil
+}
 
-	// Check that the app answers through the router with the expected certificate.
-	code, body, err := fetchApp(ctx, app.RouterAddr, domain, mode, id.Certificate, req.OwnerCertificate)
+// waitRunning polls the app until it runs; failed polls are retried until
+// --timeout (waitStatus).
+func (d *deployment) waitRunning(ctx context.Context) error {
+	a, err := waitStatus(ctx, d.u, d.c, d.app.ID, fmt.Sprintf("Starting the app (start_timeout %s)", d.startTimeout), "running")
+	if err != nil {
+		if lines := lastLogLines(context.Background(), d.c, d.app.ID, 15); len(lines) > 0 {
+			fmt.Fprintf(d.u.err, "Last lines of the app's log:\n  %s\n", strings.Join(lines, "\n  "))
+		}
+		if a != nil && (a.Status == "on_error" || a.Status == "stopped") {
+			return fmt.Errorf("the app did not start: %w", err)
+		}
+		// Still starting, or the backend did not answer: it may well run.
+		return fmt.Errorf("the app was not seen running: %w", err)
+	}
+	d.u.step("App is running")
+	return nil
+}
+
+// checkThroughRouter checks that the app answers through the router with
+// the expected certificate.
+func (d *deployment) checkThroughRouter(ctx context.Context) error {
+	code, body, err := fetchApp(ctx, d.routerAddr, d.domain, d.mode, d.id.Certificate, d.req.OwnerCertificate)
 	if err != nil {
 		return fmt.Errorf("the app is running but did not answer through the router: %w", err)
 	}
-	u.step("The app answers over TLS (HTTP %d, %d bytes from /)", code, len(body))
+	d.u.step("The app answers over TLS (HTTP %d, %d bytes from /)", code, len(body))
+	return nil
+}
 
-	if err := stopApps(ctx, u, c, replaced); err != nil {
+// stopReplaced stops the apps replaceRunning kept serving until now.
+func (d *deployment) stopReplaced(ctx context.Context) error {
+	return stopApps(ctx, d.u, d.c, d.replaced)
+}
+
+// print prints the result: the URL and the commands to reach and verify
+// the app, built from the verified domain and quoted for a shell.
+func (d *deployment) print() error {
+	u, err := appURL(d.domain, d.routerAddr)
+	if err != nil {
 		return err
 	}
-
-	curl := curlLine(app.URL, domain, app.RouterAddr, certPath, mode)
-	res := DeployResult{AppID: app.ID, Name: conf.Name, URL: app.URL, Domain: domain, Verified: !o.noVerify, Fingerprint: id.Fingerprint,
-		Context: ctxPath, Certificate: certPath, Curl: curl}
-	if !o.noVerify {
-		res.TEE, res.Simulated = id.Verified.Type, id.Verified.Simulated
+	curl, err := curlLine(d.domain, d.routerAddr, d.certPath, d.mode)
+	if err != nil {
+		return err
 	}
-	if o.json {
-		return u.json(res)
+	res := DeployResult{AppID: d.app.ID, Name: d.conf.Name, URL: u, Domain: d.domain, Verified: !d.o.noVerify, Fingerprint: d.id.Fingerprint,
+		Context: d.ctxPath, Certificate: d.certPath, Curl: curl}
+	if !d.o.noVerify {
+		res.TEE, res.Simulated = d.id.Verified.Type, d.id.Verified.Simulated
 	}
-	fmt.Fprintf(u.out, "\nYour app is running at %s\n", app.URL)
-	fmt.Fprintf(u.out, "Try it:\n  %s\n", curl)
-	if mode == config.TLSSelf && !o.noVerify {
-		fmt.Fprintf(u.out, "Anyone can check the enclave behind it:\n  %s\n", verifyLine(domain, app.RouterAddr, id.Fingerprint, id.Verified.Simulated))
+	if d.o.json {
+		return d.u.json(res)
+	}
+	fmt.Fprintf(d.u.out, "\nYour app is running at %s\n", u)
+	fmt.Fprintf(d.u.out, "Try it:\n  %s\n", curl)
+	if d.mode == config.TLSSelf && !d.o.noVerify {
+		line, err := verifyLine(d.domain, d.routerAddr, d.id.Fingerprint, d.id.Verified.Simulated)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(d.u.out, "Anyone can check the enclave behind it:\n  %s\n", line)
 	}
 	return nil
+}
+
+// failed handles a failure after the upload. Before the node holds the
+// key, the app is stopped: a node that was not verified, or never got its
+// key, must not linger. Once the node accepted the key, the app is the
+// owner's: its context is saved, it is not stopped, and the error says
+// what the owner can do.
+func (d *deployment) failed(err error) error {
+	id := d.app.ID
+	if d.keyAccepted {
+		if d.ctxPath == "" {
+			return fmt.Errorf("%w. App %s received its code key, but its context could not be saved: fix that, then stop the app (`mse cloud stop %s`) and deploy again", err, id, id)
+		}
+		return fmt.Errorf("%w. App %s received its code key and its context is saved (%s), so nothing is lost: check it with `mse cloud status %s` and `mse cloud logs %s`, or stop it with `mse cloud stop %s`",
+			err, id, d.ctxPath, id, id, id)
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, serr := d.c.Stop(sctx, id); serr == nil {
+		d.u.info("stopped app %s (logs: mse cloud logs %s)", id, id)
+		return err
+	} else if d.keySent && d.id != nil {
+		// The node may hold the key (its answer was lost) and the app could
+		// not be stopped: keep the key.
+		if cerr := d.saveContext(context.Background()); cerr == nil {
+			return fmt.Errorf("%w. The code key may have reached app %s, which could not be stopped (%v); its context is saved (%s): check it with `mse cloud status %s`, or stop it with `mse cloud stop %s`",
+				err, id, sanitize(serr.Error()), d.ctxPath, id, id)
+		}
+	}
+	return fmt.Errorf("%w (app %s: see `mse cloud logs %s`; stop it with `mse cloud stop %s` if it still runs)", err, id, id, id)
 }
 
 func stopApps(ctx context.Context, u *ui, c *client.Client, ids []string) error {
@@ -384,19 +576,6 @@ func stopApps(ctx context.Context, u *ui, c *client.Client, ids []string) error 
 		u.step("Stopped the previous app %s", id)
 	}
 	return nil
-}
-
-// verifyLine is an `mse cloud verify` command that works as printed.
-func verifyLine(domain, routerAddr, fingerprint string, simulated bool) string {
-	line := "mse cloud verify " + domain
-	if _, port, err := net.SplitHostPort(routerAddr); err == nil && port != "443" {
-		line += " --addr " + routerAddr
-	}
-	line += " --fingerprint " + fingerprint
-	if simulated {
-		line += " --simulation"
-	}
-	return line
 }
 
 func hexShort(b []byte) string {
@@ -412,12 +591,14 @@ func hexShort(b []byte) string {
 
 // waitWaiting does the first request of the session: its TLS handshake
 // verifies the node; the answer must say the node waits for secrets.
-func waitWaiting(ctx context.Context, hc *http.Client, domain string, p *pinned) error {
+// Connection errors are retried (the router may not route the new domain
+// yet), a failed verification is not.
+func (s *session) waitWaiting(ctx context.Context) error {
 	var last error
 	for i := 0; i < 50; i++ {
-		resp, err := p.getRoot(ctx, hc, domain)
+		resp, err := s.connect(ctx)
 		if err != nil {
-			if _, verr := p.identity(); verr != nil {
+			if _, verr := s.identity(); verr != nil {
 				return verr
 			}
 			last = err
@@ -428,35 +609,38 @@ func waitWaiting(ctx context.Context, hc *http.Client, domain string, p *pinned)
 			}
 			continue
 		}
-		if resp.Header.Get(nodeapi.HeaderStatus) != nodeapi.StatusWaiting {
-			return fmt.Errorf("the node is not waiting for secrets (HTTP %d, %s: %q)", resp.StatusCode, nodeapi.HeaderStatus, resp.Header.Get(nodeapi.HeaderStatus))
+		if st := resp.Header.Get(nodeapi.HeaderStatus); st != nodeapi.StatusWaiting {
+			return fmt.Errorf("the node is not waiting for secrets (HTTP %d, %s: %q)", resp.StatusCode, nodeapi.HeaderStatus, sanitize(st))
 		}
 		return nil
 	}
 	return fmt.Errorf("cannot reach the node through the router: %w", last)
 }
 
-func sendSecrets(ctx context.Context, hc *http.Client, domain string, sreq *nodeapi.SecretsRequest) error {
+// postSecrets sends the stage-2 request on the session. refused reports
+// that the node answered and said no (it holds no key); any other error
+// leaves open whether the node got the request.
+func (s *session) postSecrets(ctx context.Context, sreq *nodeapi.SecretsRequest) (refused bool, err error) {
 	b, err := json.Marshal(sreq)
 	if err != nil {
-		return err
+		return true, err
 	}
-	req, err := http.NewRequestWithContext(ctx, "POST", nodeURL(domain)+"/", bytes.NewReader(b))
+	req, err := http.NewRequestWithContext(ctx, "POST", nodeURL(s.domain)+"/", bytes.NewReader(b))
 	if err != nil {
-		return err
+		return true, err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := hc.Do(req)
+	resp, err := s.hc.Do(req)
 	if err != nil {
-		return fmt.Errorf("send the secrets: %w", err)
+		return false, fmt.Errorf("send the secrets: %w", s.p.verifyError(err))
 	}
 	defer resp.Body.Close()
 	var r nodeapi.Response
 	_ = json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&r)
 	if resp.StatusCode != 200 {
-		return fmt.Errorf("the node refused the secrets (HTTP %d): %s", resp.StatusCode, r.Error)
+		return true, fmt.Errorf("the node refused the secrets (HTTP %d): %s", resp.StatusCode, sanitize(r.Error))
 	}
-	return nil
+	return false, nil
 }
 
 // fetchApp GETs / through the router, pinned to the certificate the app must
@@ -494,28 +678,6 @@ func fetchApp(ctx context.Context, routerAddr, domain, mode string, ra *x509.Cer
 		}
 	}
 	return 0, nil, last
-}
-
-// curlLine is a curl command that works as printed: --resolve sends the
-// app's domain to the router.
-func curlLine(appURL, domain, routerAddr, certPath, mode string) string {
-	port := "443"
-	host := routerAddr
-	if i := strings.LastIndex(routerAddr, ":"); i >= 0 {
-		host, port = routerAddr[:i], routerAddr[i+1:]
-	}
-	resolve := fmt.Sprintf("--resolve %s:%s:%s ", domain, port, host)
-	if mode == config.TLSOwner {
-		return fmt.Sprintf("curl %s%s", resolve, appURL)
-	}
-	return fmt.Sprintf("curl --cacert %s %s%s", shellQuote(certPath), resolve, appURL)
-}
-
-func shellQuote(s string) string {
-	if strings.ContainsAny(s, " '\"$\\") {
-		return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
-	}
-	return s
 }
 
 func humanBytes(n int64) string {

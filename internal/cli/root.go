@@ -140,10 +140,18 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 				}
 			}
 		}
-		fmt.Fprintln(stderr, "Error:", msg)
+		// Errors carry text from the backend and the node: no escape
+		// sequence reaches the terminal.
+		fmt.Fprintln(stderr, "Error:", sanitizeText(msg, true))
 		return 1
 	}
 	return 0
+}
+
+// isTerminal reports whether w is a terminal (a variable, for tests).
+var isTerminal = func(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && isatty.IsTerminal(f.Fd())
 }
 
 func apiClient() (*client.Client, *Login, error) {
