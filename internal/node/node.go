@@ -192,6 +192,21 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	if !now.Before(cfg.Spec.ExpiresAt) {
 		return ErrExpired
 	}
+	// Warm start, first thing: the Python host loads the interpreter and the
+	// runtime's libraries while the node makes its keys and evidence and the
+	// owner verifies them. No app code exists yet.
+	var warm *runningApp
+	if cfg.Spec.PythonApplication != "" {
+		if warm, err = n.startApp(true); err != nil {
+			n.log.Warn("no warm start: the app will start cold", "err", err)
+			warm = nil
+		}
+	}
+	defer func() {
+		if warm != nil {
+			warm.stop()
+		}
+	}()
 	d, err := n.digestBundle()
 	if err != nil {
 		return fmt.Errorf("node: hash the bundle: %w", err)
@@ -263,19 +278,6 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	n.log.Info("waiting for the owner's secrets", "app_id", cfg.Spec.AppID, "addr", ln.Addr().String(),
 		"fingerprint", n.raFP, "tee", cfg.Issuer.Type())
 
-	// Warm start: the Python host loads while the owner verifies.
-	var warm *runningApp
-	if cfg.Spec.PythonApplication != "" {
-		if warm, err = n.startApp(true); err != nil {
-			n.log.Warn("no warm start: the app will start cold", "err", err)
-			warm = nil
-		}
-	}
-	defer func() {
-		if warm != nil {
-			warm.stop()
-		}
-	}()
 	expiry := time.NewTimer(cfg.Spec.ExpiresAt.Sub(now))
 	defer expiry.Stop()
 	var in *intake
