@@ -21,6 +21,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mse-in-go/mse/internal/bundle"
+	"github.com/mse-in-go/mse/internal/bundle/pack"
 	"github.com/mse-in-go/mse/internal/client"
 	"github.com/mse-in-go/mse/internal/config"
 	"github.com/mse-in-go/mse/internal/nodeapi"
@@ -184,7 +185,7 @@ func deploy(ctx context.Context, u *ui, stdin io.Reader, o *deployOpts) (err err
 	defer tmp.Close()
 	start := time.Now()
 	bar := u.progress("Encrypting", treeSize(conf.Cloud.Code))
-	sealed, err := bundle.Seal(conf.Cloud.Code, tmp, key, bundle.DefaultLimits(), bar.set)
+	sealed, err := pack.Seal(conf.Cloud.Code, tmp, key, bundle.DefaultLimits(), bar.set)
 	bar.done(sealed.PlainSize)
 	if err != nil {
 		return fmt.Errorf("package %s: %w", conf.Cloud.Code, err)

@@ -27,6 +27,7 @@ import (
 	"github.com/mse-in-go/mse/internal/attest"
 	"github.com/mse-in-go/mse/internal/attest/sim"
 	"github.com/mse-in-go/mse/internal/bundle"
+	"github.com/mse-in-go/mse/internal/bundle/pack"
 	"github.com/mse-in-go/mse/internal/config"
 	"github.com/mse-in-go/mse/internal/nodeapi"
 	"github.com/mse-in-go/mse/internal/ratls"
@@ -118,7 +119,7 @@ func makeBundle(t testing.TB, files map[string]string) testBundle {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := bundle.Seal(src, f, key, bundle.DefaultLimits(), nil)
+	s, err := pack.Seal(src, f, key, bundle.DefaultLimits(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
