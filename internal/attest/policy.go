@@ -1,20 +1,17 @@
 package attest
 
 import (
-	"bytes"
 	"encoding/hex"
 	"fmt"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/pelletier/go-toml/v2"
 )
 
 // Policy is the owner's trust policy: which evidence they accept. The zero
-// Policy accepts nothing. It is read from a TOML file (see docs/trust-policy.md).
+// Policy accepts nothing. It is read from a TOML file by package policyfile
+// (see docs/trust-policy.md).
 type Policy struct {
 	// TEETypes lists accepted TEE types ("sgx", "sim", ...). "sim" is accepted
 	// only when AllowSimulation is also true.
@@ -199,46 +196,6 @@ func (d *Duration) UnmarshalText(b []byte) error {
 
 // MarshalText implements encoding.TextMarshaler.
 func (d Duration) MarshalText() ([]byte, error) { return []byte(d.Duration.String()), nil }
-
-// LoadPolicy reads a policy file.
-func LoadPolicy(path string) (*Policy, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("read trust policy: %w", err)
-	}
-	p, err := ParsePolicy(b)
-	if err != nil {
-		return nil, fmt.Errorf("trust policy %s: %w", path, err)
-	}
-	return p, nil
-}
-
-// ParsePolicy parses and checks a TOML policy. Unknown keys are errors, so a
-// misspelt key never silently weakens the policy.
-func ParsePolicy(b []byte) (*Policy, error) {
-	var p Policy
-	dec := toml.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&p); err != nil {
-		var sme *toml.StrictMissingError
-		if ok := asStrict(err, &sme); ok {
-			return nil, fmt.Errorf("unknown key(s) in policy: %s", strings.TrimSpace(sme.String()))
-		}
-		return nil, err
-	}
-	if err := p.Validate(); err != nil {
-		return nil, err
-	}
-	return &p, nil
-}
-
-func asStrict(err error, t **toml.StrictMissingError) bool {
-	e, ok := err.(*toml.StrictMissingError)
-	if ok {
-		*t = e
-	}
-	return ok
-}
 
 // Validate checks the policy's own values.
 func (p *Policy) Validate() error {

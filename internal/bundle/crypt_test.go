@@ -5,19 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"strings"
 	"testing"
+
+	"github.com/mse-in-go/mse/internal/bundle/bundletest"
 )
 
 const testSeg = MinSegmentSize // small segments: many boundaries in little data
 
-func randomBytes(n int, seed uint64) []byte {
-	b := make([]byte, n)
-	r := rand.NewChaCha8([32]byte{byte(seed), byte(seed >> 8)})
-	r.Read(b)
-	return b
-}
+func randomBytes(n int, seed uint64) []byte { return bundletest.RandomBytes(n, seed) }
 
 func decryptAll(ct []byte, key Key) ([]byte, error) {
 	r, err := Decrypt(bytes.NewReader(ct), key)

@@ -3,89 +3,27 @@ package bundle
 import (
 	"archive/tar"
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
-	"io/fs"
-	"os"
-	"path/filepath"
-	"sort"
+	"io"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/mse-in-go/mse/internal/bundle/bundletest"
 )
 
-// tree describes a directory: "path/" is a directory, "path" a file with its
-// contents, "path*" an executable file.
-type tree map[string]string
+// Code directories described as data, shared with the tests of package pack.
+type tree = bundletest.Tree
+
+var sampleTree = bundletest.SampleTree
 
 func writeTree(t testing.TB, dir string, tr tree) {
 	t.Helper()
-	paths := make([]string, 0, len(tr))
-	for p := range tr {
-		paths = append(paths, p)
-	}
-	sort.Strings(paths)
-	for _, p := range paths {
-		content := tr[p]
-		full := filepath.Join(dir, filepath.FromSlash(strings.TrimSuffix(strings.TrimSuffix(p, "/"), "*")))
-		if strings.HasSuffix(p, "/") {
-			if err := os.MkdirAll(full, 0o755); err != nil {
-				t.Fatal(err)
-			}
-			continue
-		}
-		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		mode := fs.FileMode(0o644)
-		if strings.HasSuffix(p, "*") {
-			mode = 0o755
-		}
-		if err := os.WriteFile(full, []byte(content), mode); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Chmod(full, mode); err != nil {
-			t.Fatal(err)
-		}
-	}
+	bundletest.WriteTree(t, dir, tr)
 }
 
-// listTree describes what is in dir: path -> "dir 0755" or "file 0644 <sha256>".
 func listTree(t testing.TB, dir string) map[string]string {
 	t.Helper()
-	out := map[string]string{}
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if p == dir {
-			return nil
-		}
-		rel, _ := filepath.Rel(dir, p)
-		rel = filepath.ToSlash(rel)
-		info, err := os.Lstat(p)
-		if err != nil {
-			return err
-		}
-		switch {
-		case info.IsDir():
-			out[rel] = "dir " + info.Mode().Perm().String()
-		case info.Mode().IsRegular():
-			b, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			sum := sha256.Sum256(b)
-			out[rel] = "file " + info.Mode().Perm().String() + " " + hex.EncodeToString(sum[:8])
-		default:
-			out[rel] = "other " + info.Mode().String()
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return bundletest.ListTree(t, dir)
 }
 
 // entry of a hand-made archive.
@@ -138,10 +76,16 @@ func headerOnly(t testing.TB, h tar.Header) []byte {
 	return bytes.Clone(buf.Bytes())
 }
 
+// packFunc is pack.Pack, set by pack_link_test.go: package bundle cannot
+// import the owner side (pack imports bundle), but its tests need archives
+// exactly as owners write them.
+var packFunc func(dir string, w io.Writer, lim Limits) (Stats, error)
+
+// packBytes packs dir with pack.Pack.
 func packBytes(t testing.TB, dir string, lim Limits) []byte {
 	t.Helper()
 	var buf bytes.Buffer
-	if _, err := Pack(dir, &buf, lim); err != nil {
+	if _, err := packFunc(dir, &buf, lim); err != nil {
 		t.Fatalf("Pack: %v", err)
 	}
 	return buf.Bytes()

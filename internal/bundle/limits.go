@@ -2,7 +2,8 @@ package bundle
 
 import "fmt"
 
-// Limits bound what Pack writes and what Unpack and Check accept. A zero (or
+// Limits bound what the owner side packs (pack.Pack) and what Unpack and
+// Check accept. A zero (or
 // negative) field means the default from DefaultLimits, so Limits{} is a
 // sensible value. The node must accept at least what owners pack: use the
 // same limits on both sides, or larger ones on the node.
@@ -38,8 +39,9 @@ func DefaultLimits() Limits {
 	}
 }
 
-// withDefaults fills zero or negative fields with defaults.
-func (l Limits) withDefaults() Limits {
+// WithDefaults returns l with its zero or negative fields set to the
+// defaults: the limits in force.
+func (l Limits) WithDefaults() Limits {
 	d := DefaultLimits()
 	if l.MaxTotalSize <= 0 {
 		l.MaxTotalSize = d.MaxTotalSize
@@ -62,7 +64,7 @@ type LimitError struct {
 	Limit   string // field of Limits: "MaxTotalSize", "MaxFiles", "MaxPathLen" or "MaxFileSize"
 	Max     int64  // the limit in force
 	Path    string // the entry that went over, when there is one
-	Packing bool   // true in Pack (owner side), false in Unpack/Check (node side)
+	Packing bool   // true in pack.Pack (owner side), false in Unpack/Check (node side)
 }
 
 func (e *LimitError) Error() string {

@@ -10,8 +10,8 @@ import (
 	"strings"
 )
 
-// Unpack reads an archive written by Pack from r and writes it into dir, which
-// must not exist (its parent must) or be an empty directory.
+// Unpack reads an archive written by pack.Pack from r and writes it into dir,
+// which must not exist (its parent must) or be an empty directory.
 //
 // The archive is untrusted input. Unpack refuses, with an error naming the
 // entry: absolute paths, "." and ".." components, links of any kind, devices,
@@ -97,7 +97,7 @@ func (c *countingReader) Read(p []byte) (int, error) {
 // extract reads and validates the whole archive; with a root it also writes
 // the entries there. It reads r to its end: nothing may follow the archive.
 func extract(r io.Reader, lim Limits, root *os.Root) (Stats, error) {
-	lim = lim.withDefaults()
+	lim = lim.WithDefaults()
 	cr := &countingReader{r: r}
 	tr := tar.NewReader(cr)
 	v := validator{lim: lim}
@@ -126,7 +126,7 @@ func extract(r io.Reader, lim Limits, root *os.Root) (Stats, error) {
 				if err := root.Mkdir(name, 0o700); err != nil {
 					return v.stats, fmt.Errorf("unpacking %q: %w", name, err)
 				}
-				if err := root.Chmod(name, modeDir); err != nil {
+				if err := root.Chmod(name, ModeDir); err != nil {
 					return v.stats, fmt.Errorf("unpacking %q: %w", name, err)
 				}
 			}
@@ -295,7 +295,7 @@ func (v *validator) check(hdr *tar.Header) (name string, isDir bool, mode fs.Fil
 	if isDir {
 		v.dirs = append(v.dirs, name)
 		v.stats.Dirs++
-		return name, true, modeDir, nil
+		return name, true, ModeDir, nil
 	}
 	if hdr.Size > v.lim.MaxFileSize {
 		return "", false, 0, &LimitError{Limit: "MaxFileSize", Max: v.lim.MaxFileSize, Path: fmt.Sprintf("entry %q", name)}
@@ -305,9 +305,9 @@ func (v *validator) check(hdr *tar.Header) (name string, isDir bool, mode fs.Fil
 	}
 	v.stats.Files++
 	v.stats.Bytes += hdr.Size
-	mode = modeFile
+	mode = ModeFile
 	if hdr.Mode&0o111 != 0 {
-		mode = modeExec
+		mode = ModeExec
 	}
 	return name, false, mode, nil
 }

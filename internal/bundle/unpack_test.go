@@ -182,7 +182,7 @@ func TestUnpackNeverFollowsExistingLinks(t *testing.T) {
 	}
 	defer root.Close()
 	os.Symlink(filepath.Join(base, "victim"), filepath.Join(out, "a"))
-	err = writeFile(root, "a", strings.NewReader("x"), 1, modeFile, make([]byte, 16))
+	err = writeFile(root, "a", strings.NewReader("x"), 1, ModeFile, make([]byte, 16))
 	if err == nil {
 		t.Fatal("wrote through a symlink")
 	}
@@ -190,10 +190,27 @@ func TestUnpackNeverFollowsExistingLinks(t *testing.T) {
 		t.Fatal("created the link target")
 	}
 	os.Symlink("..", filepath.Join(out, "up"))
-	if err := writeFile(root, "up/escaped", strings.NewReader("x"), 1, modeFile, make([]byte, 16)); err == nil {
+	if err := writeFile(root, "up/escaped", strings.NewReader("x"), 1, ModeFile, make([]byte, 16)); err == nil {
 		t.Fatal("wrote through a symlink to the parent")
 	}
 	if _, err := os.Lstat(filepath.Join(base, "escaped")); err == nil {
 		t.Fatal("escaped the root")
+	}
+}
+
+func TestComparePaths(t *testing.T) {
+	ordered := []string{"a", "a/b", "a/b/c", "a/c", "a-b", "a.txt", "a0", "b", "é"}
+	for i := range ordered {
+		for j := range ordered {
+			want := 0
+			if i < j {
+				want = -1
+			} else if i > j {
+				want = 1
+			}
+			if got := comparePaths(ordered[i], ordered[j]); got != want {
+				t.Errorf("comparePaths(%q, %q) = %d, want %d", ordered[i], ordered[j], got, want)
+			}
+		}
 	}
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/mse-in-go/mse/internal/attest"
 	"github.com/mse-in-go/mse/internal/bundle"
+	"github.com/mse-in-go/mse/internal/bundle/pack"
 	"github.com/mse-in-go/mse/internal/client"
 	"github.com/mse-in-go/mse/internal/config"
 	"github.com/mse-in-go/mse/internal/nodeapi"
@@ -106,7 +107,7 @@ type deployment struct {
 	// seal
 	key         bundle.Key
 	bundleFile  *os.File
-	sealed      bundle.Sealed
+	sealed      pack.Sealed
 	codeDigest  string
 	expires     time.Time
 	req         client.CreateAppRequest
@@ -264,7 +265,7 @@ func (d *deployment) seal(ctx context.Context) error {
 	}
 	start := time.Now()
 	bar := d.u.progress("Encrypting", treeSize(conf.Cloud.Code))
-	sealed, err := bundle.Seal(conf.Cloud.Code, d.bundleFile, key, bundle.DefaultLimits(), bar.set)
+	sealed, err := pack.Seal(conf.Cloud.Code, d.bundleFile, key, bundle.DefaultLimits(), bar.set)
 	bar.done(sealed.PlainSize)
 	if err != nil {
 		return fmt.Errorf("package %s: %w", conf.Cloud.Code, err)

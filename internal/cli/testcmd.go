@@ -21,6 +21,7 @@ import (
 
 	"github.com/mse-in-go/mse/internal/apphost"
 	"github.com/mse-in-go/mse/internal/bundle"
+	"github.com/mse-in-go/mse/internal/bundle/pack"
 	"github.com/mse-in-go/mse/internal/client"
 	"github.com/mse-in-go/mse/internal/config"
 	"github.com/mse-in-go/mse/internal/runtimes/image"
@@ -244,7 +245,7 @@ func localtest(ctx context.Context, u *ui, path string, noTests bool, port int) 
 	// rules, then unpacked.
 	code := filepath.Join(tmp, "code")
 	pr, pw := io.Pipe()
-	go func() { _, err := bundle.Pack(conf.Cloud.Code, pw, bundle.DefaultLimits()); pw.CloseWithError(err) }()
+	go func() { _, err := pack.Pack(conf.Cloud.Code, pw, bundle.DefaultLimits()); pw.CloseWithError(err) }()
 	if _, err := bundle.Unpack(pr, code, bundle.DefaultLimits()); err != nil {
 		return fmt.Errorf("package %s: %w", conf.Cloud.Code, err)
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/mse-in-go/mse/internal/attest"
+	"github.com/mse-in-go/mse/internal/attest/policyfile"
 	"github.com/mse-in-go/mse/internal/attest/sgx/pcs"
 	"github.com/mse-in-go/mse/internal/attest/sim"
 	"github.com/mse-in-go/mse/internal/client"
@@ -56,7 +57,7 @@ func (f *trustFlags) policy() (*attest.Policy, error) {
 	var p *attest.Policy
 	if f.policyFile != "" {
 		var err error
-		if p, err = attest.LoadPolicy(f.policyFile); err != nil {
+		if p, err = policyfile.Load(f.policyFile); err != nil {
 			return nil, err
 		}
 	} else {

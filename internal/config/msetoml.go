@@ -25,6 +25,7 @@ import (
 	"github.com/pelletier/go-toml/v2"
 
 	"github.com/mse-in-go/mse/internal/runtimes"
+	"github.com/mse-in-go/mse/internal/spec"
 )
 
 // Defaults applied by Parse when the key is absent.
@@ -39,10 +40,10 @@ const (
 	FileName = "mse.toml"
 	// DefaultStartTimeout is how long an app has to answer its health check
 	// when cloud.start_timeout is absent.
-	DefaultStartTimeout = 2 * time.Minute
+	DefaultStartTimeout = spec.DefaultStartTimeout
 	// MaxStartTimeout is the largest cloud.start_timeout a file may ask for
 	// (operators may allow less).
-	MaxStartTimeout = 24 * time.Hour
+	MaxStartTimeout = spec.MaxStartTimeout
 )
 
 // Size bounds of the files read while loading a configuration.
@@ -573,7 +574,6 @@ func readBounded(path string, limit int64) ([]byte, error) {
 var (
 	nameRE     = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
 	pyIdentRE  = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
-	dnsLabelRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]*[a-z0-9])?$`)
 	hardwareRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
 )
 
@@ -824,7 +824,7 @@ func (c *AppConfig) checkSSL(k *checker, now time.Time) *x509.Certificate {
 	if e := str255(s.DomainName); e != "" {
 		k.fail("cloud.ssl.domain_name", "%s", e)
 		domainOK = false
-	} else if e := hostnameRule(s.DomainName); e != "" {
+	} else if e := spec.DomainRule(s.DomainName); e != "" {
 		k.fail("cloud.ssl.domain_name", "%q %s", s.DomainName, e)
 		domainOK = false
 	}
@@ -871,26 +871,6 @@ func describeNames(names []string) string {
 	return strings.Join(names, ", ")
 }
 
-// hostnameRule: a DNS name the app is served on (no wildcard, no port).
-func hostnameRule(h string) string {
-	if strings.Contains(h, "*") {
-		return "is a wildcard; give the exact domain the app is served on (the certificate may be a wildcard)"
-	}
-	if len(h) > 253 {
-		return "is longer than 253 characters"
-	}
-	labels := strings.Split(strings.ToLower(strings.TrimSuffix(h, ".")), ".")
-	if len(labels) < 2 {
-		return "is not a fully qualified domain name (e.g. app.example.com)"
-	}
-	for _, l := range labels {
-		if len(l) > 63 || !dnsLabelRE.MatchString(l) {
-			return "is not a valid domain name (labels of letters, digits and '-', up to 63 characters)"
-		}
-	}
-	return ""
-}
-
 // readChain parses a PEM file of certificates, leaf first, each issued by the
 // next one.
 func (c *AppConfig) readChain(path string) ([]*x509.Certificate, error) {
@@ -901,7 +881,7 @@ func (c *AppConfig) readChain(path string) ([]*x509.Certificate, error) {
 		}
 		return nil, err
 	}
-	return ParseCertificateChainPEM(b, path)
+	return spec.ParseCertificateChainPEM(b, path)
 }
 
 // checkKeyMatches reads a PEM private key and checks that it is the key of the
@@ -914,7 +894,7 @@ func checkKeyMatches(path string, leaf *x509.Certificate) string {
 		}
 		return err.Error()
 	}
-	signer, err := ParsePrivateKeyPEM(b)
+	signer, err := spec.ParsePrivateKeyPEM(b)
 	if err != nil {
 		return fmt.Sprintf("%s: %v", path, err)
 	}

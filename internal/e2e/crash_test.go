@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/mse-in-go/mse/internal/bundle"
+	"github.com/mse-in-go/mse/internal/bundle/pack"
 	"github.com/mse-in-go/mse/internal/client"
 	"github.com/mse-in-go/mse/internal/testenv"
 )
@@ -112,7 +113,7 @@ func TestBackendCrash(t *testing.T) {
 	// A second app, half deployed: uploaded, its node waits for secrets.
 	var buf bytes.Buffer
 	key, _ := bundle.NewKey()
-	sealed, err := bundle.Seal(filepath.Join(testenv.RepoRoot(), "examples", "helloworld", "mse_src"), &buf, key, bundle.DefaultLimits(), nil)
+	sealed, err := pack.Seal(filepath.Join(testenv.RepoRoot(), "examples", "helloworld", "mse_src"), &buf, key, bundle.DefaultLimits(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

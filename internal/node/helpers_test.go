@@ -27,9 +27,10 @@ import (
 	"github.com/mse-in-go/mse/internal/attest"
 	"github.com/mse-in-go/mse/internal/attest/sim"
 	"github.com/mse-in-go/mse/internal/bundle"
-	"github.com/mse-in-go/mse/internal/config"
+	"github.com/mse-in-go/mse/internal/bundle/pack"
 	"github.com/mse-in-go/mse/internal/nodeapi"
 	"github.com/mse-in-go/mse/internal/ratls"
+	"github.com/mse-in-go/mse/internal/spec"
 )
 
 const testAppID = "3f1d1a8e-0000-4000-8000-000000000001"
@@ -118,7 +119,7 @@ func makeBundle(t testing.TB, files map[string]string) testBundle {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := bundle.Seal(src, f, key, bundle.DefaultLimits(), nil)
+	s, err := pack.Seal(src, f, key, bundle.DefaultLimits(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,15 +137,15 @@ func pyBundle(t testing.TB, extra map[string]string) testBundle {
 	return makeBundle(t, files)
 }
 
-func baseSpec() config.Spec {
-	return config.Spec{
+func baseSpec() spec.Spec {
+	return spec.Spec{
 		AppID:             testAppID,
 		Name:              "test",
 		Domains:           []string{"app.example"},
 		PythonApplication: "app:app",
 		ExpiresAt:         time.Now().Add(24 * time.Hour).Truncate(time.Second),
-		TLSMode:           config.TLSSelf,
-		Runtime:           config.Runtime{Name: "test", Image: "mse/test:1", Digest: testRuntimeDigest, Kind: "any"},
+		TLSMode:           spec.TLSSelf,
+		Runtime:           spec.Runtime{Name: "test", Image: "mse/test:1", Digest: testRuntimeDigest, Kind: "any"},
 	}
 }
 
@@ -179,7 +180,7 @@ func needPython(t testing.TB) {
 
 // startNode runs a node in-process on 127.0.0.1:0 and waits until it waits
 // for secrets.
-func startNode(t testing.TB, b testBundle, spec config.Spec, opts ...nodeOpt) *testNode {
+func startNode(t testing.TB, b testBundle, spec spec.Spec, opts ...nodeOpt) *testNode {
 	t.Helper()
 	plat, err := sim.NewPlatformInMemory()
 	if err != nil {

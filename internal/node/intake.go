@@ -17,9 +17,9 @@ import (
 
 	"github.com/mse-in-go/mse/internal/attest"
 	"github.com/mse-in-go/mse/internal/bundle"
-	"github.com/mse-in-go/mse/internal/config"
 	"github.com/mse-in-go/mse/internal/nodeapi"
 	"github.com/mse-in-go/mse/internal/ratls"
+	"github.com/mse-in-go/mse/internal/spec"
 )
 
 // maxRequest bounds a stage-2 request body.
@@ -246,7 +246,7 @@ func (n *Node) check(req *nodeapi.SecretsRequest, key bundle.Key) (in *intake, r
 			_ = os.RemoveAll(codeDir)
 		}
 	}()
-	spec := n.cfg.Spec
+	app := n.cfg.Spec
 	in = &intake{}
 	f, err := n.openBundle()
 	if err != nil {
@@ -259,24 +259,24 @@ func (n *Node) check(req *nodeapi.SecretsRequest, key bundle.Key) (in *intake, r
 	if _, err := bundle.Open(f, key, codeDir, n.cfg.Limits); err != nil {
 		return bad(http.StatusUnprocessableEntity, "the code key does not authenticate and decrypt the whole bundle: %v", err)
 	}
-	switch spec.TLSMode {
-	case config.TLSOwner:
+	switch app.TLSMode {
+	case spec.TLSOwner:
 		if req.SSLPrivateKey == "" {
 			return bad(http.StatusBadRequest, "ssl_private_key is required: the app uses the owner's certificate (scenario 2)")
 		}
-		cert, err := ownerCertificate(spec.OwnerCertificate, req.SSLPrivateKey, spec.Domains, n.cfg.Now())
+		cert, err := ownerCertificate(app.OwnerCertificate, req.SSLPrivateKey, app.Domains, n.cfg.Now())
 		if err != nil {
 			return bad(http.StatusUnprocessableEntity, "ssl_private_key: %v", err)
 		}
 		in.ownerCert = cert
 	default:
 		if req.SSLPrivateKey != "" {
-			return bad(http.StatusBadRequest, "ssl_private_key must not be sent: the app's TLS key is made in the enclave (tls mode %q)", spec.TLSMode)
+			return bad(http.StatusBadRequest, "ssl_private_key must not be sent: the app's TLS key is made in the enclave (tls mode %q)", app.TLSMode)
 		}
 	}
 	secrets := []byte(req.AppSecrets)
 	if len(req.SealedSecrets) > 0 {
-		pt, err := n.sealKey.Open(spec.AppID, req.SealedSecrets)
+		pt, err := n.sealKey.Open(app.AppID, req.SealedSecrets)
 		if err != nil {
 			return bad(http.StatusUnprocessableEntity, "sealed_secrets: %v", err)
 		}
@@ -322,10 +322,10 @@ func mergeObjects(a, b []byte) ([]byte, error) {
 }
 
 // parseOwnerChain checks the owner's PEM chain with the rules mse.toml's
-// cloud.ssl.certificate follows (config.ParseCertificateChainPEM), and that
+// cloud.ssl.certificate follows (spec.ParseCertificateChainPEM), and that
 // the leaf is valid now and for every domain.
 func parseOwnerChain(chainPEM string, domains []string, now time.Time) ([]*x509.Certificate, error) {
-	certs, err := config.ParseCertificateChainPEM([]byte(chainPEM), "the owner certificate")
+	certs, err := spec.ParseCertificateChainPEM([]byte(chainPEM), "the owner certificate")
 	if err != nil {
 		return nil, err
 	}
@@ -347,7 +347,7 @@ func ownerCertificate(chainPEM, keyPEM string, domains []string, now time.Time) 
 	if err != nil {
 		return nil, err
 	}
-	key, err := config.ParsePrivateKeyPEM([]byte(keyPEM))
+	key, err := spec.ParsePrivateKeyPEM([]byte(keyPEM))
 	if err != nil {
 		return nil, err
 	}

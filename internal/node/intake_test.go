@@ -23,10 +23,10 @@ import (
 	"github.com/mse-in-go/mse/internal/attest"
 	"github.com/mse-in-go/mse/internal/attest/sim"
 	"github.com/mse-in-go/mse/internal/bundle"
-	"github.com/mse-in-go/mse/internal/config"
 	"github.com/mse-in-go/mse/internal/nodeapi"
 	"github.com/mse-in-go/mse/internal/ratls"
 	"github.com/mse-in-go/mse/internal/sealed"
+	"github.com/mse-in-go/mse/internal/spec"
 )
 
 // TestStage2Refusals: every bad stage-2 request gets its 4xx and a message
@@ -269,11 +269,11 @@ func TestOwnerTLS(t *testing.T) {
 	chain, keyPEM, leaf := ownerPKI(t, []string{"app.example"}, time.Now().Add(24*time.Hour))
 	otherChain, otherKey, _ := ownerPKI(t, []string{"app.example"}, time.Now().Add(24*time.Hour))
 	_ = otherChain
-	spec := baseSpec()
-	spec.TLSMode = config.TLSOwner
-	spec.OwnerCertificate = chain
+	s := baseSpec()
+	s.TLSMode = spec.TLSOwner
+	s.OwnerCertificate = chain
 	b := pyBundle(t, nil)
-	tn := startNode(t, b, spec, func(c *Config) { c.MaxAttempts = 20 })
+	tn := startNode(t, b, s, func(c *Config) { c.MaxAttempts = 20 })
 	ra := tn.peerCert(t)
 	if ra.Equal(leaf) {
 		t.Fatal("the configuration endpoint serves the owner's certificate")
@@ -361,10 +361,10 @@ func TestNewOwnerCertificateChecks(t *testing.T) {
 		{"broken chain", crossed, "certificate 1 (CN=app.example) is not issued by certificate 2"},
 	}
 	for _, c := range cases {
-		spec := baseSpec()
-		spec.TLSMode = config.TLSOwner
-		spec.OwnerCertificate = c.chain
-		_, err := New(Config{Spec: spec, BundlePath: b.path, WorkDir: t.TempDir(), Issuer: simIssuer{}})
+		s := baseSpec()
+		s.TLSMode = spec.TLSOwner
+		s.OwnerCertificate = c.chain
+		_, err := New(Config{Spec: s, BundlePath: b.path, WorkDir: t.TempDir(), Issuer: simIssuer{}})
 		if err == nil || !strings.Contains(err.Error(), "node: owner certificate: ") || !strings.Contains(err.Error(), c.msg) {
 			t.Errorf("%s: New = %v, want %q", c.name, err, c.msg)
 		}
@@ -666,9 +666,9 @@ func TestAttestationEndpoint(t *testing.T) {
 // TestSpecDigest: the config digest is stable and covers every field.
 func TestSpecDigest(t *testing.T) {
 	chain, _, _ := ownerPKI(t, []string{"app.example"}, time.Now().Add(time.Hour))
-	base := config.Spec{
+	base := spec.Spec{
 		AppID: "a", Name: "n", Domains: []string{"b.example", "a.example"}, PythonApplication: "app:app",
-		HealthcheckEndpoint: "/h", ExpiresAt: time.Unix(2000000000, 0), TLSMode: config.TLSSelf,
+		HealthcheckEndpoint: "/h", ExpiresAt: time.Unix(2000000000, 0), TLSMode: spec.TLSSelf,
 	}
 	d0, err := base.Digest()
 	if err != nil {
@@ -684,16 +684,16 @@ func TestSpecDigest(t *testing.T) {
 	if d, _ := base.Digest(); !bytes.Equal(d, d0) {
 		t.Error("the digest is not stable")
 	}
-	changes := map[string]func(*config.Spec){
-		"app_id":               func(s *config.Spec) { s.AppID = "b" },
-		"domains":              func(s *config.Spec) { s.Domains = []string{"a.example"} },
-		"domain added":         func(s *config.Spec) { s.Domains = append(s.Domains, "c.example") },
-		"entrypoint":           func(s *config.Spec) { s.PythonApplication = ""; s.Entrypoint = []string{"./run"} },
-		"python_application":   func(s *config.Spec) { s.PythonApplication = "app:other" },
-		"healthcheck_endpoint": func(s *config.Spec) { s.HealthcheckEndpoint = "/" },
-		"expires_at":           func(s *config.Spec) { s.ExpiresAt = s.ExpiresAt.Add(time.Second) },
-		"tls_mode":             func(s *config.Spec) { s.TLSMode = config.TLSOperator },
-		"owner_certificate":    func(s *config.Spec) { s.TLSMode = config.TLSOwner; s.OwnerCertificate = chain },
+	changes := map[string]func(*spec.Spec){
+		"app_id":               func(s *spec.Spec) { s.AppID = "b" },
+		"domains":              func(s *spec.Spec) { s.Domains = []string{"a.example"} },
+		"domain added":         func(s *spec.Spec) { s.Domains = append(s.Domains, "c.example") },
+		"entrypoint":           func(s *spec.Spec) { s.PythonApplication = ""; s.Entrypoint = []string{"./run"} },
+		"python_application":   func(s *spec.Spec) { s.PythonApplication = "app:other" },
+		"healthcheck_endpoint": func(s *spec.Spec) { s.HealthcheckEndpoint = "/" },
+		"expires_at":           func(s *spec.Spec) { s.ExpiresAt = s.ExpiresAt.Add(time.Second) },
+		"tls_mode":             func(s *spec.Spec) { s.TLSMode = spec.TLSOperator },
+		"owner_certificate":    func(s *spec.Spec) { s.TLSMode = spec.TLSOwner; s.OwnerCertificate = chain },
 	}
 	seen := map[string]string{}
 	for name, mod := range changes {

@@ -16,7 +16,7 @@ import (
 	"github.com/mse-in-go/mse/internal/attest/sgx"
 	"github.com/mse-in-go/mse/internal/attest/sim"
 	"github.com/mse-in-go/mse/internal/attest/tsm"
-	"github.com/mse-in-go/mse/internal/config"
+	"github.com/mse-in-go/mse/internal/spec"
 )
 
 // Main is mse-node's command line. It returns the process exit code.
@@ -53,7 +53,7 @@ func Main(ctx context.Context, args []string, stderr io.Writer) int {
 	if err != nil {
 		return fail(fmt.Errorf("read spec: %w", err))
 	}
-	var spec config.Spec
+	var spec spec.Spec
 	if err := json.Unmarshal(b, &spec); err != nil {
 		return fail(fmt.Errorf("parse spec: %w", err))
 	}

@@ -31,16 +31,16 @@ import (
 	"github.com/mse-in-go/mse/internal/atomicfile"
 	"github.com/mse-in-go/mse/internal/attest"
 	"github.com/mse-in-go/mse/internal/bundle"
-	"github.com/mse-in-go/mse/internal/config"
 	"github.com/mse-in-go/mse/internal/nodeapi"
 	"github.com/mse-in-go/mse/internal/ratls"
 	"github.com/mse-in-go/mse/internal/runtimes"
 	"github.com/mse-in-go/mse/internal/sealed"
+	"github.com/mse-in-go/mse/internal/spec"
 )
 
 // Config configures a node. The zero value of optional fields is a sensible default.
 type Config struct {
-	Spec config.Spec
+	Spec spec.Spec
 	// BundlePath is the encrypted bundle; Bundle, when set, is an open file
 	// of it instead (the sandbox passes it as a descriptor).
 	BundlePath string
@@ -170,7 +170,7 @@ func New(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("node: work directory: %w", err)
 	}
 	n.writeStatus(nodeapi.StateStarting, "")
-	if cfg.Spec.TLSMode == config.TLSOwner {
+	if cfg.Spec.TLSMode == spec.TLSOwner {
 		if _, err := parseOwnerChain(cfg.Spec.OwnerCertificate, cfg.Spec.Domains, cfg.Now()); err != nil {
 			return nil, fmt.Errorf("node: owner certificate: %w", err)
 		}

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mse-in-go/mse/internal/config"
+	"github.com/mse-in-go/mse/internal/spec"
 )
 
 // A key written by `openssl ecparam -genkey` (an EC PARAMETERS block, then
@@ -15,7 +15,7 @@ import (
 // both use config's parsers.
 func TestOwnerKeyWithECParameters(t *testing.T) {
 	chain, keyPEM, _ := ownerPKI(t, []string{"app.example"}, time.Now().Add(time.Hour))
-	k, err := config.ParsePrivateKeyPEM([]byte(keyPEM))
+	k, err := spec.ParsePrivateKeyPEM([]byte(keyPEM))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mse-in-go/mse/internal/attest"
+	"github.com/mse-in-go/mse/internal/attest/policyfile"
 	"github.com/mse-in-go/mse/internal/attest/sgx"
 	"github.com/mse-in-go/mse/internal/attest/sgx/abi"
 	"github.com/mse-in-go/mse/internal/attest/sgx/pcs"
@@ -602,7 +603,7 @@ func buildPolicy(f *verifyFlags, tee string) (*attest.Policy, string, error) {
 	name := "default (genuine " + teeName(tee) + ", any measurement)"
 	if f.policy != "" {
 		var err error
-		if p, err = attest.LoadPolicy(f.policy); err != nil {
+		if p, err = policyfile.Load(f.policy); err != nil {
 			return nil, "", err
 		}
 		name = f.policy

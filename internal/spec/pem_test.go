@@ -1,29 +1,9 @@
-package config
+package spec
 
 import (
 	"strings"
 	"testing"
 )
-
-func TestValidateDomain(t *testing.T) {
-	for _, c := range []struct {
-		d    string
-		want string // "" = valid
-	}{
-		{"app.example.com", ""},
-		{"app.example.com.", ""},
-		{"APP.Example.com", ""},
-		{"localhost", "not a fully qualified domain name"},
-		{"*.example.com", "wildcard"},
-		{"a_b.example.com", "not a valid domain name"},
-		{strings.Repeat("a", 64) + ".example.com", "not a valid domain name"},
-	} {
-		err := ValidateDomain(c.d)
-		if (c.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), c.want)) {
-			t.Errorf("ValidateDomain(%q) = %v, want %q", c.d, err, c.want)
-		}
-	}
-}
 
 func TestParseCertificateChainPEMBounds(t *testing.T) {
 	if _, err := ParseCertificateChainPEM([]byte("garbage"), "x"); err == nil || !strings.Contains(err.Error(), "not a PEM certificate chain") {

@@ -1,4 +1,4 @@
-package config
+package spec
 
 import (
 	"bytes"
@@ -99,13 +99,4 @@ func ParsePrivateKeyPEM(b []byte) (crypto.Signer, error) {
 		}
 		return signer, nil
 	}
-}
-
-// ValidateDomain checks a fully qualified domain name as mse.toml's
-// cloud.ssl.domain_name must be (a trailing dot is allowed).
-func ValidateDomain(d string) error {
-	if e := hostnameRule(d); e != "" {
-		return fmt.Errorf("domain %q %s", d, e)
-	}
-	return nil
 }

@@ -1,4 +1,4 @@
-package bundle
+package pack
 
 import (
 	"archive/tar"
@@ -9,27 +9,14 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
-)
 
-var sampleTree = tree{
-	"index.js":                            "console.log('hi')\n",
-	"run.sh*":                             "#!/bin/sh\nexec node index.js\n",
-	"lib/":                                "",
-	"lib/a.js":                            "a",
-	"lib/a-b.js":                          "ab",
-	"lib/sub/":                            "",
-	"lib/sub/z.txt":                       "z",
-	"lib-x/c":                             "c",
-	"empty/":                              "",
-	"emptyfile":                           "",
-	"unicodé/naïve.txt":                   "utf-8 names",
-	"Upper.txt":                           "case",
-	strings.Repeat("d/", 60) + "deep.txt": "deep path over 100 bytes",
-}
+	"github.com/mse-in-go/mse/internal/bundle"
+)
 
 // archiveEntries lists the headers of an archive.
 func archiveEntries(t *testing.T, b []byte) []*tar.Header {
@@ -51,7 +38,7 @@ func archiveEntries(t *testing.T, b []byte) []*tar.Header {
 func TestPackNormalizedHeaders(t *testing.T) {
 	d := t.TempDir()
 	writeTree(t, d, sampleTree)
-	hs := archiveEntries(t, packBytes(t, d, Limits{}))
+	hs := archiveEntries(t, packBytes(t, d, bundle.Limits{}))
 	var names []string
 	for _, h := range hs {
 		names = append(names, h.Name)
@@ -86,9 +73,11 @@ func TestPackNormalizedHeaders(t *testing.T) {
 	if !reflect.DeepEqual(names, want) {
 		t.Errorf("order:\n got %q\nwant %q", names, want)
 	}
+	// The canonical order (docs/bundle-format.md): paths compared component
+	// by component, bytewise, as the node's reader checks it.
 	for i := 1; i < len(names); i++ {
 		a, b := strings.TrimSuffix(names[i-1], "/"), strings.TrimSuffix(names[i], "/")
-		if comparePaths(a, b) >= 0 {
+		if slices.Compare(strings.Split(a, "/"), strings.Split(b, "/")) >= 0 {
 			t.Errorf("not in canonical order: %q then %q", a, b)
 		}
 	}
@@ -127,11 +116,11 @@ func TestPackDeterministic(t *testing.T) {
 		return nil
 	})
 	os.Chmod(d2, 0o755)
-	a, b := packBytes(t, d1, Limits{}), packBytes(t, d1, Limits{})
+	a, b := packBytes(t, d1, bundle.Limits{}), packBytes(t, d1, bundle.Limits{})
 	if !bytes.Equal(a, b) {
 		t.Fatal("packing the same tree twice gave different bytes")
 	}
-	c := packBytes(t, d2, Limits{})
+	c := packBytes(t, d2, bundle.Limits{})
 	if !bytes.Equal(a, c) {
 		t.Fatalf("packing equal trees with different metadata gave different bytes (%d vs %d bytes)", len(a), len(c))
 	}
@@ -185,7 +174,7 @@ func TestIgnoreRules(t *testing.T) {
 				writeTree(t, d, tree{dir + "/.mseignore": rules})
 			}
 			got := map[string]bool{}
-			for _, h := range archiveEntries(t, packBytes(t, d, Limits{})) {
+			for _, h := range archiveEntries(t, packBytes(t, d, bundle.Limits{})) {
 				got[h.Name] = true
 			}
 			for _, p := range tt.include {
@@ -207,7 +196,7 @@ func TestPackRefusesSpecialFiles(t *testing.T) {
 		d := filepath.Join(t.TempDir(), "code")
 		writeTree(t, d, tree{"lib/real": "x"})
 		os.Symlink("real", filepath.Join(d, "lib", "x"))
-		_, err := Pack(d, io.Discard, Limits{})
+		_, err := Pack(d, io.Discard, bundle.Limits{})
 		want := filepath.Join(d, "lib/x") + ": symbolic links are not allowed in a bundle; replace it with the file it points to or add it to .mseignore"
 		if err == nil || err.Error() != want {
 			t.Fatalf("got %v\nwant %s", err, want)
@@ -216,7 +205,7 @@ func TestPackRefusesSpecialFiles(t *testing.T) {
 		wd, _ := os.Getwd()
 		defer os.Chdir(wd)
 		os.Chdir(filepath.Dir(d))
-		_, err = Pack("code", io.Discard, Limits{})
+		_, err = Pack("code", io.Discard, bundle.Limits{})
 		if want := "code/lib/x: symbolic links are not allowed in a bundle; replace it with the file it points to or add it to .mseignore"; err == nil || err.Error() != want {
 			t.Fatalf("got %v\nwant %s", err, want)
 		}
@@ -226,7 +215,7 @@ func TestPackRefusesSpecialFiles(t *testing.T) {
 		writeTree(t, d, tree{"a": "x", ".mseignore": "node_modules/.bin/\n"})
 		os.MkdirAll(filepath.Join(d, "node_modules/.bin"), 0o755)
 		os.Symlink("../../a", filepath.Join(d, "node_modules/.bin/tool"))
-		if _, err := Pack(d, io.Discard, Limits{}); err != nil {
+		if _, err := Pack(d, io.Discard, bundle.Limits{}); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -234,7 +223,7 @@ func TestPackRefusesSpecialFiles(t *testing.T) {
 		d := t.TempDir()
 		writeTree(t, d, tree{"real/a": "x"})
 		os.Symlink("real", filepath.Join(d, "link"))
-		if _, err := Pack(d, io.Discard, Limits{}); err == nil || !strings.Contains(err.Error(), "link: symbolic links are not allowed") {
+		if _, err := Pack(d, io.Discard, bundle.Limits{}); err == nil || !strings.Contains(err.Error(), "link: symbolic links are not allowed") {
 			t.Fatal(err)
 		}
 	})
@@ -243,7 +232,7 @@ func TestPackRefusesSpecialFiles(t *testing.T) {
 		if err := syscall.Mkfifo(filepath.Join(d, "pipe"), 0o644); err != nil {
 			skipUnlessCI(t, err)
 		}
-		if _, err := Pack(d, io.Discard, Limits{}); err == nil || !strings.Contains(err.Error(), "pipe: named pipes (FIFOs) are not allowed") {
+		if _, err := Pack(d, io.Discard, bundle.Limits{}); err == nil || !strings.Contains(err.Error(), "pipe: named pipes (FIFOs) are not allowed") {
 			t.Fatal(err)
 		}
 	})
@@ -254,7 +243,7 @@ func TestPackRefusesSpecialFiles(t *testing.T) {
 			skipUnlessCI(t, err)
 		}
 		defer l.Close()
-		if _, err := Pack(d, io.Discard, Limits{}); err == nil || !strings.Contains(err.Error(), "sock: sockets are not allowed") {
+		if _, err := Pack(d, io.Discard, bundle.Limits{}); err == nil || !strings.Contains(err.Error(), "sock: sockets are not allowed") {
 			t.Fatal(err)
 		}
 	})
@@ -263,17 +252,17 @@ func TestPackRefusesSpecialFiles(t *testing.T) {
 		if err := syscall.Mknod(filepath.Join(d, "null"), syscall.S_IFCHR|0o644, 1<<8|3); err != nil {
 			skipUnlessCI(t, err)
 		}
-		if _, err := Pack(d, io.Discard, Limits{}); err == nil || !strings.Contains(err.Error(), "null: device files are not allowed") {
+		if _, err := Pack(d, io.Discard, bundle.Limits{}); err == nil || !strings.Contains(err.Error(), "null: device files are not allowed") {
 			t.Fatal(err)
 		}
 	})
 	t.Run("not a directory", func(t *testing.T) {
 		d := t.TempDir()
 		writeTree(t, d, tree{"f": "x"})
-		if _, err := Pack(filepath.Join(d, "f"), io.Discard, Limits{}); err == nil {
+		if _, err := Pack(filepath.Join(d, "f"), io.Discard, bundle.Limits{}); err == nil {
 			t.Fatal("packed a file")
 		}
-		if _, err := Pack(filepath.Join(d, "missing"), io.Discard, Limits{}); err == nil {
+		if _, err := Pack(filepath.Join(d, "missing"), io.Discard, bundle.Limits{}); err == nil {
 			t.Fatal("packed a missing directory")
 		}
 	})
@@ -283,19 +272,19 @@ func TestPackLimits(t *testing.T) {
 	d := t.TempDir()
 	writeTree(t, d, tree{"a/b/c.txt": "0123456789", "d.txt": "01234", "e.txt": ""})
 	tests := []struct {
-		lim   Limits
+		lim   bundle.Limits
 		limit string
 		path  string
 	}{
-		{Limits{MaxTotalSize: 14}, "MaxTotalSize", "d.txt"},
-		{Limits{MaxFileSize: 9}, "MaxFileSize", "a/b/c.txt"},
-		{Limits{MaxFiles: 4}, "MaxFiles", "e.txt"},
-		{Limits{MaxPathLen: 8}, "MaxPathLen", "a/b/c.txt"},
+		{bundle.Limits{MaxTotalSize: 14}, "MaxTotalSize", "d.txt"},
+		{bundle.Limits{MaxFileSize: 9}, "MaxFileSize", "a/b/c.txt"},
+		{bundle.Limits{MaxFiles: 4}, "MaxFiles", "e.txt"},
+		{bundle.Limits{MaxPathLen: 8}, "MaxPathLen", "a/b/c.txt"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.limit, func(t *testing.T) {
 			_, err := Pack(d, io.Discard, tt.lim)
-			var le *LimitError
+			var le *bundle.LimitError
 			if !errors.As(err, &le) {
 				t.Fatalf("got %v, want a LimitError", err)
 			}
@@ -308,34 +297,8 @@ func TestPackLimits(t *testing.T) {
 		})
 	}
 	// Exactly at the limits is fine.
-	if _, err := Pack(d, io.Discard, Limits{MaxTotalSize: 15, MaxFileSize: 10, MaxFiles: 5, MaxPathLen: 9}); err != nil {
+	if _, err := Pack(d, io.Discard, bundle.Limits{MaxTotalSize: 15, MaxFileSize: 10, MaxFiles: 5, MaxPathLen: 9}); err != nil {
 		t.Fatal(err)
-	}
-}
-
-func TestDefaultLimits(t *testing.T) {
-	if got := (Limits{}).withDefaults(); got != DefaultLimits() {
-		t.Fatalf("zero Limits = %+v, want defaults", got)
-	}
-	if got := (Limits{MaxFiles: 7, MaxTotalSize: -1}).withDefaults(); got.MaxFiles != 7 || got.MaxTotalSize != DefaultMaxTotalSize {
-		t.Fatalf("got %+v", got)
-	}
-}
-
-func TestComparePaths(t *testing.T) {
-	ordered := []string{"a", "a/b", "a/b/c", "a/c", "a-b", "a.txt", "a0", "b", "é"}
-	for i := range ordered {
-		for j := range ordered {
-			want := 0
-			if i < j {
-				want = -1
-			} else if i > j {
-				want = 1
-			}
-			if got := comparePaths(ordered[i], ordered[j]); got != want {
-				t.Errorf("comparePaths(%q, %q) = %d, want %d", ordered[i], ordered[j], got, want)
-			}
-		}
 	}
 }
 

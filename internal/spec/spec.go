@@ -1,4 +1,11 @@
-package config
+// Package spec is what the node is told to run: the Spec of one app, its
+// config digest, and the rules the node applies again to what the owner
+// checked on their side (the owner certificate and key, domain names).
+//
+// It is the part of the app configuration that the node links. The owner's
+// mse.toml parser is package internal/config, which the node never imports
+// (see internal/node's deps_test.go).
+package spec
 
 import (
 	"crypto/sha256"
@@ -10,6 +17,16 @@ import (
 
 	"github.com/mse-in-go/mse/internal/attest"
 	"github.com/mse-in-go/mse/internal/runtimes"
+)
+
+// Bounds of an app's start, until its health check answers.
+const (
+	// DefaultStartTimeout is how long an app has to answer its health check
+	// when its start timeout is not set (mse.toml: cloud.start_timeout absent).
+	DefaultStartTimeout = 2 * time.Minute
+	// MaxStartTimeout is the largest start timeout an app may ask for
+	// (operators may allow less).
+	MaxStartTimeout = 24 * time.Hour
 )
 
 // TLS modes (docs/DESIGN "TLS scenarios").

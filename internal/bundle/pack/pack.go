@@ -1,4 +1,16 @@
-package bundle
+// Package pack is the owner side of the bundle format: it turns an app
+// owner's code directory into the deterministic archive (Pack) and seals it
+// into an encrypted bundle (Seal).
+//
+// Packing walks the directory, minus the rules in .mseignore files, and
+// writes a tar archive: entries in canonical order, normalized modes, owners
+// and times, only regular files and directories. Sealing encrypts that
+// archive under a code key with bundle.Encrypt; the code digest is the
+// SHA-256 of the bundle written.
+//
+// The node reads bundles with package internal/bundle alone and never links
+// this package. The format is specified in docs/bundle-format.md.
+package pack
 
 import (
 	"archive/tar"
@@ -12,6 +24,8 @@ import (
 	"time"
 
 	"github.com/go-git/go-git/v5/plumbing/format/gitignore"
+
+	"github.com/mse-in-go/mse/internal/bundle"
 )
 
 // IgnoreFile is the name of the files that hold ignore rules, with the syntax
@@ -21,22 +35,9 @@ import (
 // .mseignore does), as git does with .gitignore.
 const IgnoreFile = ".mseignore"
 
-// maxIgnoreFileSize bounds an .mseignore file.
+// maxIgnoreFileSize bounds an .mseignore file (a whole number of MiB: the
+// error says it in MiB).
 const maxIgnoreFileSize = 1 << 20
-
-// Stats describes an archive.
-type Stats struct {
-	Files int   // regular files
-	Dirs  int   // directories, not counting the root
-	Bytes int64 // sum of the sizes of the files
-}
-
-// Mode bits written for entries; nothing else is ever written or created.
-const (
-	modeFile = 0o644
-	modeExec = 0o755
-	modeDir  = 0o755
-)
 
 // Pack writes the code directory dir to w as a deterministic tar archive:
 // the same tree gives the same bytes, whatever the times, owners, umask or
@@ -49,19 +50,19 @@ const (
 //
 // Pack holds one directory listing per level of the tree in memory, never
 // file contents.
-func Pack(dir string, w io.Writer, lim Limits) (Stats, error) {
+func Pack(dir string, w io.Writer, lim bundle.Limits) (bundle.Stats, error) {
 	p := &packer{
 		root: dir,
 		tw:   tar.NewWriter(w),
-		lim:  lim.withDefaults(),
+		lim:  lim.WithDefaults(),
 		buf:  make([]byte, 64<<10),
 	}
 	fi, err := os.Stat(dir)
 	if err != nil {
-		return Stats{}, fmt.Errorf("code directory: %w", err)
+		return bundle.Stats{}, fmt.Errorf("code directory: %w", err)
 	}
 	if !fi.IsDir() {
-		return Stats{}, fmt.Errorf("%s: the code directory is not a directory", dir)
+		return bundle.Stats{}, fmt.Errorf("%s: the code directory is not a directory", dir)
 	}
 	if err := p.walk(nil, nil); err != nil {
 		return p.stats, err
@@ -75,8 +76,8 @@ func Pack(dir string, w io.Writer, lim Limits) (Stats, error) {
 type packer struct {
 	root  string
 	tw    *tar.Writer
-	lim   Limits
-	stats Stats
+	lim   bundle.Limits
+	stats bundle.Stats
 	buf   []byte
 }
 
@@ -147,13 +148,13 @@ func (p *packer) add(rel []string, isDir bool) error {
 	name := strings.Join(rel, "/")
 	osPath := p.osPath(rel)
 	if len(name) > p.lim.MaxPathLen {
-		return &LimitError{Limit: "MaxPathLen", Max: int64(p.lim.MaxPathLen), Path: osPath, Packing: true}
+		return &bundle.LimitError{Limit: "MaxPathLen", Max: int64(p.lim.MaxPathLen), Path: osPath, Packing: true}
 	}
 	if strings.ContainsRune(name, 0) {
 		return fmt.Errorf("%s: file names with NUL bytes cannot be packed", osPath)
 	}
 	if p.stats.Files+p.stats.Dirs >= p.lim.MaxFiles {
-		return &LimitError{Limit: "MaxFiles", Max: int64(p.lim.MaxFiles), Path: osPath, Packing: true}
+		return &bundle.LimitError{Limit: "MaxFiles", Max: int64(p.lim.MaxFiles), Path: osPath, Packing: true}
 	}
 	hdr := &tar.Header{
 		Name:    name,
@@ -163,7 +164,7 @@ func (p *packer) add(rel []string, isDir bool) error {
 	if isDir {
 		hdr.Typeflag = tar.TypeDir
 		hdr.Name += "/"
-		hdr.Mode = modeDir
+		hdr.Mode = bundle.ModeDir
 		if err := p.tw.WriteHeader(hdr); err != nil {
 			return fmt.Errorf("%s: writing the archive: %w", osPath, err)
 		}
@@ -187,16 +188,16 @@ func (p *packer) add(rel []string, isDir bool) error {
 	}
 	size := info.Size()
 	if size > p.lim.MaxFileSize {
-		return &LimitError{Limit: "MaxFileSize", Max: p.lim.MaxFileSize, Path: osPath, Packing: true}
+		return &bundle.LimitError{Limit: "MaxFileSize", Max: p.lim.MaxFileSize, Path: osPath, Packing: true}
 	}
 	if size > p.lim.MaxTotalSize-p.stats.Bytes {
-		return &LimitError{Limit: "MaxTotalSize", Max: p.lim.MaxTotalSize, Path: osPath, Packing: true}
+		return &bundle.LimitError{Limit: "MaxTotalSize", Max: p.lim.MaxTotalSize, Path: osPath, Packing: true}
 	}
 	hdr.Typeflag = tar.TypeReg
 	hdr.Size = size
-	hdr.Mode = modeFile
+	hdr.Mode = bundle.ModeFile
 	if info.Mode().Perm()&0o111 != 0 {
-		hdr.Mode = modeExec
+		hdr.Mode = bundle.ModeExec
 	}
 	if err := p.tw.WriteHeader(hdr); err != nil {
 		return fmt.Errorf("%s: writing the archive: %w", osPath, err)
@@ -231,7 +232,7 @@ func readIgnoreFile(dir string, rel []string, inherited []gitignore.Pattern) ([]
 		return nil, fmt.Errorf("%s: must be a regular file", path)
 	}
 	if fi.Size() > maxIgnoreFileSize {
-		return nil, fmt.Errorf("%s: larger than %s; is it really a list of ignore rules?", path, formatBytes(maxIgnoreFileSize))
+		return nil, fmt.Errorf("%s: larger than %d MiB; is it really a list of ignore rules?", path, maxIgnoreFileSize>>20)
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {
