@@ -11,7 +11,9 @@
 // the runtime read-only, a private tmpfs for code, secrets and HOME, and
 // memory, CPU and PID limits from the hardware entry (cgroups). The router
 // reaches the node through a unix socket; the node has no network beyond its
-// own loopback.
+// own loopback. Without root the sandboxes are rootless (rootless.go): a
+// user namespace per node, the runner's UID for all nodes, cgroup limits
+// only where a cgroup is delegated.
 package local
 
 import (
@@ -84,6 +86,7 @@ type Runner struct {
 	measurement [32]byte
 	nodeExe     *os.File // sealed memfd: the measured mse-node bytes
 	runc        string
+	rootless    *rootless // nil under root
 
 	mu    sync.Mutex
 	used  runner.Resources
@@ -139,19 +142,27 @@ func New(cfg Config) (*Runner, error) {
 	if err != nil {
 		return nil, fmt.Errorf("local runner: runc is needed to sandbox nodes and was not found (%v); install it (apt-get install runc) or pass --runc PATH", err)
 	}
+	var rl *rootless
 	if os.Geteuid() != 0 {
-		return nil, fmt.Errorf("local runner: sandboxes give each node its own UID and cgroup limits, which needs root; run mse-backend as root")
+		if rl, err = newRootless(runcPath, cfg.Logger); err != nil {
+			return nil, err
+		}
+		rl.logOnce(cfg.Logger)
 	}
 	exe, m, err := sealedCopy(cfg.NodeBinary)
 	if err != nil {
 		return nil, fmt.Errorf("local runner: read the node binary %s: %w (build it with `make build` or pass --node-binary)", cfg.NodeBinary, err)
 	}
-	return &Runner{cfg: cfg, log: cfg.Logger, measurement: m, nodeExe: exe, runc: runcPath, nodes: map[string]*node{}}, nil
+	return &Runner{cfg: cfg, log: cfg.Logger, measurement: m, nodeExe: exe, runc: runcPath, rootless: rl, nodes: map[string]*node{}}, nil
 }
 
 // runcCmd is a runc command on this runner's state directory.
 func (r *Runner) runcCmd(ctx context.Context, args ...string) *exec.Cmd {
-	return exec.CommandContext(ctx, r.runc, append([]string{"--root", filepath.Join(r.cfg.Dir, ".runc")}, args...)...)
+	global := []string{"--root", filepath.Join(r.cfg.Dir, ".runc")}
+	if r.rootless != nil {
+		global = append(global, "--rootless", "true")
+	}
+	return exec.CommandContext(ctx, r.runc, append(global, args...)...)
 }
 
 // allocUID picks the lowest free node UID; r.mu is held.
@@ -238,7 +249,9 @@ func runDir(appID, dir string) string {
 
 // serveQE starts the simulated quoting service of appID's node (already
 // reserved) on the socket run/qe.sock, owned by the node's UID so that only
-// that node can reach it, stating the runtime the node runs in.
+// that node can reach it, stating the runtime the node runs in. Rootless, the
+// node's host UID is the runner's: the socket is the runner's, 0600, and only
+// this node's mount namespace has this run directory.
 func (r *Runner) serveQE(appID, run string, uid int, runtimeDigest string) (string, error) {
 	rd, err := runtimes.DigestBytes(runtimeDigest)
 	if err != nil {
@@ -250,9 +263,11 @@ func (r *Runner) serveQE(appID, run string, uid int, runtimeDigest string) (stri
 	if err != nil {
 		return "", fmt.Errorf("local runner: quoting service socket: %w", err)
 	}
-	if err := os.Chown(sock, uid, uid); err != nil {
-		ln.Close()
-		return "", fmt.Errorf("local runner: quoting service socket: %w", err)
+	if r.rootless == nil {
+		if err := os.Chown(sock, uid, uid); err != nil {
+			ln.Close()
+			return "", fmt.Errorf("local runner: quoting service socket: %w", err)
+		}
 	}
 	_ = os.Chmod(sock, 0o600)
 	id := sim.Identity{Measurement: r.measurement, Signer: r.cfg.Signer, TCBStatus: r.cfg.TCBStatus, Debug: r.cfg.Debug}
@@ -301,8 +316,10 @@ func (r *Runner) Spawn(ctx context.Context, appID string, s runner.SpawnSpec) ([
 	if err := os.MkdirAll(run, 0o700); err != nil {
 		return nil, err
 	}
-	if err := os.Chown(run, uid, uid); err != nil {
-		return nil, err
+	if r.rootless == nil { // rootless, it is the runner's UID: the node's inside its user namespace
+		if err := os.Chown(run, uid, uid); err != nil {
+			return nil, err
+		}
 	}
 	specJSON, err := json.Marshal(s.App)
 	if err != nil {
@@ -324,8 +341,11 @@ func (r *Runner) Spawn(ctx context.Context, appID string, s runner.SpawnSpec) ([
 		"--tee", attest.TypeSim,
 		"--sim-socket", sandboxRunDir + "/qe.sock",
 	}
-	if err := writeBundle(dir, sandboxSpec{AppID: appID, Rootfs: rootfs, RunDir: run, UID: uid,
-		MemoryMiB: res.MemoryMiB, Cores: res.Cores, Args: args}); err != nil {
+	ss := sandboxSpec{AppID: appID, Rootfs: rootfs, RunDir: run, UID: uid, MemoryMiB: res.MemoryMiB, Cores: res.Cores, Args: args}
+	if r.rootless != nil {
+		r.rootless.apply(&ss)
+	}
+	if err := writeBundle(dir, ss); err != nil {
 		return nil, err
 	}
 	bundleFile, err := os.Open(s.BundlePath)
@@ -355,7 +375,11 @@ func (r *Runner) Spawn(ctx context.Context, appID string, s runner.SpawnSpec) ([
 	addr := "unix:" + filepath.Join(run, "node.sock")
 	h, _ := json.Marshal(handle{PID: cmd.Process.Pid, Addr: addr, Dir: dir, RunDir: run, UID: uid, Runtime: s.App.Runtime.Digest, Resources: res})
 	ok = true
-	r.log.Info("node spawned", "app_id", appID, "pid", cmd.Process.Pid, "uid", uid, "runtime", s.App.Runtime.Name, "addr", addr)
+	hostUID := uid
+	if r.rootless != nil {
+		hostUID = r.rootless.uid // uid is only the runner's bookkeeping then
+	}
+	r.log.Info("node spawned", "app_id", appID, "pid", cmd.Process.Pid, "uid", hostUID, "runtime", s.App.Runtime.Name, "addr", addr)
 	return h, nil
 }
 

@@ -7,7 +7,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -73,12 +75,77 @@ type sandboxSpec struct {
 	MemoryMiB int64
 	Cores     int
 	Args      []string // the node's arguments (after the program)
+	// Rootless: the runner is not root. The sandbox gets its own user
+	// namespace in which UID 0 maps to HostUID (GID 0 to HostGID), one ID;
+	// UID is then only the runner's bookkeeping;
+	// no cgroup limits unless Cgroups (a delegated cgroup v2 parent, the
+	// absolute cgroupsPath prefix) is set; RLIMIT_NOFILE is at most NoFile.
+	Rootless         bool
+	HostUID, HostGID int
+	Cgroups          string
+	NoFile           uint64
 }
 
 // ociConfig builds the OCI runtime configuration of a node's sandbox: its
 // own UID, no capabilities, no new privileges, its own mount, PID, network,
 // IPC and UTS namespaces, the runtime read-only, memory, CPU and PID limits.
+// Rootless, it adds a user namespace mapping the node's UID to the runner's
+// and leaves out the cgroup limits the runner cannot set (rootlessConfig).
 func ociConfig(s sandboxSpec) *specs.Spec {
+	c := rootConfig(s)
+	if s.Rootless {
+		rootlessConfig(c, s)
+	}
+	return c
+}
+
+// rootlessConfig adapts a sandbox's configuration to a runner without root
+// (runc --rootless; compare `runc spec --rootless`):
+//
+//   - a user namespace in which UID 0 (and GID 0) maps to the runner's own
+//     UID, one ID only (an unprivileged process may map only itself, and
+//     runc needs a root inside to set the sandbox up). The node runs as that
+//     UID 0, with no capabilities at all (every set empty, the bounding set
+//     too) and no_new_privs: it has no privilege over anything, its user
+//     namespace included; on the host it is the runner's UID;
+//   - no supplementary groups (setgroups is denied in such a namespace);
+//   - the tmpfs mounts without uid=/gid= options (their owner is the
+//     namespace's root, the node);
+//   - cgroup limits only in a delegated cgroup: runc cannot create or join
+//     others, and refuses limits it cannot apply;
+//   - RLIMIT_NOFILE no higher than the runner's own hard limit (raising it
+//     needs CAP_SYS_RESOURCE on the host).
+//
+// The other namespaces are owned by the new user namespace, so /proc, /sys
+// (the node's own network namespace) and devpts mount as under root.
+func rootlessConfig(c *specs.Spec, s sandboxSpec) {
+	c.Process.User = specs.User{UID: 0, GID: 0, AdditionalGids: []uint32{}}
+	c.Linux.Namespaces = append(c.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace})
+	c.Linux.UIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: uint32(s.HostUID), Size: 1}}
+	c.Linux.GIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: uint32(s.HostGID), Size: 1}}
+	for i := range c.Mounts {
+		if m := &c.Mounts[i]; m.Type == "tmpfs" {
+			m.Options = slices.DeleteFunc(slices.Clone(m.Options), func(o string) bool {
+				return strings.HasPrefix(o, "uid=") || strings.HasPrefix(o, "gid=")
+			})
+		}
+	}
+	if s.Cgroups == "" {
+		c.Linux.Resources = nil
+		c.Linux.CgroupsPath = ""
+	} else {
+		c.Linux.Resources.Devices = nil // the devices controller is v1-only; runc applies its defaults
+		c.Linux.CgroupsPath = s.Cgroups + "/mse-node-" + s.AppID
+	}
+	for i := range c.Process.Rlimits {
+		if rl := &c.Process.Rlimits[i]; rl.Type == "RLIMIT_NOFILE" && s.NoFile > 0 && rl.Hard > s.NoFile {
+			rl.Hard, rl.Soft = s.NoFile, s.NoFile
+		}
+	}
+}
+
+// rootConfig is the sandbox's configuration under root.
+func rootConfig(s sandboxSpec) *specs.Spec {
 	mem := s.MemoryMiB << 20
 	tmpfs := func(dst, size string, extra ...string) specs.Mount {
 		return specs.Mount{Destination: dst, Type: "tmpfs", Source: "tmpfs",
