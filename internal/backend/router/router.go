@@ -72,6 +72,7 @@ type conn struct {
 	backend net.Conn
 	routed  bool // past the ClientHello: Shutdown lets it drain
 	closed  bool
+	parked  *parked // the relay, when its directions park (relayParked)
 }
 
 func (c *conn) setBackend(b net.Conn) bool {
@@ -84,13 +85,20 @@ func (c *conn) setBackend(b net.Conn) bool {
 	return true
 }
 
+// close closes both sides. A relay with goroutines sees its reads fail; a parked relay is told (its
+// directions may have no goroutine to see anything), and its finish runs in a new goroutine, since the
+// caller may hold r.mu.
 func (c *conn) close() {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	c.closed = true
 	c.client.Close()
 	if c.backend != nil {
 		c.backend.Close()
+	}
+	p := c.parked
+	c.mu.Unlock()
+	if p != nil {
+		p.abort(true)
 	}
 }
 
@@ -347,7 +355,7 @@ func (r *Router) handle(c *conn) {
 	r.Metrics.incRouted()
 	log.Debug("router: routed", "sni", name, "remote", remote, "backend", addr)
 
-	relaying = r.relay(c.client, backend, hello, finish)
+	relaying = r.relay(c, hello, finish)
 }
 
 func classifyHelloError(err error) (reason string, alert byte) {
@@ -371,14 +379,14 @@ func classifyHelloError(err error) (reason string, alert byte) {
 // relay writes the buffered ClientHello to the backend, then copies both ways until both directions have
 // ended. EOF on one side is passed on as a half-close (CloseWrite) of the other; any error ends both.
 //
-// The two directions run in two new goroutines, and the handler's goroutine, whose stack grew while it
-// parsed the ClientHello and looked the name up, ends: an idle connection costs two small stacks. The last
-// direction to end calls finish. relay reports whether it started them (false: call finish yourself).
-func (r *Router) relay(client, backend net.Conn, hello []byte, finish func()) bool {
-	last := new(atomic.Int64) // unix nanos of the last byte moved, for IdleTimeout
-	last.Store(time.Now().UnixNano())
+// On Linux, with TCP or Unix sockets on both sides, a direction with nothing to read has no goroutine
+// (relayParked, park_linux.go): an idle connection costs no stack. Otherwise the two directions run in two
+// new goroutines, and the handler's goroutine, whose stack grew while it parsed the ClientHello and looked
+// the name up, ends: an idle connection costs two small stacks. Either way the last direction to end calls
+// finish. relay reports whether it started them (false: call finish yourself).
+func (r *Router) relay(c *conn, hello []byte, finish func()) bool {
+	client, backend := c.client, c.backend
 	idle := r.IdleTimeout
-
 	if idle > 0 {
 		backend.SetWriteDeadline(time.Now().Add(idle))
 	}
@@ -387,6 +395,12 @@ func (r *Router) relay(client, backend net.Conn, hello []byte, finish func()) bo
 	if err != nil {
 		return false
 	}
+	if r.relayParked(c, idle, finish) {
+		return true
+	}
+
+	last := new(atomic.Int64) // unix nanos of the last byte moved, for IdleTimeout
+	last.Store(time.Now().UnixNano())
 	left := new(atomic.Int32)
 	left.Store(2)
 	run := func(dst, src net.Conn, in bool) {
