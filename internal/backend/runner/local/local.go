@@ -358,9 +358,11 @@ func (r *Runner) Spawn(ctx context.Context, appID string, s runner.SpawnSpec) ([
 		return nil, err
 	}
 	defer logf.Close()
+	// Each container gets its own session keyring (runc's default): nodes
+	// share no kernel keyring with the backend or each other.
 	// Not CommandContext: the node outlives this request, and a backend
 	// crash; it is adopted again on restart.
-	cmd := r.runcCmd(context.Background(), "run", "--bundle", dir, "--preserve-fds", "2", "--no-new-keyring", appID)
+	cmd := r.runcCmd(context.Background(), "run", "--bundle", dir, "--preserve-fds", "2", appID)
 	cmd.Dir = dir
 	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 	cmd.Stdout = logf

@@ -73,7 +73,7 @@ func BenchmarkSandboxStart(b *testing.B) {
 				Args: []string{"--no-such-flag"}}); err != nil {
 				b.Fatal(err)
 			}
-			cmd := exec.Command(runc, "--root", filepath.Join(dir, ".runc"), "run", "--bundle", dir, "--preserve-fds", "2", "--no-new-keyring", id)
+			cmd := exec.Command(runc, "--root", filepath.Join(dir, ".runc"), "run", "--bundle", dir, "--preserve-fds", "2", id)
 			cmd.ExtraFiles = []*os.File{bundleFile, exe}
 			out, err := cmd.CombinedOutput()
 			if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 {
