@@ -22,7 +22,7 @@ func waitStatus(ctx context.Context, u *ui, c *client.Client, id, label string, 
 	start := time.Now()
 	spin := u.spinner(label, id)
 	defer spin.stop()
-	delay := 50 * time.Millisecond
+	delay := 20 * time.Millisecond
 	var lastErr error
 	for {
 		a, err := c.App(ctx, id)
@@ -36,7 +36,14 @@ func waitStatus(ctx context.Context, u *ui, c *client.Client, id, label string, 
 			if a.Status == "on_error" || a.Status == "stopped" {
 				return a, fmt.Errorf("app %s is %s: %s", id, a.Status, sanitize(a.Error))
 			}
-			delay = min(delay, 250*time.Millisecond)
+			// Answered: poll fast while a start is quick (most are), then
+			// more slowly for long ones (a model to load).
+			delay = 20 * time.Millisecond
+			if el := time.Since(start); el > 10*time.Second {
+				delay = 250 * time.Millisecond
+			} else if el > 2*time.Second {
+				delay = 100 * time.Millisecond
+			}
 		} else {
 			var ae *client.APIError
 			if errors.As(err, &ae) && ae.Status >= 400 && ae.Status < 500 && ae.Status != 429 {
