@@ -187,9 +187,13 @@ context) it checks the app id, code digest and config digest as well.`,
 			}
 			v := id.Verified
 			u.step("%s runs in a verified enclave", domain)
-			fmt.Fprintf(u.out, "  TEE:           %s%s\n  measurement:   %s\n  signer:        %s\n  TCB status:    %s\n  app id:        %s\n  code digest:   %s\n  config digest: %s\n  certificate:   sha256 %s\n",
+			rt := res.Runtime
+			if rt == "" {
+				rt = "(none claimed)"
+			}
+			fmt.Fprintf(u.out, "  TEE:           %s%s\n  measurement:   %s\n  signer:        %s\n  TCB status:    %s\n  app id:        %s\n  code digest:   %s\n  config digest: %s\n  runtime:       %s\n  certificate:   sha256 %s\n",
 				v.Type, map[bool]string{true: " (SIMULATED)", false: ""}[v.Simulated], hex.EncodeToString(v.Measurement), hex.EncodeToString(v.Signer), v.TCBStatus,
-				id.Claims.AppID, hex.EncodeToString(id.Claims.CodeDigest), hex.EncodeToString(id.Claims.ConfigDigest), id.Fingerprint)
+				sanitize(id.Claims.AppID), hex.EncodeToString(id.Claims.CodeDigest), hex.EncodeToString(id.Claims.ConfigDigest), rt, id.Fingerprint)
 			if fingerprint == "" && ctxFile == "" {
 				u.warn("no --fingerprint or --context given: the enclave is genuine and runs a trusted runtime, but nothing ties it to a particular owner's code")
 			}
@@ -217,6 +221,9 @@ type VerifyResult struct {
 	AppID        string `json:"app_id"`
 	CodeDigest   string `json:"code_digest"`
 	ConfigDigest string `json:"config_digest"`
+	// Runtime is the runtime image the node claims (the evidence attests
+	// it for sim, the measurement covers it for SGX).
+	Runtime      string `json:"runtime_digest,omitempty"`
 	Fingerprint  string `json:"certificate_sha256"`
 	BoundToOwner bool   `json:"bound_to_owner"`
 }
@@ -226,7 +233,14 @@ func verifyResult(id *ratls.Identity, e ratls.Expect) VerifyResult {
 	return VerifyResult{Verified: true, TEE: v.Type, Simulated: v.Simulated, Measurement: hex.EncodeToString(v.Measurement),
 		Signer: hex.EncodeToString(v.Signer), TCBStatus: v.TCBStatus, Debug: v.Debug, AppID: id.Claims.AppID,
 		CodeDigest: hex.EncodeToString(id.Claims.CodeDigest), ConfigDigest: hex.EncodeToString(id.Claims.ConfigDigest),
-		Fingerprint: id.Fingerprint, BoundToOwner: e.AppID != ""}
+		Runtime: runtimeDigestString(id.Claims.RuntimeDigest), Fingerprint: id.Fingerprint, BoundToOwner: e.AppID != ""}
+}
+
+func runtimeDigestString(d []byte) string {
+	if len(d) == 0 {
+		return ""
+	}
+	return "sha256:" + hex.EncodeToString(d)
 }
 
 func statusCmd() *cobra.Command {

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -55,15 +56,24 @@ runtime it runs in, and deploy refuses any other.`,
 	return cmd
 }
 
-// packageSummary names the packages that tell runtimes apart (python3-*).
+// frameworks are the packages that tell runtimes apart, shown first.
+var frameworks = []string{"python3-flask", "python3-fastapi", "python3-django", "python3-gunicorn", "python3-uvicorn",
+	"python3-pandas", "python3-numpy", "python3-sklearn", "python3-requests"}
+
+// packageSummary names the packages that tell runtimes apart (python3-*),
+// frameworks and servers first.
 func packageSummary(pkgs []string) string {
-	var out []string
+	var first, rest []string
 	for _, p := range pkgs {
 		name, _, _ := strings.Cut(p, "=")
-		if strings.HasPrefix(name, "python3-") && !strings.HasPrefix(name, "python3-pkg") && !strings.HasPrefix(name, "python3-minimal") {
-			out = append(out, p)
+		switch {
+		case slices.Contains(frameworks, name):
+			first = append(first, p)
+		case strings.HasPrefix(name, "python3-") && !strings.HasPrefix(name, "python3-pkg") && !strings.HasPrefix(name, "python3-minimal"):
+			rest = append(rest, p)
 		}
 	}
+	out := append(first, rest...)
 	if len(out) > 6 {
 		out = append(out[:6], fmt.Sprintf("(+%d)", len(out)-6))
 	}
