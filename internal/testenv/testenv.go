@@ -96,6 +96,8 @@ type Options struct {
 	NoCatalog bool
 	// RuntimeDir is the runtime image store (default: the shared RuntimeDir).
 	RuntimeDir string
+	// WarmPool is backend.Config.WarmPool (default 1; negative: no pool).
+	WarmPool int
 }
 
 // Backend is a running backend.
@@ -153,7 +155,7 @@ func Start(t testing.TB, o Options) *Backend {
 		b.done <- backend.Run(ctx, backend.Config{
 			APITLSCert: o.APITLSCert, APITLSKey: o.APITLSKey,
 			DataDir: o.DataDir, DB: o.DB, APIListener: apiLn, RouterListener: routerLn, PublicRouterAddr: o.PublicRouterAddr,
-			NodeBinary: o.NodeBinary, RuntimeDir: o.RuntimeDir, Capacity: o.Capacity,
+			NodeBinary: o.NodeBinary, RuntimeDir: o.RuntimeDir, Capacity: o.Capacity, WarmPool: o.WarmPool,
 			// Every test client is 127.0.0.1: the per-client cap would count
 			// them as one (netlimit's own tests check the cap).
 			MaxConnsPerClient: 4096, MaxLifetime: o.MaxLifetime, MaxBundleSize: o.MaxBundleSize,
