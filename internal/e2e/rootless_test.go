@@ -378,7 +378,7 @@ func readyAddrs(t *testing.T, out io.Reader) (api, router string) {
 // files, sockets and process, the backend's data, process and ports.
 func rootlessTargets(t *testing.T, dataDir, appID string, nodePID, backendPID int, api, router string) map[string]any {
 	t.Helper()
-	nodeDir := filepath.Join(dataDir, "nodes", appID)
+	nodeDir := testenv.NodeDir(dataDir, appID)
 	keys, _ := filepath.Glob(filepath.Join(dataDir, "sim", "*"))
 	if len(keys) == 0 {
 		t.Fatal("no simulated platform files to probe")
