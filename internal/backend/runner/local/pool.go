@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -46,10 +47,16 @@ type pool struct {
 	filling map[poolKey]int
 	uids    map[int]bool // of idle and filling sandboxes
 	closed  bool
+	// ctx ends with Close; fills counts the sandboxes being made (Close
+	// waits for them: none is left running behind a closed runner).
+	ctx    context.Context
+	cancel context.CancelFunc
+	fills  sync.WaitGroup
 }
 
 func newPool() pool {
-	return pool{idle: map[poolKey][]*sandbox{}, filling: map[poolKey]int{}, uids: map[int]bool{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	return pool{idle: map[poolKey][]*sandbox{}, filling: map[poolKey]int{}, uids: map[int]bool{}, ctx: ctx, cancel: cancel}
 }
 
 var errNoIdle = errors.New("no idle sandbox")
@@ -149,6 +156,7 @@ func (r *Runner) refill(key poolKey, run string) {
 		return
 	}
 	r.pool.filling[key]++
+	r.pool.fills.Add(1)
 	uid, err := r.allocUID()
 	if err == nil {
 		r.pool.uids[uid] = true
@@ -167,15 +175,21 @@ func (r *Runner) refill(key poolKey, run string) {
 		if sb != nil && closed {
 			r.destroy(sb)
 		}
+		r.pool.fills.Done()
 	}
 	if err != nil {
 		done(nil)
 		return
 	}
 	go func() {
-		waitSettled(run, 5*time.Second)
-		sb, err := r.warmSandbox(key, uid)
-		if err != nil {
+		ctx := r.pool.ctx
+		waitSettled(ctx, run, 5*time.Second)
+		if ctx.Err() != nil {
+			done(nil)
+			return
+		}
+		sb, err := r.warmSandbox(ctx, key, uid)
+		if err != nil && ctx.Err() == nil {
 			r.log.Warn("no pooled sandbox: the next app of this runtime and hardware starts cold", "runtime", key.runtime, "hardware", key.hardware, "err", err)
 		}
 		done(sb)
@@ -184,8 +198,8 @@ func (r *Runner) refill(key poolKey, run string) {
 
 // warmSandbox starts one standby sandbox of key and waits until it listens
 // for its assignment.
-func (r *Runner) warmSandbox(key poolKey, uid int) (*sandbox, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+func (r *Runner) warmSandbox(ctx context.Context, key poolKey, uid int) (*sandbox, error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	rootfs, err := r.cfg.Runtimes.Rootfs(ctx, key.runtime)
 	if err != nil {
@@ -205,7 +219,7 @@ func (r *Runner) warmSandbox(key poolKey, uid int) (*sandbox, error) {
 			r.log.Info("pooled sandbox ready", "container", cid, "pid", sb.pid, "runtime", key.runtime, "hardware", key.hardware)
 			return sb, nil
 		}
-		if !alive(sb.pid, cid) || time.Now().After(deadline) {
+		if !alive(sb.pid, cid) || time.Now().After(deadline) || ctx.Err() != nil {
 			last := lastLogLine(filepath.Join(dir, "node.log"))
 			r.destroy(sb)
 			return nil, fmt.Errorf("standby node %s did not come up%s", cid, last)
@@ -216,9 +230,9 @@ func (r *Runner) warmSandbox(key poolKey, uid int) (*sandbox, error) {
 
 // waitSettled waits until the node whose run directory is run has started
 // its app or ended, for at most max.
-func waitSettled(run string, max time.Duration) {
+func waitSettled(ctx context.Context, run string, max time.Duration) {
 	deadline := time.Now().Add(max)
-	for time.Now().Before(deadline) {
+	for time.Now().Before(deadline) && ctx.Err() == nil {
 		var st nodeapi.Status
 		if b, err := os.ReadFile(filepath.Join(run, "status.json")); err == nil && json.Unmarshal(b, &st) == nil {
 			switch st.State {
@@ -245,10 +259,14 @@ func (r *Runner) destroy(sb *sandbox) {
 	_ = os.RemoveAll(sb.dir)
 }
 
-// closePool ends the idle sandboxes; those being made end when ready.
+// closePool ends the idle sandboxes, and those being made.
 func (r *Runner) closePool() {
 	r.mu.Lock()
 	r.pool.closed = true
+	r.pool.cancel()
+	r.mu.Unlock()
+	r.pool.fills.Wait()
+	r.mu.Lock()
 	var all []*sandbox
 	for k, list := range r.pool.idle {
 		all = append(all, list...)
