@@ -6,6 +6,7 @@
 package apphost
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -25,16 +26,19 @@ var SearchPath = []string{"/usr/local/bin", "/usr/bin", "/bin"}
 // server of the runtime: gunicorn for WSGI apps, uvicorn for ASGI apps, the
 // kind detected from the app object when the runtime offers both ("any").
 // Without gunicorn, a WSGI app falls back to the standard library's wsgiref
-// (said on stderr). argv: module:variable kind.
+// (said on stderr). argv: module:variable kind. With MSE_HOST_WAIT=1 it
+// pre-imports the servers and frameworks, then waits for a line on stdin:
+// "start" goes on with argv's app, and "start {JSON}" with the JSON's "app"
+// (module:variable), "kind" and "app_id" (MSE_APP_ID) instead: a standby
+// node starts the host before it knows its app (StartLine).
 const PythonHost = `
-import importlib, inspect, os, sys
+import importlib, inspect, json, os, sys
 
 def die(msg):
     sys.stderr.write("mse: " + msg + "\n")
     sys.exit(3)
 
-spec, kind = sys.argv[1], sys.argv[2]
-module_name, _, var = spec.partition(":")
+spec, kind = (sys.argv[1], sys.argv[2]) if len(sys.argv) > 2 else ("", "")
 
 if os.environ.get("MSE_HOST_WAIT") == "1":
     # Warm start: the interpreter and the runtime's own libraries load while
@@ -45,8 +49,17 @@ if os.environ.get("MSE_HOST_WAIT") == "1":
             importlib.import_module(m)
         except Exception:
             pass
-    if sys.stdin.readline().strip() != "start":
+    line = sys.stdin.readline().strip()
+    if line.startswith("start {"):
+        given = json.loads(line[len("start "):])
+        spec, kind = given["app"], given["kind"]
+        os.environ["MSE_APP_ID"] = given["app_id"]
+    elif line != "start":
         sys.exit(0)
+
+if not spec:
+    die("no python_application given to the app host")
+module_name, _, var = spec.partition(":")
 
 code = os.environ["MODULE_PATH"]
 os.chdir(code)
@@ -106,6 +119,17 @@ class Handler(WSGIRequestHandler):
         sys.stderr.write("app: %s %s\n" % (self.command, format % args))
 make_server("127.0.0.1", port, app, server_class=Server, handler_class=Handler).serve_forever()
 `
+
+// StartLine is what releases a waiting host (MSE_HOST_WAIT=1) for the app
+// module:variable of that kind, with that app id.
+func StartLine(app, kind, appID string) string {
+	b, _ := json.Marshal(struct {
+		App   string `json:"app"`
+		Kind  string `json:"kind"`
+		AppID string `json:"app_id"`
+	}{app, kind, appID})
+	return "start " + string(b) + "\n"
+}
 
 // Env is the app's environment, as MSE gave it.
 type Env struct {

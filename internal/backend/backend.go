@@ -67,6 +67,10 @@ type Config struct {
 	RuntimeCatalog string
 	// Runc is the runc executable that sandboxes nodes (default: in PATH).
 	Runc string
+	// WarmPool is how many idle pre-warmed sandboxes the runner keeps per
+	// runtime and hardware entry (docs/runtimes.md "Warm pool"): default 1,
+	// negative for none (every node starts cold).
+	WarmPool int
 	// MaxStartTimeout caps apps' start timeouts (default 30 minutes).
 	MaxStartTimeout time.Duration
 	Capacity        runner.Resources
@@ -178,6 +182,7 @@ func Run(ctx context.Context, cfg Config) error {
 	run, err := local.New(local.Config{
 		Dir: filepath.Join(cfg.DataDir, "nodes"), NodeBinary: cfg.NodeBinary, Platform: platform, Runtimes: images, Runc: cfg.Runc,
 		Capacity: cfg.Capacity, TCBStatus: cfg.SimTCBStatus, Debug: cfg.SimDebug, Logger: log.With("component", "runner"),
+		Pool: warmPool(cfg.WarmPool),
 	})
 	if err != nil {
 		return err
@@ -335,4 +340,15 @@ func machineMemoryMiB() int64 {
 		}
 	}
 	return 8192
+}
+
+// warmPool is the runner's pool size for Config.WarmPool.
+func warmPool(n int) int {
+	switch {
+	case n == 0:
+		return 1
+	case n < 0:
+		return 0
+	}
+	return n
 }

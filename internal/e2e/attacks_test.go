@@ -45,7 +45,7 @@ func assertNeverStarted(t *testing.T, b *testenv.Backend, appID string) {
 	if a.Status != "stopped" {
 		t.Fatalf("app %s is %s after a refused deploy; the CLI should have stopped it", appID, a.Status)
 	}
-	logb, err := os.ReadFile(filepath.Join(b.DataDir, "nodes", appID, "node.log"))
+	logb, err := os.ReadFile(filepath.Join(b.NodeDir(appID), "node.log"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -350,7 +350,7 @@ func TestRestartAndNodeCrash(t *testing.T) {
 	mustRun(t, "cloud", "verify", d.Domain, "--addr", b2.RouterAddr, "--fingerprint", d.Fingerprint, "--policy", policy)
 
 	// Kill the node: the app goes on_error with a reason.
-	pid, err := os.ReadFile(filepath.Join(dir, "nodes", d.AppID, "node.pid"))
+	pid, err := os.ReadFile(filepath.Join(testenv.NodeDir(dir, d.AppID), "node.pid"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,10 +13,17 @@ import (
 // end (package, encrypt, upload, spawn, verify, fresh evidence, key, start,
 // first page through the router), in simulation, and reports the p50 and
 // p90 over b.N deploys. Each deployed app is stopped outside the timing.
+// pool: the backend's default, a warm pool of one sandbox per runtime and
+// hardware (the first deploy of each run is cold); cold: no pool.
 //
-//	go test ./internal/e2e -run '^$' -bench Deploy -benchtime 20x
+//	go test ./internal/e2e -run '^$' -bench 'Deploy$' -benchtime 30x
 func BenchmarkDeploy(b *testing.B) {
-	be := testenv.Start(b, testenv.Options{})
+	b.Run("pool", func(b *testing.B) { benchDeploy(b, 0) })
+	b.Run("cold", func(b *testing.B) { benchDeploy(b, -1) })
+}
+
+func benchDeploy(b *testing.B, pool int) {
+	be := testenv.Start(b, testenv.Options{WarmPool: pool})
 	login(b, be, be.AdminToken)
 	policy := be.PolicyFile(b, "")
 	toml := helloApp(b, "bench", "")

@@ -304,7 +304,7 @@ func TestScenario1(t *testing.T) {
 		t.Fatal("a stopped app is still routed")
 	}
 	// The decrypted code and secrets are gone from the node's directory.
-	if _, err := os.Stat(filepath.Join(b.DataDir, "nodes", d.AppID, "work")); !os.IsNotExist(err) {
+	if _, err := os.Stat(filepath.Join(b.NodeDir(d.AppID), "work")); !os.IsNotExist(err) {
 		t.Fatalf("node work dir still exists after stop: %v", err)
 	}
 }

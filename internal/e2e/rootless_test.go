@@ -267,8 +267,9 @@ func TestRootless(t *testing.T) {
 			PID    int    `json:"pid"`
 			Status string `json:"status"`
 		}
-		if b := runcAs(cred, dataDir, "state", d.AppID); json.Unmarshal(b, &st) != nil || st.PID <= 0 || st.Status != "running" {
-			t.Fatalf("runc state %s (as %s): %s", d.AppID, rootlessUser, b)
+		cid := filepath.Base(testenv.NodeDir(dataDir, d.AppID)) // the app id, or pool-… from the warm pool
+		if b := runcAs(cred, dataDir, "state", cid); json.Unmarshal(b, &st) != nil || st.PID <= 0 || st.Status != "running" {
+			t.Fatalf("runc state %s of app %s (as %s): %s", cid, d.AppID, rootlessUser, b)
 		}
 		// On the host: the backend's UID and GID, all four of each, and no
 		// capability in any set.
@@ -378,7 +379,7 @@ func readyAddrs(t *testing.T, out io.Reader) (api, router string) {
 // files, sockets and process, the backend's data, process and ports.
 func rootlessTargets(t *testing.T, dataDir, appID string, nodePID, backendPID int, api, router string) map[string]any {
 	t.Helper()
-	nodeDir := filepath.Join(dataDir, "nodes", appID)
+	nodeDir := testenv.NodeDir(dataDir, appID)
 	keys, _ := filepath.Glob(filepath.Join(dataDir, "sim", "*"))
 	if len(keys) == 0 {
 		t.Fatal("no simulated platform files to probe")

@@ -94,7 +94,7 @@ func probe(t *testing.T, routerAddr string, d *deployed) probeResult {
 // containerPID is the host PID of a node's sandboxed init (the node).
 func containerPID(t *testing.T, b *testenv.Backend, appID string) int {
 	t.Helper()
-	out, err := exec.Command("runc", "--root", filepath.Join(b.DataDir, "nodes", ".runc"), "state", appID).Output()
+	out, err := exec.Command("runc", "--root", filepath.Join(b.DataDir, "nodes", ".runc"), "state", filepath.Base(b.NodeDir(appID))).Output()
 	if err != nil {
 		t.Fatalf("runc state %s: %v", appID, err)
 	}
@@ -130,7 +130,7 @@ func TestSandboxIsolation(t *testing.T) {
 	a := mustDeploy(t, "--path", probeApp(t, "alice", map[string]any{}), "--policy", b.PolicyFile(t, ""))
 	ra := probe(t, b.RouterAddr, a)
 
-	aliceDir := filepath.Join(b.DataDir, "nodes", a.AppID)
+	aliceDir := b.NodeDir(a.AppID)
 	keys, _ := filepath.Glob(filepath.Join(b.DataDir, "sim", "*"))
 	if len(keys) == 0 {
 		t.Fatal("no simulated platform files to probe")

@@ -32,20 +32,64 @@ type runningApp struct {
 // codeDir is where stage 2 unpacks the app's code.
 func (n *Node) codeDir() string { return filepath.Join(n.cfg.WorkDir, "code") }
 
-// appPaths are where the app's secrets, HOME and host script live.
-func (n *Node) appPaths() (secrets, sealed, home, host string) {
+// appPaths are where the app's secrets live.
+func (n *Node) appPaths() (secrets, sealed string) {
 	w := n.cfg.WorkDir
-	return filepath.Join(w, "secrets.json"), filepath.Join(w, "sealed_secrets.json"), filepath.Join(w, "home"), filepath.Join(w, "mse_host.py")
+	return filepath.Join(w, "secrets.json"), filepath.Join(w, "sealed_secrets.json")
 }
 
 // startApp starts the app's process. With warm (python_application only),
 // it starts the Python host before any code exists: the interpreter and the
 // runtime's libraries load while the node waits for the owner's key, and
-// the host goes on only when release writes "start" on its stdin.
+// the host goes on only when release writes its start line on its stdin.
 func (n *Node) startApp(warm bool) (*runningApp, error) {
 	cfg := n.cfg
-	codeDir := n.codeDir()
-	secretsPath, sealedPath, home, host := n.appPaths()
+	var a *runningApp
+	var err error
+	if cfg.Spec.PythonApplication != "" {
+		a, err = startPythonHost(cfg.Python, cfg.WorkDir, cfg.Spec.AppID, warm, []string{cfg.Spec.PythonApplication, cfg.Spec.Runtime.Kind})
+	} else {
+		argv := cfg.Spec.Entrypoint
+		prog, perr := apphost.ResolveProgram(argv[0], n.codeDir(), "/")
+		if perr != nil {
+			return nil, fmt.Errorf("node: %w", perr)
+		}
+		a, err = startProcess(cfg.WorkDir, cfg.Spec.AppID, false, prog, argv[1:]...)
+	}
+	if err != nil {
+		return nil, err
+	}
+	a.n = n
+	if warm {
+		n.log.Info("app host started, waiting for the code", "pid", a.cmd.Process.Pid, "port", a.port)
+	} else {
+		n.log.Info("app started", "pid", a.cmd.Process.Pid, "port", a.port)
+	}
+	return a, nil
+}
+
+// startPythonHost starts the runtime's interpreter on the app host in
+// workDir; with wait it waits for its start line (args may then be empty:
+// the start line names the app).
+func startPythonHost(python, workDir, appID string, wait bool, args []string) (*runningApp, error) {
+	host := filepath.Join(workDir, "mse_host.py")
+	if err := os.MkdirAll(workDir, 0o700); err != nil {
+		return nil, fmt.Errorf("node: work directory: %w", err)
+	}
+	if err := os.WriteFile(host, []byte(apphost.PythonHost), 0o500); err != nil {
+		return nil, fmt.Errorf("node: write the app host: %w", err)
+	}
+	return startProcess(workDir, appID, wait, python, append([]string{host}, args...)...)
+}
+
+// startProcess starts prog in its own process group with the app's
+// environment (paths under workDir, a free loopback port). The Python host
+// runs in workDir (it moves to the code directory itself), other programs
+// in the code directory.
+func startProcess(workDir, appID string, wait bool, prog string, args ...string) (*runningApp, error) {
+	codeDir := filepath.Join(workDir, "code")
+	w := workDir
+	secretsPath, sealedPath, home := filepath.Join(w, "secrets.json"), filepath.Join(w, "sealed_secrets.json"), filepath.Join(w, "home")
 	if err := os.MkdirAll(home, 0o700); err != nil {
 		return nil, fmt.Errorf("node: HOME: %w", err)
 	}
@@ -53,28 +97,17 @@ func (n *Node) startApp(warm bool) (*runningApp, error) {
 	if err != nil {
 		return nil, err
 	}
-	var cmd *exec.Cmd
-	if cfg.Spec.PythonApplication != "" {
-		if err := os.WriteFile(host, []byte(apphost.PythonHost), 0o500); err != nil {
-			return nil, fmt.Errorf("node: write the app host: %w", err)
-		}
-		cmd = exec.Command(cfg.Python, host, cfg.Spec.PythonApplication, cfg.Spec.Runtime.Kind)
-		cmd.Dir = cfg.WorkDir // the host moves to the code directory itself
-	} else {
-		argv := cfg.Spec.Entrypoint
-		prog, err := apphost.ResolveProgram(argv[0], codeDir, "/")
-		if err != nil {
-			return nil, fmt.Errorf("node: %w", err)
-		}
-		cmd = exec.Command(prog, argv[1:]...)
-		cmd.Dir = codeDir
+	cmd := exec.Command(prog, args...)
+	cmd.Dir = codeDir
+	if len(args) > 0 && args[0] == filepath.Join(workDir, "mse_host.py") {
+		cmd.Dir = workDir
 	}
 	// MSE's environment: PORT, HOME (writable), SECRETS_PATH,
 	// SEALED_SECRETS_PATH, MODULE_PATH. PATH names the runtime's directories.
-	cmd.Env = apphost.Env{Port: port, Home: home, Tmp: cfg.WorkDir, Secrets: secretsPath, SealedSecrets: sealedPath,
-		Code: codeDir, AppID: cfg.Spec.AppID}.List()
-	a := &runningApp{n: n, cmd: cmd, port: port, exited: make(chan struct{})}
-	if warm {
+	cmd.Env = apphost.Env{Port: port, Home: home, Tmp: workDir, Secrets: secretsPath, SealedSecrets: sealedPath,
+		Code: codeDir, AppID: appID}.List()
+	a := &runningApp{cmd: cmd, port: port, exited: make(chan struct{})}
+	if wait {
 		cmd.Env = append(cmd.Env, "MSE_HOST_WAIT=1")
 		if a.stdin, err = cmd.StdinPipe(); err != nil {
 			return nil, err
@@ -87,11 +120,6 @@ func (n *Node) startApp(warm bool) (*runningApp, error) {
 		return nil, fmt.Errorf("node: start the app (%s): %w", cmd.Path, err)
 	}
 	go func() { a.waitErr = cmd.Wait(); close(a.exited) }()
-	if warm {
-		n.log.Info("app host started, waiting for the code", "pid", cmd.Process.Pid, "port", port)
-	} else {
-		n.log.Info("app started", "pid", cmd.Process.Pid, "port", port)
-	}
 	return a, nil
 }
 
@@ -100,7 +128,8 @@ func (a *runningApp) release() error {
 	if a.stdin == nil {
 		return nil
 	}
-	_, err := io.WriteString(a.stdin, "start\n")
+	sp := a.n.cfg.Spec
+	_, err := io.WriteString(a.stdin, apphost.StartLine(sp.PythonApplication, sp.Runtime.Kind, sp.AppID))
 	a.stdin.Close()
 	a.stdin = nil
 	return err
@@ -126,7 +155,7 @@ func (n *Node) launch(ctx context.Context, in *intake, warm *runningApp) (_ *run
 			warm.stop() // once: a no-op when the health loop stopped it already
 		}
 	}()
-	secretsPath, sealedPath, _, _ := n.appPaths()
+	secretsPath, sealedPath := n.appPaths()
 	secrets := in.appSecrets
 	if len(secrets) == 0 {
 		secrets = []byte("{}")

@@ -82,6 +82,8 @@ def app(environ, start_response):
         "host": environ.get("HTTP_HOST"),
         "xff": environ.get("HTTP_X_FORWARDED_FOR"),
         "cwd": os.getcwd(),
+        "MSE_APP_ID": os.environ.get("MSE_APP_ID"),
+        "pids": "%d %d" % (os.getpid(), os.getppid()),
     }).encode()
     start_response("200 OK", [("Content-Type", "application/json")])
     return [body]

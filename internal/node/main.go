@@ -35,6 +35,8 @@ func Main(ctx context.Context, args []string, stderr io.Writer) int {
 		simSocket  = fs.String("sim-socket", "", "unix socket of the simulated quoting service (tee sim)")
 		attDir     = fs.String("attestation-dir", "/dev/attestation", "Gramine's attestation interface (tee sgx)")
 		tsmDir     = fs.String("tsm-dir", tsm.DefaultRoot, "configfs-tsm directory (tee tdx, sev-snp)")
+		standby    = fs.Bool("standby", false, "start the Python app host, then wait for the app id and the bundle on --assign-socket (a pooled sandbox); the spec is read after the assignment")
+		assignSock = fs.String("assign-socket", "", "unix socket a standby node waits on for its assignment")
 	)
 	// Nothing here changes what the node checks or runs: the app, its
 	// runtime, its start timeout and its TLS mode come from the spec, which the
@@ -48,6 +50,30 @@ func Main(ctx context.Context, args []string, stderr io.Writer) int {
 	fail := func(err error) int {
 		log.Error("node failed", "err", err)
 		return 1
+	}
+	var warm *WarmHost
+	var assigned *os.File
+	if *standby {
+		if *appID != "" || *bundlePath != "" || *bundleFD >= 0 || *assignSock == "" {
+			return fail(errors.New("--standby takes the app id and the bundle from its assignment: pass --assign-socket, not --app-id, --bundle or --bundle-fd"))
+		}
+		var err error
+		if warm, err = StartWarmHost("", *workDir); err != nil {
+			log.Warn("standby: no warm app host: a Python app will start cold", "err", err)
+		}
+		defer warm.Stop()
+		logStandby(log, "waiting for an app", "socket", *assignSock)
+		id, f, err := WaitAssignment(ctx, *assignSock)
+		if err != nil {
+			if ctx.Err() != nil {
+				log.Info("node stopped before an app was assigned")
+				return 0
+			}
+			return fail(err)
+		}
+		logStandby(log, "assigned", "app_id", id)
+		*appID, assigned = id, f
+		defer assigned.Close()
 	}
 	b, err := os.ReadFile(*specPath)
 	if err != nil {
@@ -76,7 +102,7 @@ func Main(ctx context.Context, args []string, stderr io.Writer) int {
 	default:
 		return fail(fmt.Errorf("unknown TEE type %q (sim, sgx, tdx, sev-snp)", *tee))
 	}
-	var bundleFile *os.File
+	bundleFile := assigned
 	if *bundleFD >= 0 {
 		if *bundlePath != "" {
 			return fail(errors.New("pass --bundle or --bundle-fd, not both"))
@@ -90,7 +116,7 @@ func Main(ctx context.Context, args []string, stderr io.Writer) int {
 	}
 	err = Run(ctx, Config{
 		Spec: spec, BundlePath: *bundlePath, Bundle: bundleFile, Listen: *listen, WorkDir: *workDir,
-		StatusFile: *statusFile, Issuer: issuer, Logger: log,
+		StatusFile: *statusFile, Issuer: issuer, Logger: log, Warm: warm,
 	})
 	switch {
 	case err == nil:

@@ -66,6 +66,10 @@ type Config struct {
 	// Python is the interpreter for python_application (default
 	// DefaultPython, the runtime's). Tests outside a sandbox set it.
 	Python string
+	// Warm is a Python host a standby node started before it knew its app
+	// (StartWarmHost); Run uses it instead of starting one, or ends it when
+	// the app is an entrypoint.
+	Warm *WarmHost
 	// HealthTimeout bounds the app's start (default: the spec's start
 	// timeout); HealthInterval is the period of health checks once running
 	// (default 10s).
@@ -197,6 +201,12 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	// owner verifies them. No app code exists yet.
 	var warm *runningApp
 	if cfg.Spec.PythonApplication != "" {
+		warm = cfg.Warm.take(n)
+	}
+	cfg.Warm.Stop() // an entrypoint app, or a host that died: not used
+	if warm != nil {
+		n.log.Info("app host already warm, waiting for the code", "pid", warm.cmd.Process.Pid, "port", warm.port)
+	} else if cfg.Spec.PythonApplication != "" {
 		if warm, err = n.startApp(true); err != nil {
 			n.log.Warn("no warm start: the app will start cold", "err", err)
 			warm = nil

@@ -4,6 +4,7 @@
 package testenv
 
 import (
+	"bytes"
 	"context"
 	"encoding/hex"
 	"fmt"
@@ -96,6 +97,8 @@ type Options struct {
 	NoCatalog bool
 	// RuntimeDir is the runtime image store (default: the shared RuntimeDir).
 	RuntimeDir string
+	// WarmPool is backend.Config.WarmPool (default 1; negative: no pool).
+	WarmPool int
 }
 
 // Backend is a running backend.
@@ -153,7 +156,7 @@ func Start(t testing.TB, o Options) *Backend {
 		b.done <- backend.Run(ctx, backend.Config{
 			APITLSCert: o.APITLSCert, APITLSKey: o.APITLSKey,
 			DataDir: o.DataDir, DB: o.DB, APIListener: apiLn, RouterListener: routerLn, PublicRouterAddr: o.PublicRouterAddr,
-			NodeBinary: o.NodeBinary, RuntimeDir: o.RuntimeDir, Capacity: o.Capacity,
+			NodeBinary: o.NodeBinary, RuntimeDir: o.RuntimeDir, Capacity: o.Capacity, WarmPool: o.WarmPool,
 			// Every test client is 127.0.0.1: the per-client cap would count
 			// them as one (netlimit's own tests check the cap).
 			MaxConnsPerClient: 4096, MaxLifetime: o.MaxLifetime, MaxBundleSize: o.MaxBundleSize,
@@ -262,3 +265,23 @@ func (b *Backend) Offer(t testing.TB, e runtimes.Entry) {
 	t.Helper()
 	WriteCatalog(t, filepath.Join(b.DataDir, "runtimes.json"), []runtimes.Entry{e})
 }
+
+// NodeDir is the host directory of appID's node under dataDir: nodes/APP_ID
+// for a node spawned cold, nodes/pool-… for one the warm pool served (its
+// log says it was assigned appID). Its base name is the runc container id.
+func NodeDir(dataDir, appID string) string {
+	cold := filepath.Join(dataDir, "nodes", appID)
+	if _, err := os.Stat(cold); err == nil {
+		return cold
+	}
+	logs, _ := filepath.Glob(filepath.Join(dataDir, "nodes", "pool-*", "node.log"))
+	for _, l := range logs {
+		if b, err := os.ReadFile(l); err == nil && bytes.Contains(b, []byte(`msg="standby: assigned" app_id=`+appID)) {
+			return filepath.Dir(l)
+		}
+	}
+	return cold
+}
+
+// NodeDir is NodeDir(b.DataDir, appID).
+func (b *Backend) NodeDir(appID string) string { return NodeDir(b.DataDir, appID) }

@@ -68,6 +68,10 @@ type Config struct {
 	// Debug marks the simulated enclaves as debug enclaves (for tests).
 	Debug  bool
 	Logger *slog.Logger
+	// Pool is how many idle pre-warmed sandboxes the runner keeps per
+	// runtime and hardware entry once one was spawned (pool.go); 0: none,
+	// every node starts cold.
+	Pool int
 }
 
 // Runtimes gives the root filesystem of a runtime image, checked against
@@ -91,6 +95,7 @@ type Runner struct {
 	mu    sync.Mutex
 	used  runner.Resources
 	nodes map[string]*node
+	pool  pool
 }
 
 type node struct {
@@ -101,7 +106,11 @@ type node struct {
 
 // handle is the JSON the backend stores for a node.
 type handle struct {
-	PID       int              `json:"pid"` // the runc process
+	PID int `json:"pid"` // the runc process
+	// Container is the runc container id, also the name of Dir: the app id
+	// for a node spawned cold, pool-… for one from the warm pool. Handles
+	// stored before the pool have none: the app id.
+	Container string           `json:"container,omitempty"`
 	Addr      string           `json:"addr"`
 	Dir       string           `json:"dir"`
 	RunDir    string           `json:"run_dir"`
@@ -153,7 +162,7 @@ func New(cfg Config) (*Runner, error) {
 	if err != nil {
 		return nil, fmt.Errorf("local runner: read the node binary %s: %w (build it with `make build` or pass --node-binary)", cfg.NodeBinary, err)
 	}
-	return &Runner{cfg: cfg, log: cfg.Logger, measurement: m, nodeExe: exe, runc: runcPath, rootless: rl, nodes: map[string]*node{}}, nil
+	return &Runner{cfg: cfg, log: cfg.Logger, measurement: m, nodeExe: exe, runc: runcPath, rootless: rl, nodes: map[string]*node{}, pool: newPool()}, nil
 }
 
 // runcCmd is a runc command on this runner's state directory.
@@ -170,6 +179,9 @@ func (r *Runner) allocUID() (int, error) {
 	used := map[int]bool{}
 	for _, n := range r.nodes {
 		used[n.uid] = true
+	}
+	for uid := range r.pool.uids {
+		used[uid] = true
 	}
 	for i := 0; i < maxNodes; i++ {
 		if !used[r.cfg.UIDBase+i] {
@@ -253,20 +265,34 @@ func runDir(appID, dir string) string {
 // node's host UID is the runner's: the socket is the runner's, 0600, and only
 // this node's mount namespace has this run directory.
 func (r *Runner) serveQE(appID, run string, uid int, runtimeDigest string) (string, error) {
+	srv, sock, err := r.startQE(run, uid, runtimeDigest)
+	if err != nil {
+		return "", err
+	}
+	r.mu.Lock()
+	r.nodes[appID].qe = srv
+	r.mu.Unlock()
+	return sock, nil
+}
+
+// startQE serves the simulated quoting service on run/qe.sock for a node of
+// that UID in that runtime. Its identity names no app: a pooled sandbox's
+// is served before its app is known.
+func (r *Runner) startQE(run string, uid int, runtimeDigest string) (*http.Server, string, error) {
 	rd, err := runtimes.DigestBytes(runtimeDigest)
 	if err != nil {
-		return "", fmt.Errorf("local runner: %w", err)
+		return nil, "", fmt.Errorf("local runner: %w", err)
 	}
 	sock := filepath.Join(run, "qe.sock")
 	_ = os.Remove(sock)
 	ln, err := net.Listen("unix", sock)
 	if err != nil {
-		return "", fmt.Errorf("local runner: quoting service socket: %w", err)
+		return nil, "", fmt.Errorf("local runner: quoting service socket: %w", err)
 	}
 	if r.rootless == nil {
 		if err := os.Chown(sock, uid, uid); err != nil {
 			ln.Close()
-			return "", fmt.Errorf("local runner: quoting service socket: %w", err)
+			return nil, "", fmt.Errorf("local runner: quoting service socket: %w", err)
 		}
 	}
 	_ = os.Chmod(sock, 0o600)
@@ -274,22 +300,22 @@ func (r *Runner) serveQE(appID, run string, uid int, runtimeDigest string) (stri
 	copy(id.RuntimeDigest[:], rd)
 	srv := &http.Server{Handler: sim.NewQuotingService(r.cfg.Platform, id, time.Now), ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
-	r.mu.Lock()
-	r.nodes[appID].qe = srv
-	r.mu.Unlock()
-	return sock, nil
+	return srv, sock, nil
 }
 
 // Spawn implements runner.Runner: it checks the runtime's root filesystem,
-// prepares the node's run directory and OCI bundle, starts the quoting
-// service and runs the node's sandbox with runc.
+// then assigns the app to an idle pre-warmed sandbox of that runtime and
+// hardware when the pool has one (pool.go), or prepares the node's run
+// directory and OCI bundle, starts the quoting service and runs the node's
+// sandbox with runc.
 func (r *Runner) Spawn(ctx context.Context, appID string, s runner.SpawnSpec) ([]byte, error) {
 	dir, err := r.nodeDir(appID)
 	if err != nil {
 		return nil, err
 	}
 	// The runtime first: what the node will run must be what the image
-	// holds, and the quote will say which image that is.
+	// holds, and the quote will say which image that is. Checked before
+	// each spawn, pooled or not.
 	rootfs, err := r.cfg.Runtimes.Rootfs(ctx, s.App.Runtime.Digest)
 	if err != nil {
 		r.log.Error("runtime refused: nothing started", "app_id", appID, "runtime", s.App.Runtime.Name, "err", err)
@@ -297,6 +323,25 @@ func (r *Runner) Spawn(ctx context.Context, appID string, s runner.SpawnSpec) ([
 			runner.ErrRuntime, s.App.Runtime.Name, s.App.Runtime.Digest, modifiedPath(err))
 	}
 	res := runner.Resources{MemoryMiB: s.Hardware.MemoryMiB, Cores: s.Hardware.Cores}
+	specJSON, err := json.Marshal(s.App)
+	if err != nil {
+		return nil, err
+	}
+	key := poolKey{runtime: s.App.Runtime.Digest, hardware: s.Hardware.Name, res: res}
+	if r.cfg.Pool > 0 {
+		h, err := r.assignPooled(appID, key, specJSON, s.BundlePath)
+		if err == nil {
+			r.refill(key, h.RunDir)
+			b, _ := json.Marshal(h)
+			return b, nil
+		}
+		if errors.Is(err, runner.ErrNoCapacity) {
+			return nil, err
+		}
+		if !errors.Is(err, errNoIdle) {
+			r.log.Warn("pooled sandbox refused its assignment: spawning cold", "app_id", appID, "err", err)
+		}
+	}
 	uid, err := r.reserve(appID, res, 0, false)
 	if err != nil {
 		return nil, err
@@ -307,8 +352,56 @@ func (r *Runner) Spawn(ctx context.Context, appID string, s runner.SpawnSpec) ([
 			r.release(appID)
 		}
 	}()
+	bundleFile, err := os.Open(s.BundlePath)
+	if err != nil {
+		return nil, fmt.Errorf("local runner: open the bundle: %w", err)
+	}
+	defer bundleFile.Close()
+	sb, err := r.startSandbox(appID, dir, rootfs, uid, res, s.App.Runtime.Digest, specJSON, bundleFile)
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	r.nodes[appID].qe = sb.qe
+	r.mu.Unlock()
+	h, _ := json.Marshal(sb.handle())
+	ok = true
+	r.log.Info("node spawned", "app_id", appID, "pid", sb.pid, "uid", r.hostUID(uid), "runtime", s.App.Runtime.Name, "addr", sb.addr())
+	if r.cfg.Pool > 0 {
+		r.refill(key, sb.run)
+	}
+	return h, nil
+}
+
+func (r *Runner) hostUID(uid int) int {
+	if r.rootless != nil {
+		return r.rootless.uid // uid is only the runner's bookkeeping then
+	}
+	return uid
+}
+
+// sandbox is one runc container running mse-node.
+type sandbox struct {
+	cid, dir, run string
+	pid, uid      int
+	qe            *http.Server
+	res           runner.Resources
+	runtime       string
+}
+
+func (sb *sandbox) addr() string { return "unix:" + filepath.Join(sb.run, "node.sock") }
+
+func (sb *sandbox) handle() handle {
+	return handle{PID: sb.pid, Container: sb.cid, Addr: sb.addr(), Dir: sb.dir, RunDir: sb.run, UID: sb.uid, Runtime: sb.runtime, Resources: sb.res}
+}
+
+// startSandbox prepares the container cid's directory dir, its run
+// directory and OCI bundle, serves its quoting service and starts it with
+// runc. With specJSON and bundle, the node runs that app at once (cold);
+// without, it is a standby node waiting for its assignment.
+func (r *Runner) startSandbox(cid, dir, rootfs string, uid int, res runner.Resources, digest string, specJSON []byte, bundle *os.File) (_ *sandbox, err error) {
 	_ = os.RemoveAll(dir)
-	run := runDir(appID, dir)
+	run := runDir(cid, dir)
 	_ = os.RemoveAll(run)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
@@ -321,38 +414,45 @@ func (r *Runner) Spawn(ctx context.Context, appID string, s runner.SpawnSpec) ([
 			return nil, err
 		}
 	}
-	specJSON, err := json.Marshal(s.App)
+	standby := bundle == nil
+	if !standby {
+		if err := os.WriteFile(filepath.Join(run, "spec.json"), specJSON, 0o444); err != nil {
+			return nil, err
+		}
+	}
+	qe, _, err := r.startQE(run, uid, digest)
 	if err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(filepath.Join(run, "spec.json"), specJSON, 0o444); err != nil {
-		return nil, err
-	}
-	if _, err := r.serveQE(appID, run, uid, s.App.Runtime.Digest); err != nil {
-		return nil, err
-	}
+	defer func() {
+		if err != nil {
+			_ = qe.Close()
+		}
+	}()
 	args := []string{
-		"--app-id", appID,
 		"--spec", sandboxRunDir + "/spec.json",
-		"--bundle-fd", strconv.Itoa(bundleFD),
 		"--listen", "unix:" + sandboxRunDir + "/node.sock",
 		"--workdir", sandboxWorkDir,
 		"--status-file", sandboxRunDir + "/status.json",
 		"--tee", attest.TypeSim,
 		"--sim-socket", sandboxRunDir + "/qe.sock",
 	}
-	ss := sandboxSpec{AppID: appID, Rootfs: rootfs, RunDir: run, UID: uid, MemoryMiB: res.MemoryMiB, Cores: res.Cores, Args: args}
+	if standby {
+		args = append([]string{"--standby", "--assign-socket", sandboxRunDir + "/" + assignSocket}, args...)
+		if bundle, err = os.Open(os.DevNull); err != nil { // descriptor 3 until the assignment brings the bundle
+			return nil, err
+		}
+		defer bundle.Close()
+	} else {
+		args = append([]string{"--app-id", cid, "--bundle-fd", strconv.Itoa(bundleFD)}, args...)
+	}
+	ss := sandboxSpec{AppID: cid, Rootfs: rootfs, RunDir: run, UID: uid, MemoryMiB: res.MemoryMiB, Cores: res.Cores, Args: args}
 	if r.rootless != nil {
 		r.rootless.apply(&ss)
 	}
 	if err := writeBundle(dir, ss); err != nil {
 		return nil, err
 	}
-	bundleFile, err := os.Open(s.BundlePath)
-	if err != nil {
-		return nil, fmt.Errorf("local runner: open the bundle: %w", err)
-	}
-	defer bundleFile.Close()
 	logf, err := os.OpenFile(filepath.Join(dir, "node.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, err
@@ -362,27 +462,19 @@ func (r *Runner) Spawn(ctx context.Context, appID string, s runner.SpawnSpec) ([
 	// share no kernel keyring with the backend or each other.
 	// Not CommandContext: the node outlives this request, and a backend
 	// crash; it is adopted again on restart.
-	cmd := r.runcCmd(context.Background(), "run", "--bundle", dir, "--preserve-fds", "2", appID)
+	cmd := r.runcCmd(context.Background(), "run", "--bundle", dir, "--preserve-fds", "2", cid)
 	cmd.Dir = dir
 	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 	cmd.Stdout = logf
 	cmd.Stderr = logf
-	cmd.ExtraFiles = []*os.File{bundleFile, r.nodeExe} // fds 3 and 4
+	cmd.ExtraFiles = []*os.File{bundle, r.nodeExe} // fds 3 and 4
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("local runner: start %s: %w", r.runc, err)
 	}
 	_ = os.WriteFile(filepath.Join(dir, "node.pid"), []byte(strconv.Itoa(cmd.Process.Pid)), 0o600)
 	go func() { _ = cmd.Wait() }() // reap it; liveness is read from /proc (adopted nodes are not our children)
-	addr := "unix:" + filepath.Join(run, "node.sock")
-	h, _ := json.Marshal(handle{PID: cmd.Process.Pid, Addr: addr, Dir: dir, RunDir: run, UID: uid, Runtime: s.App.Runtime.Digest, Resources: res})
-	ok = true
-	hostUID := uid
-	if r.rootless != nil {
-		hostUID = r.rootless.uid // uid is only the runner's bookkeeping then
-	}
-	r.log.Info("node spawned", "app_id", appID, "pid", cmd.Process.Pid, "uid", hostUID, "runtime", s.App.Runtime.Name, "addr", addr)
-	return h, nil
+	return &sandbox{cid: cid, dir: dir, run: run, pid: cmd.Process.Pid, uid: uid, qe: qe, res: res, runtime: digest}, nil
 }
 
 func parseHandle(b []byte) (*handle, error) {
@@ -391,6 +483,14 @@ func parseHandle(b []byte) (*handle, error) {
 		return nil, fmt.Errorf("local runner: bad node handle")
 	}
 	return &h, nil
+}
+
+// container is the runc container id of appID's node.
+func (h *handle) container(appID string) string {
+	if h.Container != "" {
+		return h.Container
+	}
+	return appID
 }
 
 // alive reports whether pid is a live mse-node process for appID (not a
@@ -421,7 +521,7 @@ func (r *Runner) Status(ctx context.Context, appID string, hb []byte) (runner.No
 		_ = json.Unmarshal(b, &st)
 	}
 	ns := runner.NodeState{State: st.State, Error: st.Error, Fingerprint: st.Fingerprint}
-	if !alive(h.PID, appID) {
+	if !alive(h.PID, h.container(appID)) {
 		r.mu.Lock()
 		_, known := r.nodes[appID]
 		r.mu.Unlock()
@@ -487,37 +587,37 @@ func (r *Runner) Stop(ctx context.Context, appID string, hb []byte) error {
 	if err != nil {
 		return err
 	}
-	r.kill(ctx, h.PID, appID)
-	r.cleanup(appID, h.Dir, h.RunDir)
+	r.kill(ctx, h.PID, h.container(appID))
+	r.cleanup(h.container(appID), h.Dir, h.RunDir)
 	return nil
 }
 
-// cleanup removes what a node left on the host: its run directory (socket,
-// status), its OCI bundle. The code and secrets were in the sandbox's tmpfs,
-// gone with it. The log stays.
-func (r *Runner) cleanup(appID, dir, run string) {
+// cleanup removes what container cid left on the host: its run directory
+// (socket, status), its OCI bundle. The code and secrets were in the
+// sandbox's tmpfs, gone with it. The log stays.
+func (r *Runner) cleanup(cid, dir, run string) {
 	if run == "" {
-		run = runDir(appID, dir)
+		run = runDir(cid, dir)
 	}
 	_ = os.RemoveAll(run)
 	_ = os.Remove(filepath.Join(dir, "config.json"))
 }
 
-// kill ends a node's sandbox: SIGTERM to the node (its PID 1), SIGKILL to
-// the whole container after 10 s, then the container's state is deleted.
-func (r *Runner) kill(ctx context.Context, pid int, appID string) {
-	if alive(pid, appID) {
-		_ = r.runcCmd(ctx, "kill", appID, "TERM").Run()
+// kill ends container cid: SIGTERM to the node (its PID 1), SIGKILL to the
+// whole container after 10 s, then the container's state is deleted.
+func (r *Runner) kill(ctx context.Context, pid int, cid string) {
+	if alive(pid, cid) {
+		_ = r.runcCmd(ctx, "kill", cid, "TERM").Run()
 		deadline := time.Now().Add(10 * time.Second)
-		for alive(pid, appID) && time.Now().Before(deadline) {
+		for alive(pid, cid) && time.Now().Before(deadline) {
 			time.Sleep(20 * time.Millisecond)
 		}
-		if alive(pid, appID) {
-			_ = r.runcCmd(ctx, "kill", "--all", appID, "KILL").Run()
+		if alive(pid, cid) {
+			_ = r.runcCmd(ctx, "kill", "--all", cid, "KILL").Run()
 			_ = syscall.Kill(-pid, syscall.SIGKILL)
 		}
 	}
-	_ = r.runcCmd(ctx, "delete", "--force", appID).Run()
+	_ = r.runcCmd(ctx, "delete", "--force", cid).Run()
 }
 
 // Logs implements runner.Runner.
@@ -525,6 +625,10 @@ func (r *Runner) Logs(ctx context.Context, appID string, hb []byte, tail int64, 
 	dir, err := r.nodeDir(appID)
 	if err != nil {
 		return nil, err
+	}
+	h, herr := parseHandle(hb)
+	if herr == nil {
+		dir = h.Dir
 	}
 	f, err := os.Open(filepath.Join(dir, "node.log"))
 	if err != nil {
@@ -536,11 +640,11 @@ func (r *Runner) Logs(ctx context.Context, appID string, hb []byte, tail int64, 
 	if !follow {
 		return f, nil
 	}
-	var pid int
-	if h, err := parseHandle(hb); err == nil {
-		pid = h.PID
+	pid, cid := 0, appID
+	if herr == nil {
+		pid, cid = h.PID, h.container(appID)
 	}
-	return &follower{ctx: ctx, f: f, live: func() bool { return pid > 0 && alive(pid, appID) }}, nil
+	return &follower{ctx: ctx, f: f, live: func() bool { return pid > 0 && alive(pid, cid) }}, nil
 }
 
 type follower struct {
@@ -578,16 +682,20 @@ func (fl *follower) Close() error { return fl.f.Close() }
 // Adopt implements runner.Runner.
 func (r *Runner) Adopt(ctx context.Context, nodes map[string][]byte) (map[string]string, error) {
 	lost := map[string]string{}
+	claimed := map[string]bool{} // container ids
 	for appID, hb := range nodes {
+		claimed[appID] = true
 		h, err := parseHandle(hb)
 		if err != nil {
 			lost[appID] = err.Error()
 			continue
 		}
-		if !alive(h.PID, appID) {
+		cid := h.container(appID)
+		claimed[cid] = true
+		if !alive(h.PID, cid) {
 			lost[appID] = "the node process ended while the backend was down; its last log line" + lastLogLine(filepath.Join(h.Dir, "node.log"))
-			_ = r.runcCmd(ctx, "delete", "--force", appID).Run()
-			r.cleanup(appID, h.Dir, h.RunDir)
+			_ = r.runcCmd(ctx, "delete", "--force", cid).Run()
+			r.cleanup(cid, h.Dir, h.RunDir)
 			continue
 		}
 		if _, err := r.reserve(appID, h.Resources, h.UID, true); err != nil {
@@ -599,13 +707,14 @@ func (r *Runner) Adopt(ctx context.Context, nodes map[string][]byte) (map[string
 		}
 		r.log.Info("node adopted", "app_id", appID, "pid", h.PID)
 	}
-	// Nodes that no app claims are orphans: end them.
+	// Nodes that no app claims are orphans: end them. So are idle pooled
+	// sandboxes of the previous run: a pool is never adopted.
 	ents, _ := os.ReadDir(r.cfg.Dir)
 	for _, e := range ents {
 		if !e.IsDir() {
 			continue
 		}
-		if _, ok := nodes[e.Name()]; ok {
+		if claimed[e.Name()] {
 			continue
 		}
 		if _, err := r.nodeDir(e.Name()); err != nil {
@@ -623,7 +732,7 @@ func (r *Runner) Adopt(ctx context.Context, nodes map[string][]byte) (map[string
 	// Containers no app claims (a runc process killed with its backend).
 	if out, err := r.runcCmd(ctx, "list", "--quiet").Output(); err == nil {
 		for _, id := range strings.Fields(string(out)) {
-			if _, ok := nodes[id]; !ok {
+			if !claimed[id] {
 				r.log.Warn("ending an orphan sandbox", "app_id", id)
 				_ = r.runcCmd(ctx, "delete", "--force", id).Run()
 			}
@@ -632,8 +741,11 @@ func (r *Runner) Adopt(ctx context.Context, nodes map[string][]byte) (map[string
 	return lost, nil
 }
 
-// Close implements runner.Runner: quoting services stop; nodes keep running.
+// Close implements runner.Runner: quoting services stop; nodes keep
+// running, but idle pooled sandboxes are ended (the next start's orphan
+// sweep would end them anyway).
 func (r *Runner) Close() error {
+	r.closePool()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, n := range r.nodes {
