@@ -73,7 +73,7 @@ func TestScripts(t *testing.T) {
 func setup(env *testscript.Env) error {
 	env.Setenv("HOME", env.WorkDir)
 	env.Setenv("MSE_CONFIG_DIR", filepath.Join(env.WorkDir, "config"))
-	// Recorded real SGX evidence (copies of ../shared/testdata/attestation).
+	// Recorded real SGX evidence, kept in the repository (internal/attest/sgx/testdata, README there names the sources).
 	env.Setenv("SGX_TESTDATA", filepath.Join(testenv.RepoRoot(), "internal", "attest", "sgx", "testdata"))
 	if err := copyDir(filepath.Join(testenv.RepoRoot(), "examples", "helloworld"), filepath.Join(env.WorkDir, "helloworld")); err != nil {
 		return err

@@ -8,6 +8,7 @@ package apphost
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -179,3 +180,17 @@ func ResolveProgram(prog, codeDir, root string) (string, error) {
 	}
 	return "", fmt.Errorf("entrypoint %q is not in the runtime (looked in %s); use ./%s for a program in your code directory", prog, strings.Join(SearchPath, ", "), prog)
 }
+
+// FreePort picks a free loopback TCP port for the app's PORT.
+func FreePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// Ready reports whether a health check's HTTP status means the app is
+// ready: 2xx or 3xx on healthcheck_endpoint.
+func Ready(status int) bool { return status >= 200 && status < 400 }

@@ -1,7 +1,6 @@
 package backend
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -158,7 +157,7 @@ adds it to the catalog. NAME is a preset (` + presetNames() + `) or, with
 				return err
 			}
 			fmt.Fprintf(c.ErrOrStderr(), "building runtime %s (%s) from %s: python3 %s\n", name, kind, runtimes.Suite, strings.Join(pkgs, " "))
-			res, err := st.Build(c.Context(), image.BuildSpec{Suite: runtimes.Suite, Packages: append([]string{"python3"}, pkgs...),
+			res, err := st.Build(c.Context(), image.BuildSpec{Suite: runtimes.Suite, Packages: runtimes.WithPython(pkgs),
 				SourceDateEpoch: b.epoch, Mirror: b.mirror}, c.ErrOrStderr())
 			if err != nil {
 				return err
@@ -286,5 +285,3 @@ func printRuntimes(w io.Writer, entries []runtimes.Entry, asJSON bool) error {
 	}
 	return tw.Flush()
 }
-
-var _ = context.Background

@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"github.com/mse-in-go/mse/internal/nodeapi"
+
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,7 +14,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -257,8 +258,13 @@ func localtest(ctx context.Context, u *ui, path string, noTests bool, port int) 
 	if err != nil {
 		return fmt.Errorf("cloud.sealed_secrets: %w", err)
 	}
-	if secrets, err = mergeSecrets(secrets, sealed); err != nil {
-		return err
+	switch {
+	case sealed != nil:
+		if secrets, err = nodeapi.MergeSecrets(secrets, sealed); err != nil {
+			return fmt.Errorf("cloud.secrets and cloud.sealed_secrets: %w", err)
+		}
+	case secrets == nil:
+		secrets = []byte("{}")
 	}
 	if sealed == nil {
 		sealed = []byte("{}")
@@ -269,7 +275,7 @@ func localtest(ctx context.Context, u *ui, path string, noTests bool, port int) 
 		}
 	}
 	if port == 0 {
-		if port, err = freeLocalPort(); err != nil {
+		if port, err = apphost.FreePort(); err != nil {
 			return err
 		}
 	}
@@ -400,7 +406,7 @@ func waitHealthy(ctx context.Context, url string, timeout time.Duration, exited 
 		resp, err := hc.Do(req)
 		if err == nil {
 			resp.Body.Close()
-			if resp.StatusCode >= 200 && resp.StatusCode < 400 {
+			if apphost.Ready(resp.StatusCode) {
 				return nil
 			}
 			err = fmt.Errorf("HTTP %d", resp.StatusCode)
@@ -416,43 +422,4 @@ func waitHealthy(ctx context.Context, url string, timeout time.Duration, exited 
 		}
 	}
 	return fmt.Errorf("the app did not answer its health check %s within %s: %v", url, timeout, last)
-}
-
-func freeLocalPort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
-
-// mergeSecrets merges the opened sealed secrets into the app secrets, as the
-// node does.
-func mergeSecrets(app, sealed []byte) ([]byte, error) {
-	if sealed == nil {
-		if app == nil {
-			return []byte("{}"), nil
-		}
-		return app, nil
-	}
-	out := map[string]json.RawMessage{}
-	if len(app) > 0 {
-		if err := json.Unmarshal(app, &out); err != nil || out == nil {
-			return nil, errors.New("cloud.secrets must be a JSON object when sealed_secrets are set")
-		}
-	}
-	var m map[string]json.RawMessage
-	if err := json.Unmarshal(sealed, &m); err != nil {
-		return nil, errors.New("cloud.sealed_secrets must hold a JSON object")
-	}
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		out[k] = m[k]
-	}
-	return json.Marshal(out)
 }

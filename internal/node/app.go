@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
@@ -32,10 +31,9 @@ type runningApp struct {
 // codeDir is where stage 2 unpacks the app's code.
 func (n *Node) codeDir() string { return filepath.Join(n.cfg.WorkDir, "code") }
 
-// appPaths are where the app's secrets live.
-func (n *Node) appPaths() (secrets, sealed string) {
-	w := n.cfg.WorkDir
-	return filepath.Join(w, "secrets.json"), filepath.Join(w, "sealed_secrets.json")
+// appPaths are where the app's secrets and HOME live in a work directory.
+func appPaths(workDir string) (secrets, sealed, home string) {
+	return filepath.Join(workDir, "secrets.json"), filepath.Join(workDir, "sealed_secrets.json"), filepath.Join(workDir, "home")
 }
 
 // startApp starts the app's process. With warm (python_application only),
@@ -54,7 +52,7 @@ func (n *Node) startApp(warm bool) (*runningApp, error) {
 		if perr != nil {
 			return nil, fmt.Errorf("node: %w", perr)
 		}
-		a, err = startProcess(cfg.WorkDir, cfg.Spec.AppID, false, prog, argv[1:]...)
+		a, err = startProcess(cfg.WorkDir, n.codeDir(), cfg.Spec.AppID, false, prog, argv[1:]...)
 	}
 	if err != nil {
 		return nil, err
@@ -79,29 +77,25 @@ func startPythonHost(python, workDir, appID string, wait bool, args []string) (*
 	if err := os.WriteFile(host, []byte(apphost.PythonHost), 0o500); err != nil {
 		return nil, fmt.Errorf("node: write the app host: %w", err)
 	}
-	return startProcess(workDir, appID, wait, python, append([]string{host}, args...)...)
+	// The host runs in workDir and moves to the code directory itself (which
+	// does not exist yet while it waits).
+	return startProcess(workDir, workDir, appID, wait, python, append([]string{host}, args...)...)
 }
 
-// startProcess starts prog in its own process group with the app's
-// environment (paths under workDir, a free loopback port). The Python host
-// runs in workDir (it moves to the code directory itself), other programs
-// in the code directory.
-func startProcess(workDir, appID string, wait bool, prog string, args ...string) (*runningApp, error) {
+// startProcess starts prog in dir, in its own process group, with the app's
+// environment (paths under workDir, a free loopback port).
+func startProcess(workDir, dir, appID string, wait bool, prog string, args ...string) (*runningApp, error) {
 	codeDir := filepath.Join(workDir, "code")
-	w := workDir
-	secretsPath, sealedPath, home := filepath.Join(w, "secrets.json"), filepath.Join(w, "sealed_secrets.json"), filepath.Join(w, "home")
+	secretsPath, sealedPath, home := appPaths(workDir)
 	if err := os.MkdirAll(home, 0o700); err != nil {
 		return nil, fmt.Errorf("node: HOME: %w", err)
 	}
-	port, err := freePort()
+	port, err := apphost.FreePort()
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(prog, args...)
-	cmd.Dir = codeDir
-	if len(args) > 0 && args[0] == filepath.Join(workDir, "mse_host.py") {
-		cmd.Dir = workDir
-	}
+	cmd.Dir = dir
 	// MSE's environment: PORT, HOME (writable), SECRETS_PATH,
 	// SEALED_SECRETS_PATH, MODULE_PATH. PATH names the runtime's directories.
 	cmd.Env = apphost.Env{Port: port, Home: home, Tmp: workDir, Secrets: secretsPath, SealedSecrets: sealedPath,
@@ -155,7 +149,7 @@ func (n *Node) launch(ctx context.Context, in *intake, warm *runningApp) (_ *run
 			warm.stop() // once: a no-op when the health loop stopped it already
 		}
 	}()
-	secretsPath, sealedPath := n.appPaths()
+	secretsPath, sealedPath, _ := appPaths(n.cfg.WorkDir)
 	secrets := in.appSecrets
 	if len(secrets) == 0 {
 		secrets = []byte("{}")
@@ -221,15 +215,6 @@ func healthPoll(left, total time.Duration) time.Duration {
 	return 200 * time.Millisecond
 }
 
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
-
 var healthClient = &http.Client{Timeout: 5 * time.Second}
 
 func (a *runningApp) health(ctx context.Context) error {
@@ -248,7 +233,7 @@ func (a *runningApp) health(ctx context.Context) error {
 	resp.Body.Close()
 	// Readiness is the health check: a 2xx or 3xx on healthcheck_endpoint.
 	// What "/" answers does not matter (an API may answer 401 there).
-	if resp.StatusCode < 200 || resp.StatusCode >= 400 {
+	if !apphost.Ready(resp.StatusCode) {
 		return fmt.Errorf("health check GET %s answered HTTP %d; healthcheck_endpoint must answer 2xx when the app is ready", path, resp.StatusCode)
 	}
 	return nil

@@ -280,7 +280,7 @@ func (n *Node) check(req *nodeapi.SecretsRequest, key bundle.Key) (in *intake, r
 		if err != nil {
 			return bad(http.StatusUnprocessableEntity, "sealed_secrets: %v", err)
 		}
-		if secrets, err = mergeObjects(secrets, pt); err != nil {
+		if secrets, err = nodeapi.MergeSecrets(secrets, pt); err != nil {
 			return bad(http.StatusBadRequest, "%v", err)
 		}
 		in.sealedSecrets = pt
@@ -300,25 +300,6 @@ func jsonErr(err error) string {
 	}
 	// Unknown-field errors name the field, never a value.
 	return err.Error()
-}
-
-// mergeObjects merges two JSON objects (b's keys win).
-func mergeObjects(a, b []byte) ([]byte, error) {
-	out := map[string]json.RawMessage{}
-	if len(a) > 0 {
-		// JSON null would leave out nil (and the merge below would panic).
-		if err := json.Unmarshal(a, &out); err != nil || out == nil {
-			return nil, errors.New("app_secrets must be a JSON object when sealed_secrets are sent")
-		}
-	}
-	var m map[string]json.RawMessage
-	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, errors.New("sealed_secrets must hold a JSON object")
-	}
-	for k, v := range m {
-		out[k] = v
-	}
-	return json.Marshal(out)
 }
 
 // parseOwnerChain checks the owner's PEM chain with the rules mse.toml's

@@ -5,6 +5,7 @@ package nodeapi
 
 import (
 	"encoding/json"
+	"errors"
 	"time"
 )
 
@@ -66,4 +67,26 @@ type Status struct {
 	Error       string    `json:"error,omitempty"`
 	Fingerprint string    `json:"fingerprint,omitempty"` // SHA-256 of the RA-TLS certificate
 	UpdatedAt   time.Time `json:"updated_at"`
+}
+
+// MergeSecrets merges the opened sealed secrets into the app secrets (both
+// JSON objects; the sealed ones' keys win): what the app finds at
+// SECRETS_PATH. The node does it after opening sealed_secrets, and
+// `mse cloud localtest` the same way.
+func MergeSecrets(app, sealed []byte) ([]byte, error) {
+	out := map[string]json.RawMessage{}
+	if len(app) > 0 {
+		// JSON null would leave out nil (and the merge below would panic).
+		if err := json.Unmarshal(app, &out); err != nil || out == nil {
+			return nil, errors.New("app_secrets must be a JSON object when sealed_secrets are sent")
+		}
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(sealed, &m); err != nil {
+		return nil, errors.New("sealed_secrets must hold a JSON object")
+	}
+	for k, v := range m {
+		out[k] = v
+	}
+	return json.Marshal(out)
 }

@@ -289,26 +289,6 @@ func Load(path string) (*Catalog, error) {
 // Entries returns the catalog's entries in file order.
 func (c *Catalog) Entries() []Entry { return slices.Clone(c.entries) }
 
-// Get returns the entry named name.
-func (c *Catalog) Get(name string) (Entry, bool) {
-	for _, e := range c.entries {
-		if e.Name == name {
-			return e, true
-		}
-	}
-	return Entry{}, false
-}
-
-// ByDigest returns the entry with that digest.
-func (c *Catalog) ByDigest(d string) (Entry, bool) {
-	for _, e := range c.entries {
-		if e.Digest == d {
-			return e, true
-		}
-	}
-	return Entry{}, false
-}
-
 // Put adds e, or replaces the entry of the same name, and saves the file.
 func (c *Catalog) Put(e Entry) error {
 	if err := e.Validate(); err != nil {

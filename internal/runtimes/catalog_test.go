@@ -135,9 +135,6 @@ func TestCatalogFile(t *testing.T) {
 	if got := c2.Entries(); len(got) != 3 || got[0].Name != "flask" || got[0].Digest != dB {
 		t.Fatalf("reloaded %+v", got)
 	}
-	if _, ok := c2.ByDigest(dB); !ok {
-		t.Error("ByDigest")
-	}
 	if _, err := c2.Remove("nope"); !errors.Is(err, ErrUnknown) || !strings.Contains(err.Error(), "offered: flask, fastapi, plain") {
 		t.Errorf("remove unknown: %v", err)
 	}

@@ -23,6 +23,9 @@ var Presets = []Preset{
 		About: "Python 3.11, Flask, gunicorn, pandas 1.5 and NumPy (WSGI)"},
 }
 
+// WithPython returns the Debian packages a build installs: python3 and pkgs.
+func WithPython(pkgs []string) []string { return append([]string{"python3"}, pkgs...) }
+
 // PresetNamed returns the preset of that name.
 func PresetNamed(name string) (Preset, bool) {
 	for _, p := range Presets {

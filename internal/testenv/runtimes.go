@@ -77,18 +77,12 @@ func Runtimes(t testing.TB) []runtimes.Entry {
 			return
 		}
 		for _, name := range TestRuntimes {
-			p, ok := runtimes.PresetNamed(name)
-			if !ok {
-				rtErr = errors.New("no preset " + name)
-				return
-			}
-			res, err := st.Build(ctx, image.BuildSpec{Suite: runtimes.Suite, Packages: append([]string{"python3"}, p.Packages...)}, nil)
+			e, err := buildPreset(ctx, st, name)
 			if err != nil {
 				rtErr = err
 				return
 			}
-			rtEntries = append(rtEntries, runtimes.Entry{Name: name, Image: runtimes.DefaultImage(name), Digest: res.Digest,
-				Kind: p.Kind, Packages: res.Packages, Size: res.Size})
+			rtEntries = append(rtEntries, e)
 		}
 	})
 	if rtErr != nil {
@@ -116,21 +110,16 @@ func Runtime(t testing.TB, name string) runtimes.Entry {
 	if e, ok := extra[name]; ok {
 		return e
 	}
-	p, ok := runtimes.PresetNamed(name)
-	if !ok {
-		t.Fatalf("no runtime preset %q", name)
-	}
 	st, err := image.Open(RuntimeDir(), image.DefaultLimits())
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
-	res, err := st.Build(ctx, image.BuildSpec{Suite: runtimes.Suite, Packages: append([]string{"python3"}, p.Packages...)}, nil)
+	e, err := buildPreset(ctx, st, name)
 	if err != nil {
 		t.Fatalf("build runtime %s in %s: %v", name, RuntimeDir(), err)
 	}
-	e := runtimes.Entry{Name: name, Image: runtimes.DefaultImage(name), Digest: res.Digest, Kind: p.Kind, Packages: res.Packages, Size: res.Size}
 	extra[name] = e
 	return e
 }
@@ -179,4 +168,18 @@ func PrivateRuntimes(t testing.TB) string {
 		os.Remove(f.Name())
 	}
 	return dir
+}
+
+// buildPreset builds (or finds cached) the runtime preset named name, as
+// `mse-backend runtime build NAME` does, and returns its catalog entry.
+func buildPreset(ctx context.Context, st *image.Store, name string) (runtimes.Entry, error) {
+	p, ok := runtimes.PresetNamed(name)
+	if !ok {
+		return runtimes.Entry{}, errors.New("no runtime preset " + name)
+	}
+	res, err := st.Build(ctx, image.BuildSpec{Suite: runtimes.Suite, Packages: runtimes.WithPython(p.Packages)}, nil)
+	if err != nil {
+		return runtimes.Entry{}, err
+	}
+	return runtimes.Entry{Name: name, Image: runtimes.DefaultImage(name), Digest: res.Digest, Kind: p.Kind, Packages: res.Packages, Size: res.Size}, nil
 }
