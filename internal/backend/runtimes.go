@@ -50,8 +50,12 @@ type fileCatalog struct {
 
 func openCatalog(path string, st *image.Store, log *slog.Logger) (*fileCatalog, error) {
 	c := &fileCatalog{path: path, store: st, log: log}
+	st0, statErr := os.Stat(path)
 	if _, err := c.load(); err != nil {
 		return nil, err
+	}
+	if statErr == nil { // read once: Entries reads it again only when it changes
+		c.modTime, c.size = st0.ModTime().UnixNano(), st0.Size()
 	}
 	return c, nil
 }
