@@ -21,6 +21,18 @@ const (
 	// ClaimRuntimeDigest is the SHA-256 manifest digest of the runtime image
 	// (OCI) the node runs in.
 	ClaimRuntimeDigest = "mse-runtime-digest"
+	// ClaimTLSMode is the app's TLS mode (self, owner, operator, acme), so
+	// that anyone verifying a running app learns what its TLS proves.
+	ClaimTLSMode = "mse-tls-mode"
+	// ClaimServedKey is SHA-256 of the SubjectPublicKeyInfo of the
+	// certificate the node serves to ordinary clients of its domains, when
+	// the node holds that key (fresh evidence only; absent in operator mode).
+	ClaimServedKey = "mse-served-key"
+	// ClaimTLSExporter is the TLS exporter (RFC 5705 / RFC 8446 §7.5) of
+	// the connection that asked for fresh evidence, label
+	// "EXPORTER-mse-attestation", context = the nonce, 32 bytes: it binds
+	// the evidence to that one connection (docs/protocol.md).
+	ClaimTLSExporter = "mse-tls-exporter"
 )
 
 // HashAlgSHA256 is the hash-algorithm identifier in "pubkey-hash" ([1, digest]),
@@ -42,6 +54,9 @@ type Claims struct {
 	// RuntimeDigest is the SHA-256 manifest digest of the node's runtime
 	// image; the config digest covers it too.
 	RuntimeDigest []byte
+	TLSMode       string // self, owner, operator or acme
+	ServedKey     []byte // SHA-256 of the served certificate's SPKI (fresh evidence)
+	TLSExporter   []byte // exporter of the asking connection (fresh evidence)
 	// Other holds claims this platform does not know (e.g. from other RA-TLS
 	// implementations), keyed by name, as raw CBOR.
 	Other map[string]cbor.RawMessage
@@ -109,6 +124,15 @@ func (c *Claims) Marshal() ([]byte, error) {
 	}
 	if len(c.RuntimeDigest) > 0 {
 		m[ClaimRuntimeDigest] = c.RuntimeDigest
+	}
+	if c.TLSMode != "" {
+		m[ClaimTLSMode] = c.TLSMode
+	}
+	if len(c.ServedKey) > 0 {
+		m[ClaimServedKey] = c.ServedKey
+	}
+	if len(c.TLSExporter) > 0 {
+		m[ClaimTLSExporter] = c.TLSExporter
 	}
 	return encMode.Marshal(m)
 }
@@ -179,6 +203,18 @@ func ParseClaims(b []byte) (*Claims, error) {
 			}
 		case ClaimRuntimeDigest:
 			if c.RuntimeDigest, err = bstr(k, sha256.Size); err != nil {
+				return nil, err
+			}
+		case ClaimTLSMode:
+			if err := decMode.Unmarshal(v, &c.TLSMode); err != nil || len(c.TLSMode) == 0 || len(c.TLSMode) > 16 {
+				return nil, errors.New(`claim "mse-tls-mode" is not a short text string`)
+			}
+		case ClaimServedKey:
+			if c.ServedKey, err = bstr(k, sha256.Size); err != nil {
+				return nil, err
+			}
+		case ClaimTLSExporter:
+			if c.TLSExporter, err = bstr(k, 32); err != nil {
 				return nil, err
 			}
 		default:

@@ -25,6 +25,38 @@ const PathAttestation = "/.mse/attestation"
 // MaxNonceSize bounds the nonce a verifier may send.
 const MaxNonceSize = 64
 
+// ALPNRATLS is the ALPN protocol id of a direct connection to the enclave
+// (docs/protocol.md "Verifying a running app"): a node that sees it in the
+// ClientHello presents its RA-TLS certificate whatever its TLS mode and
+// serves only its own endpoints (HTTP/1.1: stage 2, GET /, PathAttestation),
+// never the app; the router passes such connections through to the node
+// even in operator mode, where it terminates every other connection.
+const ALPNRATLS = "mse-ratls/1"
+
+// ExporterLabel is the TLS exporter label of fresh evidence: the node binds
+// ExportKeyingMaterial(ExporterLabel, nonce, ExporterSize) of the asking
+// connection as claim mse-tls-exporter.
+const (
+	ExporterLabel = "EXPORTER-mse-attestation"
+	ExporterSize  = 32
+)
+
+// Attestation is the JSON answer of GET PathAttestation?nonce=HEX.
+type Attestation struct {
+	// Version is 1.
+	Version int `json:"version"`
+	// Certificate is the node's RA-TLS certificate (DER, base64).
+	Certificate []byte `json:"certificate"`
+	// Evidence is tagged evidence (the value format of extension
+	// 2.23.133.5.4.9, base64) over fresh claims: those of the certificate
+	// plus nonce, mse-tls-exporter and, when the node holds the key it
+	// serves, mse-served-key.
+	Evidence []byte `json:"evidence"`
+}
+
+// MaxAttestationSize bounds an Attestation answer a client reads.
+const MaxAttestationSize = 256 << 10
+
 // SecretsRequest is the stage-2 request: POST / with this JSON.
 type SecretsRequest struct {
 	// UUID is the app id; the node refuses any other.

@@ -20,6 +20,22 @@ const MaxChainCertificates = 10
 // by the next one. Only CERTIFICATE blocks are allowed, and nothing after the
 // last one. name says what the chain is in errors (e.g. its file).
 func ParseCertificateChainPEM(b []byte, name string) ([]*x509.Certificate, error) {
+	chain, err := ParseCertificatesPEM(b, name)
+	if err != nil {
+		return nil, err
+	}
+	for i := 0; i+1 < len(chain); i++ {
+		if err := chain[i].CheckSignatureFrom(chain[i+1]); err != nil {
+			return nil, fmt.Errorf("%s: certificate %d (%s) is not issued by certificate %d (%s): order the chain leaf first, then its issuers (%v)",
+				name, i+1, chain[i].Subject, i+2, chain[i+1].Subject, err)
+		}
+	}
+	return chain, nil
+}
+
+// ParseCertificatesPEM parses PEM certificates (e.g. a set of roots), in any
+// order, with the same rules as ParseCertificateChainPEM otherwise.
+func ParseCertificatesPEM(b []byte, name string) ([]*x509.Certificate, error) {
 	var chain []*x509.Certificate
 	rest := b
 	for i := 0; ; i++ {
@@ -48,12 +64,6 @@ func ParseCertificateChainPEM(b []byte, name string) ([]*x509.Certificate, error
 	}
 	if len(bytes.TrimSpace(rest)) > 0 {
 		return nil, fmt.Errorf("%s: trailing data after the last PEM block", name)
-	}
-	for i := 0; i+1 < len(chain); i++ {
-		if err := chain[i].CheckSignatureFrom(chain[i+1]); err != nil {
-			return nil, fmt.Errorf("%s: certificate %d (%s) is not issued by certificate %d (%s): order the chain leaf first, then its issuers (%v)",
-				name, i+1, chain[i].Subject, i+2, chain[i+1].Subject, err)
-		}
 	}
 	return chain, nil
 }

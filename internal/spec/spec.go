@@ -11,6 +11,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -33,8 +34,14 @@ const (
 const (
 	TLSSelf     = "self"     // scenario 1: RA-TLS certificate made inside the enclave
 	TLSOwner    = "owner"    // scenario 2: the owner's certificate; its key arrives in stage 2
-	TLSOperator = "operator" // scenario 3: the operator terminates TLS (development)
+	TLSOperator = "operator" // scenario 3: the operator terminates TLS; it can read the traffic
+	// TLSACME: zero trust that browsers accept: the node makes its key inside
+	// the enclave and gets a certificate for it from an ACME CA (docs/tls.md).
+	TLSACME = "acme"
 )
+
+// TLSModes lists the TLS modes, in the order documentation shows them.
+var TLSModes = []string{TLSSelf, TLSOwner, TLSOperator, TLSACME}
 
 // Spec is the runtime configuration of one app: what the node is told to run
 // and how. The operator passes it to the node, so everything in it is covered
@@ -57,7 +64,25 @@ type Spec struct {
 	// StartTimeoutSeconds bounds the app's start until its health check
 	// answers (0: DefaultStartTimeout).
 	StartTimeoutSeconds int64 `json:"start_timeout_s,omitempty"`
+	// ACME is the CA the node gets its certificate from (tls_mode acme only).
+	ACME *ACME `json:"acme,omitempty"`
 }
+
+// ACME says which ACME CA a node in tls_mode acme uses. The owner chooses
+// it (mse.toml [cloud.acme]) or takes the operator's default; the config
+// digest covers it, so the operator cannot send the node to another CA.
+type ACME struct {
+	// DirectoryURL is the CA's ACME directory (https).
+	DirectoryURL string `json:"directory_url"`
+	// RootsPEM, when set, are the only roots the node trusts for the CA's
+	// own HTTPS server; empty means the runtime's system roots.
+	RootsPEM string `json:"roots_pem,omitempty"`
+	// Email is the ACME account contact (optional).
+	Email string `json:"email,omitempty"`
+}
+
+// MaxACMERootsSize bounds ACME.RootsPEM.
+const MaxACMERootsSize = 256 << 10
 
 // Runtime names the runtime image of an app (runtimes.Entry, as the owner
 // resolved it against the operator's catalog).
@@ -88,7 +113,7 @@ func (s *Spec) Validate() error {
 		return errors.New("spec: exactly one of entrypoint and python_application must be set")
 	}
 	switch s.TLSMode {
-	case TLSSelf, TLSOperator:
+	case TLSSelf, TLSOperator, TLSACME:
 		if s.OwnerCertificate != "" {
 			return fmt.Errorf("spec: owner_certificate is set but tls_mode is %q", s.TLSMode)
 		}
@@ -97,7 +122,15 @@ func (s *Spec) Validate() error {
 			return errors.New("spec: tls_mode owner needs owner_certificate")
 		}
 	default:
-		return fmt.Errorf("spec: unknown tls_mode %q (self, owner, operator)", s.TLSMode)
+		return fmt.Errorf("spec: unknown tls_mode %q (%s)", s.TLSMode, strings.Join(TLSModes, ", "))
+	}
+	if (s.TLSMode == TLSACME) != (s.ACME != nil) {
+		return fmt.Errorf("spec: acme is set if and only if tls_mode is acme (tls_mode %q)", s.TLSMode)
+	}
+	if s.ACME != nil {
+		if err := s.ACME.validate(); err != nil {
+			return err
+		}
 	}
 	if s.ExpiresAt.IsZero() {
 		return errors.New("spec: expires_at is not set")
@@ -137,8 +170,16 @@ func (s *Spec) Digest() ([]byte, error) {
 	} else {
 		certHash = []byte{}
 	}
+	acmeDir, acmeRoots := "", []byte{}
+	if s.ACME != nil {
+		acmeDir = s.ACME.DirectoryURL
+		if s.ACME.RootsPEM != "" {
+			h := sha256.Sum256([]byte(s.ACME.RootsPEM))
+			acmeRoots = h[:]
+		}
+	}
 	m := map[string]any{
-		"v":                    2,
+		"v":                    3,
 		"app_id":               s.AppID,
 		"domains":              domains,
 		"entrypoint":           entry,
@@ -150,6 +191,9 @@ func (s *Spec) Digest() ([]byte, error) {
 		"runtime_digest":       s.Runtime.Digest,
 		"runtime_kind":         s.Runtime.Kind,
 		"start_timeout_s":      int64(s.StartTimeout() / time.Second),
+		"acme_directory":       acmeDir,
+		"acme_roots_sha256":    acmeRoots,
+		"acme_email":           acmeEmail(s.ACME),
 	}
 	b, err := attest.CBOREncMode().Marshal(m)
 	if err != nil {
@@ -157,4 +201,33 @@ func (s *Spec) Digest() ([]byte, error) {
 	}
 	h := sha256.Sum256(b)
 	return h[:], nil
+}
+
+func acmeEmail(a *ACME) string {
+	if a == nil {
+		return ""
+	}
+	return a.Email
+}
+
+func (a *ACME) validate() error {
+	u, err := url.Parse(a.DirectoryURL)
+	if err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil || u.Fragment != "" {
+		return fmt.Errorf("spec: acme directory_url %q is not an https URL", a.DirectoryURL)
+	}
+	if len(a.DirectoryURL) > 2048 {
+		return errors.New("spec: acme directory_url is longer than 2048 bytes")
+	}
+	if len(a.RootsPEM) > MaxACMERootsSize {
+		return fmt.Errorf("spec: acme roots_pem is %d bytes, more than %d", len(a.RootsPEM), MaxACMERootsSize)
+	}
+	if a.RootsPEM != "" {
+		if _, err := ParseCertificatesPEM([]byte(a.RootsPEM), "acme roots_pem"); err != nil {
+			return fmt.Errorf("spec: %w", err)
+		}
+	}
+	if len(a.Email) > 254 || strings.ContainsAny(a.Email, " \t\r\n,") {
+		return fmt.Errorf("spec: acme email %q is not one address", a.Email)
+	}
+	return nil
 }
