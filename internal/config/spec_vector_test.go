@@ -20,18 +20,18 @@ func TestDocumentedVectors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := hex.EncodeToString(d), "9ee46f05b428a1035c963c5e0f2d262cf3f3aa3fdef08a958bf3373bafe2fa7f"; got != want {
+	if got, want := hex.EncodeToString(d), "ce271c103e39ea80b9b73dec758b3f80b01345cff223d42dd3a1c32373081405"; got != want {
 		t.Errorf("config digest %s, docs/protocol.md says %s", got, want)
 	}
 	spki, bundle := sha256.Sum256([]byte("spki")), sha256.Sum256([]byte("bundle"))
 	c := attest.Claims{PubkeyHash: spki[:], Nonce: []byte{1, 2, 3, 4}, AppID: s.AppID, CodeDigest: bundle[:], ConfigDigest: d,
-		SealingKey: make([]byte, 32), RuntimeDigest: rt[:]}
+		SealingKey: make([]byte, 32), RuntimeDigest: rt[:], TLSMode: TLSSelf}
 	b, err := c.Marshal()
 	if err != nil {
 		t.Fatal(err)
 	}
 	rd := attest.ReportData(b)
-	if got, want := hex.EncodeToString(rd[:32]), "8c825275177480a7052470be9a2741403f9e68e42e8e397cd23c353e13c2aee4"; got != want {
+	if got, want := hex.EncodeToString(rd[:32]), "5ce089f7b106bb6094960b310113e118fa384e7394ee7d1be2c172c8a9044247"; got != want {
 		t.Errorf("report data %s, docs/protocol.md says %s", got, want)
 	}
 }
