@@ -657,7 +657,7 @@ func fetchApp(ctx context.Context, routerAddr, domain, mode string, ra *x509.Cer
 		}
 		der = blk.Bytes
 	}
-	hc := httpClient(routerAddr, domain, pinnedTo(der), 30*time.Second)
+	hc := httpClient(routerAddr, domain, pinnedTo(der), nil, 30*time.Second)
 	var last error
 	for i := 0; i < 25; i++ {
 		req, _ := http.NewRequestWithContext(ctx, "GET", nodeURL(domain)+"/", nil)

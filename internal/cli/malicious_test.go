@@ -3,9 +3,11 @@ package cli
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -56,13 +58,67 @@ type evilBackend struct {
 
 func newEvilBackend(t *testing.T) *evilBackend {
 	e := &evilBackend{t: t, domain: "helloworld-0badc0de0000.apps.example.com"}
-	e.node = httptest.NewTLSServer(http.HandlerFunc(e.serveNode))
+	e.node = newDirectTLSServer(http.HandlerFunc(e.serveNode))
 	e.api = httptest.NewServer(http.HandlerFunc(e.serveAPI))
 	t.Cleanup(func() { e.api.Close(); e.node.Close() })
 	t.Setenv("MSE_CONFIG_DIR", t.TempDir())
 	t.Setenv("MSE_BACKEND_URL", e.api.URL)
 	t.Setenv("MSE_TOKEN", "mse_test")
 	return e
+}
+
+// newDirectTLSServer is an httptest TLS server that also accepts direct
+// connections (ALPN mse-ratls/1), as nodes do, serving them HTTP/1.1 with h.
+func newDirectTLSServer(h http.Handler) *httptest.Server {
+	srv := httptest.NewUnstartedServer(h)
+	inner := &http.Server{Handler: h}
+	srv.Config.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){
+		nodeapi.ALPNRATLS: func(_ *http.Server, c *tls.Conn, _ http.Handler) {
+			ln := &oneConnListener{c: plainConn{c}, done: make(chan struct{})}
+			go inner.Serve(ln)
+			<-ln.done
+		},
+	}
+	srv.TLS = &tls.Config{NextProtos: []string{nodeapi.ALPNRATLS, "http/1.1"}}
+	srv.StartTLS()
+	return srv
+}
+
+// plainConn hides a *tls.Conn from http.Server (which would refuse the
+// negotiated mse-ratls/1).
+type plainConn struct{ net.Conn }
+
+// oneConnListener accepts one connection, then blocks until it is closed.
+type oneConnListener struct {
+	mu   sync.Mutex
+	c    net.Conn
+	done chan struct{}
+	once sync.Once
+}
+
+func (l *oneConnListener) Accept() (net.Conn, error) {
+	l.mu.Lock()
+	c := l.c
+	l.c = nil
+	l.mu.Unlock()
+	if c != nil {
+		return &closeNotify{Conn: c, l: l}, nil
+	}
+	<-l.done
+	return nil, net.ErrClosed
+}
+func (l *oneConnListener) Close() error   { return nil }
+func (l *oneConnListener) Addr() net.Addr { return &net.TCPAddr{} }
+
+type closeNotify struct {
+	net.Conn
+	l *oneConnListener
+}
+
+func (c *closeNotify) Close() error {
+	err := c.Conn.Close()
+	c.l.once.Do(func() { close(c.l.done) })
+	return err
 }
 
 func (e *evilBackend) serveNode(w http.ResponseWriter, r *http.Request) {

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/mse-in-go/mse/internal/nodeapi"
 	"github.com/mse-in-go/mse/internal/ratls"
 )
 
@@ -48,7 +49,7 @@ func openSession(ctx context.Context, addr, domain string, opts ratls.Options, s
 		o.Now = time.Now()
 		return ratls.Verify(ctx, cert, o)
 	}}
-	s.hc = httpClient(addr, domain, s.p, so.timeout)
+	s.hc = httpClient(addr, domain, s.p, []string{nodeapi.ALPNRATLS}, so.timeout)
 	return s
 }
 

@@ -21,6 +21,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/mse-in-go/mse/internal/appverify"
 	"github.com/mse-in-go/mse/internal/attest"
 	"github.com/mse-in-go/mse/internal/attest/policyfile"
 	"github.com/mse-in-go/mse/internal/attest/sgx/pcs"
@@ -188,9 +189,14 @@ type pinned struct {
 
 // tlsConfig verifies peers itself in VerifyConnection: the node's RA-TLS
 // certificate is self-signed, so web PKI does not apply; evidence does.
-func (p *pinned) tlsConfig(serverName string) *tls.Config {
+//
+// protos are the ALPN protocols to offer: []string{nodeapi.ALPNRATLS} for a
+// direct connection to the enclave (the node's own endpoints, passed through
+// by the router in every TLS mode), nil for the app.
+func (p *pinned) tlsConfig(serverName string, protos []string) *tls.Config {
 	return &tls.Config{
 		ServerName:         serverName,
+		NextProtos:         protos,
 		MinVersion:         tls.VersionTLS12,
 		InsecureSkipVerify: true, // replaced by VerifyConnection below
 		VerifyConnection: func(cs tls.ConnectionState) error {
@@ -235,8 +241,8 @@ func pinnedTo(der []byte) *pinned {
 }
 
 // httpClient sends every request to addr with SNI serverName over a
-// connection checked by p.
-func httpClient(addr, serverName string, p *pinned, timeout time.Duration) *http.Client {
+// connection checked by p, offering ALPN protos (see tlsConfig).
+func httpClient(addr, serverName string, p *pinned, protos []string, timeout time.Duration) *http.Client {
 	d := &net.Dialer{Timeout: 10 * time.Second}
 	return &http.Client{
 		Timeout: timeout,
@@ -244,7 +250,7 @@ func httpClient(addr, serverName string, p *pinned, timeout time.Duration) *http
 			DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
 				return d.DialContext(ctx, network, addr)
 			},
-			TLSClientConfig:     p.tlsConfig(serverName),
+			TLSClientConfig:     p.tlsConfig(serverName, protos),
 			TLSHandshakeTimeout: 10 * time.Second,
 			ForceAttemptHTTP2:   false,
 		},
@@ -262,7 +268,9 @@ func (p *pinned) verifyError(err error) error {
 // nodeURL is the node's base URL (the host only matters for SNI and Host).
 func nodeURL(domain string) string { return "https://" + domain }
 
-// checkFresh asks the node for evidence over a fresh nonce, on the pinned session.
+// checkFresh asks the node for evidence over a fresh nonce, on the pinned
+// session, and checks that it was made for this very connection (its TLS
+// exporter) and for the verified certificate's key.
 func checkFresh(ctx context.Context, hc *http.Client, domain string, p *pinned, opts ratls.Options) (*ratls.Identity, error) {
 	nonce := make([]byte, 32)
 	if _, err := rand.Read(nonce); err != nil {
@@ -277,16 +285,26 @@ func checkFresh(ctx context.Context, hc *http.Client, domain string, p *pinned, 
 		return nil, p.verifyError(err)
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, ratls.MaxEvidenceSize+attest.MaxClaimsSize+1024))
+	body, err := io.ReadAll(io.LimitReader(resp.Body, nodeapi.MaxAttestationSize+1))
 	if err != nil {
 		return nil, err
 	}
-	if resp.StatusCode != 200 {
-		return nil, fmt.Errorf("the node did not give fresh evidence (HTTP %d)", resp.StatusCode)
+	att, err := appverify.ParseAttestation(resp.StatusCode, body)
+	if err != nil {
+		return nil, fmt.Errorf("the node did not give fresh evidence: %s", sanitize(err.Error()))
 	}
 	id, _ := p.identity()
-	opts.Expect.Nonce = nonce
-	return ratls.VerifyFresh(ctx, id.Certificate, body, opts)
+	if !bytes.Equal(att.Certificate, id.Certificate.Raw) {
+		return nil, errors.New("verification failed: the node answered with another RA-TLS certificate than the one it presented")
+	}
+	if resp.TLS == nil {
+		return nil, errors.New("the answer came on no TLS connection")
+	}
+	ekm, err := resp.TLS.ExportKeyingMaterial(nodeapi.ExporterLabel, nonce, nodeapi.ExporterSize)
+	if err != nil {
+		return nil, fmt.Errorf("the TLS connection cannot bind evidence: %w", err)
+	}
+	return appverify.CheckFresh(ctx, id.Certificate, att.Evidence, nonce, ekm, opts)
 }
 
 // getRoot does GET / on the pinned session, whose first handshake verifies

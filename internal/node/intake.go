@@ -343,12 +343,24 @@ func ownerCertificate(chainPEM, keyPEM string, domains []string, now time.Time) 
 	return tc, nil
 }
 
-// serveAttestation answers fresh evidence over a verifier's nonce, for the
-// node's RA-TLS key.
+// serveAttestation answers fresh evidence over a verifier's nonce
+// (docs/protocol.md "Verifying a running app"): the claims of the RA-TLS
+// certificate plus the nonce, the exporter of the asking connection and the
+// hash of the key the node serves, with the RA-TLS certificate beside them.
 func (n *Node) serveAttestation(w http.ResponseWriter, r *http.Request) {
 	nonce, err := hex.DecodeString(r.URL.Query().Get("nonce"))
 	if err != nil || len(nonce) == 0 || len(nonce) > nodeapi.MaxNonceSize {
 		writeJSON(w, http.StatusBadRequest, nodeapi.Response{Status: "refused", Error: fmt.Sprintf("nonce must be 1 to %d bytes of hex", nodeapi.MaxNonceSize)})
+		return
+	}
+	cs, err := tlsState(r)
+	var ekm []byte
+	if err == nil {
+		ekm, err = cs.ExportKeyingMaterial(nodeapi.ExporterLabel, nonce, nodeapi.ExporterSize)
+	}
+	if err != nil {
+		// TLS 1.2 without extended master secret cannot export.
+		writeJSON(w, http.StatusBadRequest, nodeapi.Response{Status: "refused", Error: "this connection cannot bind evidence (no TLS exporter: " + err.Error() + "); connect with TLS 1.3"})
 		return
 	}
 	select {
@@ -360,6 +372,8 @@ func (n *Node) serveAttestation(w http.ResponseWriter, r *http.Request) {
 	claims := n.claims
 	claims.PubkeyHash = ratls.PubkeyHash(n.raCert.Leaf)
 	claims.Nonce = nonce
+	claims.TLSExporter = ekm
+	claims.ServedKey = n.servedKeyHash()
 	cb, err := claims.Marshal()
 	if err != nil {
 		writeJSON(w, http.StatusInternalServerError, nodeapi.Response{Status: "error", Error: "encode claims"})
@@ -373,11 +387,11 @@ func (n *Node) serveAttestation(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusServiceUnavailable, nodeapi.Response{Status: "error", Error: "the node could not obtain evidence"})
 		return
 	}
-	out, err := ratls.EncodeTagged(n.cfg.Issuer.Type(), ev, cb)
+	tagged, err := ratls.EncodeTagged(n.cfg.Issuer.Type(), ev, cb)
 	if err != nil {
 		writeJSON(w, http.StatusInternalServerError, nodeapi.Response{Status: "error", Error: "encode evidence"})
 		return
 	}
-	w.Header().Set("Content-Type", "application/cbor")
-	_, _ = w.Write(out)
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusOK, nodeapi.Attestation{Version: 1, Certificate: n.raCert.Leaf.Raw, Evidence: tagged})
 }

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/ecdsa"
@@ -12,6 +13,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -20,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mse-in-go/mse/internal/appverify"
 	"github.com/mse-in-go/mse/internal/attest"
 	"github.com/mse-in-go/mse/internal/attest/sim"
 	"github.com/mse-in-go/mse/internal/bundle"
@@ -609,7 +612,10 @@ func TestExpiry(t *testing.T) {
 	})
 }
 
-// TestAttestationEndpoint: fresh evidence over a nonce.
+// TestAttestationEndpoint: fresh evidence over a nonce, for the connection
+// that asked (docs/protocol.md "Verifying a running app"), on ordinary and
+// direct (ALPN mse-ratls/1) connections; a relayed or replayed answer is
+// refused.
 func TestAttestationEndpoint(t *testing.T) {
 	b := pyBundle(t, nil)
 	tn := startNode(t, b, baseSpec())
@@ -620,47 +626,111 @@ func TestAttestationEndpoint(t *testing.T) {
 		}
 	}
 	ra := tn.peerCert(t)
-	spec := tn.cfg.Spec
-	cd, _ := spec.Digest()
-	opts := ratls.Options{
-		Verifiers: func(string) (attest.Verifier, error) { return sim.NewVerifier(tn.plat.RootCertificate(), nil), nil },
-		Policy: &attest.Policy{TEETypes: []string{attest.TypeSim}, AllowSimulation: true,
-			Measurements: []string{hex.EncodeToString(testMeasurement[:])}},
-		Now:    time.Now(),
-		Expect: ratls.Expect{AppID: testAppID, CodeDigest: b.digest[:], ConfigDigest: cd},
-	}
-	// The RA-TLS certificate itself verifies.
-	if _, err := ratls.Verify(context.Background(), ra, opts); err != nil {
+	opts := tn.ratlsOptions(t)
+	// The RA-TLS certificate itself verifies, and says its TLS mode.
+	id, err := ratls.Verify(context.Background(), ra, opts)
+	if err != nil {
 		t.Fatalf("the node's certificate does not verify: %v", err)
 	}
-	nonceA := bytes.Repeat([]byte{0xa}, nodeapi.MaxNonceSize)
-	code, h, tagged := tn.get(t, nodeapi.PathAttestation+"?nonce="+hex.EncodeToString(nonceA))
-	if code != 200 || h.Get("Content-Type") != "application/cbor" {
-		t.Fatalf("HTTP %d %s", code, h.Get("Content-Type"))
+	if id.Claims.TLSMode != spec.TLSSelf || id.Claims.ServedKey != nil || id.Claims.TLSExporter != nil {
+		t.Errorf("certificate claims: mode %q served %x exporter %x", id.Claims.TLSMode, id.Claims.ServedKey, id.Claims.TLSExporter)
 	}
-	o := opts
-	o.Expect.Nonce = nonceA
-	id, err := ratls.VerifyFresh(context.Background(), ra, tagged, o)
+
+	// A verifier of the running app, as `mse cloud verify` is.
+	vo := appverify.Options{Domain: "app.example", Addr: tn.addr, RATLS: opts, Roots: x509.NewCertPool()}
+	res, err := appverify.Verify(context.Background(), vo)
 	if err != nil {
-		t.Fatalf("VerifyFresh: %v", err)
+		t.Fatalf("appverify: %v", err)
 	}
-	if !bytes.Equal(id.Claims.Nonce, nonceA) {
-		t.Errorf("nonce %x", id.Claims.Nonce)
+	if !res.TerminatedInEnclave || res.Direct || res.Mode != spec.TLSSelf || !bytes.Equal(res.Identity.Certificate.Raw, ra.Raw) {
+		t.Errorf("result %+v", res)
 	}
-	o.Expect.Nonce = []byte{0xb}
-	_, err = ratls.VerifyFresh(context.Background(), ra, tagged, o)
+	fc := res.Identity.Claims
+	if !bytes.Equal(fc.ServedKey, ratls.PubkeyHash(ra)) || len(fc.TLSExporter) != 32 || len(fc.Nonce) != 32 {
+		t.Errorf("fresh claims: served %x exporter %x nonce %x", fc.ServedKey, fc.TLSExporter, fc.Nonce)
+	}
+
+	// On a direct connection the node presents its RA-TLS certificate and
+	// serves its own endpoints.
+	dc, err := tls.Dial("tcp", tn.addr, &tls.Config{InsecureSkipVerify: true, ServerName: "app.example", NextProtos: []string{nodeapi.ALPNRATLS}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dc.Close()
+	if cs := dc.ConnectionState(); cs.NegotiatedProtocol != nodeapi.ALPNRATLS || !bytes.Equal(cs.PeerCertificates[0].Raw, ra.Raw) {
+		t.Fatalf("direct connection: ALPN %q", cs.NegotiatedProtocol)
+	}
+	nonce := bytes.Repeat([]byte{0xa}, nodeapi.MaxNonceSize)
+	att, ekm := getAttestation(t, dc, nonce)
+	if _, err := appverify.CheckFresh(context.Background(), ra, att.Evidence, nonce, ekm, opts); err != nil {
+		t.Fatalf("fresh evidence on a direct connection: %v", err)
+	}
+
+	// Relay: a client's nonce asked by someone else on their own connection
+	// (a router that terminates TLS) gives evidence for that connection.
+	other, err := tls.Dial("tcp", tn.addr, &tls.Config{InsecureSkipVerify: true, ServerName: "app.example", NextProtos: []string{nodeapi.ALPNRATLS}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	relayed, _ := getAttestation(t, other, nonce)
 	var ve *ratls.VerifyError
-	if !errors.As(err, &ve) || ve.Check != "nonce" {
+	if _, err := appverify.CheckFresh(context.Background(), ra, relayed.Evidence, nonce, ekm, opts); !errors.As(err, &ve) || ve.Check != "tls_exporter" || !strings.Contains(err.Error(), "made for another TLS connection") {
+		t.Errorf("relayed evidence: %v", err)
+	}
+	// Replay: an old answer for another nonce.
+	if _, err := appverify.CheckFresh(context.Background(), ra, att.Evidence, []byte{0xb}, ekm, opts); !errors.As(err, &ve) || ve.Check != "nonce" {
 		t.Errorf("evidence for nonce A verified for nonce B: %v", err)
 	}
 	// A policy that does not accept the measurement refuses it.
-	o.Expect.Nonce = nonceA
+	o := opts
 	o.Policy = &attest.Policy{TEETypes: []string{attest.TypeSim}, AllowSimulation: true, Measurements: []string{strings.Repeat("00", 32)}}
-	if _, err := ratls.VerifyFresh(context.Background(), ra, tagged, o); !errors.As(err, &ve) || ve.Check != "policy" {
+	if _, err := appverify.CheckFresh(context.Background(), ra, att.Evidence, nonce, ekm, o); !errors.As(err, &ve) || ve.Check != "policy" {
 		t.Errorf("measurement outside policy: %v", err)
 	}
 	// The node keeps waiting.
 	tn.assertWaiting(t)
+}
+
+// getAttestation asks for fresh evidence on conn and returns the answer and
+// the connection's exporter for the nonce.
+func getAttestation(t testing.TB, conn *tls.Conn, nonce []byte) (*nodeapi.Attestation, []byte) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", "https://app.example"+nodeapi.PathAttestation+"?nonce="+hex.EncodeToString(nonce), nil)
+	if err := req.Write(conn); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	att, err := appverify.ParseAttestation(resp.StatusCode, body)
+	if err != nil {
+		t.Fatalf("attestation answer: %v", err)
+	}
+	cs := conn.ConnectionState()
+	ekm, err := cs.ExportKeyingMaterial(nodeapi.ExporterLabel, nonce, nodeapi.ExporterSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return att, ekm
+}
+
+// ratlsOptions verify this test node's evidence.
+func (tn *testNode) ratlsOptions(t testing.TB) ratls.Options {
+	cd, err := tn.cfg.Spec.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ratls.Options{
+		Verifiers: func(string) (attest.Verifier, error) { return sim.NewVerifier(tn.plat.RootCertificate(), nil), nil },
+		Policy: &attest.Policy{TEETypes: []string{attest.TypeSim}, AllowSimulation: true,
+			Measurements: []string{hex.EncodeToString(testMeasurement[:])}},
+		Now:    time.Now(),
+		Expect: ratls.Expect{Domain: "app.example", AppID: testAppID, CodeDigest: tn.bundle.digest[:], ConfigDigest: cd},
+	}
 }
 
 // TestSpecDigest: the config digest is stable and covers every field.

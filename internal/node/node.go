@@ -104,6 +104,16 @@ type Node struct {
 	bodies   *budget    // shared by stage-2 bodies beyond freeBody
 	freeLog  logLimiter // refusals that spend no attempt
 	conns    *connLimit // set by Run
+	// acme, in tls_mode acme, obtains and renews the certificate for the
+	// enclave key (set by Run before serving).
+	acme certSource
+}
+
+// certSource is what the node needs of an ACME manager (package acme).
+type certSource interface {
+	IsChallenge(*tls.ClientHelloInfo) bool
+	ChallengeCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error)
+	Certificate() *tls.Certificate
 }
 
 // intake is what stage 2 accepted (the code is already unpacked; the code
@@ -236,7 +246,7 @@ func (n *Node) Run(ctx context.Context) (err error) {
 		return fmt.Errorf("node: %w", err)
 	}
 	n.claims = attest.Claims{AppID: cfg.Spec.AppID, CodeDigest: n.codeDigest, ConfigDigest: n.confDigest,
-		SealingKey: n.sealKey.Public(), RuntimeDigest: runtimeDigest}
+		SealingKey: n.sealKey.Public(), RuntimeDigest: runtimeDigest, TLSMode: cfg.Spec.TLSMode}
 	notAfter := cfg.Spec.ExpiresAt
 	if max := now.Add(397 * 24 * time.Hour); notAfter.After(max) {
 		notAfter = max
@@ -264,24 +274,44 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	// write deadlines for whole requests are set per request on the node's
 	// own endpoints (serveSecrets): once the app runs, its uploads and
 	// streamed answers may take as long as the app allows.
+	nextProtos := []string{"h2", "http/1.1", nodeapi.ALPNRATLS}
+	direct := newDirectListener(ln.Addr())
 	srv := &http.Server{
 		Handler:           n,
 		ReadHeaderTimeout: cfg.RequestTimeout,
 		IdleTimeout:       idleTimeout,
 		HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: maxStreams},
+		Protocols:         protocols(true),
 		TLSConfig: &tls.Config{
 			MinVersion:     tls.VersionTLS12,
-			GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return n.cert.Load(), nil },
-			NextProtos:     []string{"h2", "http/1.1"},
+			GetCertificate: n.getCertificate,
+			NextProtos:     nextProtos,
+		},
+		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){
+			nodeapi.ALPNRATLS: func(_ *http.Server, c *tls.Conn, _ http.Handler) { direct.serve(c) },
 		},
 		ErrorLog:    slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context { return context.WithValue(ctx, connCtxKey{}, c) },
 	}
+	// Direct connections (direct.go): HTTP/1.1 on the enclave's RA-TLS
+	// session, the node's endpoints only.
+	directSrv := &http.Server{
+		Handler:           http.HandlerFunc(n.serveDirect),
+		ReadHeaderTimeout: cfg.RequestTimeout,
+		IdleTimeout:       idleTimeout,
+		Protocols:         protocols(false),
+		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
+		ConnContext:       directContext,
+	}
+	go func() { _ = directSrv.Serve(direct) }()
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.ServeTLS(ln, "", "") }()
 	defer func() {
+		// The direct server first: its connections hold the main
+		// server's handlers (TLSNextProto) until they end.
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
+		_ = directSrv.Shutdown(sctx)
 		_ = srv.Shutdown(sctx)
 	}()
 	n.setPhase(nodeapi.StateWaiting)
@@ -321,6 +351,14 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	n.setPhase(nodeapi.StateRunning)
 	n.log.Info("app running", "app_id", cfg.Spec.AppID)
 	return app.monitor(ctx, expiry.C, serveErr)
+}
+
+// protocols is HTTP/1.1, and HTTP/2 when h2.
+func protocols(h2 bool) *http.Protocols {
+	p := new(http.Protocols)
+	p.SetHTTP1(true)
+	p.SetHTTP2(h2)
+	return p
 }
 
 func (n *Node) setPhase(p string) {

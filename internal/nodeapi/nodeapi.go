@@ -15,6 +15,8 @@ const (
 	HeaderStatus   = "Mse-Status"
 	StatusWaiting  = "Waiting"
 	StatusStarting = "Starting"
+	// StatusRunning answers GET / on a direct connection once the app runs.
+	StatusRunning = "Running"
 )
 
 // PathAttestation serves fresh evidence over a verifier's nonce:

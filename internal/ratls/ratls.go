@@ -210,13 +210,14 @@ func NewCertificate(ctx context.Context, key crypto.Signer, issuer attest.Issuer
 		NotBefore:    t.NotBefore,
 		NotAfter:     t.NotAfter,
 		DNSNames:     t.DNSNames,
-		// keyCertSign lets OpenSSL (curl --cacert) take this self-signed
-		// certificate as its own trust anchor.
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		// Not a CA (docs/ratls.md "Not a CA"): a user who trusts this
+		// certificate trusts this one key for these names, nothing it could
+		// sign. OpenSSL (curl --cacert) and Go accept a self-signed leaf
+		// that is itself the trust anchor.
+		KeyUsage:              x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		BasicConstraintsValid: true,
-		IsCA:                  true,
-		MaxPathLenZero:        true,
+		IsCA:                  false,
 		ExtraExtensions:       []pkix.Extension{{Id: OIDTaggedEvidence, Value: ext}},
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)

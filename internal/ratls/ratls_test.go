@@ -15,6 +15,8 @@ import (
 	"fmt"
 	"math/big"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -505,8 +507,14 @@ func TestParseTagged(t *testing.T) {
 func TestNewCertificate(t *testing.T) {
 	f := newFixture(t)
 	c := f.cert(t, f.issuer)
-	if !c.IsCA || c.KeyUsage&x509.KeyUsageCertSign == 0 || c.Subject.CommonName != "app.example" {
-		t.Errorf("certificate: CA %v usage %v CN %q", c.IsCA, c.KeyUsage, c.Subject.CommonName)
+	if c.IsCA || !c.BasicConstraintsValid || c.KeyUsage != x509.KeyUsageDigitalSignature || c.Subject.CommonName != "app.example" {
+		t.Errorf("certificate: CA %v (constraints %v) usage %v CN %q; want an end-entity certificate", c.IsCA, c.BasicConstraintsValid, c.KeyUsage, c.Subject.CommonName)
+	}
+	// It is its own trust anchor, for its names only.
+	pool := x509.NewCertPool()
+	pool.AddCert(c)
+	if _, err := c.Verify(x509.VerifyOptions{Roots: pool, DNSName: "app.example", CurrentTime: f.now}); err != nil {
+		t.Errorf("the RA-TLS certificate does not verify as its own trust anchor: %v", err)
 	}
 	ex, err := Extract(c)
 	if err != nil {
@@ -522,6 +530,55 @@ func TestNewCertificate(t *testing.T) {
 	if _, _, err := NewCertificate(context.Background(), f.key, failingIssuer{}, f.template()); err == nil || !strings.Contains(err.Error(), "obtain sim evidence: no quote") {
 		t.Errorf("failing issuer: err = %v", err)
 	}
+}
+
+// TestLeafIssuedByRATLSRefused: a certificate signed by the RA-TLS key, with
+// the RA-TLS certificate as its issuer, does not chain to the RA-TLS
+// certificate (it is not a CA), for another name nor for the app's own, in
+// Go and, when the openssl tool is here, in OpenSSL (what curl and Python use).
+func TestLeafIssuedByRATLSRefused(t *testing.T) {
+	f := newFixture(t)
+	ra := f.cert(t, f.issuer)
+	pool := x509.NewCertPool()
+	pool.AddCert(ra)
+	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	for _, name := range []string{"bank.example", "app.example"} {
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: name}, DNSNames: []string{name},
+			NotBefore: f.now.Add(-time.Hour), NotAfter: f.now.Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature,
+			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, ra, &other.PublicKey, f.key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		leaf, _ := x509.ParseCertificate(der)
+		_, err = leaf.Verify(x509.VerifyOptions{Roots: pool, DNSName: name, CurrentTime: f.now})
+		if err == nil {
+			t.Fatalf("a leaf for %s issued by the RA-TLS certificate verified against it", name)
+		}
+		t.Logf("%s: %v", name, err)
+		openSSLRefuses(t, ra, leaf)
+	}
+}
+
+func openSSLRefuses(t *testing.T, root, leaf *x509.Certificate) {
+	path, err := exec.LookPath("openssl")
+	if err != nil {
+		t.Log("openssl not installed: checked with Go's verifier only")
+		return
+	}
+	dir := t.TempDir()
+	write := func(name string, c *x509.Certificate) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	out, err := exec.Command(path, "verify", "-CAfile", write("ra.pem", root), write("leaf.pem", leaf)).CombinedOutput()
+	if err == nil {
+		t.Fatalf("OpenSSL accepted a leaf issued by the RA-TLS certificate:\n%s", out)
+	}
+	t.Logf("openssl: %s", strings.TrimSpace(string(out)))
 }
 
 type failingIssuer struct{}
