@@ -85,10 +85,10 @@ func (c *directConn) Close() error {
 // directListener hands direct connections, taken over by the main server's
 // TLSNextProto, to the direct server.
 type directListener struct {
-	conns  chan net.Conn
-	done   chan struct{}
-	once sync.Once
-	addr net.Addr
+	conns chan net.Conn
+	done  chan struct{}
+	once  sync.Once
+	addr  net.Addr
 }
 
 func newDirectListener(addr net.Addr) *directListener {
