@@ -17,6 +17,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/mse-in-go/mse/internal/appverify"
 	"github.com/mse-in-go/mse/internal/cli/attestcmd"
 	"github.com/mse-in-go/mse/internal/client"
 	"github.com/mse-in-go/mse/internal/ratls"
@@ -107,14 +108,20 @@ func scaffoldCmd() *cobra.Command {
 }
 
 func verifyCmd() *cobra.Command {
-	var fingerprint, ctxFile, addr string
+	var fingerprint, ctxFile, addr, caFile string
 	var trust trustFlags
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "verify DOMAIN",
 		Short: "Verify the enclave behind an app's domain, as any user of the app can",
-		Long: `verify connects to DOMAIN, reads the node's RA-TLS certificate and checks its
-evidence under your trust policy. With --fingerprint it also checks that the
+		Long: `verify connects to DOMAIN as any client does, asks the node for fresh evidence
+on that same connection, and checks it under your trust policy: the enclave is
+genuine, the evidence was made for this connection (TLS exporter) and for the
+key the connection presented. It works in every TLS mode and says what each
+proves: self (the enclave's self-signed key), acme (a CA's certificate for the
+enclave's own key), owner (the owner's certificate: the owner holds the key
+too), operator (the operator terminates TLS; the enclave is then checked over a
+direct connection). With --fingerprint it also checks that the node's RA-TLS
 certificate is the one the owner published; with --context (an exported app
 context) it checks the app id, code digest and config digest as well.`,
 		Args: args("DOMAIN"),
@@ -173,27 +180,40 @@ context) it checks the app id, code digest and config digest as well.`,
 				}
 				return nil
 			}
-			s := openSession(ctx, addr, domain, opts, sessionOptions{precheck: precheck, timeout: 30 * time.Second})
-			id, err := s.verifyPeer(ctx)
+			vo := appverify.Options{Domain: domain, Addr: addr, RATLS: opts, Precheck: precheck, Timeout: 30 * time.Second}
+			if caFile != "" {
+				if vo.Roots, err = loadRoots(caFile); err != nil {
+					return err
+				}
+			}
+			res, err := appverify.Verify(ctx, vo)
 			if err != nil {
 				return err
 			}
-			if _, err := s.fresh(ctx); err != nil {
-				return fmt.Errorf("fresh evidence: %w", err)
-			}
-			res := verifyResult(id, expect)
+			id := res.Identity
+			out := verifyResult(id, expect)
+			out.TLSMode, out.TerminatedInEnclave, out.Direct, out.Proves = res.Mode, res.TerminatedInEnclave, res.Direct, res.Proves
+			served := res.Served[0]
+			out.ServedFingerprint, out.ServedIssuer, out.ServedTrusted = ratls.Fingerprint(served), served.Issuer.String(), res.ServedTrusted
 			if asJSON {
-				return u.json(res)
+				return u.json(out)
 			}
 			v := id.Verified
 			u.step("%s runs in a verified enclave", domain)
-			rt := res.Runtime
+			rt := out.Runtime
 			if rt == "" {
 				rt = "(none claimed)"
 			}
-			fmt.Fprintf(u.out, "  TEE:           %s%s\n  measurement:   %s\n  signer:        %s\n  TCB status:    %s\n  app id:        %s\n  code digest:   %s\n  config digest: %s\n  runtime:       %s\n  certificate:   sha256 %s\n",
+			fmt.Fprintf(u.out, "  TEE:           %s%s\n  measurement:   %s\n  signer:        %s\n  TCB status:    %s\n  app id:        %s\n  code digest:   %s\n  config digest: %s\n  runtime:       %s\n  RA-TLS cert:   sha256 %s\n  TLS mode:      %s\n  served cert:   sha256 %s, issued by %s\n",
 				v.Type, map[bool]string{true: " (SIMULATED)", false: ""}[v.Simulated], hex.EncodeToString(v.Measurement), hex.EncodeToString(v.Signer), v.TCBStatus,
-				sanitize(id.Claims.AppID), hex.EncodeToString(id.Claims.CodeDigest), hex.EncodeToString(id.Claims.ConfigDigest), rt, id.Fingerprint)
+				sanitize(id.Claims.AppID), hex.EncodeToString(id.Claims.CodeDigest), hex.EncodeToString(id.Claims.ConfigDigest), rt, id.Fingerprint,
+				sanitize(res.Mode), out.ServedFingerprint, sanitize(out.ServedIssuer))
+			for _, p := range res.Proves {
+				fmt.Fprintf(u.out, "  • %s\n", sanitize(p))
+			}
+			if res.Mode == "operator" {
+				u.warn("the operator terminates TLS for %s: it can read and change all traffic of this app", domain)
+			}
 			if fingerprint == "" && ctxFile == "" {
 				u.warn("no --fingerprint or --context given: the enclave is genuine and runs a trusted runtime, but nothing ties it to a particular owner's code")
 			}
@@ -205,6 +225,7 @@ context) it checks the app id, code digest and config digest as well.`,
 	f.StringVar(&ctxFile, "context", "", "an app context `FILE`, as written by mse cloud context --export")
 	f.StringVar(&addr, "addr", "", "connect to this host:port instead of DOMAIN:443 (e.g. the operator's router)")
 	f.BoolVar(&asJSON, "json", false, "print the verified identity as JSON")
+	f.StringVar(&caFile, "cacert", "", "PEM `FILE` of roots to check the served certificate with, as a browser would (default: the system roots)")
 	trust.register(f)
 	return cmd
 }
@@ -226,6 +247,15 @@ type VerifyResult struct {
 	Runtime      string `json:"runtime_digest,omitempty"`
 	Fingerprint  string `json:"certificate_sha256"`
 	BoundToOwner bool   `json:"bound_to_owner"`
+	// TLSMode is the mode the enclave attests; the served certificate is
+	// what ordinary clients (browsers) get.
+	TLSMode             string   `json:"tls_mode,omitempty"`
+	ServedFingerprint   string   `json:"served_certificate_sha256,omitempty"`
+	ServedIssuer        string   `json:"served_issuer,omitempty"`
+	ServedTrusted       bool     `json:"served_trusted"`
+	TerminatedInEnclave bool     `json:"terminated_in_enclave"`
+	Direct              bool     `json:"checked_over_direct_connection"`
+	Proves              []string `json:"proves,omitempty"`
 }
 
 func verifyResult(id *ratls.Identity, e ratls.Expect) VerifyResult {

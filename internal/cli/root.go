@@ -167,17 +167,26 @@ func apiClient() (*client.Client, *Login, error) {
 func newClient(l *Login) (*client.Client, error) {
 	c := client.New(l.URL, l.Token)
 	if l.CACert != "" {
-		pemBytes, err := os.ReadFile(l.CACert)
+		pool, err := loadRoots(l.CACert)
 		if err != nil {
 			return nil, fmt.Errorf("the backend's CA file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pemBytes) {
-			return nil, fmt.Errorf("%s holds no PEM certificate", l.CACert)
 		}
 		c.HTTP = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
 	}
 	return c, nil
+}
+
+// loadRoots reads a PEM file of trusted roots.
+func loadRoots(path string) (*x509.CertPool, error) {
+	pemBytes, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pemBytes) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", path)
+	}
+	return pool, nil
 }
 
 func shortID(id string) string {

@@ -241,7 +241,8 @@ func TestScenario1(t *testing.T) {
 	// Third-party verification by fingerprint, and with the exported context.
 	out, _ := mustRun(t, "cloud", "verify", d.Domain, "--addr", b.RouterAddr, "--fingerprint", d.Fingerprint, "--policy", policy, "--json")
 	var vr cli.VerifyResult
-	if err := json.Unmarshal([]byte(out), &vr); err != nil || !vr.Verified || vr.AppID != d.AppID {
+	if err := json.Unmarshal([]byte(out), &vr); err != nil || !vr.Verified || vr.AppID != d.AppID ||
+		vr.TLSMode != "self" || !vr.TerminatedInEnclave || vr.Direct || vr.ServedFingerprint != d.Fingerprint {
 		t.Fatalf("verify --json = %s (%v)", out, err)
 	}
 	mustRun(t, "cloud", "verify", d.Domain, "--context", d.Context, "--policy", policy)
@@ -394,6 +395,14 @@ func TestScenario2(t *testing.T) {
 	page, err := getVia(t, b.RouterAddr, domain, &tls.Config{RootCAs: certPool(t, ca)})
 	if err != nil || page != "Hello world!" {
 		t.Fatalf("GET with the owner's CA = %q, %v", page, err)
+	}
+	// Anyone can verify the running app, though it serves the owner's
+	// certificate: the enclave attests the key it serves, on this connection.
+	out, _ := mustRun(t, "cloud", "verify", domain, "--addr", b.RouterAddr, "--cacert", ca, "--policy", policy, "--json")
+	var vr cli.VerifyResult
+	if err := json.Unmarshal([]byte(out), &vr); err != nil || !vr.Verified || vr.TLSMode != "owner" || !vr.TerminatedInEnclave || !vr.ServedTrusted ||
+		vr.ServedFingerprint == vr.Fingerprint || len(vr.Proves) != 2 || !strings.Contains(vr.Proves[1], "the owner holds it too") {
+		t.Fatalf("verify --json of an owner-mode app = %s (%v)", out, err)
 	}
 	// The owner's private key never reached the backend: not in its data dir.
 	keyPEM, _ := os.ReadFile(key)
