@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"net"
 	"net/http"
@@ -65,6 +66,20 @@ func (n *Node) servedKeyHash() []byte {
 	}
 	h := sha256.Sum256(c.Leaf.RawSubjectPublicKeyInfo)
 	return h[:]
+}
+
+// tlsStatus is the status file's account of what the node serves.
+func (n *Node) tlsStatus() *nodeapi.TLSStatus {
+	c := n.served()
+	if c == nil || c.Leaf == nil {
+		return nil
+	}
+	h := sha256.Sum256(c.Leaf.Raw)
+	st := &nodeapi.TLSStatus{Mode: n.cfg.Spec.TLSMode, Served: hex.EncodeToString(h[:]), Issuer: c.Leaf.Issuer.String(), NotAfter: c.Leaf.NotAfter.UTC()}
+	if m, ok := n.acme.(interface{ StatusLine() (string, string) }); ok {
+		st.ACME, st.ACMEError = m.StatusLine()
+	}
+	return st
 }
 
 // directConn hides a direct connection's *tls.Conn from the HTTP server that

@@ -370,7 +370,7 @@ func (n *Node) writeStatus(state, msg string) {
 	if n.cfg.StatusFile == "" {
 		return
 	}
-	st := nodeapi.Status{State: state, Error: msg, Fingerprint: n.raFP, UpdatedAt: n.cfg.Now().UTC()}
+	st := nodeapi.Status{State: state, Error: msg, Fingerprint: n.raFP, UpdatedAt: n.cfg.Now().UTC(), TLS: n.tlsStatus()}
 	b, _ := json.Marshal(st)
 	_ = atomicfile.Write(n.cfg.StatusFile, b, 0o644)
 }

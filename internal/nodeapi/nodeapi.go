@@ -101,6 +101,22 @@ type Status struct {
 	Error       string    `json:"error,omitempty"`
 	Fingerprint string    `json:"fingerprint,omitempty"` // SHA-256 of the RA-TLS certificate
 	UpdatedAt   time.Time `json:"updated_at"`
+	// TLS is what the node serves ordinary clients of its domains.
+	TLS *TLSStatus `json:"tls,omitempty"`
+}
+
+// TLSStatus describes the certificate a node serves, and in acme mode how
+// obtaining it goes.
+type TLSStatus struct {
+	Mode string `json:"mode"`
+	// Served is the SHA-256 of the served leaf (hex), its issuer and expiry.
+	Served   string    `json:"served_sha256,omitempty"`
+	Issuer   string    `json:"issuer,omitempty"`
+	NotAfter time.Time `json:"not_after,omitempty"`
+	// ACME is the ACME state (obtaining, valid, renewing, failed) and its
+	// last error, in acme mode.
+	ACME      string `json:"acme,omitempty"`
+	ACMEError string `json:"acme_error,omitempty"`
 }
 
 // MergeSecrets merges the opened sealed secrets into the app secrets (both
