@@ -131,3 +131,31 @@ func copyConn(dst, src net.Conn) {
 		}
 	}
 }
+
+// BenchmarkVerifyRunningApp is the cost of verifying a running app as
+// `mse cloud verify` does (appverify.Verify: a TLS connection, one fresh
+// evidence over a nonce bound to it, the RA-TLS and evidence checks), and,
+// apart, of the attestation fetch alone on an open connection.
+func BenchmarkVerifyRunningApp(b *testing.B) {
+	bundle := pyBundle(b, nil)
+	tn := startNode(b, bundle, baseSpec())
+	vo := appverify.Options{Domain: "app.example", Addr: tn.addr, RATLS: tn.ratlsOptions(b), Roots: x509.NewCertPool()}
+	b.Run("verify", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := appverify.Verify(context.Background(), vo); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("fetch", func(b *testing.B) {
+		c, err := tls.Dial("tcp", tn.addr, &tls.Config{InsecureSkipVerify: true, ServerName: "app.example", NextProtos: []string{"mse-ratls/1"}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer c.Close()
+		nonce := make([]byte, 32)
+		for b.Loop() {
+			getAttestation(b, c, nonce)
+		}
+	})
+}
