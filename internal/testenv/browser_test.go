@@ -25,9 +25,10 @@ import (
 
 // testCA is a root made for one test, and what it signs.
 type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pem  []byte
+	cert  *x509.Certificate
+	key   *ecdsa.PrivateKey
+	pem   []byte   // the root's PEM (empty for an intermediate)
+	chain [][]byte // DER of the intermediates from this CA up, served after a leaf
 }
 
 func newTestCA(t *testing.T, name string) *testCA {
@@ -56,8 +57,15 @@ func newTestCA(t *testing.T, name string) *testCA {
 	return &testCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
 }
 
-// leaf issues a server certificate for names.
+// leaf issues a server certificate for names, valid for a day.
 func (ca *testCA) leaf(t *testing.T, names ...string) tls.Certificate {
+	t.Helper()
+	return ca.leafFor(t, 24*time.Hour, names...)
+}
+
+// leafFor issues a server certificate for names valid for d; the chain
+// served is the leaf and the intermediates between it and the root.
+func (ca *testCA) leafFor(t *testing.T, d time.Duration, names ...string) tls.Certificate {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -68,7 +76,7 @@ func (ca *testCA) leaf(t *testing.T, names ...string) tls.Certificate {
 		Subject:      pkix.Name{CommonName: names[0]},
 		DNSNames:     names,
 		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
+		NotAfter:     time.Now().Add(d),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}
@@ -76,7 +84,36 @@ func (ca *testCA) leaf(t *testing.T, names ...string) tls.Certificate {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+	return tls.Certificate{Certificate: append([][]byte{der}, ca.chain...), PrivateKey: key}
+}
+
+// intermediate makes a CA signed by ca, as Pebble and public CAs issue
+// from: its leaves are served with it, and only the root is trusted.
+func (ca *testCA) intermediate(t *testing.T, name string) *testCA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(2),
+		Subject:               pkix.Name{CommonName: name},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		MaxPathLenZero:        true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &testCA{cert: cert, key: key, chain: append([][]byte{der}, ca.chain...)}
 }
 
 // tlsServer serves a small page over TLS on loopback with cert, and returns
@@ -118,6 +155,10 @@ func TestBrowserTrustsGivenRoot(t *testing.T) {
 	NeedChromium(t)
 	ca := newTestCA(t, "MSE browser test CA")
 	base := tlsServer(t, "app.test", ca.leaf(t, "app.test", "other.app.test"))
+	// Like Pebble: issued by an intermediate (served in the chain), for five
+	// years (more than the 398 days Chromium allows publicly trusted
+	// certificates; a root a user added is not held to that).
+	chained := tlsServer(t, "chain.app.test", ca.intermediate(t, "MSE browser test intermediate").leafFor(t, 5*365*24*time.Hour, "chain.app.test"))
 	b := Chromium(t, BrowserOptions{RootsPEM: ca.pem, HostMap: map[string]string{"app.test": "127.0.0.1", "*.app.test": "127.0.0.1"}})
 	if !strings.Contains(b.Version, "Chrome/") {
 		t.Errorf("Version = %q, want Chrome/...", b.Version)
@@ -131,6 +172,7 @@ func TestBrowserTrustsGivenRoot(t *testing.T) {
 		{"page", base + "/", http.StatusOK, "Hello from app.test"},
 		{"wildcard host", strings.Replace(base, "app.test", "other.app.test", 1) + "/", http.StatusOK, "Hello from app.test"},
 		{"not found", base + "/missing", http.StatusNotFound, "404 page not found"},
+		{"intermediate, five years", chained + "/", http.StatusOK, "Hello from chain.app.test"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p, err := b.Load(loadCtx(t), tc.url)
