@@ -92,6 +92,24 @@ type Config struct {
 	// KeyTimeout bounds an app's wait for its owner's key once initializing
 	// (default service.DefaultKeyTimeout).
 	KeyTimeout time.Duration
+	// OwnerCAFiles are PEM roots that owner-mode certificates may chain to,
+	// beside the system roots (--owner-ca-file).
+	OwnerCAFiles []string
+	// ACMEDirectories are the ACME CAs nodes in tls_mode acme may use, the
+	// first the default (--acme-directory); ACMERootsFile holds the roots of
+	// their HTTPS servers given to nodes (--acme-roots).
+	ACMEDirectories []string
+	ACMERootsFile   string
+	// OperatorCert and OperatorKey (PEM files) are the certificate the router
+	// terminates operator-mode apps with, e.g. a wildcard for the base domain;
+	// or OperatorACMEDirectory (with OperatorACMERoots, OperatorACMEEmail)
+	// gets one per app domain over ACME (TLS-ALPN-01, answered by the router;
+	// cached in DataDir/acme). Neither: tls_mode operator is refused.
+	OperatorCert          string
+	OperatorKey           string
+	OperatorACMEDirectory string
+	OperatorACMERoots     string
+	OperatorACMEEmail     string
 	// Ready, if set, is called once the backend serves.
 	Ready func(Info)
 }
@@ -214,12 +232,28 @@ func Run(ctx context.Context, cfg Config) error {
 	if public == "" {
 		public = routerLn.Addr().String()
 	}
+	ownerRoots, err := service.LoadOwnerRoots(cfg.OwnerCAFiles)
+	if err != nil {
+		return fmt.Errorf("backend: %w", err)
+	}
+	acmeRoots, err := acmeSettings(cfg.ACMEDirectories, cfg.ACMERootsFile)
+	if err != nil {
+		return fmt.Errorf("backend: %w", err)
+	}
+	var svc *service.Service
+	operator, err := operatorTLS(cfg, platform, run.Measurement(), func(ctx context.Context, host string) (service.Route, error) {
+		return svc.Lookup(ctx, host)
+	}, log.With("component", "router"))
+	if err != nil {
+		return fmt.Errorf("backend: %w", err)
+	}
 
-	svc, err := service.New(service.Config{
+	svc, err = service.New(service.Config{
 		Store: st, Blobs: blobs, Runner: run, Hardware: cfg.Hardware, Runtimes: catalog, Images: images, MaxStartTimeout: cfg.MaxStartTimeout,
 		BaseDomain: cfg.BaseDomain, RouterAddr: public,
 		TEE: attest.TypeSim, SimRootSHA256: platform.RootFingerprint(), MaxBundleSize: cfg.MaxBundleSize,
 		MaxLifetime: cfg.MaxLifetime, PollInterval: cfg.PollInterval, KeyTimeout: cfg.KeyTimeout, Logger: log.With("component", "service"), Registerer: reg,
+		OwnerRoots: ownerRoots, ACMEDirectories: cfg.ACMEDirectories, ACMERootsPEM: acmeRoots, OperatorTLS: operator != nil,
 	})
 	if err != nil {
 		return err
@@ -245,13 +279,14 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	rt := &router.Router{
-		Lookup: func(ctx context.Context, name string) (string, error) {
-			addr, err := svc.Lookup(ctx, name)
+		Lookup: func(ctx context.Context, name string) (router.Route, error) {
+			rt, err := svc.Lookup(ctx, name)
 			if errors.Is(err, service.ErrNoRoute) {
-				return "", fmt.Errorf("%w: %v", router.ErrUnknownServerName, err)
+				return router.Route{}, fmt.Errorf("%w: %v", router.ErrUnknownServerName, err)
 			}
-			return addr, err
+			return routerRoute(rt), err
 		},
+		Operator:    operator,
 		IdleTimeout: 10 * time.Minute,
 		Logger:      log.With("component", "router"),
 		Metrics:     rm,

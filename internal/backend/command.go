@@ -82,6 +82,14 @@ func Command() *cobra.Command {
 	f.DurationVar(&cfg.KeyTimeout, "key-timeout", service.DefaultKeyTimeout, `stop an app whose node waited this long for its owner's key ("no key received")`)
 	f.IntVar(&cfg.MaxConns, "max-conns", netlimit.DefaultTotal, "API connections at once, in total")
 	f.IntVar(&cfg.MaxConnsPerClient, "max-conns-per-client", netlimit.DefaultPerClient, "API connections at once from one IP address")
+	f.StringArrayVar(&cfg.OwnerCAFiles, "owner-ca-file", nil, "PEM roots that tls_mode owner certificates may chain to, beside the system roots (repeatable)")
+	f.StringArrayVar(&cfg.ACMEDirectories, "acme-directory", nil, "ACME directory URL that nodes in tls_mode acme may use (repeatable; the first is the default offered to owners)")
+	f.StringVar(&cfg.ACMERootsFile, "acme-roots", "", "PEM roots of the ACME CA's HTTPS server, given to nodes with the default --acme-directory (default: the system roots)")
+	f.StringVar(&cfg.OperatorCert, "operator-cert", "", "PEM certificate (chain) the router terminates tls_mode operator apps with, e.g. a wildcard for the base domain")
+	f.StringVar(&cfg.OperatorKey, "operator-key", "", "the PEM private key of --operator-cert")
+	f.StringVar(&cfg.OperatorACMEDirectory, "operator-acme-directory", "", "instead of --operator-cert: get a certificate per operator-mode app domain from this ACME CA (TLS-ALPN-01; cached in DATA_DIR/acme)")
+	f.StringVar(&cfg.OperatorACMERoots, "operator-acme-roots", "", "PEM roots of --operator-acme-directory's HTTPS server (default: the system roots)")
+	f.StringVar(&cfg.OperatorACMEEmail, "operator-acme-email", "", "contact address of the operator's ACME account")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	root.AddCommand(serve)
 	root.RunE = serve.RunE
@@ -167,7 +175,7 @@ func Command() *cobra.Command {
 		},
 	}
 	token.AddCommand(tokenList, tokenRevoke)
-	root.AddCommand(user, token, runtimeCommand(&dataDir))
+	root.AddCommand(user, token, runtimeCommand(&dataDir), domainCommand(&dataDir, &db))
 	return root
 }
 

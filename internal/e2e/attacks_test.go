@@ -184,11 +184,11 @@ func TestRouterSwap(t *testing.T) {
 	var swap, real atomic.Value
 	swap.Store("")
 	real.Store("")
-	r := &router.Router{Lookup: func(ctx context.Context, name string) (string, error) {
+	r := &router.Router{Lookup: func(ctx context.Context, name string) (router.Route, error) {
 		if s := swap.Load().(string); s != "" {
-			return s, nil
+			return router.Route{Addr: s}, nil
 		}
-		return real.Load().(string), nil
+		return router.Route{Addr: real.Load().(string)}, nil
 	}}
 	go func() { _ = r.Serve(ln) }()
 	t.Cleanup(func() { _ = r.Close() })

@@ -374,13 +374,14 @@ func ownerPKI(t *testing.T, dir, domain string) (caFile, chainFile, keyFile, wro
 // TestScenario2 deploys with the owner's certificate: its private key goes
 // to the verified node only, which then serves with it.
 func TestScenario2(t *testing.T) {
-	b := testenv.Start(t, testenv.Options{})
-	login(t, b, b.AdminToken)
-	policy := b.PolicyFile(t, "")
 	domain := "owner-app.example.test"
 	tomlPath := helloApp(t, "owner1", "")
 	dir := filepath.Dir(tomlPath)
 	ca, chain, key, _ := ownerPKI(t, dir, domain)
+	// The owner's CA is one the operator trusts (owner-mode chains are verified).
+	b := testenv.Start(t, testenv.Options{OwnerCAFiles: []string{ca}})
+	login(t, b, b.AdminToken)
+	policy := b.PolicyFile(t, "")
 	f, err := os.OpenFile(tomlPath, os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)

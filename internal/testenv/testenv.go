@@ -99,6 +99,14 @@ type Options struct {
 	RuntimeDir string
 	// WarmPool is backend.Config.WarmPool (default 1; negative: no pool).
 	WarmPool int
+	// OwnerCAFiles are backend.Config.OwnerCAFiles: PEM roots owner-mode
+	// certificates may chain to, beside the system roots.
+	OwnerCAFiles []string
+	// ACMEDirectories and ACMERootsFile are the backend's ACME settings.
+	ACMEDirectories []string
+	ACMERootsFile   string
+	// OperatorCert and OperatorKey let the router terminate tls_mode operator.
+	OperatorCert, OperatorKey string
 }
 
 // Backend is a running backend.
@@ -161,6 +169,8 @@ func Start(t testing.TB, o Options) *Backend {
 			// them as one (netlimit's own tests check the cap).
 			MaxConnsPerClient: 4096, MaxLifetime: o.MaxLifetime, MaxBundleSize: o.MaxBundleSize,
 			Blobs: o.Blobs, PollInterval: 100 * time.Millisecond, SimDebug: o.SimDebug, SimTCBStatus: o.SimTCBStatus,
+			OwnerCAFiles: o.OwnerCAFiles, ACMEDirectories: o.ACMEDirectories, ACMERootsFile: o.ACMERootsFile,
+			OperatorCert: o.OperatorCert, OperatorKey: o.OperatorKey,
 			Logger: slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug})),
 			Ready:  func(i backend.Info) { ready <- i },
 		})

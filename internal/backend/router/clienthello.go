@@ -25,8 +25,31 @@ const (
 	recordTypeHandshake   = 0x16
 	handshakeTypeClientHi = 0x01
 	extServerName         = 0x0000
+	extALPN               = 0x0010
 	sniHostName           = 0x00
+
+	// MaxALPNProtocols bounds the protocols a ClientHello may offer (real clients offer 1 to 3).
+	MaxALPNProtocols = 32
 )
+
+// Hello is what the router takes from a ClientHello.
+type Hello struct {
+	// ServerName is the SNI host_name, lowercased and validated as a DNS name.
+	ServerName string
+	// ALPN lists the application protocols offered (RFC 7301), in the client's order; nil without the
+	// extension.
+	ALPN []string
+}
+
+// Offers reports whether the client offered ALPN protocol proto.
+func (h Hello) Offers(proto string) bool {
+	for _, p := range h.ALPN {
+		if p == proto {
+			return true
+		}
+	}
+	return false
+}
 
 // Errors returned by ReadClientHello and ParseClientHello. Malformed input wraps ErrMalformed.
 var (
@@ -44,79 +67,85 @@ func malformed(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrMalformed, fmt.Sprintf(format, args...))
 }
 
-// ReadClientHello reads, from the start of a TLS connection, exactly the TLS record(s) that carry the
-// ClientHello, and nothing after them. The ClientHello may be fragmented over several handshake records.
-// It returns the exact bytes read (to be replayed to the backend) and the SNI host_name, lowercased and
-// validated as a DNS name. It never reads more than MaxClientHelloBytes. On error, raw holds the bytes read
-// so far; a deadline on r is the caller's business.
+// ReadClientHello is ReadHello for the server name alone.
 func ReadClientHello(r io.Reader) (raw []byte, serverName string, err error) {
+	raw, h, err := ReadHello(r)
+	return raw, h.ServerName, err
+}
+
+// ReadHello reads, from the start of a TLS connection, exactly the TLS record(s) that carry the
+// ClientHello, and nothing after them. The ClientHello may be fragmented over several handshake records.
+// It returns the exact bytes read (to be replayed to the backend), the SNI host_name, lowercased and
+// validated as a DNS name, and the ALPN protocols offered. It never reads more than MaxClientHelloBytes. On
+// error, raw holds the bytes read so far and h is empty; a deadline on r is the caller's business.
+func ReadHello(r io.Reader) (raw []byte, h Hello, err error) {
 	raw = make([]byte, 0, 1024)
 	var msg []byte // reassembled handshake payload
 	need := -1     // total handshake message length once its header is known
 	for records := 0; ; records++ {
 		if records == MaxClientHelloRecords {
-			return raw, "", malformed("ClientHello spans more than %d records", MaxClientHelloRecords)
+			return raw, Hello{}, malformed("ClientHello spans more than %d records", MaxClientHelloRecords)
 		}
 		var hdr [recordHeaderLen]byte
 		off := 0
 		if records == 0 {
 			// Look at the first byte alone, so that a non-TLS client is refused without waiting for more.
 			if _, err := io.ReadFull(r, hdr[:1]); err != nil {
-				return raw, "", err // io.EOF: closed without sending anything
+				return raw, Hello{}, err // io.EOF: closed without sending anything
 			}
 			if hdr[0] != recordTypeHandshake {
-				return append(raw, hdr[0]), "", ErrNotTLS
+				return append(raw, hdr[0]), Hello{}, ErrNotTLS
 			}
 			off = 1
 		}
 		if n, err := io.ReadFull(r, hdr[off:]); err != nil {
-			return append(raw, hdr[:off+n]...), "", fmt.Errorf("router: reading TLS record header: %w", unexpectedEOF(err))
+			return append(raw, hdr[:off+n]...), Hello{}, fmt.Errorf("router: reading TLS record header: %w", unexpectedEOF(err))
 		}
 		raw = append(raw, hdr[:]...)
 		if hdr[0] != recordTypeHandshake {
-			return raw, "", malformed("record of type %d interleaved in the ClientHello", hdr[0])
+			return raw, Hello{}, malformed("record of type %d interleaved in the ClientHello", hdr[0])
 		}
 		if hdr[1] != 3 || hdr[2] > 4 {
 			if records == 0 {
-				return raw, "", ErrNotTLS
+				return raw, Hello{}, ErrNotTLS
 			}
-			return raw, "", malformed("record version %d.%d", hdr[1], hdr[2])
+			return raw, Hello{}, malformed("record version %d.%d", hdr[1], hdr[2])
 		}
 		n := int(binary.BigEndian.Uint16(hdr[3:5]))
 		if n == 0 {
 			// RFC 8446 §5.1: zero-length fragments of handshake type MUST NOT be sent.
-			return raw, "", malformed("empty handshake record")
+			return raw, Hello{}, malformed("empty handshake record")
 		}
 		if n > maxRecordPlaintext {
-			return raw, "", malformed("record length %d exceeds 2^14", n)
+			return raw, Hello{}, malformed("record length %d exceeds 2^14", n)
 		}
 		if need >= 0 && len(msg)+n > need {
-			return raw, "", malformed("data after the ClientHello in its last record")
+			return raw, Hello{}, malformed("data after the ClientHello in its last record")
 		}
 		if len(msg)+n > MaxClientHelloLen {
-			return raw, "", malformed("ClientHello longer than %d bytes", MaxClientHelloLen)
+			return raw, Hello{}, malformed("ClientHello longer than %d bytes", MaxClientHelloLen)
 		}
 		start := len(raw)
 		raw = append(raw, make([]byte, n)...)
 		if m, err := io.ReadFull(r, raw[start:]); err != nil {
-			return raw[:start+m], "", fmt.Errorf("router: reading TLS record: %w", unexpectedEOF(err))
+			return raw[:start+m], Hello{}, fmt.Errorf("router: reading TLS record: %w", unexpectedEOF(err))
 		}
 		msg = append(msg, raw[start:]...)
 		if need < 0 && len(msg) >= 4 {
 			if msg[0] != handshakeTypeClientHi {
-				return raw, "", malformed("first handshake message has type %d, not ClientHello", msg[0])
+				return raw, Hello{}, malformed("first handshake message has type %d, not ClientHello", msg[0])
 			}
 			need = 4 + (int(msg[1])<<16 | int(msg[2])<<8 | int(msg[3]))
 			if need > MaxClientHelloLen {
-				return raw, "", malformed("ClientHello length %d exceeds %d", need, MaxClientHelloLen)
+				return raw, Hello{}, malformed("ClientHello length %d exceeds %d", need, MaxClientHelloLen)
 			}
 			if len(msg) > need {
-				return raw, "", malformed("data after the ClientHello in its last record")
+				return raw, Hello{}, malformed("data after the ClientHello in its last record")
 			}
 		}
 		if need >= 0 && len(msg) == need {
-			name, err := parseClientHelloMessage(msg)
-			return raw, name, err
+			h, err := parseClientHelloMessage(msg)
+			return raw, h, err
 		}
 	}
 }
@@ -132,18 +161,24 @@ func unexpectedEOF(err error) error {
 // ClientHello (what ReadClientHello returns as raw), with no bytes after them. It returns the validated,
 // lowercased SNI host_name.
 func ParseClientHello(hello []byte) (serverName string, err error) {
+	h, err := ParseHello(hello)
+	return h.ServerName, err
+}
+
+// ParseHello is the pure form of ReadHello, with ParseClientHello's rules.
+func ParseHello(hello []byte) (Hello, error) {
 	br := bytes.NewReader(hello)
-	_, name, err := ReadClientHello(br)
+	_, h, err := ReadHello(br)
 	if err != nil {
 		if err == io.EOF {
-			return "", malformed("empty input")
+			return Hello{}, malformed("empty input")
 		}
-		return "", err
+		return Hello{}, err
 	}
 	if br.Len() != 0 {
-		return "", malformed("%d bytes after the ClientHello records", br.Len())
+		return Hello{}, malformed("%d bytes after the ClientHello records", br.Len())
 	}
-	return name, nil
+	return h, nil
 }
 
 // cursor is a bounds-checked reader over a byte slice; every read checks the remaining length.
@@ -184,54 +219,98 @@ func (c *cursor) vec16() []byte { return c.bytes(c.u16()) }
 
 // parseClientHelloMessage parses a complete ClientHello handshake message (type, uint24 length, body),
 // whose type and length ReadClientHello has checked.
-func parseClientHelloMessage(msg []byte) (string, error) {
+func parseClientHelloMessage(msg []byte) (Hello, error) {
 	c := &cursor{b: msg[4:]}
 	version := c.u16()
 	if version >= 0 && version>>8 != 3 {
-		return "", malformed("legacy_version %#04x", version)
+		return Hello{}, malformed("legacy_version %#04x", version)
 	}
 	c.bytes(32) // random
 	if sid := c.vec8(); len(sid) > 32 {
-		return "", malformed("session id of %d bytes", len(sid))
+		return Hello{}, malformed("session id of %d bytes", len(sid))
 	}
 	if cs := c.vec16(); !c.bad && (len(cs) < 2 || len(cs)%2 != 0) {
-		return "", malformed("cipher_suites of %d bytes", len(cs))
+		return Hello{}, malformed("cipher_suites of %d bytes", len(cs))
 	}
 	if cm := c.vec8(); !c.bad && len(cm) < 1 {
-		return "", malformed("no compression methods")
+		return Hello{}, malformed("no compression methods")
 	}
 	if c.bad {
-		return "", malformed("truncated ClientHello")
+		return Hello{}, malformed("truncated ClientHello")
 	}
 	if len(c.b) == 0 {
-		return "", ErrNoServerName // no extensions at all (pre-TLS 1.2 style hello)
+		return Hello{}, ErrNoServerName // no extensions at all (pre-TLS 1.2 style hello)
 	}
 	exts := c.vec16()
 	if c.bad || len(c.b) != 0 {
-		return "", malformed("extensions length does not match the message")
+		return Hello{}, malformed("extensions length does not match the message")
 	}
 	ec := &cursor{b: exts}
 	seen := make(map[int]struct{}, 24)
-	var sni []byte
-	haveSNI := false
+	var sni, alpn []byte
+	haveSNI, haveALPN := false, false
 	for len(ec.b) > 0 {
 		typ := ec.u16()
 		data := ec.vec16()
 		if ec.bad {
-			return "", malformed("truncated extension")
+			return Hello{}, malformed("truncated extension")
 		}
 		if _, dup := seen[typ]; dup {
-			return "", malformed("duplicate extension %d", typ)
+			return Hello{}, malformed("duplicate extension %d", typ)
 		}
 		seen[typ] = struct{}{}
-		if typ == extServerName {
+		switch typ {
+		case extServerName:
 			sni, haveSNI = data, true
+		case extALPN:
+			alpn, haveALPN = data, true
+		}
+	}
+	var h Hello
+	if haveALPN {
+		var err error
+		if h.ALPN, err = parseALPNExtension(alpn); err != nil {
+			return Hello{}, err
 		}
 	}
 	if !haveSNI {
-		return "", ErrNoServerName
+		return Hello{}, ErrNoServerName
 	}
-	return parseServerNameExtension(sni)
+	name, err := parseServerNameExtension(sni)
+	if err != nil {
+		return Hello{}, err
+	}
+	h.ServerName = name
+	return h, nil
+}
+
+// parseALPNExtension parses the extension_data of application_layer_protocol_negotiation (RFC 7301 §3.1):
+// ProtocolName protocol_name_list<2..2^16-1>, each ProtocolName<1..2^8-1>. At most MaxALPNProtocols.
+func parseALPNExtension(data []byte) ([]string, error) {
+	c := &cursor{b: data}
+	list := c.vec16()
+	if c.bad || len(c.b) != 0 {
+		return nil, malformed("ALPN list length does not match the extension")
+	}
+	if len(list) == 0 {
+		return nil, malformed("empty ALPN list")
+	}
+	lc := &cursor{b: list}
+	var out []string
+	for len(lc.b) > 0 {
+		p := lc.vec8()
+		if lc.bad {
+			return nil, malformed("truncated ALPN protocol name")
+		}
+		if len(p) == 0 {
+			return nil, malformed("empty ALPN protocol name")
+		}
+		if len(out) == MaxALPNProtocols {
+			return nil, malformed("more than %d ALPN protocols", MaxALPNProtocols)
+		}
+		out = append(out, string(p))
+	}
+	return out, nil
 }
 
 // parseServerNameExtension parses the extension_data of server_name (RFC 6066 §3).

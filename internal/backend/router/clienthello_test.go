@@ -2,9 +2,12 @@ package router
 
 import (
 	"bytes"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -194,5 +197,98 @@ func TestParseClientHelloServerName(t *testing.T) {
 	}
 	if _, err := ParseClientHello(append(buildHello(sniExt(hostEntry(0, "a.b"))), 0x16)); !errors.Is(err, ErrMalformed) {
 		t.Fatalf("trailing byte: %v", err)
+	}
+}
+
+func alpnExt(protos ...string) []byte {
+	var list []byte
+	for _, p := range protos {
+		list = append(list, byte(len(p)))
+		list = append(list, p...)
+	}
+	return rawALPNExt(list)
+}
+
+func rawALPNExt(list []byte) []byte {
+	data := binary.BigEndian.AppendUint16(nil, uint16(len(list)))
+	data = append(data, list...)
+	ext := []byte{0, 0x10}
+	ext = binary.BigEndian.AppendUint16(ext, uint16(len(data)))
+	return append(ext, data...)
+}
+
+func TestParseHelloALPN(t *testing.T) {
+	sni := sniExt(hostEntry(0, "app.example"))
+	many := make([]string, MaxALPNProtocols)
+	for i := range many {
+		many[i] = fmt.Sprint("p", i)
+	}
+	cases := []struct {
+		name string
+		exts []byte
+		want []string
+		err  error
+	}{
+		{"none", sni, nil, nil},
+		{"one", append(alpnExt("mse-ratls/1"), sni...), []string{"mse-ratls/1"}, nil},
+		{"order kept", append(sni, alpnExt("h2", "http/1.1", "mse-ratls/1")...), []string{"h2", "http/1.1", "mse-ratls/1"}, nil},
+		{"binary name", append(sni, alpnExt("\x00\xff")...), []string{"\x00\xff"}, nil},
+		{"255-byte name", append(sni, alpnExt(strings.Repeat("x", 255))...), []string{strings.Repeat("x", 255)}, nil},
+		{"max protocols", append(sni, alpnExt(many...)...), many, nil},
+		{"too many protocols", append(sni, alpnExt(append(many, "one-more")...)...), nil, ErrMalformed},
+		{"empty list", append(sni, rawALPNExt(nil)...), nil, ErrMalformed},
+		{"empty name", append(sni, alpnExt("h2", "")...), nil, ErrMalformed},
+		{"truncated name", append(sni, rawALPNExt([]byte{5, 'h', '2'})...), nil, ErrMalformed},
+		{"list length short", append(sni, 0, 0x10, 0, 5, 0, 2, 2, 'h', '2'), nil, ErrMalformed},
+		{"list length long", append(sni, 0, 0x10, 0, 3, 0, 9, 2), nil, ErrMalformed},
+		{"empty extension", append(sni, 0, 0x10, 0, 0), nil, ErrMalformed},
+		{"duplicate", append(append(sni, alpnExt("h2")...), alpnExt("h2")...), nil, ErrMalformed},
+		// A malformed ALPN refuses the hello even without SNI; a good one without SNI is no_sni.
+		{"bad alpn no sni", rawALPNExt(nil), nil, ErrMalformed},
+		{"alpn no sni", alpnExt("h2"), nil, ErrNoServerName},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			h, err := ParseHello(buildHello(c.exts))
+			if !errors.Is(err, c.err) || (c.err == nil) != (err == nil) {
+				t.Fatalf("err = %v, want %v", err, c.err)
+			}
+			if err != nil {
+				if h.ServerName != "" || h.ALPN != nil {
+					t.Fatalf("values returned with an error: %+v", h)
+				}
+				return
+			}
+			if h.ServerName != "app.example" || !slices.Equal(h.ALPN, c.want) || (c.want == nil) != (h.ALPN == nil) {
+				t.Fatalf("got %+v, want ALPN %q", h, c.want)
+			}
+		})
+	}
+}
+
+func TestReadHelloALPNRealClients(t *testing.T) {
+	for name, cfg := range map[string]*tls.Config{
+		"ratls":      {ServerName: "a.example", NextProtos: []string{"mse-ratls/1"}},
+		"browserish": {ServerName: "a.example", NextProtos: []string{"h2", "http/1.1"}},
+		"acme":       {ServerName: "a.example", NextProtos: []string{"acme-tls/1"}},
+		"none":       {ServerName: "a.example"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			hello := captureClientHello(t, cfg)
+			for _, in := range [][]byte{hello, fragment(t, hello, 100)} {
+				_, h, err := ReadHello(bytes.NewReader(in))
+				if err != nil || h.ServerName != "a.example" || !slices.Equal(h.ALPN, cfg.NextProtos) {
+					t.Fatalf("ReadHello = %+v, %v; want ALPN %q", h, err, cfg.NextProtos)
+				}
+				for _, p := range cfg.NextProtos {
+					if !h.Offers(p) {
+						t.Fatalf("Offers(%q) = false", p)
+					}
+				}
+				if h.Offers("mse-ratls/1") != (name == "ratls") {
+					t.Fatalf("Offers(mse-ratls/1) = %v", h.Offers("mse-ratls/1"))
+				}
+			}
+		})
 	}
 }

@@ -123,14 +123,14 @@ type staticLookup struct {
 	calls []string
 }
 
-func (s *staticLookup) lookup(_ context.Context, name string) (string, error) {
+func (s *staticLookup) lookup(_ context.Context, name string) (Route, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.calls = append(s.calls, name)
 	if a, ok := s.m[name]; ok {
-		return a, nil
+		return Route{Addr: a, Domain: name}, nil
 	}
-	return "", ErrUnknownServerName
+	return Route{}, ErrUnknownServerName
 }
 
 // testRouter starts a router on 127.0.0.1 with its own registry; it is closed at the end of the test.
@@ -159,7 +159,7 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-func startRouter(tb testing.TB, lookup func(context.Context, string) (string, error), opts func(*Router)) *testRouter {
+func startRouter(tb testing.TB, lookup func(context.Context, string) (Route, error), opts func(*Router)) *testRouter {
 	tb.Helper()
 	reg := prometheus.NewRegistry()
 	m, err := NewMetrics(reg)

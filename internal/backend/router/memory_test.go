@@ -100,7 +100,7 @@ type memStats struct {
 // "stats" (after a GC), "free" (debug.FreeOSMemory, then stats).
 func runMemChild(backend string) {
 	r := &Router{
-		Lookup: func(context.Context, string) (string, error) { return backend, nil },
+		Lookup: func(context.Context, string) (Route, error) { return Route{Addr: backend}, nil },
 		Logger: discardLogger(),
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -1,7 +1,13 @@
 // Package router is the backend's SNI router: it reads the ClientHello of each incoming TLS connection,
 // looks up the node that serves its server name, and relays the connection to that node byte for byte.
-// It never terminates TLS (it holds no keys), so the operator cannot interpose on the session between a
-// client and an enclave. Nothing but TLS with a known SNI is routed.
+// For apps in every TLS mode but one it never terminates TLS (it holds no keys for them), so the operator
+// cannot interpose on the session between a client and an enclave. Nothing but TLS with a known SNI is
+// routed.
+//
+// The exception is tls_mode operator (MSE's --untrusted-ssl, docs/router.md "Operator mode"): there the
+// router terminates the connections of ordinary clients with the operator's certificate and proxies their
+// HTTP requests to the node over TLS that it verifies as the node's RA-TLS (Operator). Connections that
+// offer ALPN nodeapi.ALPNRATLS still pass through untouched to the enclave's own TLS.
 package router
 
 import (
@@ -15,6 +21,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/mse-in-go/mse/internal/nodeapi"
 )
 
 // ErrUnknownServerName is what Lookup returns (possibly wrapped) for a name that no app serves. It is
@@ -30,12 +38,28 @@ const (
 	DefaultDialTimeout      = 10 * time.Second
 )
 
+// TLSModeOperator is the Route.TLSMode of apps whose TLS the router terminates (spec.TLSOperator).
+const TLSModeOperator = "operator"
+
+// Route is where a server name goes, and what the router must know of the app to serve it.
+type Route struct {
+	// Addr is the node's "host:port", or "unix:PATH" for a sandboxed node's socket.
+	Addr string
+	// TLSMode is the app's TLS mode; TLSModeOperator makes the router terminate TLS (see Operator).
+	TLSMode string
+	// AppID, Domain, CodeDigest, ConfigDigest and RuntimeDigest are what the node's RA-TLS certificate must
+	// attest (operator mode; empty digests are not checked). Domain is the name looked up.
+	AppID                                   string
+	Domain                                  string
+	CodeDigest, ConfigDigest, RuntimeDigest []byte
+}
+
 // Router relays TLS connections to backends chosen by the ClientHello's server name. Set the fields before
 // the first call to Serve and do not change them afterwards.
 type Router struct {
-	// Lookup maps a validated, lowercased server name to the backend's "host:port". It returns
-	// ErrUnknownServerName (possibly wrapped) when no backend serves the name. Required.
-	Lookup func(ctx context.Context, serverName string) (addr string, err error)
+	// Lookup maps a validated, lowercased server name to its Route. It returns ErrUnknownServerName
+	// (possibly wrapped) when no backend serves the name. Required.
+	Lookup func(ctx context.Context, serverName string) (Route, error)
 	// Dial connects to a backend; nil means a net.Dialer. network is "tcp",
 	// or "unix" for a Lookup answer "unix:PATH".
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
@@ -54,6 +78,9 @@ type Router struct {
 	Logger *slog.Logger
 	// Metrics, from NewMetrics; nil records nothing.
 	Metrics *Metrics
+	// Operator terminates TLS for routes in TLSModeOperator; nil refuses them (lookup_error: the backend
+	// accepts no such app without it).
+	Operator *Operator
 
 	mu        sync.Mutex
 	ctx       context.Context // cancelled by Close and by Shutdown's deadline
@@ -63,6 +90,7 @@ type Router struct {
 	closing   bool
 	wg        sync.WaitGroup // connection handlers
 	nconns    int            // open connections, for MaxConns
+	term      *terminator    // when Operator is set
 }
 
 // conn is one client connection and, once routed, its backend.
@@ -107,6 +135,9 @@ func (r *Router) init() {
 		r.listeners = make(map[net.Listener]struct{})
 		r.conns = make(map[*conn]struct{})
 		r.ctx, r.cancel = context.WithCancel(context.Background())
+		if r.Operator != nil {
+			r.term = newTerminator(r, r.Operator)
+		}
 	}
 }
 
@@ -124,6 +155,10 @@ func (r *Router) Serve(ln net.Listener) error {
 	if r.Lookup == nil {
 		ln.Close()
 		return errors.New("router: Lookup is nil")
+	}
+	if r.Operator != nil && (r.Operator.GetCertificate == nil || r.Operator.VerifyNode == nil) {
+		ln.Close()
+		return errors.New("router: Operator needs GetCertificate and VerifyNode")
 	}
 	r.mu.Lock()
 	r.init()
@@ -210,7 +245,12 @@ func (r *Router) Shutdown(ctx context.Context) error {
 		}
 		c.mu.Unlock()
 	}
+	term := r.term
 	r.mu.Unlock()
+	if term != nil {
+		// Idle terminated connections close now, busy ones after their request.
+		go term.shutdown(ctx)
+	}
 
 	done := make(chan struct{})
 	go func() { r.wg.Wait(); close(done) }()
@@ -233,7 +273,11 @@ func (r *Router) Close() error {
 	for ln := range r.listeners {
 		ln.Close()
 	}
+	term := r.term
 	r.mu.Unlock()
+	if term != nil {
+		term.close()
+	}
 	r.closeAll()
 	r.wg.Wait()
 	return nil
@@ -286,7 +330,8 @@ func (r *Router) handle(c *conn) {
 		ht = DefaultHandshakeTimeout
 	}
 	c.client.SetReadDeadline(time.Now().Add(ht))
-	hello, name, err := ReadClientHello(c.client)
+	hello, hi, err := ReadHello(c.client)
+	name := hi.ServerName
 	if err != nil {
 		reason, alert := classifyHelloError(err)
 		c.mu.Lock()
@@ -311,7 +356,7 @@ func (r *Router) handle(c *conn) {
 	ctx, cancel := context.WithTimeout(r.ctx, dt)
 	defer cancel()
 	start := time.Now()
-	addr, err := r.Lookup(ctx, name)
+	route, err := r.Lookup(ctx, name)
 	switch {
 	case err == nil:
 		r.Metrics.observeLookup("found", time.Since(start))
@@ -330,16 +375,22 @@ func (r *Router) handle(c *conn) {
 		return
 	}
 
-	dial := r.Dial
-	if dial == nil {
-		var d net.Dialer
-		dial = d.DialContext
+	if route.TLSMode == TLSModeOperator && !hi.Offers(nodeapi.ALPNRATLS) {
+		// Stage 2 and `mse cloud verify` offer mse-ratls/1 and reach the enclave below; everyone else is
+		// terminated here.
+		if r.Operator == nil {
+			r.Metrics.incRefused(ReasonLookupError)
+			log.Warn("router: an operator-mode app, and no operator certificate is configured", "sni", name, "remote", remote)
+			writeAlert(c.client, alertInternalError)
+			return
+		}
+		cancel()
+		r.Metrics.incRouted()
+		relaying = r.terminate(c, hello, route, finish)
+		return
 	}
-	network, daddr := "tcp", addr
-	if p, ok := strings.CutPrefix(addr, "unix:"); ok {
-		network, daddr = "unix", p // a sandboxed node's socket
-	}
-	backend, err := dial(ctx, network, daddr)
+	addr := route.Addr
+	backend, err := r.dialNode(ctx, addr)
 	if err != nil {
 		r.Metrics.incRefused(ReasonDialError)
 		log.Warn("router: backend unreachable", "sni", name, "remote", remote, "backend", addr, "error", err)
@@ -356,6 +407,20 @@ func (r *Router) handle(c *conn) {
 	log.Debug("router: routed", "sni", name, "remote", remote, "backend", addr)
 
 	relaying = r.relay(c, hello, finish)
+}
+
+// dialNode connects to a Route.Addr ("host:port" or "unix:PATH").
+func (r *Router) dialNode(ctx context.Context, addr string) (net.Conn, error) {
+	dial := r.Dial
+	if dial == nil {
+		var d net.Dialer
+		dial = d.DialContext
+	}
+	network, daddr := "tcp", addr
+	if p, ok := strings.CutPrefix(addr, "unix:"); ok {
+		network, daddr = "unix", p // a sandboxed node's socket
+	}
+	return dial(ctx, network, daddr)
 }
 
 func classifyHelloError(err error) (reason string, alert byte) {

@@ -104,16 +104,16 @@ func TestRefused(t *testing.T) {
 	backend := startTLSBackend(t, "known.example", echoHandler)
 	var mu sync.Mutex
 	backendConns := 0
-	tr := startRouter(t, func(ctx context.Context, name string) (string, error) {
+	tr := startRouter(t, func(ctx context.Context, name string) (Route, error) {
 		switch name {
 		case "known.example":
-			return backend.addr, nil
+			return Route{Addr: backend.addr}, nil
 		case "broken.example":
-			return "", errors.New("store unavailable")
+			return Route{}, errors.New("store unavailable")
 		case "down.example":
-			return "127.0.0.1:1", nil
+			return Route{Addr: "127.0.0.1:1"}, nil
 		}
-		return "", fmt.Errorf("no app: %w", ErrUnknownServerName)
+		return Route{}, fmt.Errorf("no app: %w", ErrUnknownServerName)
 	}, func(r *Router) {
 		d := &net.Dialer{}
 		r.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {

@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -29,6 +30,7 @@ import (
 	"github.com/mse-in-go/mse/internal/client"
 	"github.com/mse-in-go/mse/internal/config"
 	"github.com/mse-in-go/mse/internal/nodeapi"
+	"github.com/mse-in-go/mse/internal/spec"
 )
 
 // Config configures the service.
@@ -58,9 +60,22 @@ type Config struct {
 	KeyTimeout time.Duration
 	// SweepInterval is how often partial uploads are swept (default 10 min).
 	SweepInterval time.Duration
-	Logger        *slog.Logger
-	Now           func() time.Time
-	Registerer    prometheus.Registerer
+	// OwnerRoots are the roots owner-mode certificates must chain to
+	// (default: the system roots).
+	OwnerRoots OwnerRoots
+	// ACMEDirectories are the ACME CAs (directory URLs) nodes in tls_mode
+	// acme may use; the first is the default offered to owners. Empty: tls_mode
+	// acme is refused. ACMERootsPEM are the roots of those CAs' HTTPS servers
+	// offered with the default (empty: the system roots).
+	ACMEDirectories []string
+	ACMERootsPEM    string
+	// OperatorTLS says that the router can terminate TLS with an operator
+	// certificate (--operator-cert or --operator-acme-directory): tls_mode
+	// operator is accepted only then.
+	OperatorTLS bool
+	Logger      *slog.Logger
+	Now         func() time.Time
+	Registerer  prometheus.Registerer
 }
 
 // Service is the backend logic.
@@ -73,6 +88,9 @@ type Service struct {
 
 	quotaOnce sync.Once
 	quota     *quotas
+
+	rootsOnce sync.Once
+	roots     OwnerRoots
 
 	mApps        *prometheus.GaugeVec
 	mTransitions *prometheus.CounterVec
@@ -134,8 +152,18 @@ func (s *Service) Store() store.Store { return s.st }
 
 // Platform describes the platform to clients.
 func (s *Service) Platform() client.Platform {
-	return client.Platform{TEE: s.cfg.TEE, RouterAddr: s.cfg.RouterAddr, BaseDomain: s.cfg.BaseDomain,
-		NodeMeasurement: s.cfg.Runner.Measurement(), SimRootSHA256: s.cfg.SimRootSHA256}
+	p := client.Platform{TEE: s.cfg.TEE, RouterAddr: s.cfg.RouterAddr, BaseDomain: s.cfg.BaseDomain,
+		NodeMeasurement: s.cfg.Runner.Measurement(), SimRootSHA256: s.cfg.SimRootSHA256,
+		TLSModes: []string{spec.TLSSelf, spec.TLSOwner}}
+	if s.cfg.OperatorTLS {
+		p.TLSModes = append(p.TLSModes, spec.TLSOperator)
+	}
+	if len(s.cfg.ACMEDirectories) > 0 {
+		p.TLSModes = append(p.TLSModes, spec.TLSACME)
+		p.ACME = &spec.ACME{DirectoryURL: s.cfg.ACMEDirectories[0], RootsPEM: s.cfg.ACMERootsPEM}
+		p.ACMEDirectories = slices.Clone(s.cfg.ACMEDirectories)
+	}
+	return p
 }
 
 // Hardware lists the catalog with what is free.
@@ -388,36 +416,22 @@ func (s *Service) CreateApp(ctx context.Context, u *store.User, req client.Creat
 		return nil, err
 	}
 	id := uuid.NewString()
-	spec := config.Spec{
+	sp := config.Spec{
 		AppID: id, Name: req.Name, Entrypoint: req.Entrypoint, PythonApplication: req.PythonApplication,
 		HealthcheckEndpoint: req.HealthcheckEndpoint, ExpiresAt: req.ExpiresAt.UTC().Truncate(time.Second), TLSMode: req.TLSMode,
 		OwnerCertificate: req.OwnerCertificate, Runtime: rt, StartTimeoutSeconds: startTimeout,
 	}
-	switch req.TLSMode {
-	case config.TLSSelf:
-		if req.Domain != "" {
-			return nil, errf(ErrInvalid, "domain is only for tls_mode owner (your own certificate); with tls_mode self the platform assigns the domain")
-		}
-		spec.Domains = []string{domainLabel(req.Name) + "-" + strings.ReplaceAll(id, "-", "")[:12] + "." + s.cfg.BaseDomain}
-	case config.TLSOwner:
-		// The rule of mse.toml's cloud.ssl.domain_name; stored without a trailing dot.
-		if err := config.ValidateDomain(req.Domain); err != nil {
-			return nil, errf(ErrInvalid, "%v", err)
-		}
-		d := strings.TrimSuffix(strings.ToLower(req.Domain), ".")
-		spec.Domains = []string{d}
-	case config.TLSOperator:
-		return nil, errf(ErrInvalid, "tls_mode operator is not offered by this backend; use self (default) or owner")
-	default:
-		return nil, errf(ErrInvalid, "unknown tls_mode %q (self, owner)", req.TLSMode)
+	reserve, err := s.appDomain(ctx, u, req, &sp)
+	if err != nil {
+		return nil, err
 	}
-	if err := spec.Validate(); err != nil {
+	if err := sp.Validate(); err != nil {
 		return nil, errf(ErrInvalid, "%v", err)
 	}
-	if len(spec.Entrypoint) > 256 {
+	if len(sp.Entrypoint) > 256 {
 		return nil, errf(ErrInvalid, "entrypoint has more than 256 arguments")
 	}
-	specJSON, err := jsonMarshal(spec)
+	specJSON, err := jsonMarshal(sp)
 	if err != nil {
 		return nil, err
 	}
@@ -447,21 +461,30 @@ func (s *Service) CreateApp(ctx context.Context, u *store.User, req client.Creat
 		return nil, errf(ErrInvalid, "the uploaded bundle's SHA-256 %s is not the code_digest %s you declared: the upload was corrupted or truncated; deploy again",
 			hex.EncodeToString(info.SHA256[:])[:12], req.CodeDigest[:12])
 	}
+	if reserve {
+		// After the upload, just before the app is recorded: of two tenants
+		// with valid certificates for one domain, the first to get here
+		// holds it.
+		if err := s.reserveDomain(ctx, u, sp.Domains[0], store.ProofCertificate); err != nil {
+			_ = s.cfg.Blobs.Delete(ctx, id)
+			return nil, err
+		}
+	}
 	app := &store.App{
 		ID: id, OwnerID: u.ID, ProjectID: p.ID, Name: req.Name, Status: store.StatusSpawning, Hardware: hw.Name,
-		Domains: spec.Domains, Spec: specJSON, CodeDigest: req.CodeDigest, BundleSize: info.Size,
-		CreatedAt: now, UpdatedAt: now, ExpiresAt: spec.ExpiresAt,
+		Domains: sp.Domains, Spec: specJSON, CodeDigest: req.CodeDigest, BundleSize: info.Size,
+		CreatedAt: now, UpdatedAt: now, ExpiresAt: sp.ExpiresAt,
 	}
 	if err := s.st.CreateApp(ctx, app); err != nil {
 		_ = s.cfg.Blobs.Delete(ctx, id)
 		if errors.Is(err, store.ErrConflict) {
-			return nil, errf(ErrConflict, "domain %s is already used by a running app", spec.Domains[0])
+			return nil, errf(ErrConflict, "domain %s is already used by a running app", sp.Domains[0])
 		}
 		return nil, err
 	}
 	s.mCreated.Inc()
 	s.log.Info("app created", "app_id", id, "name", req.Name, "owner", u.Name, "bundle_bytes", info.Size)
-	if err := s.spawn(ctx, app, spec); err != nil {
+	if err := s.spawn(ctx, app, sp); err != nil {
 		if errors.Is(err, runner.ErrNoCapacity) || errors.Is(err, runner.ErrRuntime) {
 			return nil, errf(ErrUnavailable, "%v", err)
 		}
@@ -624,19 +647,52 @@ func (s *Service) Fingerprint(ctx context.Context, a *store.App) string {
 // ErrNoRoute is returned by Lookup for a name no active node serves.
 var ErrNoRoute = errors.New("no active app serves this name")
 
-// Lookup answers the router: the node address for an active app's domain.
-func (s *Service) Lookup(ctx context.Context, serverName string) (string, error) {
+// Route is what the router needs to know of the app serving a name.
+type Route struct {
+	// Addr is the node's address ("host:port" or "unix:PATH").
+	Addr    string
+	TLSMode string
+	AppID   string
+	// Domain is the name looked up (lowercase, no trailing dot).
+	Domain string
+	// CodeDigest, ConfigDigest and RuntimeDigest are what the node must
+	// attest (set for tls_mode operator, where the router verifies the node).
+	CodeDigest, ConfigDigest, RuntimeDigest []byte
+}
+
+// Lookup answers the router: the node and identity of an active app's domain.
+func (s *Service) Lookup(ctx context.Context, serverName string) (Route, error) {
 	a, err := s.st.AppByDomain(ctx, serverName)
 	if errors.Is(err, store.ErrNotFound) {
-		return "", ErrNoRoute
+		return Route{}, ErrNoRoute
 	}
 	if err != nil {
-		return "", err
+		return Route{}, err
 	}
 	if !a.Status.Active() || len(a.Node) == 0 {
-		return "", fmt.Errorf("%w: app %s has no node yet", ErrNoRoute, a.ID)
+		return Route{}, fmt.Errorf("%w: app %s has no node yet", ErrNoRoute, a.ID)
 	}
-	return s.cfg.Runner.Addr(a.ID, a.Node)
+	addr, err := s.cfg.Runner.Addr(a.ID, a.Node)
+	if err != nil {
+		return Route{}, err
+	}
+	var sp config.Spec
+	if err := jsonUnmarshal(a.Spec, &sp); err != nil {
+		return Route{}, fmt.Errorf("app %s: corrupt spec: %w", a.ID, err)
+	}
+	rt := Route{Addr: addr, TLSMode: sp.TLSMode, AppID: a.ID, Domain: strings.TrimSuffix(strings.ToLower(serverName), ".")}
+	if sp.TLSMode == spec.TLSOperator {
+		if rt.CodeDigest, err = hex.DecodeString(a.CodeDigest); err != nil {
+			return Route{}, fmt.Errorf("app %s: corrupt code digest: %w", a.ID, err)
+		}
+		if rt.ConfigDigest, err = sp.Digest(); err != nil {
+			return Route{}, fmt.Errorf("app %s: config digest: %w", a.ID, err)
+		}
+		if h, ok := strings.CutPrefix(sp.Runtime.Digest, "sha256:"); ok {
+			rt.RuntimeDigest, _ = hex.DecodeString(h)
+		}
+	}
+	return rt, nil
 }
 
 // Kick asks the loop to reconcile now.

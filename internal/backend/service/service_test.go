@@ -207,15 +207,15 @@ func TestAuthenticate(t *testing.T) {
 // TestConflictsAndCapacity: an owner domain held by an active app is a
 // conflict; a spawn without capacity is ErrUnavailable and the app on_error.
 func TestConflictsAndCapacity(t *testing.T) {
-	e := servicetest.New(t)
+	ca := servicetest.NewCA(t, "Owner CA")
+	e := servicetest.New(t, servicetest.TrustCAs(ca))
 	u, _ := e.User(t, "alice", false)
+	chain := ca.Leaf(t, "app.example.com")
 	owner := func() client.CreateAppRequest {
 		r := request(e, "own")
-		r.TLSMode, r.Domain, r.OwnerCertificate = config.TLSOwner, "app.example.com", "-----BEGIN CERTIFICATE-----\n"
+		r.TLSMode, r.Domain, r.OwnerCertificate = config.TLSOwner, "app.example.com", chain
 		return r
 	}
-	// The backend does not parse the chain (the node and the owner do);
-	// it only requires one.
 	if _, err := e.Service.CreateApp(ctx, u, owner(), bytes.NewReader(bundleBytes)); err != nil {
 		t.Fatalf("first owner app: %v", err)
 	}

@@ -82,6 +82,24 @@ type App struct {
 	StoppedAt *time.Time
 }
 
+// Proofs of domain control a reservation records.
+const (
+	// ProofCertificate: the tenant deployed an owner-mode app with a
+	// certificate for the domain that chains to a root the operator trusts.
+	ProofCertificate = "certificate"
+	// ProofAdmin: the operator reserved it (mse-backend domain reserve).
+	ProofAdmin = "admin"
+)
+
+// DomainReservation says that a domain belongs to one tenant: no other
+// tenant's app may be served on it, whatever the TLS mode.
+type DomainReservation struct {
+	Domain    string // stored lowercase, without a trailing dot
+	UserID    string
+	Proof     string // ProofCertificate or ProofAdmin
+	CreatedAt time.Time
+}
+
 // AppFilter selects apps in ListApps. Zero fields do not filter.
 type AppFilter struct {
 	OwnerID   string
@@ -142,6 +160,21 @@ type Store interface {
 	TransitionApp(ctx context.Context, id string, from []AppStatus, to AppStatus, errMsg string, at time.Time) error
 	// AppByDomain returns the active app holding a domain.
 	AppByDomain(ctx context.Context, domain string) (*App, error)
+
+	// ReserveDomain reserves r.Domain for r.UserID. When that user already
+	// holds it, it succeeds and leaves the reservation as it was (r is
+	// filled with it: first proof and time kept); when another user does,
+	// ErrConflict, naming the domain and not the holder. An unknown user is
+	// ErrNotFound. Zero CreatedAt becomes now.
+	ReserveDomain(ctx context.Context, r *DomainReservation) error
+	// DomainReservation returns the reservation of a domain (compared
+	// case-insensitively, trailing dot ignored); ErrNotFound when there is none.
+	DomainReservation(ctx context.Context, domain string) (*DomainReservation, error)
+	// ListDomainReservations lists the reservations of a user ("": of all
+	// users), by domain.
+	ListDomainReservations(ctx context.Context, userID string) ([]DomainReservation, error)
+	// ReleaseDomain deletes a domain's reservation; ErrNotFound when there is none.
+	ReleaseDomain(ctx context.Context, domain string) error
 
 	// GetQuota returns a user's quota; a user without one has the zero
 	// (unlimited) quota.

@@ -530,6 +530,78 @@ func (s *Store) AppByDomain(ctx context.Context, domain string) (*store.App, err
 	return storeutil.First(as, err, "active app with domain", domain)
 }
 
+// ---- domain reservations
+
+const reservationCols = "domain, user_id, proof, created_at"
+
+func scanReservation(r pgx.Row) (store.DomainReservation, error) {
+	var d store.DomainReservation
+	err := r.Scan(&d.Domain, &d.UserID, &d.Proof, &d.CreatedAt)
+	d.CreatedAt = d.CreatedAt.UTC()
+	return d, err
+}
+
+// ReserveDomain implements store.Store.
+func (s *Store) ReserveDomain(ctx context.Context, r *store.DomainReservation) error {
+	if err := storeutil.PrepareReservation(r); err != nil {
+		return err
+	}
+	return s.tx(ctx, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, "INSERT INTO domain_reservations ("+reservationCols+") VALUES ($1, $2, $3, $4) ON CONFLICT (domain) DO NOTHING",
+			r.Domain, r.UserID, r.Proof, r.CreatedAt)
+		if isFK(err) {
+			return storeutil.NotFound("user", r.UserID)
+		} else if err != nil {
+			return err
+		}
+		if tag.RowsAffected() == 1 {
+			return nil
+		}
+		// The row that won the conflict is committed (READ COMMITTED sees it).
+		var holder, proof string
+		var created time.Time
+		if err := tx.QueryRow(ctx, "SELECT user_id, proof, created_at FROM domain_reservations WHERE domain = $1", r.Domain).
+			Scan(&holder, &proof, &created); err != nil {
+			if errors.Is(err, pgx.ErrNoRows) {
+				// Released between the two statements: let the caller retry.
+				return fmt.Errorf("%w: domain %q changed concurrently; try again", store.ErrConflict, r.Domain)
+			}
+			return err
+		}
+		if holder != r.UserID {
+			return storeutil.Reserved(r.Domain)
+		}
+		r.Proof, r.CreatedAt = proof, created.UTC()
+		return nil
+	})
+}
+
+// DomainReservation implements store.Store.
+func (s *Store) DomainReservation(ctx context.Context, domain string) (*store.DomainReservation, error) {
+	rs, err := collect(ctx, s, scanReservation, "SELECT "+reservationCols+" FROM domain_reservations WHERE domain = $1", storeutil.DomainKey(domain))
+	return storeutil.First(rs, err, "domain reservation", domain)
+}
+
+// ListDomainReservations implements store.Store.
+func (s *Store) ListDomainReservations(ctx context.Context, userID string) ([]store.DomainReservation, error) {
+	if userID == "" {
+		return collect(ctx, s, scanReservation, "SELECT "+reservationCols+` FROM domain_reservations ORDER BY domain COLLATE "C"`)
+	}
+	return collect(ctx, s, scanReservation, "SELECT "+reservationCols+` FROM domain_reservations WHERE user_id = $1 ORDER BY domain COLLATE "C"`, userID)
+}
+
+// ReleaseDomain implements store.Store.
+func (s *Store) ReleaseDomain(ctx context.Context, domain string) error {
+	tag, err := s.exec(ctx, "DELETE FROM domain_reservations WHERE domain = $1", storeutil.DomainKey(domain))
+	if err != nil {
+		return err
+	}
+	if tag.RowsAffected() == 0 {
+		return storeutil.NotFound("domain reservation", domain)
+	}
+	return nil
+}
+
 // ---- quotas
 
 const quotaCols = "user_id, active_apps, memory_mib, cores, bundle_bytes, log_follows"

@@ -51,7 +51,7 @@ func TestReopen(t *testing.T) {
 	if h, err := s2.AppByDomain(ctx, "x.example"); err != nil || h.ID != "a1" {
 		t.Fatalf("after reopen: %v, %v", h, err)
 	}
-	if v, err := s2.SchemaVersion(ctx); err != nil || v != 2 {
+	if v, err := s2.SchemaVersion(ctx); err != nil || v != 3 {
 		t.Fatalf("SchemaVersion = %d, %v", v, err)
 	}
 }
@@ -79,7 +79,7 @@ func TestConcurrentOpen(t *testing.T) {
 			t.Errorf("Open %d: %v", i, err)
 		}
 	}
-	if v, err := open(t, url).SchemaVersion(ctx); err != nil || v != 2 {
+	if v, err := open(t, url).SchemaVersion(ctx); err != nil || v != 3 {
 		t.Fatalf("SchemaVersion = %d, %v", v, err)
 	}
 }

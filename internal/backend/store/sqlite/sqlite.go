@@ -651,6 +651,81 @@ func (s *Store) AppByDomain(ctx context.Context, domain string) (*store.App, err
 	return storeutil.First(as, err, "active app with domain", domain)
 }
 
+// ---- domain reservations
+
+const reservationCols = "domain, user_id, proof, created_at"
+
+func scanReservation(sc *sql.Rows) (store.DomainReservation, error) {
+	var r store.DomainReservation
+	var created string
+	if err := sc.Scan(&r.Domain, &r.UserID, &r.Proof, &created); err != nil {
+		return r, err
+	}
+	var err error
+	r.CreatedAt, err = parseTS(created)
+	return r, err
+}
+
+// ReserveDomain implements store.Store.
+func (s *Store) ReserveDomain(ctx context.Context, r *store.DomainReservation) error {
+	if err := storeutil.PrepareReservation(r); err != nil {
+		return err
+	}
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, "INSERT INTO domain_reservations ("+reservationCols+") VALUES (?, ?, ?, ?) ON CONFLICT (domain) DO NOTHING",
+			r.Domain, r.UserID, r.Proof, ts(r.CreatedAt))
+		if isFK(err) {
+			return storeutil.NotFound("user", r.UserID)
+		} else if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return err
+		} else if n == 1 {
+			return nil
+		}
+		var holder, proof, created string
+		if err := tx.QueryRowContext(ctx, "SELECT user_id, proof, created_at FROM domain_reservations WHERE domain = ?", r.Domain).
+			Scan(&holder, &proof, &created); err != nil {
+			return err
+		}
+		if holder != r.UserID {
+			return storeutil.Reserved(r.Domain)
+		}
+		t, err := parseTS(created)
+		r.Proof, r.CreatedAt = proof, t
+		return err
+	})
+}
+
+// DomainReservation implements store.Store.
+func (s *Store) DomainReservation(ctx context.Context, domain string) (*store.DomainReservation, error) {
+	rs, err := collect(ctx, s, scanReservation, "SELECT "+reservationCols+" FROM domain_reservations WHERE domain = ?", storeutil.DomainKey(domain))
+	return storeutil.First(rs, err, "domain reservation", domain)
+}
+
+// ListDomainReservations implements store.Store.
+func (s *Store) ListDomainReservations(ctx context.Context, userID string) ([]store.DomainReservation, error) {
+	if userID == "" {
+		return collect(ctx, s, scanReservation, "SELECT "+reservationCols+" FROM domain_reservations ORDER BY domain")
+	}
+	return collect(ctx, s, scanReservation, "SELECT "+reservationCols+" FROM domain_reservations WHERE user_id = ? ORDER BY domain", userID)
+}
+
+// ReleaseDomain implements store.Store.
+func (s *Store) ReleaseDomain(ctx context.Context, domain string) error {
+	res, err := s.exec(ctx, "DELETE FROM domain_reservations WHERE domain = ?", storeutil.DomainKey(domain))
+	if err != nil {
+		return err
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return err
+	} else if n == 0 {
+		return storeutil.NotFound("domain reservation", domain)
+	}
+	return nil
+}
+
 // ---- quotas
 
 const quotaCols = "user_id, active_apps, memory_mib, cores, bundle_bytes, log_follows"

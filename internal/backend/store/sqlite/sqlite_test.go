@@ -72,7 +72,7 @@ func TestPragmas(t *testing.T) {
 			t.Errorf("%s: PRAGMA %s = %s, want %s", c.db, c.pragma, got, c.want)
 		}
 	}
-	if v, err := s.SchemaVersion(ctx); err != nil || v != 2 {
+	if v, err := s.SchemaVersion(ctx); err != nil || v != 3 {
 		t.Errorf("SchemaVersion = %d, %v", v, err)
 	}
 }
@@ -106,7 +106,7 @@ func TestReopen(t *testing.T) {
 	if err != nil || h.ID != "a1" || string(h.Spec) != `{"a": 1}` {
 		t.Fatalf("AppByDomain after reopen: %+v, %v", h, err)
 	}
-	if v, err := s2.SchemaVersion(ctx); err != nil || v != 2 {
+	if v, err := s2.SchemaVersion(ctx); err != nil || v != 3 {
 		t.Errorf("SchemaVersion after reopen = %d, %v (migrations applied twice?)", v, err)
 	}
 }

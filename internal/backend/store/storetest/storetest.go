@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -49,6 +50,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ListAppsNewestFirst", testListAppsNewestFirst},
 		{"ListAppsPages", testListAppsPages},
 		{"Quotas", testQuotas},
+		{"DomainReservations", testDomainReservations},
+		{"DomainReservationsConcurrent", testDomainReservationsConcurrent},
 		{"SetAppNode", testSetAppNode},
 		{"TransitionCAS", testTransitionCAS},
 		{"TransitionReleasesDomains", testTransitionReleasesDomains},
@@ -1019,4 +1022,140 @@ func testQuotas(t *testing.T, s store.Store) {
 		t.Errorf("replaced quota = %+v, want %+v", q, want)
 	}
 	isErr(t, s.SetQuota(ctx, &store.Quota{UserID: "u-nobody", ActiveApps: 1}), store.ErrNotFound, "SetQuota for no user")
+}
+
+// testDomainReservations: a domain is reserved by one user; the same user
+// reserving it again keeps the first reservation; another user gets
+// ErrConflict that does not name the holder; release frees it.
+func testDomainReservations(t *testing.T, s store.Store) {
+	alice, bob := mkUser(t, s, "alice"), mkUser(t, s, "bob")
+	_, err := s.DomainReservation(ctx, "shop.example.com")
+	isErr(t, err, store.ErrNotFound, "DomainReservation of a free domain")
+
+	r := &store.DomainReservation{Domain: "Shop.Example.COM.", UserID: alice.ID, Proof: store.ProofCertificate, CreatedAt: at(3)}
+	ok(t, s.ReserveDomain(ctx, r), "ReserveDomain")
+	if r.Domain != "shop.example.com" {
+		t.Errorf("Domain written back = %q, want the key form", r.Domain)
+	}
+	eqTime(t, "CreatedAt written back", r.CreatedAt, at(3))
+	for _, d := range []string{"shop.example.com", "SHOP.example.com."} {
+		g, err := s.DomainReservation(ctx, d)
+		ok(t, err, "DomainReservation "+d)
+		if g.Domain != "shop.example.com" || g.UserID != alice.ID || g.Proof != store.ProofCertificate {
+			t.Errorf("DomainReservation(%s) = %+v", d, g)
+		}
+		eqTime(t, "CreatedAt", g.CreatedAt, at(3))
+	}
+
+	// The holder again: success, the first reservation kept.
+	again := &store.DomainReservation{Domain: "shop.example.com", UserID: alice.ID, Proof: store.ProofAdmin, CreatedAt: at(9)}
+	ok(t, s.ReserveDomain(ctx, again), "ReserveDomain by the holder again")
+	if again.Proof != store.ProofCertificate {
+		t.Errorf("proof after a second reservation = %q, want the first (%q)", again.Proof, store.ProofCertificate)
+	}
+	eqTime(t, "CreatedAt after a second reservation", again.CreatedAt, at(3))
+
+	// Another user: ErrConflict, and the error does not name the holder.
+	err = s.ReserveDomain(ctx, &store.DomainReservation{Domain: "shop.EXAMPLE.com", UserID: bob.ID, Proof: store.ProofCertificate})
+	isErr(t, err, store.ErrConflict, "ReserveDomain by another user")
+	for _, leak := range []string{alice.ID, alice.Name} {
+		if strings.Contains(err.Error(), leak) {
+			t.Errorf("conflict error %q names the holder (%q)", err, leak)
+		}
+	}
+	if g, _ := s.DomainReservation(ctx, "shop.example.com"); g == nil || g.UserID != alice.ID {
+		t.Errorf("reservation after a refused one = %+v", g)
+	}
+
+	isErr(t, s.ReserveDomain(ctx, &store.DomainReservation{Domain: "x.example", UserID: "u-nobody", Proof: store.ProofAdmin}),
+		store.ErrNotFound, "ReserveDomain for no user")
+	for _, bad := range []store.DomainReservation{
+		{Domain: "", UserID: alice.ID, Proof: store.ProofAdmin},
+		{Domain: "x.example", UserID: "", Proof: store.ProofAdmin},
+		{Domain: "x.example", UserID: alice.ID, Proof: "dns"},
+	} {
+		err := s.ReserveDomain(ctx, &bad)
+		if err == nil || errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotFound) {
+			t.Errorf("ReserveDomain(%+v) = %v, want an invalid-input error", bad, err)
+		}
+	}
+
+	ok(t, s.ReserveDomain(ctx, &store.DomainReservation{Domain: "b.example", UserID: bob.ID, Proof: store.ProofAdmin, CreatedAt: at(5)}), "ReserveDomain bob")
+	ok(t, s.ReserveDomain(ctx, &store.DomainReservation{Domain: "a.example", UserID: alice.ID, Proof: store.ProofAdmin, CreatedAt: at(6)}), "ReserveDomain a")
+	domains := func(rs []store.DomainReservation) []string {
+		out := []string{}
+		for _, r := range rs {
+			out = append(out, r.Domain+"="+r.UserID)
+		}
+		return out
+	}
+	all, err := s.ListDomainReservations(ctx, "")
+	ok(t, err, "ListDomainReservations all")
+	if want := []string{"a.example=" + alice.ID, "b.example=" + bob.ID, "shop.example.com=" + alice.ID}; !slices.Equal(domains(all), want) {
+		t.Errorf("all reservations = %v, want %v", domains(all), want)
+	}
+	mine, err := s.ListDomainReservations(ctx, alice.ID)
+	ok(t, err, "ListDomainReservations alice")
+	if want := []string{"a.example=" + alice.ID, "shop.example.com=" + alice.ID}; !slices.Equal(domains(mine), want) {
+		t.Errorf("alice's reservations = %v, want %v", domains(mine), want)
+	}
+	none, err := s.ListDomainReservations(ctx, "u-nobody")
+	ok(t, err, "ListDomainReservations of no user")
+	if none == nil || len(none) != 0 {
+		t.Errorf("reservations of no user = %#v, want empty and non-nil", none)
+	}
+
+	// Release frees the domain for anyone.
+	ok(t, s.ReleaseDomain(ctx, "SHOP.example.com."), "ReleaseDomain")
+	_, err = s.DomainReservation(ctx, "shop.example.com")
+	isErr(t, err, store.ErrNotFound, "DomainReservation after release")
+	isErr(t, s.ReleaseDomain(ctx, "shop.example.com"), store.ErrNotFound, "ReleaseDomain twice")
+	ok(t, s.ReserveDomain(ctx, &store.DomainReservation{Domain: "shop.example.com", UserID: bob.ID, Proof: store.ProofCertificate}), "ReserveDomain by bob after release")
+
+	// Reservations and app domain claims are independent: an active app of
+	// alice may hold a domain that bob has reserved (the service decides).
+	mkApp(t, s, alice, nil, "legacy", "b.example")
+}
+
+// testDomainReservationsConcurrent: of many users reserving one domain at
+// once, exactly one holds it.
+func testDomainReservationsConcurrent(t *testing.T, s store.Store) {
+	const workers = 16
+	users := make([]*store.User, workers)
+	for i := range users {
+		users[i] = mkUser(t, s, fmt.Sprint("u", i))
+	}
+	var wg sync.WaitGroup
+	var wins atomic.Int32
+	start := make(chan struct{})
+	errs := make(chan error, workers)
+	for i := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			err := s.ReserveDomain(ctx, &store.DomainReservation{Domain: "race.example", UserID: users[i].ID, Proof: store.ProofCertificate})
+			switch {
+			case err == nil:
+				wins.Add(1)
+			case errors.Is(err, store.ErrConflict):
+			default:
+				errs <- err
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("concurrent ReserveDomain: unexpected error %v", err)
+	}
+	if n := wins.Load(); n != 1 {
+		t.Fatalf("%d ReserveDomain won, want exactly 1", n)
+	}
+	rs, err := s.ListDomainReservations(ctx, "")
+	ok(t, err, "ListDomainReservations")
+	if len(rs) != 1 {
+		t.Fatalf("reservations = %+v, want 1", rs)
+	}
 }

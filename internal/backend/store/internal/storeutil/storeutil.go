@@ -224,3 +224,25 @@ func Plan(id string, cur store.AppStatus, curErr string, curStopped *time.Time, 
 	}
 	return tr, nil
 }
+
+// PrepareReservation validates r and fills its defaults in place: the
+// domain in its key form, CreatedAt (now), normalized time.
+func PrepareReservation(r *store.DomainReservation) error {
+	if r == nil || r.UserID == "" || DomainKey(r.Domain) == "" {
+		return fmt.Errorf("store: a domain reservation needs a domain and a user id")
+	}
+	switch r.Proof {
+	case store.ProofCertificate, store.ProofAdmin:
+	default:
+		return fmt.Errorf("store: unknown domain proof %q (%s, %s)", r.Proof, store.ProofCertificate, store.ProofAdmin)
+	}
+	r.Domain = DomainKey(r.Domain)
+	r.CreatedAt = NowIfZero(r.CreatedAt)
+	return nil
+}
+
+// Reserved is the ErrConflict of a domain reserved by another user; the
+// holder is not named (it is another tenant).
+func Reserved(domain string) error {
+	return fmt.Errorf("%w: domain %q is reserved by another user", store.ErrConflict, domain)
+}
