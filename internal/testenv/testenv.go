@@ -99,6 +99,9 @@ type Options struct {
 	RuntimeDir string
 	// WarmPool is backend.Config.WarmPool (default 1; negative: no pool).
 	WarmPool int
+	// EgressPrivate is backend.Config.EgressPrivate: set it for nodes in
+	// tls_mode acme whose CA is a testenv.Pebble (on 127.0.0.1).
+	EgressPrivate bool
 }
 
 // Backend is a running backend.
@@ -160,7 +163,7 @@ func Start(t testing.TB, o Options) *Backend {
 			// Every test client is 127.0.0.1: the per-client cap would count
 			// them as one (netlimit's own tests check the cap).
 			MaxConnsPerClient: 4096, MaxLifetime: o.MaxLifetime, MaxBundleSize: o.MaxBundleSize,
-			Blobs: o.Blobs, PollInterval: 100 * time.Millisecond, SimDebug: o.SimDebug, SimTCBStatus: o.SimTCBStatus,
+			Blobs: o.Blobs, PollInterval: 100 * time.Millisecond, SimDebug: o.SimDebug, SimTCBStatus: o.SimTCBStatus, EgressPrivate: o.EgressPrivate,
 			Logger: slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug})),
 			Ready:  func(i backend.Info) { ready <- i },
 		})
