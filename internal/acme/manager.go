@@ -300,6 +300,10 @@ func (m *Manager) Run(ctx context.Context) error {
 				wait = min(d, maxBackoff)
 			}
 			backoff = min(2*backoff, maxBackoff)
+			var ae *acme.Error
+			if errors.As(err, &ae) && strings.HasSuffix(ae.ProblemType, ":accountDoesNotExist") {
+				registered = false // the CA forgot the account: register it again
+			}
 			next = m.now().Add(wait)
 			m.failed(err, next)
 		} else {

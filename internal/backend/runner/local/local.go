@@ -11,7 +11,8 @@
 // the runtime read-only, a private tmpfs for code, secrets and HOME, and
 // memory, CPU and PID limits from the hardware entry (cgroups). The router
 // reaches the node through a unix socket; the node has no network beyond its
-// own loopback. Without root the sandboxes are rootless (rootless.go): a
+// own loopback, except, in tls_mode acme, a CONNECT proxy to its ACME CA's
+// host and port only (egress.go). Without root the sandboxes are rootless (rootless.go): a
 // user namespace per node, the runner's UID for all nodes, cgroup limits
 // only where a cgroup is delegated.
 package local
