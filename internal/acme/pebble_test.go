@@ -17,6 +17,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -139,9 +140,7 @@ func waitFor(t testing.TB, m *acme.Manager, d time.Duration, what string, ok fun
 	}
 }
 
-var (
-	domains = []string{"app.example.test", "www.app.example.test"}
-)
+var domains = []string{"app.example.test", "www.app.example.test"}
 
 // TestIssueTwoNames: a certificate for two names, through the challenge
 // answers of ChallengeCertificate, for the node's own key, that a relying
@@ -182,7 +181,7 @@ func TestIssueTwoNames(t *testing.T) {
 	}
 	// A relying party that trusts only the issuing root, for each name.
 	for _, d := range domains {
-		conn, err := tls.Dial("tcp", net.JoinHostPort("127.0.0.1", itoa(port)), &tls.Config{ServerName: d, RootCAs: ca.IssuerRoots()})
+		conn, err := tls.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), &tls.Config{ServerName: d, RootCAs: ca.IssuerRoots()})
 		if err != nil {
 			t.Fatalf("%s: a client trusting the CA's root refuses the served certificate: %v", d, err)
 		}
@@ -401,8 +400,6 @@ func selfSigned(t testing.TB, name string) tls.Certificate {
 	}
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: k}
 }
-
-func itoa(n int) string { return big.NewInt(int64(n)).String() }
 
 // BenchmarkRunToValid: the time from Run to a valid certificate for one
 // name against Pebble in-process (no validation sleep), everything on
