@@ -82,6 +82,11 @@ type Config struct {
 	// SimTCBStatus and SimDebug set what the simulated hardware reports (tests).
 	SimTCBStatus string
 	SimDebug     bool
+	// EgressPrivate lets nodes in tls_mode acme reach an ACME CA at a
+	// loopback, private or link-local address through their egress proxy (a
+	// CA on the operator's network; tests with Pebble on 127.0.0.1). Off, an
+	// owner cannot point its node at the operator's internal services.
+	EgressPrivate bool
 	// Blobs stores encrypted bundles (default: files in DataDir/bundles).
 	Blobs  blob.Store
 	Logger *slog.Logger
@@ -200,7 +205,7 @@ func Run(ctx context.Context, cfg Config) error {
 	run, err := local.New(local.Config{
 		Dir: filepath.Join(cfg.DataDir, "nodes"), NodeBinary: cfg.NodeBinary, Platform: platform, Runtimes: images, Runc: cfg.Runc,
 		Capacity: cfg.Capacity, TCBStatus: cfg.SimTCBStatus, Debug: cfg.SimDebug, Logger: log.With("component", "runner"),
-		Pool: warmPool(cfg.WarmPool),
+		Pool: warmPool(cfg.WarmPool), EgressPrivate: cfg.EgressPrivate,
 	})
 	if err != nil {
 		return err

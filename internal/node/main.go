@@ -37,6 +37,7 @@ func Main(ctx context.Context, args []string, stderr io.Writer) int {
 		tsmDir     = fs.String("tsm-dir", tsm.DefaultRoot, "configfs-tsm directory (tee tdx, sev-snp)")
 		standby    = fs.Bool("standby", false, "start the Python app host, then wait for the app id and the bundle on --assign-socket (a pooled sandbox); the spec is read after the assignment")
 		assignSock = fs.String("assign-socket", "", "unix socket a standby node waits on for its assignment")
+		egress     = fs.String("egress", "", "unix:PATH of the runner's CONNECT proxy for outbound HTTPS (tls_mode acme); empty: dial directly")
 	)
 	// Nothing here changes what the node checks or runs: the app, its
 	// runtime, its start timeout and its TLS mode come from the spec, which the
@@ -116,7 +117,7 @@ func Main(ctx context.Context, args []string, stderr io.Writer) int {
 	}
 	err = Run(ctx, Config{
 		Spec: spec, BundlePath: *bundlePath, Bundle: bundleFile, Listen: *listen, WorkDir: *workDir,
-		StatusFile: *statusFile, Issuer: issuer, Logger: log, Warm: warm,
+		StatusFile: *statusFile, Issuer: issuer, Logger: log, Warm: warm, Egress: *egress,
 	})
 	switch {
 	case err == nil:

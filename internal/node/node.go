@@ -78,6 +78,9 @@ type Config struct {
 	Limits         bundle.Limits
 	Logger         *slog.Logger
 	Now            attest.Clock
+	// Egress is unix:PATH of the runner's CONNECT proxy for outbound HTTPS
+	// (tls_mode acme); empty: dial directly.
+	Egress string
 }
 
 // Node is a running node.

@@ -107,6 +107,9 @@ type Options struct {
 	ACMERootsFile   string
 	// OperatorCert and OperatorKey let the router terminate tls_mode operator.
 	OperatorCert, OperatorKey string
+	// EgressPrivate is backend.Config.EgressPrivate: set it for nodes in
+	// tls_mode acme whose CA is a testenv.Pebble (on 127.0.0.1).
+	EgressPrivate bool
 }
 
 // Backend is a running backend.
@@ -170,7 +173,7 @@ func Start(t testing.TB, o Options) *Backend {
 			MaxConnsPerClient: 4096, MaxLifetime: o.MaxLifetime, MaxBundleSize: o.MaxBundleSize,
 			Blobs: o.Blobs, PollInterval: 100 * time.Millisecond, SimDebug: o.SimDebug, SimTCBStatus: o.SimTCBStatus,
 			OwnerCAFiles: o.OwnerCAFiles, ACMEDirectories: o.ACMEDirectories, ACMERootsFile: o.ACMERootsFile,
-			OperatorCert: o.OperatorCert, OperatorKey: o.OperatorKey,
+			OperatorCert: o.OperatorCert, OperatorKey: o.OperatorKey, EgressPrivate: o.EgressPrivate,
 			Logger: slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug})),
 			Ready:  func(i backend.Info) { ready <- i },
 		})

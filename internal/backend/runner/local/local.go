@@ -11,7 +11,8 @@
 // the runtime read-only, a private tmpfs for code, secrets and HOME, and
 // memory, CPU and PID limits from the hardware entry (cgroups). The router
 // reaches the node through a unix socket; the node has no network beyond its
-// own loopback. Without root the sandboxes are rootless (rootless.go): a
+// own loopback, except, in tls_mode acme, a CONNECT proxy to its ACME CA's
+// host and port only (egress.go). Without root the sandboxes are rootless (rootless.go): a
 // user namespace per node, the runner's UID for all nodes, cgroup limits
 // only where a cgroup is delegated.
 package local
@@ -72,6 +73,11 @@ type Config struct {
 	// runtime and hardware entry once one was spawned (pool.go); 0: none,
 	// every node starts cold.
 	Pool int
+	// EgressPrivate lets a node's egress proxy (egress.go) reach loopback,
+	// private and link-local addresses: a CA on the operator's own network,
+	// or a test CA on 127.0.0.1. Off, an owner cannot point its node's ACME
+	// CA at the operator's internal services.
+	EgressPrivate bool
 }
 
 // Runtimes gives the root filesystem of a runtime image, checked against
@@ -92,6 +98,9 @@ type Runner struct {
 	runc        string
 	rootless    *rootless // nil under root
 
+	// egressTune adjusts each egress proxy before it serves (tests).
+	egressTune func(*egressProxy)
+
 	mu    sync.Mutex
 	used  runner.Resources
 	nodes map[string]*node
@@ -99,9 +108,10 @@ type Runner struct {
 }
 
 type node struct {
-	res runner.Resources
-	uid int
-	qe  *http.Server
+	res    runner.Resources
+	uid    int
+	qe     *http.Server
+	egress *egressProxy // tls_mode acme only
 }
 
 // handle is the JSON the backend stores for a node.
@@ -117,6 +127,10 @@ type handle struct {
 	UID       int              `json:"uid"`
 	Runtime   string           `json:"runtime"`
 	Resources runner.Resources `json:"resources"`
+	// Egress is the host:port the node's egress proxy relays to (tls_mode
+	// acme), from the spec the runner was given: kept here, not read back
+	// from the node's run directory, when a restarted runner adopts it.
+	Egress string `json:"egress,omitempty"`
 }
 
 // New creates the runner. It measures the node binary once: the measurement
@@ -238,6 +252,7 @@ func (r *Runner) release(appID string) {
 	if n.qe != nil {
 		_ = n.qe.Close()
 	}
+	n.egress.close()
 	delete(r.nodes, appID)
 }
 
@@ -327,9 +342,13 @@ func (r *Runner) Spawn(ctx context.Context, appID string, s runner.SpawnSpec) ([
 	if err != nil {
 		return nil, err
 	}
+	egress, err := egressTarget(s.App)
+	if err != nil {
+		return nil, err
+	}
 	key := poolKey{runtime: s.App.Runtime.Digest, hardware: s.Hardware.Name, res: res}
 	if r.cfg.Pool > 0 {
-		h, err := r.assignPooled(appID, key, specJSON, s.BundlePath)
+		h, err := r.assignPooled(appID, key, specJSON, s.BundlePath, egress)
 		if err == nil {
 			r.refill(key, h.RunDir)
 			b, _ := json.Marshal(h)
@@ -357,12 +376,13 @@ func (r *Runner) Spawn(ctx context.Context, appID string, s runner.SpawnSpec) ([
 		return nil, fmt.Errorf("local runner: open the bundle: %w", err)
 	}
 	defer bundleFile.Close()
-	sb, err := r.startSandbox(appID, dir, rootfs, uid, res, s.App.Runtime.Digest, specJSON, bundleFile)
+	sb, err := r.startSandbox(appID, dir, rootfs, uid, res, s.App.Runtime.Digest, specJSON, bundleFile, egress)
 	if err != nil {
 		return nil, err
 	}
 	r.mu.Lock()
 	r.nodes[appID].qe = sb.qe
+	r.nodes[appID].egress = sb.egress
 	r.mu.Unlock()
 	h, _ := json.Marshal(sb.handle())
 	ok = true
@@ -387,19 +407,23 @@ type sandbox struct {
 	qe            *http.Server
 	res           runner.Resources
 	runtime       string
+	egress        *egressProxy // a cold node in tls_mode acme
+	egressTarget  string
 }
 
 func (sb *sandbox) addr() string { return "unix:" + filepath.Join(sb.run, "node.sock") }
 
 func (sb *sandbox) handle() handle {
-	return handle{PID: sb.pid, Container: sb.cid, Addr: sb.addr(), Dir: sb.dir, RunDir: sb.run, UID: sb.uid, Runtime: sb.runtime, Resources: sb.res}
+	return handle{PID: sb.pid, Container: sb.cid, Addr: sb.addr(), Dir: sb.dir, RunDir: sb.run, UID: sb.uid, Runtime: sb.runtime, Resources: sb.res, Egress: sb.egressTarget}
 }
 
 // startSandbox prepares the container cid's directory dir, its run
 // directory and OCI bundle, serves its quoting service and starts it with
 // runc. With specJSON and bundle, the node runs that app at once (cold);
-// without, it is a standby node waiting for its assignment.
-func (r *Runner) startSandbox(cid, dir, rootfs string, uid int, res runner.Resources, digest string, specJSON []byte, bundle *os.File) (_ *sandbox, err error) {
+// without, it is a standby node waiting for its assignment. egress is the
+// host:port a cold node may reach through its egress proxy ("" none); a
+// standby node is always told where the proxy will be (egress.go).
+func (r *Runner) startSandbox(cid, dir, rootfs string, uid int, res runner.Resources, digest string, specJSON []byte, bundle *os.File, egress string) (_ *sandbox, err error) {
 	_ = os.RemoveAll(dir)
 	run := runDir(cid, dir)
 	_ = os.RemoveAll(run)
@@ -429,6 +453,17 @@ func (r *Runner) startSandbox(cid, dir, rootfs string, uid int, res runner.Resou
 			_ = qe.Close()
 		}
 	}()
+	var ep *egressProxy
+	if egress != "" && !standby {
+		if ep, err = r.startEgress(run, uid, egress, cid); err != nil {
+			return nil, err
+		}
+		defer func() {
+			if err != nil {
+				ep.close()
+			}
+		}()
+	}
 	args := []string{
 		"--spec", sandboxRunDir + "/spec.json",
 		"--listen", "unix:" + sandboxRunDir + "/node.sock",
@@ -436,6 +471,9 @@ func (r *Runner) startSandbox(cid, dir, rootfs string, uid int, res runner.Resou
 		"--status-file", sandboxRunDir + "/status.json",
 		"--tee", attest.TypeSim,
 		"--sim-socket", sandboxRunDir + "/qe.sock",
+	}
+	if standby || egress != "" {
+		args = append(args, "--egress", egressArg)
 	}
 	if standby {
 		args = append([]string{"--standby", "--assign-socket", sandboxRunDir + "/" + assignSocket}, args...)
@@ -474,7 +512,11 @@ func (r *Runner) startSandbox(cid, dir, rootfs string, uid int, res runner.Resou
 	}
 	_ = os.WriteFile(filepath.Join(dir, "node.pid"), []byte(strconv.Itoa(cmd.Process.Pid)), 0o600)
 	go func() { _ = cmd.Wait() }() // reap it; liveness is read from /proc (adopted nodes are not our children)
-	return &sandbox{cid: cid, dir: dir, run: run, pid: cmd.Process.Pid, uid: uid, qe: qe, res: res, runtime: digest}, nil
+	sb := &sandbox{cid: cid, dir: dir, run: run, pid: cmd.Process.Pid, uid: uid, qe: qe, res: res, runtime: digest, egress: ep}
+	if ep != nil {
+		sb.egressTarget = egress
+	}
+	return sb, nil
 }
 
 func parseHandle(b []byte) (*handle, error) {
@@ -705,6 +747,15 @@ func (r *Runner) Adopt(ctx context.Context, nodes map[string][]byte) (map[string
 		if _, err := r.serveQE(appID, h.RunDir, h.UID, h.Runtime); err != nil {
 			r.log.Warn("adopted node has no quoting service: it cannot give fresh evidence", "app_id", appID, "err", err)
 		}
+		if h.Egress != "" {
+			if ep, err := r.startEgress(h.RunDir, h.UID, h.Egress, appID); err != nil {
+				r.log.Warn("adopted node has no egress: it cannot renew its ACME certificate", "app_id", appID, "err", err)
+			} else {
+				r.mu.Lock()
+				r.nodes[appID].egress = ep
+				r.mu.Unlock()
+			}
+		}
 		r.log.Info("node adopted", "app_id", appID, "pid", h.PID)
 	}
 	// Nodes that no app claims are orphans: end them. So are idle pooled
@@ -752,6 +803,8 @@ func (r *Runner) Close() error {
 		if n.qe != nil {
 			_ = n.qe.Close()
 		}
+		n.egress.close()
+		n.egress = nil
 	}
 	return nil
 }

@@ -63,9 +63,10 @@ var errNoIdle = errors.New("no idle sandbox")
 
 // assignPooled gives appID an idle sandbox of key: capacity is reserved,
 // the spec written, then the bundle's descriptor and the app id passed to
-// the standby node. On an error other than ErrNoCapacity the caller spawns
-// cold (the sandbox is ended).
-func (r *Runner) assignPooled(appID string, key poolKey, specJSON []byte, bundlePath string) (*handle, error) {
+// the standby node; with egress (tls_mode acme), its egress proxy is made
+// first. On an error other than ErrNoCapacity the caller spawns cold (the
+// sandbox is ended).
+func (r *Runner) assignPooled(appID string, key poolKey, specJSON []byte, bundlePath, egress string) (*handle, error) {
 	r.mu.Lock()
 	list := r.pool.idle[key]
 	if len(list) == 0 {
@@ -91,6 +92,18 @@ func (r *Runner) assignPooled(appID string, key poolKey, specJSON []byte, bundle
 	r.nodes[appID] = &node{res: res, uid: sb.uid, qe: sb.qe}
 	r.mu.Unlock()
 
+	if egress != "" {
+		ep, err := r.startEgress(sb.run, sb.uid, egress, appID)
+		if err != nil {
+			r.release(appID)
+			r.destroy(sb)
+			return nil, err
+		}
+		r.mu.Lock()
+		r.nodes[appID].egress = ep
+		r.mu.Unlock()
+		sb.egressTarget = egress
+	}
 	if err := r.assign(sb, appID, specJSON, bundlePath); err != nil {
 		r.release(appID) // closes its quoting service
 		r.destroy(sb)
@@ -209,7 +222,7 @@ func (r *Runner) warmSandbox(ctx context.Context, key poolKey, uid int) (*sandbo
 	_, _ = rand.Read(rnd[:])
 	cid := "pool-" + hex.EncodeToString(rnd[:])
 	dir := filepath.Join(r.cfg.Dir, cid)
-	sb, err := r.startSandbox(cid, dir, rootfs, uid, key.res, key.runtime, nil, nil)
+	sb, err := r.startSandbox(cid, dir, rootfs, uid, key.res, key.runtime, nil, nil, "")
 	if err != nil {
 		return nil, err
 	}
