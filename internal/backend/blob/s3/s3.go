@@ -116,7 +116,7 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.SweepAge == 0 {
 		cfg.SweepAge = DefaultSweepAge
 	}
-	if err := s3utils.CheckValidBucketName(cfg.Bucket); err != nil {
+	if err := s3utils.CheckValidBucketNameStrict(cfg.Bucket); err != nil {
 		return nil, fmt.Errorf("blob/s3: bucket %q: %v", cfg.Bucket, err)
 	}
 	if err := checkPrefix(cfg.Prefix); err != nil {
@@ -338,7 +338,8 @@ func (s *Store) putMultipart(ctx context.Context, name string, src io.Reader, fi
 	// failed is the error of an upload that stopped: the sender's (the
 	// server's) if it has one, else the cause.
 	failed := func(cause error) error {
-		if err := finish(true); err != nil && ctx.Err() == nil {
+		err := finish(true)
+		if err != nil && ctx.Err() == nil && !errors.Is(err, context.Canceled) {
 			return err
 		}
 		if ctx.Err() != nil {
