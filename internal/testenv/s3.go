@@ -59,7 +59,7 @@ func S3(t testing.TB) *S3Server {
 	t.Helper()
 	bin := VersityGWBinary()
 	if _, err := os.Stat(bin); err != nil {
-		msg := fmt.Sprintf("no S3 server at %s: build it with scripts/build-versitygw.sh (about 2.5 minutes, once)", bin)
+		msg := fmt.Sprintf("no S3 server at %s: build it with scripts/build-versitygw.sh (2.5–3.5 minutes, once)", bin)
 		if os.Getenv("CI") == "true" {
 			t.Fatal(msg)
 		}
