@@ -26,7 +26,6 @@ import (
 	"github.com/mse-in-go/mse/internal/attest/sim"
 	"github.com/mse-in-go/mse/internal/backend/api"
 	"github.com/mse-in-go/mse/internal/backend/blob"
-	"github.com/mse-in-go/mse/internal/backend/blob/fs"
 	"github.com/mse-in-go/mse/internal/backend/netlimit"
 	"github.com/mse-in-go/mse/internal/backend/router"
 	"github.com/mse-in-go/mse/internal/backend/runner"
@@ -87,9 +86,15 @@ type Config struct {
 	// CA on the operator's network; tests with Pebble on 127.0.0.1). Off, an
 	// owner cannot point its node at the operator's internal services.
 	EgressPrivate bool
-	// Blobs stores encrypted bundles (default: files in DataDir/bundles).
-	Blobs  blob.Store
-	Logger *slog.Logger
+	// Blobs stores encrypted bundles (default: what BlobsURL names).
+	Blobs blob.Store
+	// BlobsURL is where bundles are kept when Blobs is nil: empty for
+	// DataDir/bundles, a directory, or s3://BUCKET/PREFIX?endpoint=HOST:PORT&region=…
+	// (docs/blobs.md). BlobsCredentials is an AWS shared credentials file for
+	// S3 (default: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY).
+	BlobsURL         string
+	BlobsCredentials string
+	Logger           *slog.Logger
 	// MaxConns and MaxConnsPerClient cap the API's connections, in total and
 	// per client IP address (defaults netlimit.DefaultTotal, DefaultPerClient).
 	MaxConns          int
@@ -186,7 +191,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	blobs := cfg.Blobs
 	if blobs == nil {
-		if blobs, err = fs.New(filepath.Join(cfg.DataDir, "bundles")); err != nil {
+		if blobs, err = OpenBlobs(ctx, cfg, log); err != nil {
 			return err
 		}
 	}

@@ -77,6 +77,8 @@ func Command() *cobra.Command {
 	f.Int64Var(&capMem, "capacity-memory-mib", 0, "memory offered to apps (default: the machine's)")
 	f.IntVar(&capCores, "capacity-cores", 0, "cores offered to apps (default: 4 per CPU)")
 	f.DurationVar(&cfg.MaxLifetime, "max-lifetime", 30*24*time.Hour, "longest app lifetime accepted")
+	f.StringVar(&cfg.BlobsURL, "blobs", os.Getenv("MSE_BLOBS"), "bundle store: a directory (default DATA_DIR/bundles) or s3://BUCKET/PREFIX?endpoint=HOST:PORT&region=REGION[&tls=false] (docs/blobs.md)")
+	f.StringVar(&cfg.BlobsCredentials, "blobs-credentials", os.Getenv("MSE_BLOBS_CREDENTIALS"), "AWS shared credentials file for an s3:// --blobs (default: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)")
 	f.Int64Var(&cfg.MaxBundleSize, "max-bundle-size", 2<<30, "largest encrypted bundle accepted (bytes)")
 	f.DurationVar(&cfg.PollInterval, "poll-interval", time.Second, "how often app statuses are reconciled")
 	f.DurationVar(&cfg.KeyTimeout, "key-timeout", service.DefaultKeyTimeout, `stop an app whose node waited this long for its owner's key ("no key received")`)

@@ -11,11 +11,9 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
-	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -39,14 +37,12 @@ func New(dir string) (*Store, error) {
 	return &Store{Dir: dir}, nil
 }
 
-var keyRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]{0,127}$`)
-
 // tempPrefix names the temporary files of uploads.
 const tempPrefix = ".upload-"
 
 func (s *Store) path(key string) (string, error) {
-	if !keyRE.MatchString(key) {
-		return "", fmt.Errorf("blob: invalid key %q", key)
+	if err := blob.CheckKey(key); err != nil {
+		return "", err
 	}
 	return filepath.Join(s.Dir, key), nil
 }
@@ -65,6 +61,16 @@ func (s *Store) full(err error) error {
 
 // Put implements blob.Store.
 func (s *Store) Put(ctx context.Context, key string, r io.Reader, maxSize int64) (blob.Info, error) {
+	return s.put(ctx, key, r, maxSize, nil)
+}
+
+// PutVerified implements blob.Verifier: content whose SHA-256 is not want is
+// never renamed into place.
+func (s *Store) PutVerified(ctx context.Context, key string, r io.Reader, maxSize int64, want [32]byte) (blob.Info, error) {
+	return s.put(ctx, key, r, maxSize, &want)
+}
+
+func (s *Store) put(ctx context.Context, key string, r io.Reader, maxSize int64, want *[32]byte) (blob.Info, error) {
 	p, err := s.path(key)
 	if err != nil {
 		return blob.Info{}, err
@@ -89,12 +95,18 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, maxSize int64)
 	defer os.Remove(f.Name())
 	defer f.Close()
 	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(f, h), io.LimitReader(ctxReader{ctx, r}, maxSize+1))
+	n, err := io.Copy(io.MultiWriter(f, h), io.LimitReader(blob.ContextReader(ctx, r), maxSize+1))
 	if err != nil {
 		return blob.Info{}, s.full(err)
 	}
 	if n > maxSize {
 		return blob.Info{}, blob.ErrTooLarge
+	}
+	var info blob.Info
+	info.Size = n
+	copy(info.SHA256[:], h.Sum(nil))
+	if want != nil && info.SHA256 != *want {
+		return blob.Info{}, &blob.DigestError{Want: *want, Got: info.SHA256}
 	}
 	if err := f.Sync(); err != nil {
 		return blob.Info{}, s.full(err)
@@ -105,9 +117,6 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, maxSize int64)
 	if err := os.Rename(f.Name(), p); err != nil {
 		return blob.Info{}, s.full(err)
 	}
-	var info blob.Info
-	info.Size = n
-	copy(info.SHA256[:], h.Sum(nil))
 	return info, nil
 }
 
@@ -167,18 +176,6 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 	return nil
 }
 
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
-}
-
 // List implements blob.Store.
 func (s *Store) List(ctx context.Context) ([]string, error) {
 	ents, err := os.ReadDir(s.Dir)
@@ -187,7 +184,7 @@ func (s *Store) List(ctx context.Context) ([]string, error) {
 	}
 	var keys []string
 	for _, e := range ents {
-		if e.Type().IsRegular() && keyRE.MatchString(e.Name()) {
+		if e.Type().IsRegular() && blob.CheckKey(e.Name()) == nil {
 			keys = append(keys, e.Name())
 		}
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/mse-in-go/mse/internal/backend/blob"
+	"github.com/mse-in-go/mse/internal/backend/blob/blobtest"
 )
 
 var ctx = context.Background()
@@ -151,4 +152,17 @@ func TestFullDisk(t *testing.T) {
 	if _, err := s.Put(ctx, "small", bytes.NewReader(make([]byte, 1000)), 4<<20); err != nil {
 		t.Errorf("small Put after the failure: %v", err)
 	}
+}
+
+func TestConformance(t *testing.T) {
+	blobtest.Run(t, blobtest.Suite{
+		New: func(t *testing.T) blob.Store {
+			s, err := New(t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
+		},
+		Partial: func(t *testing.T, s blob.Store) []string { return tempFiles(t, s.(*Store).Dir) },
+	})
 }
