@@ -442,7 +442,14 @@ func (s *Service) CreateApp(ctx context.Context, u *store.User, req client.Creat
 	}
 	defer res.release()
 	maxSize := res.maxBundle(s.cfg.MaxBundleSize)
-	info, err := s.cfg.Blobs.Put(ctx, id, bundle, maxSize)
+	var want [32]byte
+	copy(want[:], digest)
+	info, err := blob.PutVerified(ctx, s.cfg.Blobs, id, bundle, maxSize, want)
+	var de *blob.DigestError
+	if errors.As(err, &de) {
+		return nil, errf(ErrInvalid, "the uploaded bundle's SHA-256 %s is not the code_digest %s you declared: the upload was corrupted or truncated; deploy again",
+			hex.EncodeToString(de.Got[:])[:12], req.CodeDigest[:12])
+	}
 	if errors.Is(err, blob.ErrTooLarge) {
 		if maxSize < s.cfg.MaxBundleSize {
 			return nil, res.tooLarge()
@@ -455,11 +462,6 @@ func (s *Service) CreateApp(ctx context.Context, u *store.User, req client.Creat
 	if err := res.stored(ctx, info.Size); err != nil {
 		_ = s.cfg.Blobs.Delete(ctx, id)
 		return nil, err
-	}
-	if hex.EncodeToString(info.SHA256[:]) != req.CodeDigest {
-		_ = s.cfg.Blobs.Delete(ctx, id)
-		return nil, errf(ErrInvalid, "the uploaded bundle's SHA-256 %s is not the code_digest %s you declared: the upload was corrupted or truncated; deploy again",
-			hex.EncodeToString(info.SHA256[:])[:12], req.CodeDigest[:12])
 	}
 	if reserve {
 		// After the upload, just before the app is recorded: of two tenants
