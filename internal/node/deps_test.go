@@ -51,6 +51,7 @@ var nodePackages = map[string]string{
 	"github.com/mse-in-go/mse/internal/apphost":           "starting the app in its runtime",
 	"github.com/mse-in-go/mse/internal/runtimes":          "runtime digests and kinds of the spec",
 	"github.com/mse-in-go/mse/internal/atomicfile":        "writing the node's files",
+	"github.com/mse-in-go/mse/internal/acme":              "tls_mode acme: obtaining and renewing the certificate for the enclave key",
 }
 
 // nodeNever: packages (and everything below them) the node must not link

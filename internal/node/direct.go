@@ -11,6 +11,7 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/mse-in-go/mse/internal/acme"
 	"github.com/mse-in-go/mse/internal/nodeapi"
 	"github.com/mse-in-go/mse/internal/spec"
 )
@@ -36,10 +37,16 @@ func (n *Node) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, err
 	if offersDirect(hello) {
 		return &n.raCert, nil
 	}
-	if m := n.acme; m != nil && m.IsChallenge(hello) {
-		return m.ChallengeCertificate(hello)
-	}
 	return n.served(), nil
+}
+
+// challengeConfig answers the ACME CA's TLS-ALPN-01 validation connection
+// (RFC 8737: acme-tls/1 only, the challenge certificate); nil for the others.
+func (n *Node) challengeConfig(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+	if n.acme == nil || !acme.IsChallenge(hello) {
+		return nil, nil
+	}
+	return n.acme.ChallengeTLSConfig(hello)
 }
 
 // served is the certificate ordinary clients of the app's domains get.
@@ -76,8 +83,9 @@ func (n *Node) tlsStatus() *nodeapi.TLSStatus {
 	}
 	h := sha256.Sum256(c.Leaf.Raw)
 	st := &nodeapi.TLSStatus{Mode: n.cfg.Spec.TLSMode, Served: hex.EncodeToString(h[:]), Issuer: c.Leaf.Issuer.String(), NotAfter: c.Leaf.NotAfter.UTC()}
-	if m, ok := n.acme.(interface{ StatusLine() (string, string) }); ok {
-		st.ACME, st.ACMEError = m.StatusLine()
+	if n.acme != nil {
+		a := n.acme.Status()
+		st.ACME, st.ACMEError = a.State, a.Error
 	}
 	return st
 }

@@ -208,6 +208,10 @@ func startNode(t testing.TB, b testBundle, spec spec.Spec, opts ...nodeOpt) *tes
 	for _, o := range opts {
 		o(&cfg)
 	}
+	if cfg.Listener != ln { // an option brought its own
+		ln.Close()
+		ln = cfg.Listener
+	}
 	n, err := New(cfg)
 	if err != nil {
 		ln.Close()

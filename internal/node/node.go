@@ -28,6 +28,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mse-in-go/mse/internal/acme"
 	"github.com/mse-in-go/mse/internal/atomicfile"
 	"github.com/mse-in-go/mse/internal/attest"
 	"github.com/mse-in-go/mse/internal/bundle"
@@ -109,14 +110,7 @@ type Node struct {
 	conns    *connLimit // set by Run
 	// acme, in tls_mode acme, obtains and renews the certificate for the
 	// enclave key (set by Run before serving).
-	acme certSource
-}
-
-// certSource is what the node needs of an ACME manager (package acme).
-type certSource interface {
-	IsChallenge(*tls.ClientHelloInfo) bool
-	ChallengeCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error)
-	Certificate() *tls.Certificate
+	acme *acme.Manager
 }
 
 // intake is what stage 2 accepted (the code is already unpacked; the code
@@ -264,6 +258,11 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	n.raCert = tls.Certificate{Certificate: [][]byte{der}, PrivateKey: n.tlsKey, Leaf: leaf}
 	n.raFP = ratls.Fingerprint(leaf)
 	n.cert.Store(&n.raCert)
+	if cfg.Spec.TLSMode == spec.TLSACME {
+		if n.acme, err = n.newACME(); err != nil {
+			return err
+		}
+	}
 
 	ln := cfg.Listener
 	if ln == nil {
@@ -287,8 +286,9 @@ func (n *Node) Run(ctx context.Context) (err error) {
 		Protocols:         protocols(true),
 		TLSConfig: &tls.Config{
 			MinVersion:     tls.VersionTLS12,
-			GetCertificate: n.getCertificate,
-			NextProtos:     nextProtos,
+			GetCertificate:     n.getCertificate,
+			GetConfigForClient: n.challengeConfig,
+			NextProtos:         nextProtos,
 		},
 		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){
 			nodeapi.ALPNRATLS: func(_ *http.Server, c *tls.Conn, _ http.Handler) { direct.serve(c) },
@@ -353,6 +353,9 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	}
 	n.setPhase(nodeapi.StateRunning)
 	n.log.Info("app running", "app_id", cfg.Spec.AppID)
+	if n.acme != nil {
+		go n.runACME(ctx)
+	}
 	return app.monitor(ctx, expiry.C, serveErr)
 }
 
