@@ -107,6 +107,9 @@ type Options struct {
 	ACMERootsFile   string
 	// OperatorCert and OperatorKey let the router terminate tls_mode operator.
 	OperatorCert, OperatorKey string
+	// RouterListener, when set, is the router's listener (default: a new
+	// one on 127.0.0.1:0), e.g. when an ACME CA must know its port first.
+	RouterListener net.Listener
 	// EgressPrivate is backend.Config.EgressPrivate: set it for nodes in
 	// tls_mode acme whose CA is a testenv.Pebble (on 127.0.0.1).
 	EgressPrivate bool
@@ -148,9 +151,11 @@ func Start(t testing.TB, o Options) *Backend {
 	if err != nil {
 		t.Fatal(err)
 	}
-	routerLn, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	routerLn := o.RouterListener
+	if routerLn == nil {
+		if routerLn, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
 	}
 	buf := &syncBuffer{}
 	var w io.Writer = buf
