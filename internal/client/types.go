@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/mse-in-go/mse/internal/config"
+	"github.com/mse-in-go/mse/internal/spec"
 )
 
 // HeaderNextCursor, on a page of GET /v1/apps, is the cursor of the next
@@ -35,6 +36,10 @@ type CreateAppRequest struct {
 	Runtime string `json:"runtime,omitempty"`
 	// StartTimeoutSeconds bounds the app's start (0: the default).
 	StartTimeoutSeconds int64 `json:"start_timeout_s,omitempty"`
+	// ACME is the CA of tls_mode acme (only then): the backend puts it in
+	// the spec unchanged, after checking that its directory is one the
+	// operator allows (Platform.ACMEDirectories).
+	ACME *spec.ACME `json:"acme,omitempty"`
 }
 
 // App is an app as the API shows it.
@@ -94,6 +99,15 @@ type Platform struct {
 	// report (informative: the owner's policy decides what is accepted).
 	NodeMeasurement string `json:"node_measurement"`
 	SimRootSHA256   string `json:"sim_root_sha256,omitempty"`
+	// TLSModes lists the TLS modes this backend accepts (operator only when
+	// it has a certificate to terminate TLS with, acme only with an ACME CA).
+	TLSModes []string `json:"tls_modes,omitempty"`
+	// ACME is the default CA of tls_mode acme, for an mse.toml that names
+	// none: the first allowed directory, with the roots of its HTTPS server
+	// (empty: the system roots). Absent when acme is not offered.
+	ACME *spec.ACME `json:"acme,omitempty"`
+	// ACMEDirectories are every ACME directory nodes may use.
+	ACMEDirectories []string `json:"acme_directories,omitempty"`
 }
 
 // CreateUserResponse answers POST /v1/users.
