@@ -825,7 +825,10 @@ func fetchApp(ctx context.Context, routerAddr, domain string, check func([]*x509
 			if len(cs.PeerCertificates) == 0 {
 				return errors.New("the server sent no certificate")
 			}
-			return check(cs.PeerCertificates)
+			if err := check(cs.PeerCertificates); err != nil {
+				return &refusedCert{err}
+			}
+			return nil
 		},
 	}
 	dialer := &net.Dialer{Timeout: 10 * time.Second}
@@ -850,9 +853,9 @@ func fetchApp(ctx context.Context, routerAddr, domain string, check func([]*x509
 			}
 			err = fmt.Errorf("HTTP %d", resp.StatusCode)
 		}
-		var verr *tls.CertificateVerificationError
-		if errors.As(err, &verr) {
-			return 0, nil, nil, verr.Err // a refused certificate is not retried
+		var refused *refusedCert
+		if errors.As(err, &refused) {
+			return 0, nil, nil, refused.err // a refused certificate is not retried
 		}
 		last = err
 		select {
@@ -863,6 +866,11 @@ func fetchApp(ctx context.Context, routerAddr, domain string, check func([]*x509
 	}
 	return 0, nil, nil, last
 }
+
+// refusedCert is fetchApp's check refusing the served certificate.
+type refusedCert struct{ err error }
+
+func (e *refusedCert) Error() string { return e.err.Error() }
 
 func humanBytes(n int64) string {
 	switch {
