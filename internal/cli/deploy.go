@@ -572,6 +572,17 @@ func (d *deployment) checkThroughRouter(ctx context.Context) error {
 		d.u.step("The app answers over TLS (HTTP %d, %d bytes from /)", code, len(body))
 		return nil
 	}
+	// The node asks the CA once it runs: give the CA a moment.
+	for deadline := time.Now().Add(acmeIssueWait); bytes.Equal(chain[0].Raw, d.id.Certificate.Raw) && time.Now().Before(deadline); {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+		if code, body, chain, err = fetchApp(ctx, d.routerAddr, d.domain, check); err != nil {
+			return fmt.Errorf("the app is running but did not answer through the router: %w", err)
+		}
+	}
 	d.served = &served{chain: chain, isRATLS: bytes.Equal(chain[0].Raw, d.id.Certificate.Raw)}
 	if d.served.isRATLS {
 		d.u.step("The app answers over TLS (HTTP %d, %d bytes from /), still with the enclave's RA-TLS certificate: the CA has not issued its certificate yet (it may take a moment)", code, len(body))
@@ -591,6 +602,10 @@ func (d *deployment) checkThroughRouter(ctx context.Context) error {
 	}
 	return nil
 }
+
+// acmeIssueWait is how long deploy waits for the CA's certificate in acme
+// mode before it reports that the app still serves its RA-TLS certificate.
+var acmeIssueWait = 20 * time.Second
 
 // checkOperator is checkThroughRouter in operator mode, where the router
 // serves the operator's certificate: the enclave behind it is checked as

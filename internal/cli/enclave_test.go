@@ -60,8 +60,10 @@ type simEnclave struct {
 	ra     *tls.Certificate
 
 	// served is the certificate of the app's users' connections (no ALPN
-	// mse-ratls/1); nil: the RA-TLS certificate.
-	served *tls.Certificate
+	// mse-ratls/1); nil: the RA-TLS certificate. Before servedFrom, when
+	// set, the RA-TLS certificate (the CA has not issued served yet).
+	served     *tls.Certificate
+	servedFrom time.Time
 	// relayed: the users' connections end before the node (operator mode:
 	// the router terminates them and forwards over its own connection), so
 	// fresh evidence asked on them carries another connection's exporter.
@@ -220,7 +222,7 @@ func (e *evilBackend) newAttestedNode() *httptest.Server {
 			return &tls.Config{Certificates: []tls.Certificate{*n.ra}, NextProtos: []string{nodeapi.ALPNRATLS}}, nil
 		}
 		c := n.ra
-		if n.served != nil {
+		if n.served != nil && time.Now().After(n.servedFrom) {
 			c = n.served
 		}
 		return &tls.Config{Certificates: []tls.Certificate{*c}, NextProtos: []string{"http/1.1"}}, nil

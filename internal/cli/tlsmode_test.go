@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mse-in-go/mse/internal/client"
 	"github.com/mse-in-go/mse/internal/config"
@@ -122,6 +123,27 @@ func TestDeployACMEDefaultCA(t *testing.T) {
 	}
 }
 
+// TestDeployACMEWaitsForIssuance: the CA's certificate comes a moment
+// after the app runs; deploy waits for it and reports it.
+func TestDeployACMEWaitsForIssuance(t *testing.T) {
+	e := newAttestedBackend(t)
+	e.platform, e.mode = acmePlatform(t), "acme"
+	ca := newTestCA(t, "Slow ACME CA")
+	e.enclave.served = ca.issue(t, e.domain, e.enclave.key)
+	e.enclave.servedFrom = time.Now().Add(3 * time.Second)
+	out, errs, code := e.attestedDeploy(t, "", "--acme")
+	if code != 0 {
+		t.Fatalf("deploy failed:\n%s\n%s", out, errs)
+	}
+	if !strings.Contains(errs, "with a certificate from CN=Slow ACME CA for the enclave's own key") || strings.Contains(out, "may take a moment") {
+		t.Fatalf("deploy did not wait for the CA's certificate:\n%s\n%s", out, errs)
+	}
+	// Without --cacert the test CA is not trusted: said, not fatal.
+	if !strings.Contains(errs, "WARNING: the CA's certificate for "+e.domain+" does not chain to your trusted roots") {
+		t.Errorf("stderr:\n%s", errs)
+	}
+}
+
 // TestDeployACMEFromMseToml: the CA, its roots and the email come from
 // [cloud.acme]; the custom domain goes in the request and the backend must
 // assign exactly it.
@@ -130,6 +152,10 @@ func TestDeployACMEFromMseToml(t *testing.T) {
 	path := acmeProject(t, `directory_url = "`+ownersCA+`"`+"\nroots = \""+filepath.ToSlash(roots)+"\"\nemail = \"ops@example.com\"\n")
 	e := newAttestedBackend(t)
 	e.platform, e.mode = acmePlatform(t), "acme"
+	old := acmeIssueWait
+	acmeIssueWait = 1500 * time.Millisecond
+	t.Cleanup(func() { acmeIssueWait = old })
+	start := time.Now()
 	out, errs, code := e.attestedDeploy(t, path)
 	if code != 0 {
 		t.Fatalf("deploy failed:\n%s\n%s", out, errs)
@@ -142,7 +168,11 @@ func TestDeployACMEFromMseToml(t *testing.T) {
 		t.Errorf("stderr:\n%s", errs)
 	}
 	// Before the CA issued its certificate, the node serves its RA-TLS
-	// certificate: accepted, and said.
+	// certificate: deploy waits acmeIssueWait for the CA's, then accepts
+	// the RA-TLS certificate, and says so.
+	if time.Since(start) < acmeIssueWait {
+		t.Errorf("deploy did not wait for the CA's certificate")
+	}
 	if !strings.Contains(errs, "still with the enclave's RA-TLS certificate: the CA has not issued its certificate yet") ||
 		!strings.Contains(out, "the CA's certificate may take a moment to be issued") {
 		t.Errorf("no word of the pending issuance:\n%s\n%s", out, errs)
