@@ -20,6 +20,7 @@ import (
 	"github.com/mse-in-go/mse/internal/appverify"
 	"github.com/mse-in-go/mse/internal/cli/attestcmd"
 	"github.com/mse-in-go/mse/internal/client"
+	"github.com/mse-in-go/mse/internal/config"
 	"github.com/mse-in-go/mse/internal/ratls"
 	"github.com/mse-in-go/mse/internal/scaffold"
 )
@@ -293,9 +294,13 @@ func statusCmd() *cobra.Command {
 				return u.json(a)
 			}
 			tw := tabwriter.NewWriter(u.out, 0, 4, 2, ' ', 0)
-			fmt.Fprintf(tw, "id\t%s\nname\t%s\nproject\t%s\nstatus\t%s\nurl\t%s\ndomains\t%s\nhardware\t%s\ntls mode\t%s\ncode digest\t%s\ncreated\t%s\nexpires\t%s\n",
+			fmt.Fprintf(tw, "id\t%s\nname\t%s\nproject\t%s\nstatus\t%s\nurl\t%s\ndomains\t%s\nhardware\t%s\ntls mode\t%s\n",
 				sanitize(a.ID), sanitize(a.Name), sanitize(a.Project), sanitize(a.Status), sanitize(a.URL), sanitize(strings.Join(a.Domains, ", ")), sanitize(a.Hardware),
-				sanitize(a.TLSMode), sanitize(a.CodeDigest), fmtTime(a.CreatedAt), fmtTime(a.ExpiresAt))
+				sanitize(tlsModeDesc(a.TLSMode)))
+			if ac := a.Spec.ACME; ac != nil {
+				fmt.Fprintf(tw, "acme ca\t%s\n", sanitize(ac.DirectoryURL))
+			}
+			fmt.Fprintf(tw, "code digest\t%s\ncreated\t%s\nexpires\t%s\n", sanitize(a.CodeDigest), fmtTime(a.CreatedAt), fmtTime(a.ExpiresAt))
 			if a.StoppedAt != nil {
 				fmt.Fprintf(tw, "stopped\t%s\n", fmtTime(*a.StoppedAt))
 			}
@@ -311,6 +316,21 @@ func statusCmd() *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
+}
+
+// tlsModeDesc is a TLS mode with what it means for the app's users.
+func tlsModeDesc(mode string) string {
+	switch mode {
+	case config.TLSSelf:
+		return "self (the enclave's own RA-TLS certificate)"
+	case config.TLSOwner:
+		return "owner (your certificate; its key is in the enclave and yours)"
+	case config.TLSACME:
+		return "acme (a CA's certificate for the enclave's own key)"
+	case config.TLSOperator:
+		return "operator (the operator terminates TLS: it can read all traffic)"
+	}
+	return mode
 }
 
 func listCmd() *cobra.Command {
@@ -341,9 +361,9 @@ func listCmd() *cobra.Command {
 				return nil
 			}
 			tw := tabwriter.NewWriter(u.out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tNAME\tSTATUS\tURL\tCREATED")
+			fmt.Fprintln(tw, "ID\tNAME\tSTATUS\tTLS\tURL\tCREATED")
 			for _, a := range apps {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", sanitize(a.ID), sanitize(a.Name), sanitize(a.Status), sanitize(a.URL), fmtTime(a.CreatedAt))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", sanitize(a.ID), sanitize(a.Name), sanitize(a.Status), sanitize(a.TLSMode), sanitize(a.URL), fmtTime(a.CreatedAt))
 			}
 			return tw.Flush()
 		},
@@ -447,9 +467,9 @@ func contextCmd() *cobra.Command {
 					return nil
 				}
 				tw := tabwriter.NewWriter(u.out, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "APP ID\tNAME\tURL\tVERIFIED\tCREATED")
+				fmt.Fprintln(tw, "APP ID\tNAME\tTLS\tURL\tVERIFIED\tCREATED")
 				for _, c := range cs {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\n", sanitize(c.AppID), sanitize(c.Name), sanitize(c.URL), c.Verified, fmtTime(c.CreatedAt))
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\t%s\n", sanitize(c.AppID), sanitize(c.Name), sanitize(c.TLSMode), sanitize(c.URL), c.Verified, fmtTime(c.CreatedAt))
 				}
 				return tw.Flush()
 			case export != "":

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
@@ -11,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"strconv"
@@ -19,6 +21,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/mse-in-go/mse/internal/appverify"
 	"github.com/mse-in-go/mse/internal/attest"
 	"github.com/mse-in-go/mse/internal/bundle"
 	"github.com/mse-in-go/mse/internal/bundle/pack"
@@ -28,6 +31,7 @@ import (
 	"github.com/mse-in-go/mse/internal/ratls"
 	"github.com/mse-in-go/mse/internal/runtimes"
 	sealedpkg "github.com/mse-in-go/mse/internal/sealed"
+	"github.com/mse-in-go/mse/internal/spec"
 )
 
 // DefaultLifetime is an app's lifetime when mse.toml sets no expiration_date.
@@ -40,6 +44,12 @@ type deployOpts struct {
 	timeout  timeoutFlag
 	trust    trustFlags
 	json     bool
+	// untrustedSSL is MSE's --untrusted-ssl (tls_mode operator); acme is
+	// --acme (tls_mode acme, the operator's default CA unless mse.toml
+	// names one); cacert adds roots to check a CA's certificate with.
+	untrustedSSL bool
+	acme         bool
+	cacert       string
 }
 
 func deployCmd() *cobra.Command {
@@ -51,7 +61,14 @@ func deployCmd() *cobra.Command {
 upload it, wait for the node, verify its evidence (genuine TEE, trusted runtime,
 exactly your code and configuration), and only then send the code key (and, with
 [cloud.ssl], your certificate's private key) straight to the node over the
-verified TLS session. The app context, with the code key, is saved 0600.`,
+verified TLS session. The app context, with the code key, is saved 0600.
+
+TLS modes: by default (self) the app serves the enclave's own RA-TLS
+certificate; [cloud.ssl] in mse.toml serves your certificate (owner);
+[cloud.acme], or --acme, has the node get a certificate from an ACME CA for
+its own key, which browsers accept (acme); --untrusted-ssl lets the operator
+terminate TLS with its certificate (operator: the operator can read all
+traffic). In every mode the enclave itself is verified over its own TLS.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return deploy(cmd.Context(), newUI(cmd), cmd.InOrStdin(), &o)
@@ -63,6 +80,9 @@ verified TLS session. The app context, with the code key, is saved 0600.`,
 	f.BoolVarP(&o.yes, "yes", "y", false, "stop a running app of the same name without asking")
 	f.Var(&o.timeout, "timeout", "give up after this long: a duration (10m) or MSE's integer minutes (default: 5m, or start_timeout plus 2m)")
 	f.BoolVar(&o.json, "json", false, "print the result as JSON")
+	f.BoolVar(&o.untrustedSSL, "untrusted-ssl", false, "tls_mode operator (MSE's --untrusted-ssl): the operator terminates TLS with its own certificate and CAN READ ALL TRAFFIC; for development")
+	f.BoolVar(&o.acme, "acme", false, "tls_mode acme: the node gets a certificate for its own key from the operator's default ACME CA (as an empty [cloud.acme] in mse.toml)")
+	f.StringVar(&o.cacert, "cacert", "", "PEM `FILE` of roots, beside the system's, to check the CA's certificate the app serves in tls_mode acme or operator")
 	o.trust.register(f)
 	return cmd
 }
@@ -80,6 +100,9 @@ type DeployResult struct {
 	Context     string `json:"context"`
 	Certificate string `json:"certificate_file"`
 	Curl        string `json:"curl"`
+	TLSMode     string `json:"tls_mode"`
+	// ACMEDirectory is the CA of tls_mode acme.
+	ACMEDirectory string `json:"acme_directory,omitempty"`
 }
 
 // deployment is one run of deploy: what each step learns, for the next.
@@ -102,6 +125,8 @@ type deployment struct {
 	rt           config.Runtime
 	startTimeout time.Duration
 	vs           *verifiers
+	// resolve TLS: the ACME CA (acme mode)
+	acme *spec.ACME
 	// replace running
 	replaced []string
 	// seal
@@ -127,6 +152,8 @@ type deployment struct {
 	keySent, keyAccepted bool
 	// save context
 	ctxPath, certPath string
+	// check through the router: what the app serves
+	served *served
 }
 
 func deploy(ctx context.Context, u *ui, stdin io.Reader, o *deployOpts) error {
@@ -137,7 +164,7 @@ func deploy(ctx context.Context, u *ui, stdin io.Reader, o *deployOpts) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, d.timeout)
 	defer cancel()
-	for _, step := range []func(context.Context) error{d.resolveRuntime, d.replaceRunning, d.seal, d.upload} {
+	for _, step := range []func(context.Context) error{d.resolveRuntime, d.resolveTLS, d.replaceRunning, d.seal, d.upload} {
 		if err := step(ctx); err != nil {
 			return err
 		}
@@ -165,7 +192,15 @@ func (d *deployment) readConfig() error {
 	if err != nil {
 		return err
 	}
-	d.conf, d.mode = conf, conf.TLSMode()
+	d.conf = conf
+	if d.mode, err = tlsMode(conf, o); err != nil {
+		return err
+	}
+	if o.cacert != "" {
+		if _, err := systemRootsWith(o.cacert); err != nil {
+			return err
+		}
+	}
 	d.startTimeout = conf.Cloud.StartTimeout
 	if d.startTimeout <= 0 {
 		d.startTimeout = config.DefaultStartTimeout
@@ -179,6 +214,9 @@ func (d *deployment) readConfig() error {
 	}
 	if d.policy, err = o.trust.policy(); err != nil {
 		return err
+	}
+	if d.mode == config.TLSOperator {
+		d.u.warn("%s", operatorWarning)
 	}
 	if o.noVerify {
 		d.u.warn("--no-verify: the enclave will NOT be verified. The code key goes to whatever answers, which may be the operator. Use only for debugging.")
@@ -244,11 +282,24 @@ func (d *deployment) replaceRunning(ctx context.Context) error {
 			return errors.New("deploy cancelled")
 		}
 	}
-	if d.mode == config.TLSOwner {
+	if d.customDomain() != "" {
 		return stopApps(ctx, d.u, d.c, ids)
 	}
 	d.replaced = ids
 	return nil
+}
+
+// customDomain is the owner's own domain ([cloud.ssl], or [cloud.acme]
+// domain_name), or "" for the domain the platform assigns. A domain serves
+// one app at a time.
+func (d *deployment) customDomain() string {
+	switch {
+	case d.mode == config.TLSOwner:
+		return d.conf.Cloud.SSL.DomainName
+	case d.mode == config.TLSACME && d.conf.Cloud.ACME != nil:
+		return d.conf.Cloud.ACME.DomainName
+	}
+	return ""
 }
 
 // seal packages and encrypts the code under a fresh key, and reads what
@@ -293,9 +344,10 @@ func (d *deployment) seal(ctx context.Context) error {
 		if d.ownerKeyPEM, err = conf.Cloud.SSL.ReadPrivateKey(); err != nil {
 			return fmt.Errorf("cloud.ssl.private_key: %w", err)
 		}
-		d.req.Domain = conf.Cloud.SSL.DomainName
 		d.req.OwnerCertificate = string(certPEM)
 	}
+	d.req.Domain = d.customDomain()
+	d.req.ACME = d.acme
 	if d.appSecrets, err = conf.Cloud.ReadSecrets(); err != nil {
 		return fmt.Errorf("cloud.secrets: %w", err)
 	}
@@ -339,7 +391,7 @@ func (d *deployment) upload(ctx context.Context) error {
 	spec := config.Spec{
 		AppID: app.ID, Name: d.conf.Name, Domains: app.Domains, Entrypoint: d.conf.Entrypoint, PythonApplication: d.conf.PythonApplication,
 		HealthcheckEndpoint: d.conf.HealthcheckEndpoint, ExpiresAt: d.expires, TLSMode: d.mode, OwnerCertificate: d.req.OwnerCertificate,
-		Runtime: d.rt, StartTimeoutSeconds: d.req.StartTimeoutSeconds,
+		Runtime: d.rt, StartTimeoutSeconds: d.req.StartTimeoutSeconds, ACME: d.acme,
 	}
 	if d.confDigest, err = spec.Digest(); err != nil {
 		return d.failed(err)
@@ -363,8 +415,8 @@ func (d *deployment) checkAssigned() error {
 	if _, _, err := splitRouterAddr(a.RouterAddr); err != nil {
 		return err
 	}
-	if d.mode == config.TLSOwner && (len(a.Domains) != 1 || a.Domains[0] != strings.TrimSuffix(strings.ToLower(d.conf.Cloud.SSL.DomainName), ".")) {
-		return fmt.Errorf("the backend assigned domains %v, not your domain %s; refusing to continue", a.Domains, d.conf.Cloud.SSL.DomainName)
+	if own := d.customDomain(); own != "" && (len(a.Domains) != 1 || a.Domains[0] != strings.TrimSuffix(strings.ToLower(own), ".")) {
+		return fmt.Errorf("the backend assigned domains %v, not your domain %s; refusing to continue", a.Domains, own)
 	}
 	return nil
 }
@@ -456,7 +508,7 @@ func (d *deployment) saveContext(ctx context.Context) error {
 	}
 	actx := &AppContext{
 		AppID: d.app.ID, Name: d.conf.Name, BackendURL: d.login.URL, Domains: d.app.Domains, URL: u, RouterAddr: d.routerAddr,
-		TLSMode: d.mode, CodeKey: d.key.Hex(), CodeDigest: d.codeDigest, ConfigDigest: hex.EncodeToString(d.confDigest),
+		TLSMode: d.mode, ACMEDirectory: acmeDirectory(d.acme), CodeKey: d.key.Hex(), CodeDigest: d.codeDigest, ConfigDigest: hex.EncodeToString(d.confDigest),
 		Fingerprint: d.id.Fingerprint, Verified: !d.o.noVerify, CreatedAt: time.Now().UTC(), ExpiresAt: d.expires,
 		Certificate: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: d.id.Certificate.Raw})),
 	}
@@ -492,14 +544,124 @@ func (d *deployment) waitRunning(ctx context.Context) error {
 	return nil
 }
 
-// checkThroughRouter checks that the app answers through the router with
-// the expected certificate.
+// checkThroughRouter checks that the app answers through the router, as
+// its users reach it, and says what that proves in the app's TLS mode:
+// self and owner pin the certificate the app must serve; acme pins the
+// enclave's key; operator checks the enclave behind the operator's TLS.
 func (d *deployment) checkThroughRouter(ctx context.Context) error {
-	code, body, err := fetchApp(ctx, d.routerAddr, d.domain, d.mode, d.id.Certificate, d.req.OwnerCertificate)
+	var check func([]*x509.Certificate) error
+	switch d.mode {
+	case config.TLSOwner:
+		blk, _ := pem.Decode([]byte(d.req.OwnerCertificate))
+		if blk == nil {
+			return errors.New("owner certificate does not parse")
+		}
+		check = pinCert(blk.Bytes)
+	case config.TLSACME:
+		check = pinKey(d.id.Certificate, d.domain, time.Now)
+	case config.TLSOperator:
+		return d.checkOperator(ctx)
+	default:
+		check = pinCert(d.id.Certificate.Raw)
+	}
+	code, body, chain, err := fetchApp(ctx, d.routerAddr, d.domain, check)
 	if err != nil {
 		return fmt.Errorf("the app is running but did not answer through the router: %w", err)
 	}
-	d.u.step("The app answers over TLS (HTTP %d, %d bytes from /)", code, len(body))
+	if d.mode != config.TLSACME {
+		d.u.step("The app answers over TLS (HTTP %d, %d bytes from /)", code, len(body))
+		return nil
+	}
+	// The node asks the CA once it runs: give the CA a moment.
+	for deadline := time.Now().Add(acmeIssueWait); bytes.Equal(chain[0].Raw, d.id.Certificate.Raw) && time.Now().Before(deadline); {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+		if code, body, chain, err = fetchApp(ctx, d.routerAddr, d.domain, check); err != nil {
+			return fmt.Errorf("the app is running but did not answer through the router: %w", err)
+		}
+	}
+	d.served = &served{chain: chain, isRATLS: bytes.Equal(chain[0].Raw, d.id.Certificate.Raw)}
+	if d.served.isRATLS {
+		d.u.step("The app answers over TLS (HTTP %d, %d bytes from /), still with the enclave's RA-TLS certificate: the CA has not issued its certificate yet (it may take a moment)", code, len(body))
+		return nil
+	}
+	roots, err := systemRootsWith(d.o.cacert)
+	if err != nil {
+		return err
+	}
+	d.served.trust(d.domain, roots, time.Now())
+	d.u.step("The app answers over TLS (HTTP %d, %d bytes from /) with a certificate from %s for the enclave's own key (sha256 %s)", code, len(body),
+		sanitize(chain[0].Issuer.String()), ratls.Fingerprint(chain[0]))
+	if d.served.trusted {
+		d.u.info("it chains to your trusted roots for %s, so browsers accept it", d.domain)
+	} else {
+		d.u.warn("the CA's certificate for %s does not chain to your trusted roots (%s): browsers and curl refuse it; pass --cacert FILE if the CA is a private or test one", d.domain, sanitize(d.served.trustErr))
+	}
+	return nil
+}
+
+// acmeIssueWait is how long deploy waits for the CA's certificate in acme
+// mode before it reports that the app still serves its RA-TLS certificate.
+var acmeIssueWait = 20 * time.Second
+
+// checkOperator is checkThroughRouter in operator mode, where the router
+// serves the operator's certificate: the enclave behind it is checked as
+// any client can (internal/appverify: fresh evidence over a direct
+// connection, pinned to the certificate deploy verified), the operator's
+// certificate against the system roots and --cacert, and deploy says what
+// was not checked.
+func (d *deployment) checkOperator(ctx context.Context) error {
+	roots, err := systemRootsWith(d.o.cacert)
+	if err != nil {
+		return err
+	}
+	var servedChain []*x509.Certificate
+	if !d.o.noVerify {
+		runtimeDigest, err := runtimes.DigestBytes(d.rt.Digest)
+		if err != nil {
+			return err
+		}
+		opts := ratls.Options{Verifiers: d.vs.For, Policy: d.policy, Now: time.Now(),
+			Expect: ratls.Expect{Domain: d.domain, AppID: d.app.ID, CodeDigest: d.sealed.Digest[:], ConfigDigest: d.confDigest, RuntimeDigest: runtimeDigest}}
+		res, err := appverify.Verify(ctx, appverify.Options{Domain: d.domain, Addr: d.routerAddr, RATLS: opts, Roots: roots, Timeout: 30 * time.Second,
+			Precheck: func(c *x509.Certificate) error {
+				if !bytes.Equal(c.Raw, d.id.Certificate.Raw) {
+					return fmt.Errorf("verification failed: the enclave behind the router presents the RA-TLS certificate sha256 %s, not the one deploy verified (%s)", ratls.Fingerprint(c), d.id.Fingerprint)
+				}
+				return nil
+			}})
+		if err != nil {
+			return fmt.Errorf("the app is running but its enclave could not be checked through the router: %w", err)
+		}
+		if res.Mode != config.TLSOperator {
+			return fmt.Errorf("the node attests tls_mode %q, not operator", sanitize(res.Mode))
+		}
+		servedChain = res.Served
+		d.u.step("The enclave behind the router is the one you verified (fresh evidence over a direct connection, ALPN %s)", nodeapi.ALPNRATLS)
+	}
+	check := func(chain []*x509.Certificate) error {
+		if servedChain != nil && !bytes.Equal(chain[0].Raw, servedChain[0].Raw) {
+			return fmt.Errorf("the router's certificate changed (sha256 %s…) since it was checked", ratls.Fingerprint(chain[0])[:12])
+		}
+		return nil
+	}
+	code, body, chain, err := fetchApp(ctx, d.routerAddr, d.domain, check)
+	if err != nil {
+		return fmt.Errorf("the app is running but did not answer through the router: %w", err)
+	}
+	d.served = &served{chain: chain}
+	d.served.trust(d.domain, roots, time.Now())
+	d.u.step("The app answers through the operator's TLS (HTTP %d, %d bytes from /); the operator's certificate sha256 %s, issued by %s", code, len(body),
+		ratls.Fingerprint(chain[0]), sanitize(chain[0].Issuer.String()))
+	if d.served.trusted {
+		d.u.info("checked: the operator's certificate chains to your trusted roots for %s", d.domain)
+	} else {
+		d.u.warn("the operator's certificate for %s does not chain to your trusted roots (%s): browsers and curl refuse it; pass --cacert FILE if the operator uses a private CA", d.domain, sanitize(d.served.trustErr))
+	}
+	d.u.info("not checked, and it cannot be: what the operator does with the traffic it decrypts; the answer above came through the operator, not straight from the enclave")
 	return nil
 }
 
@@ -515,21 +677,33 @@ func (d *deployment) print() error {
 	if err != nil {
 		return err
 	}
-	curl, err := curlLine(d.domain, d.routerAddr, d.certPath, d.mode)
+	var curl string
+	switch d.mode {
+	case config.TLSACME, config.TLSOperator:
+		curl, err = publicCurlLine(d.domain, d.routerAddr, d.o.cacert, !routerIsDomainAddress(context.Background(), d.domain, d.routerAddr))
+	default:
+		curl, err = curlLine(d.domain, d.routerAddr, d.certPath, d.mode)
+	}
 	if err != nil {
 		return err
 	}
 	res := DeployResult{AppID: d.app.ID, Name: d.conf.Name, URL: u, Domain: d.domain, Verified: !d.o.noVerify, Fingerprint: d.id.Fingerprint,
-		Context: d.ctxPath, Certificate: d.certPath, Curl: curl}
+		Context: d.ctxPath, Certificate: d.certPath, Curl: curl, TLSMode: d.mode, ACMEDirectory: acmeDirectory(d.acme)}
 	if !d.o.noVerify {
 		res.TEE, res.Simulated = d.id.Verified.Type, d.id.Verified.Simulated
+	}
+	if d.mode == config.TLSOperator {
+		defer d.u.warn("%s", operatorWarning)
 	}
 	if d.o.json {
 		return d.u.json(res)
 	}
 	fmt.Fprintf(d.u.out, "\nYour app is running at %s\n", u)
 	fmt.Fprintf(d.u.out, "Try it:\n  %s\n", curl)
-	if d.mode == config.TLSSelf && !d.o.noVerify {
+	if d.mode == config.TLSACME && (d.served == nil || d.served.isRATLS) {
+		fmt.Fprintf(d.u.out, "  (the CA's certificate may take a moment to be issued; until then the app serves its RA-TLS certificate, which curl refuses)\n")
+	}
+	if d.mode != config.TLSOwner && !d.o.noVerify {
 		line, err := verifyLine(d.domain, d.routerAddr, d.id.Fingerprint, d.id.Verified.Simulated)
 		if err != nil {
 			return err
@@ -577,6 +751,13 @@ func stopApps(ctx context.Context, u *ui, c *client.Client, ids []string) error 
 		u.step("Stopped the previous app %s", id)
 	}
 	return nil
+}
+
+func acmeDirectory(a *spec.ACME) string {
+	if a == nil {
+		return ""
+	}
+	return a.DirectoryURL
 }
 
 func hexShort(b []byte) string {
@@ -644,20 +825,36 @@ func (s *session) postSecrets(ctx context.Context, sreq *nodeapi.SecretsRequest)
 	return false, nil
 }
 
-// fetchApp GETs / through the router, pinned to the certificate the app must
-// serve: the verified RA-TLS one, or the owner's.
+// fetchApp GETs / through the router as the app's users do (no ALPN
+// mse-ratls/1), accepting the connection only if check accepts the served
+// chain. It returns the answer and the chain.
 // Any HTTP answer counts: readiness was the health check, and "/" of an
 // API may well answer 401.
-func fetchApp(ctx context.Context, routerAddr, domain, mode string, ra *x509.Certificate, ownerChain string) (int, []byte, error) {
-	der := ra.Raw
-	if mode == config.TLSOwner {
-		blk, _ := pem.Decode([]byte(ownerChain))
-		if blk == nil {
-			return 0, nil, errors.New("owner certificate does not parse")
-		}
-		der = blk.Bytes
+func fetchApp(ctx context.Context, routerAddr, domain string, check func([]*x509.Certificate) error) (int, []byte, []*x509.Certificate, error) {
+	cfg := &tls.Config{
+		ServerName: domain,
+		MinVersion: tls.VersionTLS12,
+		// Checked in VerifyConnection, by the mode's rule.
+		InsecureSkipVerify: true,
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
+				return errors.New("the server sent no certificate")
+			}
+			if err := check(cs.PeerCertificates); err != nil {
+				return &refusedCert{err}
+			}
+			return nil
+		},
 	}
-	hc := httpClient(routerAddr, domain, pinnedTo(der), nil, 30*time.Second)
+	dialer := &net.Dialer{Timeout: 10 * time.Second}
+	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return dialer.DialContext(ctx, network, routerAddr)
+		},
+		TLSClientConfig:     cfg,
+		TLSHandshakeTimeout: 10 * time.Second,
+	}}
+	defer hc.CloseIdleConnections()
 	var last error
 	for i := 0; i < 25; i++ {
 		req, _ := http.NewRequestWithContext(ctx, "GET", nodeURL(domain)+"/", nil)
@@ -666,20 +863,29 @@ func fetchApp(ctx context.Context, routerAddr, domain, mode string, ra *x509.Cer
 			b, rerr := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 			resp.Body.Close()
 			// 502 is the node saying the app did not answer.
-			if rerr == nil && resp.StatusCode != http.StatusBadGateway {
-				return resp.StatusCode, b, nil
+			if rerr == nil && resp.StatusCode != http.StatusBadGateway && resp.TLS != nil {
+				return resp.StatusCode, b, resp.TLS.PeerCertificates, nil
 			}
 			err = fmt.Errorf("HTTP %d", resp.StatusCode)
+		}
+		var refused *refusedCert
+		if errors.As(err, &refused) {
+			return 0, nil, nil, refused.err // a refused certificate is not retried
 		}
 		last = err
 		select {
 		case <-ctx.Done():
-			return 0, nil, last
+			return 0, nil, nil, last
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-	return 0, nil, last
+	return 0, nil, nil, last
 }
+
+// refusedCert is fetchApp's check refusing the served certificate.
+type refusedCert struct{ err error }
+
+func (e *refusedCert) Error() string { return e.err.Error() }
 
 func humanBytes(n int64) string {
 	switch {

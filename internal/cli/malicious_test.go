@@ -21,6 +21,7 @@ import (
 	"github.com/mse-in-go/mse/internal/client"
 	"github.com/mse-in-go/mse/internal/nodeapi"
 	"github.com/mse-in-go/mse/internal/runtimes"
+	"github.com/mse-in-go/mse/internal/spec"
 )
 
 // A malicious (or broken) operator for the CLI: a fake backend API and a fake
@@ -50,6 +51,23 @@ type evilBackend struct {
 	goneAfterKey bool
 	// nodeRefuses makes the node refuse the secrets with this error.
 	nodeRefuses string
+	// platform is the answer to GET /v1/platform.
+	platform client.Platform
+	// mode is the tls_mode of the backend's answers.
+	mode string
+
+	// enclave, when set, makes the node a real (simulated) enclave: it
+	// presents an RA-TLS certificate with sim evidence over the spec the
+	// backend built from the request, and answers fresh evidence
+	// (newAttestedBackend). deploy then runs with verification.
+	enclave *simEnclave
+	// nodeSpec rewrites the spec the node is given, and so attests.
+	nodeSpec func(*spec.Spec)
+	// answerSpec rewrites the spec the backend shows in its answers.
+	answerSpec func(*spec.Spec)
+	// received is the last create-app request.
+	received *client.CreateAppRequest
+	posts    int
 
 	mu          sync.Mutex
 	keyAccepted bool
@@ -141,6 +159,8 @@ func (e *evilBackend) serveNode(w http.ResponseWriter, r *http.Request) {
 		}
 		e.keyAccepted = true
 		json.NewEncoder(w).Encode(nodeapi.Response{Status: "accepted"})
+	case r.Method == "GET" && r.URL.Path == nodeapi.PathAttestation && e.enclave != nil:
+		e.enclave.serveAttestation(w, r)
 	case r.Method == "GET" && r.URL.Path == "/":
 		io.WriteString(w, "Hello world!")
 	default:
@@ -157,9 +177,24 @@ func (e *evilBackend) appAnswer() client.App {
 	if e.stopped {
 		status = "stopped"
 	}
-	return client.App{ID: evilAppID, Name: "helloworld", Project: "default", Status: status, Hardware: "4g",
-		Domains: []string{e.domain}, URL: "https://" + e.domain + ":" + port + "/", RouterAddr: "127.0.0.1:" + port, TLSMode: "self",
+	mode := e.mode
+	if mode == "" {
+		mode = "self"
+	}
+	a := client.App{ID: evilAppID, Name: "helloworld", Project: "default", Status: status, Hardware: "4g",
+		Domains: []string{e.domain}, URL: "https://" + e.domain + ":" + port + "/", RouterAddr: "127.0.0.1:" + port, TLSMode: mode,
 		CreatedAt: time.Now(), ExpiresAt: time.Now().Add(time.Hour)}
+	if e.enclave != nil && e.enclave.spec != nil {
+		a.Spec = *e.enclave.spec
+		if a.Spec.ACME != nil {
+			acme := *a.Spec.ACME
+			a.Spec.ACME = &acme
+		}
+		if e.answerSpec != nil {
+			e.answerSpec(&a.Spec)
+		}
+	}
+	return a
 }
 
 func (e *evilBackend) serveAPI(w http.ResponseWriter, r *http.Request) {
@@ -188,8 +223,16 @@ func (e *evilBackend) serveAPI(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		writeJSON(200, []client.App{a})
+	case r.Method == "GET" && p == "/v1/platform":
+		writeJSON(200, e.platform)
+	case r.Method == "GET" && p == "/v1/sim/root" && e.enclave != nil:
+		w.Write(e.enclave.plat.RootPEM())
 	case r.Method == "POST" && p == "/v1/apps":
-		io.Copy(io.Discard, r.Body)
+		e.posts++
+		if err := e.readCreate(r); err != nil {
+			writeJSON(400, client.Error{Error: err.Error()})
+			return
+		}
 		if e.createErr != "" {
 			writeJSON(400, client.Error{Error: e.createErr})
 			return

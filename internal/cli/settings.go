@@ -95,26 +95,28 @@ func writePrivate(path string, b []byte) error {
 // AppContext is what deploy saves about an app: enough to verify it again,
 // and the code key (which is why it is 0600).
 type AppContext struct {
-	Version      int       `toml:"version"`
-	AppID        string    `toml:"app_id"`
-	Name         string    `toml:"name"`
-	BackendURL   string    `toml:"backend_url"`
-	Domains      []string  `toml:"domains"`
-	URL          string    `toml:"url"`
-	RouterAddr   string    `toml:"router_addr"`
-	TLSMode      string    `toml:"tls_mode"`
-	CodeKey      string    `toml:"code_key"`
-	CodeDigest   string    `toml:"code_digest"`
-	ConfigDigest string    `toml:"config_digest"`
-	Fingerprint  string    `toml:"certificate_sha256"`
-	TEE          string    `toml:"tee"`
-	Measurement  string    `toml:"measurement"`
-	Signer       string    `toml:"signer"`
-	Simulated    bool      `toml:"simulated"`
-	Verified     bool      `toml:"verified"`
-	Certificate  string    `toml:"certificate"` // PEM of the verified RA-TLS certificate
-	ExpiresAt    time.Time `toml:"expires_at"`
-	CreatedAt    time.Time `toml:"created_at"`
+	Version    int      `toml:"version"`
+	AppID      string   `toml:"app_id"`
+	Name       string   `toml:"name"`
+	BackendURL string   `toml:"backend_url"`
+	Domains    []string `toml:"domains"`
+	URL        string   `toml:"url"`
+	RouterAddr string   `toml:"router_addr"`
+	TLSMode    string   `toml:"tls_mode"`
+	// ACMEDirectory is the CA of tls_mode acme (the config digest covers it).
+	ACMEDirectory string    `toml:"acme_directory,omitempty"`
+	CodeKey       string    `toml:"code_key"`
+	CodeDigest    string    `toml:"code_digest"`
+	ConfigDigest  string    `toml:"config_digest"`
+	Fingerprint   string    `toml:"certificate_sha256"`
+	TEE           string    `toml:"tee"`
+	Measurement   string    `toml:"measurement"`
+	Signer        string    `toml:"signer"`
+	Simulated     bool      `toml:"simulated"`
+	Verified      bool      `toml:"verified"`
+	Certificate   string    `toml:"certificate"` // PEM of the verified RA-TLS certificate
+	ExpiresAt     time.Time `toml:"expires_at"`
+	CreatedAt     time.Time `toml:"created_at"`
 }
 
 var idRE = regexp.MustCompile(`^[a-zA-Z0-9-]{1,64}$`)

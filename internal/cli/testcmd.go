@@ -31,14 +31,20 @@ import (
 // testCmd is MSE's `mse cloud test`: the app's own tests against the
 // deployed app, trusting the certificate deploy verified.
 func testCmd() *cobra.Command {
-	var path string
+	var path, cacert string
 	cmd := &cobra.Command{
 		Use:   "test [APP_ID]",
 		Short: "Run the app's tests (tests_cmd) against the deployed app",
 		Long: `test runs mse.toml's tests_cmd in the tests directory, with TEST_REMOTE_URL set to
 the deployed app's URL, trusting the certificate deploy verified (REQUESTS_CA_BUNDLE,
 SSL_CERT_FILE), and the app's domain reaching the operator's router (for Python
-tests). APP_ID defaults to the app of mse.toml's name deployed last from here.`,
+tests). APP_ID defaults to the app of mse.toml's name deployed last from here.
+
+In tls_mode acme and operator the app serves a CA's certificate (the CA's
+for the enclave's key, or the operator's), not the RA-TLS certificate: the
+tests then trust the system roots, or only the roots of --cacert FILE (e.g. a
+test CA's). In acme mode the CA may take a moment to issue the certificate
+after deploy; until then the tests see the RA-TLS certificate and fail.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			u := newUI(cmd)
@@ -70,11 +76,11 @@ tests). APP_ID defaults to the app of mse.toml's name deployed last from here.`,
 				return err
 			}
 			env := []string{"TEST_REMOTE_URL=" + strings.TrimSuffix(actx.URL, "/"), "MSE_APP_ID=" + actx.AppID, "MSE_ROUTER_ADDR=" + actx.RouterAddr}
-			if actx.TLSMode != config.TLSOwner {
-				// Scenario 1: the verified RA-TLS certificate is the trust
-				// anchor. (Scenario 2's chain goes to a CA the system trusts.)
-				env = append(env, "REQUESTS_CA_BUNDLE="+ca, "SSL_CERT_FILE="+ca)
+			caEnv, err := testRoots(actx.TLSMode, ca, cacert)
+			if err != nil {
+				return err
 			}
+			env = append(env, caEnv...)
 			resolveEnv, err := routerResolution(tmp, actx.Domains, actx.RouterAddr)
 			if err != nil {
 				return err
@@ -85,7 +91,41 @@ tests). APP_ID defaults to the app of mse.toml's name deployed last from here.`,
 		},
 	}
 	cmd.Flags().StringVar(&path, "path", "mse.toml", "path to the app's mse.toml")
+	cmd.Flags().StringVar(&cacert, "cacert", "", "tls_mode acme or operator: PEM `FILE` of the roots the tests trust instead of the system's (REQUESTS_CA_BUNDLE, SSL_CERT_FILE)")
 	return cmd
+}
+
+// testRoots is the environment that tells the tests which roots to trust.
+// self: the RA-TLS certificate deploy verified (raPEM, a file) is the
+// trust anchor; owner: the owner's chain goes to a CA the system trusts;
+// acme and operator: a CA's certificate, checked with the system roots or
+// only cacert's. Never the RA-TLS certificate there: the app does not serve
+// it (operator), or serves it only until the CA's certificate is issued
+// (acme).
+func testRoots(mode, raPEM, cacert string) ([]string, error) {
+	switch mode {
+	case config.TLSACME, config.TLSOperator:
+		if cacert == "" {
+			return nil, nil
+		}
+		abs, err := filepath.Abs(cacert)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := loadRoots(abs); err != nil {
+			return nil, fmt.Errorf("--cacert: %w", err)
+		}
+		return []string{"REQUESTS_CA_BUNDLE=" + abs, "SSL_CERT_FILE=" + abs}, nil
+	case config.TLSOwner:
+		if cacert != "" {
+			return nil, errors.New("--cacert is for apps in tls_mode acme or operator; in tls_mode owner the tests trust the system roots, as your certificate's users do")
+		}
+		return nil, nil
+	}
+	if cacert != "" {
+		return nil, fmt.Errorf("--cacert is for apps in tls_mode acme or operator; in tls_mode %s the tests trust the certificate deploy verified", mode)
+	}
+	return []string{"REQUESTS_CA_BUNDLE=" + raPEM, "SSL_CERT_FILE=" + raPEM}, nil
 }
 
 // latestContext is the most recent saved context of an app name.

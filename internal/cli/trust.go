@@ -230,16 +230,6 @@ func (p *pinned) identity() (*ratls.Identity, error) {
 	return p.id, p.err
 }
 
-// pinnedTo accepts exactly one certificate (by DER), e.g. the owner's.
-func pinnedTo(der []byte) *pinned {
-	return &pinned{verify: func(c *x509.Certificate) (*ratls.Identity, error) {
-		if !bytes.Equal(c.Raw, der) {
-			return nil, fmt.Errorf("the server's certificate (sha256 %s…) is not the expected one", ratls.Fingerprint(c)[:12])
-		}
-		return &ratls.Identity{Certificate: c, Fingerprint: ratls.Fingerprint(c)}, nil
-	}}
-}
-
 // httpClient sends every request to addr with SNI serverName over a
 // connection checked by p, offering ALPN protos (see tlsConfig).
 func httpClient(addr, serverName string, p *pinned, protos []string, timeout time.Duration) *http.Client {

@@ -17,6 +17,7 @@ const (
 	TLSSelf     = spec.TLSSelf
 	TLSOwner    = spec.TLSOwner
 	TLSOperator = spec.TLSOperator
+	TLSACME     = spec.TLSACME
 )
 
 // ValidateDomain is spec.ValidateDomain.

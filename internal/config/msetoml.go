@@ -9,9 +9,12 @@ import (
 	"crypto"
 	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
+	"net/mail"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -48,10 +51,13 @@ const (
 
 // Size bounds of the files read while loading a configuration.
 const (
-	MaxConfigSize      = 1 << 20  // mse.toml
-	MaxSecretsSize     = 1 << 20  // cloud.secrets (JSON)
-	MaxCertificateSize = 1 << 20  // cloud.ssl.certificate (PEM chain)
-	MaxPrivateKeySize  = 64 << 10 // cloud.ssl.private_key (PEM)
+	MaxConfigSize      = 1 << 20               // mse.toml
+	MaxSecretsSize     = 1 << 20               // cloud.secrets (JSON)
+	MaxCertificateSize = 1 << 20               // cloud.ssl.certificate (PEM chain)
+	MaxPrivateKeySize  = 64 << 10              // cloud.ssl.private_key (PEM)
+	MaxACMERootsSize   = spec.MaxACMERootsSize // cloud.acme.roots (PEM)
+	maxACMEURL         = 2048
+	maxEmail           = 254
 	maxEntrypointArgs  = 256
 	maxEntrypointArg   = 4096
 )
@@ -111,6 +117,27 @@ type CloudConfig struct {
 	ExpirationDate time.Time
 	// SSL is the owner's certificate (TLS scenario 2); nil for scenario 1.
 	SSL *SSLConfig
+	// ACME selects tls_mode acme: the node makes its key inside the enclave
+	// and gets a certificate for it from an ACME CA. Exclusive with SSL.
+	ACME *ACMEConfig
+}
+
+// ACMEConfig is the [cloud.acme] table (tls_mode acme). Every key is
+// optional: an empty table means the operator's default CA and the domain
+// the platform assigns.
+type ACMEConfig struct {
+	// DirectoryURL is the CA's ACME directory (https); empty: the
+	// operator's default CA.
+	DirectoryURL string
+	// Roots is the path of a PEM file of the roots the node trusts for the
+	// CA's own HTTPS server (its content goes into spec.ACME.RootsPEM);
+	// empty: the runtime's system roots. Only with DirectoryURL.
+	Roots string
+	// Email is the ACME account contact (optional).
+	Email string
+	// DomainName is a custom domain; the backend serves it only to the
+	// account that holds its reservation. Empty: the platform's domain.
+	DomainName string
 }
 
 // SSLConfig is the [cloud.ssl] table: the owner's own domain and certificate.
@@ -135,12 +162,26 @@ func (e *FieldError) Error() string {
 	return "mse.toml: " + e.Field + ": " + e.Rule
 }
 
-// TLSMode is TLSOwner when [cloud.ssl] is set, else TLSSelf.
+// TLSMode is TLSOwner when [cloud.ssl] is set, TLSACME when [cloud.acme]
+// is, else TLSSelf. (TLSOperator is not a file setting: `mse cloud deploy
+// --untrusted-ssl` chooses it.)
 func (c *AppConfig) TLSMode() string {
-	if c.Cloud.SSL != nil {
+	switch {
+	case c.Cloud.SSL != nil:
 		return TLSOwner
+	case c.Cloud.ACME != nil:
+		return TLSACME
 	}
 	return TLSSelf
+}
+
+// ReadRoots returns the PEM roots of the CA's HTTPS server (bounded); nil
+// when cloud.acme.roots is not set.
+func (a *ACMEConfig) ReadRoots() ([]byte, error) {
+	if a.Roots == "" {
+		return nil, nil
+	}
+	return readBounded(a.Roots, MaxACMERootsSize)
 }
 
 // ReadCertificate returns the PEM certificate chain (public; it goes into the
@@ -231,15 +272,17 @@ func ValidateName(name string) error {
 // ---- decoding ----
 
 var knownKeys = map[string][]string{
-	"":          {"name", "python_application", "entrypoint", "healthcheck_endpoint", "tests_cmd", "tests_requirements", "cloud"},
-	"cloud":     {"code", "tests", "project", "hardware", "docker", "runtime", "start_timeout", "secrets", "sealed_secrets", "expiration_date", "ssl"},
-	"cloud.ssl": {"domain_name", "private_key", "certificate"},
+	"":           {"name", "python_application", "entrypoint", "healthcheck_endpoint", "tests_cmd", "tests_requirements", "cloud"},
+	"cloud":      {"code", "tests", "project", "hardware", "docker", "runtime", "start_timeout", "secrets", "sealed_secrets", "expiration_date", "ssl", "acme"},
+	"cloud.ssl":  {"domain_name", "private_key", "certificate"},
+	"cloud.acme": {"directory_url", "roots", "email", "domain_name"},
 }
 
 // hints for keys of other MSE versions, which are refused with a pointer.
 var keyHints = map[string]string{
 	"cloud.location":        "renamed: use cloud.code",
-	"cloud.dev_mode":        "not a file setting: the operator TLS mode is chosen by the platform; remove it",
+	"cloud.dev_mode":        "not a file setting: for tls_mode operator (the operator terminates TLS) deploy with `mse cloud deploy --untrusted-ssl`; remove it",
+	"cloud.tls_mode":        "not a file setting: [cloud.ssl] selects tls_mode owner, [cloud.acme] tls_mode acme, `mse cloud deploy --untrusted-ssl` tls_mode operator, none of them self; remove it",
 	"code":                  "old MSE layout: move location to [cloud] code, python_application and healthcheck_endpoint to the top level",
 	"ssl":                   "old MSE layout: use [cloud.ssl]",
 	"version":               "not supported (old MSE layout); remove it",
@@ -435,6 +478,15 @@ func (d *decoder) app(m map[string]any) *AppConfig {
 			}
 		}
 	}
+	if acme, ok := d.table(cloud, "cloud", "acme"); ok {
+		d.unknown("cloud.acme", acme)
+		c.Cloud.ACME = &ACMEConfig{
+			DirectoryURL: d.str(acme, "cloud.acme", "directory_url", true),
+			Roots:        d.str(acme, "cloud.acme", "roots", false),
+			Email:        d.str(acme, "cloud.acme", "email", true),
+			DomainName:   d.str(acme, "cloud.acme", "domain_name", true),
+		}
+	}
 	return c
 }
 
@@ -543,6 +595,9 @@ func (c *AppConfig) resolvePaths() {
 	if s := c.Cloud.SSL; s != nil {
 		s.PrivateKey = c.abs(s.PrivateKey)
 		s.Certificate = c.abs(s.Certificate)
+	}
+	if a := c.Cloud.ACME; a != nil {
+		a.Roots = c.abs(a.Roots)
 	}
 }
 
@@ -664,6 +719,12 @@ func (c *AppConfig) validate(now time.Time) (*x509.Certificate, []error) {
 	var leaf *x509.Certificate
 	if c.Cloud.SSL != nil {
 		leaf = c.checkSSL(k, now)
+	}
+	if c.Cloud.ACME != nil {
+		if c.Cloud.SSL != nil {
+			k.fail("cloud.acme", "cannot be used together with [cloud.ssl]; keep one of them: [cloud.ssl] serves your own certificate (tls_mode owner), [cloud.acme] a certificate an ACME CA issues for the enclave's own key (tls_mode acme)")
+		}
+		c.checkACME(k)
 	}
 	return leaf, k.errs
 }
@@ -864,6 +925,102 @@ func (c *AppConfig) checkSSL(k *checker, now time.Time) *x509.Certificate {
 	return leaf
 }
 
+// checkACME checks [cloud.acme]. The rules are those the node applies to
+// spec.ACME (https directory, bounded roots that parse, one address), said
+// in terms of the file.
+func (c *AppConfig) checkACME(k *checker) {
+	a := c.Cloud.ACME
+	if a.DirectoryURL != "" {
+		if e := ACMEDirectoryRule(a.DirectoryURL); e != "" {
+			k.fail("cloud.acme.directory_url", "%s", e)
+		}
+	}
+	if a.Roots != "" {
+		if a.DirectoryURL == "" {
+			k.fail("cloud.acme.roots", "needs cloud.acme.directory_url: the roots are those of that CA's HTTPS server (without directory_url the node uses the operator's default CA, with the roots the operator gives for it); set directory_url or remove roots")
+		} else if e := checkRootsFile(a.Roots); e != "" {
+			k.fail("cloud.acme.roots", "%s", e)
+		}
+	}
+	if a.Email != "" {
+		if e := emailRule(a.Email); e != "" {
+			k.fail("cloud.acme.email", "%s", e)
+		}
+	}
+	if a.DomainName != "" {
+		if e := str255(a.DomainName); e != "" {
+			k.fail("cloud.acme.domain_name", "%s", e)
+		} else if e := spec.DomainRule(a.DomainName); e != "" {
+			k.fail("cloud.acme.domain_name", "%q %s; or remove domain_name to be served on the domain the platform assigns", a.DomainName, e)
+		}
+	}
+}
+
+// ACMEDirectoryRule says what is wrong with u as the directory URL of an
+// ACME CA (an https URL with a host, no user or fragment, at most 2048
+// bytes), or "" if nothing is. The CLI applies it to the operator's default
+// CA too.
+func ACMEDirectoryRule(u string) string {
+	if len(u) > maxACMEURL {
+		return fmt.Sprintf("is %d bytes long; the maximum is %d", len(u), maxACMEURL)
+	}
+	if hasControl(u) || strings.ContainsAny(u, " \t") {
+		return fmt.Sprintf("%q must not contain spaces or control characters", u)
+	}
+	p, err := url.Parse(u)
+	switch {
+	case err != nil:
+		return fmt.Sprintf("%q is not a URL; give the CA's ACME directory, e.g. \"https://acme-v02.api.letsencrypt.org/directory\"", u)
+	case p.Scheme != "https":
+		return fmt.Sprintf("%q is not an https URL: the node reaches its CA over HTTPS only, e.g. \"https://acme-v02.api.letsencrypt.org/directory\"", u)
+	case p.Host == "" || p.Hostname() == "":
+		return fmt.Sprintf("%q names no host", u)
+	case p.User != nil:
+		return fmt.Sprintf("%q must not carry a user name or password", u)
+	case p.Fragment != "" || strings.Contains(u, "#"):
+		return fmt.Sprintf("%q must not have a #fragment", u)
+	}
+	return ""
+}
+
+// checkRootsFile reads a PEM file of roots (bounded) and says what is wrong
+// with it, or "".
+func checkRootsFile(path string) string {
+	b, err := readBounded(path, MaxACMERootsSize)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return fmt.Sprintf("file %s does not exist", path)
+		}
+		return err.Error()
+	}
+	for rest := b; ; {
+		var blk *pem.Block
+		if blk, rest = pem.Decode(rest); blk == nil {
+			break
+		}
+		if strings.Contains(blk.Type, "PRIVATE KEY") {
+			// Never quote it.
+			return fmt.Sprintf("%s holds a %s: only the root certificates of the CA's HTTPS server belong here", path, blk.Type)
+		}
+	}
+	if _, err := spec.ParseCertificatesPEM(b, path); err != nil {
+		return err.Error()
+	}
+	return ""
+}
+
+// emailRule says what is wrong with an ACME account contact, or "".
+func emailRule(s string) string {
+	if len(s) > maxEmail {
+		return fmt.Sprintf("is %d bytes long; the maximum is %d", len(s), maxEmail)
+	}
+	a, err := mail.ParseAddress(s)
+	if err != nil || a.Name != "" || a.Address != s || strings.ContainsAny(s, " \t\r\n,") || !strings.Contains(s[strings.LastIndex(s, "@")+1:], ".") {
+		return fmt.Sprintf("%q is not one e-mail address (e.g. \"ops@example.com\")", s)
+	}
+	return ""
+}
+
 func describeNames(names []string) string {
 	if len(names) == 0 {
 		return "no DNS name"
@@ -913,6 +1070,13 @@ type fileSSL struct {
 	Certificate string `toml:"certificate"`
 }
 
+type fileACME struct {
+	DirectoryURL string `toml:"directory_url,omitempty"`
+	Roots        string `toml:"roots,omitempty"`
+	Email        string `toml:"email,omitempty"`
+	DomainName   string `toml:"domain_name,omitempty"`
+}
+
 type fileCloud struct {
 	Code           string     `toml:"code"`
 	Tests          string     `toml:"tests,omitempty"`
@@ -924,6 +1088,7 @@ type fileCloud struct {
 	SealedSecrets  string     `toml:"sealed_secrets,omitempty"`
 	ExpirationDate *time.Time `toml:"expiration_date,omitempty"`
 	SSL            *fileSSL   `toml:"ssl,omitempty"`
+	ACME           *fileACME  `toml:"acme,omitempty"`
 }
 
 type fileApp struct {
@@ -975,6 +1140,9 @@ func (c *AppConfig) Marshal() ([]byte, error) {
 	}
 	if s := c.Cloud.SSL; s != nil {
 		f.Cloud.SSL = &fileSSL{DomainName: s.DomainName, PrivateKey: rel(s.PrivateKey), Certificate: rel(s.Certificate)}
+	}
+	if a := c.Cloud.ACME; a != nil {
+		f.Cloud.ACME = &fileACME{DirectoryURL: a.DirectoryURL, Roots: rel(a.Roots), Email: a.Email, DomainName: a.DomainName}
 	}
 	var buf bytes.Buffer
 	enc := toml.NewEncoder(&buf)

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mse-in-go/mse/internal/spec"
 )
 
 // now is the fixed clock of these tests; certificates are made around it.
@@ -111,6 +113,9 @@ func project(t testing.TB) (string, *pki) {
 	wild := newPKI(t, []string{"*.example.com"}, now.Add(-time.Hour), now.AddDate(0, 3, 0))
 	write(t, dir, "wild.pem", pemOf("CERTIFICATE", wild.leafDER), 0o644)
 	write(t, dir, "wild-key.pem", keyPEM(t, wild.leafKey), 0o600)
+	write(t, dir, "acme-roots.pem", pemOf("CERTIFICATE", p.caDER), 0o644)
+	write(t, dir, "roots-with-key.pem", append(pemOf("CERTIFICATE", p.caDER), keyPEM(t, p.caKey)...), 0o644)
+	write(t, dir, "huge-roots.pem", []byte(strings.Repeat("#", MaxACMERootsSize+1)), 0o644)
 	return dir, p
 }
 
@@ -118,7 +123,17 @@ const (
 	topPy    = "name = \"app\"\npython_application = \"app:app\"\nhealthcheck_endpoint = \"/health\"\n"
 	cloudMin = "[cloud]\ncode = \"code\"\n"
 	sslOK    = "[cloud.ssl]\ndomain_name = \"app.example.com\"\ncertificate = \"cert.pem\"\nprivate_key = \"key.pem\"\n"
+	acmeDir  = "https://acme.example.net/directory"
 )
+
+// acme is a [cloud.acme] table with the keys of kv ("key = value" lines).
+func acme(kv ...string) string {
+	s := "[cloud.acme]\n"
+	for _, l := range kv {
+		s += l + "\n"
+	}
+	return s
+}
 
 func ssl(domain, cert, key string) string {
 	return "[cloud.ssl]\ndomain_name = \"" + domain + "\"\ncertificate = \"" + cert + "\"\nprivate_key = \"" + key + "\"\n"
@@ -223,6 +238,36 @@ func TestInvalid(t *testing.T) {
 		{"ssl key is cert", topPy + cloudMin + ssl("app.example.com", "cert.pem", "cert.pem"), "cloud.ssl.private_key", "contains a CERTIFICATE, not a private key"},
 		{"ssl key encrypted", topPy + cloudMin + ssl("app.example.com", "cert.pem", "key-encrypted.pem"), "cloud.ssl.private_key", "the private key is encrypted"},
 		{"ssl key missing file", topPy + cloudMin + ssl("app.example.com", "cert.pem", "nope.pem"), "cloud.ssl.private_key", "does not exist"},
+		// [cloud.acme]
+		{"acme not table", topPy + cloudMin + "acme = true\n", "cloud.acme", "must be a table ([cloud.acme]), not a boolean"},
+		{"acme and ssl", topPy + cloudMin + sslOK + acme(), "cloud.acme", "cannot be used together with [cloud.ssl]; keep one of them"},
+		{"acme unknown key", topPy + cloudMin + acme(`server = "x"`), "cloud.acme.server", "unknown key; valid keys in [cloud.acme]: directory_url, roots, email, domain_name"},
+		{"acme url http", topPy + cloudMin + acme(`directory_url = "http://acme.example.net/directory"`), "cloud.acme.directory_url", "is not an https URL"},
+		{"acme url no scheme", topPy + cloudMin + acme(`directory_url = "acme.example.net/directory"`), "cloud.acme.directory_url", "is not an https URL"},
+		{"acme url no host", topPy + cloudMin + acme(`directory_url = "https:///directory"`), "cloud.acme.directory_url", "names no host"},
+		{"acme url user", topPy + cloudMin + acme(`directory_url = "https://me:pw@acme.example.net/directory"`), "cloud.acme.directory_url", "must not carry a user name"},
+		{"acme url fragment", topPy + cloudMin + acme(`directory_url = "https://acme.example.net/directory#x"`), "cloud.acme.directory_url", "must not have a #fragment"},
+		{"acme url space", topPy + cloudMin + acme(`directory_url = "https://acme.example.net/a b"`), "cloud.acme.directory_url", "must not contain spaces"},
+		{"acme url not a URL", topPy + cloudMin + acme(`directory_url = "https://[::1"`), "cloud.acme.directory_url", "is not a URL"},
+		{"acme url too long", topPy + cloudMin + acme(`directory_url = "https://acme.example.net/`+strings.Repeat("d", 2048)+`"`), "cloud.acme.directory_url", "the maximum is 2048"},
+		{"acme url type", topPy + cloudMin + acme(`directory_url = 1`), "cloud.acme.directory_url", "must be a string, not an integer"},
+		{"acme roots without url", topPy + cloudMin + acme(`roots = "acme-roots.pem"`), "cloud.acme.roots", "needs cloud.acme.directory_url"},
+		{"acme roots missing", topPy + cloudMin + acme(`directory_url = "`+acmeDir+`"`, `roots = "nope.pem"`), "cloud.acme.roots", "does not exist"},
+		{"acme roots not pem", topPy + cloudMin + acme(`directory_url = "`+acmeDir+`"`, `roots = "garbage.pem"`), "cloud.acme.roots", "is not a PEM certificate chain"},
+		{"acme roots hold a key", topPy + cloudMin + acme(`directory_url = "`+acmeDir+`"`, `roots = "roots-with-key.pem"`), "cloud.acme.roots", "holds a PRIVATE KEY: only the root certificates"},
+		{"acme roots too large", topPy + cloudMin + acme(`directory_url = "`+acmeDir+`"`, `roots = "huge-roots.pem"`), "cloud.acme.roots", "is larger than 262144 bytes"},
+		{"acme roots dir", topPy + cloudMin + acme(`directory_url = "`+acmeDir+`"`, `roots = "code"`), "cloud.acme.roots", "is not a regular file"},
+		{"acme email two", topPy + cloudMin + acme(`email = "a@example.com, b@example.com"`), "cloud.acme.email", "is not one e-mail address"},
+		{"acme email name", topPy + cloudMin + acme(`email = "Ops <ops@example.com>"`), "cloud.acme.email", "is not one e-mail address"},
+		{"acme email no at", topPy + cloudMin + acme(`email = "ops"`), "cloud.acme.email", "is not one e-mail address"},
+		{"acme email no dot", topPy + cloudMin + acme(`email = "ops@localhost"`), "cloud.acme.email", "is not one e-mail address"},
+		{"acme email too long", topPy + cloudMin + acme(`email = "`+strings.Repeat("a", 250)+`@example.com"`), "cloud.acme.email", "the maximum is 254"},
+		{"acme domain wildcard", topPy + cloudMin + acme(`domain_name = "*.example.com"`), "cloud.acme.domain_name", "is a wildcard"},
+		{"acme domain not fqdn", topPy + cloudMin + acme(`domain_name = "shop"`), "cloud.acme.domain_name", "is not a fully qualified domain name"},
+		{"acme domain port", topPy + cloudMin + acme(`domain_name = "shop.example.com:443"`), "cloud.acme.domain_name", "is not a valid domain name"},
+		{"acme domain too long", topPy + cloudMin + acme(`domain_name = "`+strings.Repeat("a.", 130)+`com"`), "cloud.acme.domain_name", "the maximum is 255"},
+		{"tls_mode key", topPy + cloudMin + "tls_mode = \"acme\"\n", "cloud.tls_mode", "[cloud.acme] tls_mode acme"},
+		{"dev_mode key", topPy + cloudMin + "dev_mode = true\n", "cloud.dev_mode", "--untrusted-ssl"},
 		// file
 		{"syntax", "name = \n", "", "line 1, column"},
 		{"duplicate key", topPy + "name = \"again\"\n" + cloudMin, "name", "key name is already defined"},
@@ -391,6 +436,82 @@ func TestSSLDefaults(t *testing.T) {
 	roundTrip(t, c, now)
 }
 
+// TestACME: [cloud.acme] selects tls_mode acme; every key is optional; the
+// roots file is read (bounded) for spec.ACME.RootsPEM; what the file accepts
+// the node's spec accepts too.
+func TestACME(t *testing.T) {
+	dir, p := project(t)
+	rows := []struct {
+		desc, table string
+		want        ACMEConfig
+	}{
+		{"empty: the operator's default CA", acme(), ACMEConfig{}},
+		{"directory only", acme(`directory_url = "` + acmeDir + `"`), ACMEConfig{DirectoryURL: acmeDir}},
+		{"all keys", acme(`directory_url = " `+acmeDir+` "`, `roots = "acme-roots.pem"`, `email = "ops@example.com"`, `domain_name = "shop.example.com"`),
+			ACMEConfig{DirectoryURL: acmeDir, Roots: filepath.Join(dir, "acme-roots.pem"), Email: "ops@example.com", DomainName: "shop.example.com"}},
+		{"email and domain with the default CA", acme(`email = "ops@example.com"`, `domain_name = "Shop.Example.com."`),
+			ACMEConfig{Email: "ops@example.com", DomainName: "Shop.Example.com."}},
+		{"a port and a path", acme(`directory_url = "https://127.0.0.1:14000/dir"`), ACMEConfig{DirectoryURL: "https://127.0.0.1:14000/dir"}},
+	}
+	for _, r := range rows {
+		t.Run(r.desc, func(t *testing.T) {
+			c, err := Parse([]byte(topPy+cloudMin+r.table), dir, now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.TLSMode() != TLSACME {
+				t.Errorf("TLSMode = %s, want acme", c.TLSMode())
+			}
+			if c.Cloud.ACME == nil || *c.Cloud.ACME != r.want {
+				t.Fatalf("ACME = %+v, want %+v", c.Cloud.ACME, r.want)
+			}
+			if !c.Cloud.ExpirationDate.IsZero() {
+				t.Errorf("acme set an expiration date: %v", c.Cloud.ExpirationDate)
+			}
+			roots, err := c.Cloud.ACME.ReadRoots()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if (r.want.Roots == "") != (roots == nil) {
+				t.Fatalf("ReadRoots = %d bytes for roots %q", len(roots), r.want.Roots)
+			}
+			if roots != nil && !strings.Contains(string(roots), string(pemOf("CERTIFICATE", p.caDER))) {
+				t.Errorf("ReadRoots is not the file's content")
+			}
+			// What the file accepts, the node's spec accepts.
+			dirURL := r.want.DirectoryURL
+			if dirURL == "" {
+				dirURL = acmeDir // the CLI puts the operator's default here
+			}
+			sp := Spec{AppID: "a", Domains: []string{"app.example.com"}, PythonApplication: "app:app", ExpiresAt: now, TLSMode: TLSACME,
+				Runtime: Runtime{Digest: "sha256:" + strings.Repeat("ab", 32), Kind: "wsgi"},
+				ACME:    &spec.ACME{DirectoryURL: dirURL, RootsPEM: string(roots), Email: r.want.Email}}
+			if err := sp.Validate(); err != nil {
+				t.Errorf("the spec refuses what mse.toml accepted: %v", err)
+			}
+			roundTrip(t, c, now)
+		})
+	}
+}
+
+// TestACMEDirectoryRule: the rule the CLI also applies to the operator's
+// default CA.
+func TestACMEDirectoryRule(t *testing.T) {
+	for u, want := range map[string]string{
+		acmeDir:                            "",
+		"https://acme.example.net":         "",
+		"http://acme.example.net/dir":      "is not an https URL",
+		"":                                 "is not an https URL",
+		"https://acme.example.net/\x1b[2J": "control characters",
+		"https://u@acme.example.net/":      "user name",
+	} {
+		got := ACMEDirectoryRule(u)
+		if (want == "") != (got == "") || !strings.Contains(got, want) {
+			t.Errorf("ACMEDirectoryRule(%q) = %q, want %q", u, got, want)
+		}
+	}
+}
+
 func TestDates(t *testing.T) {
 	dir, _ := project(t)
 	want := time.Date(2031, 2, 3, 4, 5, 6, 0, time.UTC)
@@ -529,6 +650,7 @@ func TestTestdata(t *testing.T) {
 		"docker-and-runtime.toml": {"cloud.runtime", "cloud.start_timeout"},
 		"neither.toml":            {"python_application"},
 		"unknown-key.toml":        {"colour"},
+		"acme-and-ssl.toml":       {"cloud.acme", "cloud.acme.directory_url", "cloud.ssl.certificate"},
 	}
 	files, _ = filepath.Glob(filepath.Join("testdata", "invalid", "*.toml"))
 	if len(files) != len(invalid) {
@@ -559,6 +681,8 @@ func FuzzParse(f *testing.F) {
 		"name = \"x\"\nentrypoint = [\"./server\", \"-v\"]\nhealthcheck_endpoint = \"/\"\n" + cloudMin + "tests = \"tests\"\n",
 		topPy + "tests_requirements = [\"a\", \"b\"]\ntests_cmd = \"pytest\"\n" + cloudMin + "project = \"p\"\n",
 		topPy + cloudMin + sslOK,
+		topPy + cloudMin + acme(),
+		topPy + cloudMin + acme(`directory_url = "`+acmeDir+`"`, `roots = "acme-roots.pem"`, `email = "ops@example.com"`, `domain_name = "shop.example.com"`),
 		topPy + cloudMin + "expiration_date = \"2031-01-01 00:00:00+00:00\"\n",
 		"name = \n", "[cloud]\n[cloud]\n", "a.b.c = 1\n", "cloud = []\n",
 	} {
