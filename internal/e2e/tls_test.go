@@ -170,3 +170,35 @@ func TestOperatorMode(t *testing.T) {
 	}
 }
 
+
+// TestOperatorModeACME: scenario 3 with the router's certificate from an ACME
+// CA (autocert, tls-alpn-01 answered by the router itself), as an operator
+// without a wildcard certificate runs it.
+func TestOperatorModeACME(t *testing.T) {
+	routerLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca := testenv.Pebble(t, testenv.PebbleOptions{TLSPort: routerLn.Addr().(*net.TCPAddr).Port})
+	dir := t.TempDir()
+	serverRoots := filepath.Join(dir, "pebble-wfe.pem")
+	issuerRoots := filepath.Join(dir, "pebble-root.pem")
+	os.WriteFile(serverRoots, []byte(ca.ServerRootsPEM), 0o644)
+	os.WriteFile(issuerRoots, []byte(ca.IssuerRootsPEM), 0o644)
+	b := testenv.Start(t, testenv.Options{RouterListener: routerLn, OperatorACMEDirectory: ca.DirectoryURL, OperatorACMERoots: serverRoots})
+	login(t, b, b.AdminToken)
+	policy := b.PolicyFile(t, "")
+	d, errs, code := deployJSON(t, "--path", helloApp(t, "opacme", ""), "--untrusted-ssl", "--cacert", issuerRoots, "--policy", policy)
+	if code != 0 {
+		t.Fatalf("deploy --untrusted-ssl: exit %d\n%s\nCA log:\n%s", code, errs, ca.Log())
+	}
+	page, err := getVia(t, b.RouterAddr, d.Domain, &tls.Config{RootCAs: ca.IssuerRoots()})
+	if err != nil || page != "Hello world!" {
+		t.Fatalf("GET through the router's ACME certificate = %q, %v", page, err)
+	}
+	out, _ := mustRun(t, "cloud", "verify", d.Domain, "--addr", b.RouterAddr, "--cacert", issuerRoots, "--policy", policy, "--json")
+	var vr cli.VerifyResult
+	if err := json.Unmarshal([]byte(out), &vr); err != nil || vr.TLSMode != "operator" || !vr.Direct || !vr.ServedTrusted || !strings.Contains(vr.ServedIssuer, "Pebble") {
+		t.Fatalf("verify --json = %s (%v)", out, err)
+	}
+}

@@ -107,6 +107,9 @@ type Options struct {
 	ACMERootsFile   string
 	// OperatorCert and OperatorKey let the router terminate tls_mode operator.
 	OperatorCert, OperatorKey string
+	// OperatorACMEDirectory and OperatorACMERoots (a PEM file) let the
+	// router get operator-mode certificates over ACME instead.
+	OperatorACMEDirectory, OperatorACMERoots string
 	// RouterListener, when set, is the router's listener (default: a new
 	// one on 127.0.0.1:0), e.g. when an ACME CA must know its port first.
 	RouterListener net.Listener
@@ -179,6 +182,7 @@ func Start(t testing.TB, o Options) *Backend {
 			Blobs: o.Blobs, PollInterval: 100 * time.Millisecond, SimDebug: o.SimDebug, SimTCBStatus: o.SimTCBStatus,
 			OwnerCAFiles: o.OwnerCAFiles, ACMEDirectories: o.ACMEDirectories, ACMERootsFile: o.ACMERootsFile,
 			OperatorCert: o.OperatorCert, OperatorKey: o.OperatorKey, EgressPrivate: o.EgressPrivate,
+			OperatorACMEDirectory: o.OperatorACMEDirectory, OperatorACMERoots: o.OperatorACMERoots,
 			Logger: slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug})),
 			Ready:  func(i backend.Info) { ready <- i },
 		})
