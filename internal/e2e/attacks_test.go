@@ -125,13 +125,23 @@ type tamperingBlobs struct {
 
 func (s *tamperingBlobs) Put(ctx context.Context, key string, r io.Reader, max int64) (blob.Info, error) {
 	info, err := s.Store.Put(ctx, key, r, max)
+	return info, s.tamper(key, err)
+}
+
+// PutVerified: the bundle is checked on arrival, then altered at rest.
+func (s *tamperingBlobs) PutVerified(ctx context.Context, key string, r io.Reader, max int64, want [32]byte) (blob.Info, error) {
+	info, err := s.Store.PutVerified(ctx, key, r, max, want)
+	return info, s.tamper(key, err)
+}
+
+func (s *tamperingBlobs) tamper(key string, err error) error {
 	if err != nil || !s.on.Load() {
-		return info, err
+		return err
 	}
 	p, _ := s.LocalPath(key)
 	b, _ := os.ReadFile(p)
 	b[len(b)/2] ^= 0x01
-	return info, os.WriteFile(p, b, 0o600)
+	return os.WriteFile(p, b, 0o600)
 }
 
 // TestTamperedBundle: the operator changes the stored bundle; the node
