@@ -300,6 +300,19 @@ func statusCmd() *cobra.Command {
 			if ac := a.Spec.ACME; ac != nil {
 				fmt.Fprintf(tw, "acme ca\t%s\n", sanitize(ac.DirectoryURL))
 			}
+			if t := a.TLS; t != nil {
+				// What the node says it serves, relayed by the operator:
+				// informative; `mse cloud verify` checks it.
+				fmt.Fprintf(tw, "certificate\tsha256 %s, issued by %s, until %s (as the node reports it; check with mse cloud verify)\n",
+					sanitize(t.Served), sanitize(t.Issuer), fmtTime(t.NotAfter))
+				if t.ACME != "" {
+					acme := t.ACME
+					if t.ACMEError != "" {
+						acme += ": " + t.ACMEError
+					}
+					fmt.Fprintf(tw, "acme\t%s\n", sanitize(acme))
+				}
+			}
 			fmt.Fprintf(tw, "code digest\t%s\ncreated\t%s\nexpires\t%s\n", sanitize(a.CodeDigest), fmtTime(a.CreatedAt), fmtTime(a.ExpiresAt))
 			if a.StoppedAt != nil {
 				fmt.Fprintf(tw, "stopped\t%s\n", fmtTime(*a.StoppedAt))

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/mse-in-go/mse/internal/config"
+	"github.com/mse-in-go/mse/internal/nodeapi"
 	"github.com/mse-in-go/mse/internal/spec"
 )
 
@@ -64,6 +65,9 @@ type App struct {
 	// Fingerprint is the node's RA-TLS certificate SHA-256 as the operator
 	// sees it (informative; the owner verifies the certificate itself).
 	Fingerprint string `json:"fingerprint,omitempty"`
+	// TLS is what the node says it serves: the certificate's SHA-256, issuer
+	// and expiry, and in acme mode how obtaining it goes (informative).
+	TLS *nodeapi.TLSStatus `json:"tls,omitempty"`
 }
 
 // User is the caller.

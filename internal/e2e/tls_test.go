@@ -77,7 +77,11 @@ func TestACMEModeInBrowser(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 
-	out, _ := mustRun(t, "cloud", "verify", d.Domain, "--addr", b.RouterAddr, "--cacert", issuerRoots, "--policy", policy, "--json")
+	out, _ := mustRun(t, "cloud", "status", d.AppID)
+	if !strings.Contains(out, "acme ") || !strings.Contains(out, "valid") || !strings.Contains(out, "Pebble") {
+		t.Errorf("status does not show the node's ACME certificate:\n%s", out)
+	}
+	out, _ = mustRun(t, "cloud", "verify", d.Domain, "--addr", b.RouterAddr, "--cacert", issuerRoots, "--policy", policy, "--json")
 	var vr cli.VerifyResult
 	if err := json.Unmarshal([]byte(out), &vr); err != nil || !vr.Verified || vr.TLSMode != "acme" || !vr.TerminatedInEnclave || !vr.ServedTrusted ||
 		vr.ServedFingerprint == vr.Fingerprint || !strings.Contains(vr.ServedIssuer, "Pebble") {

@@ -410,6 +410,7 @@ func (a *api) viewIn(ctx context.Context, app *store.App, project string) client
 		BundleSize: app.BundleSize, TLSMode: spec.TLSMode, Error: app.Error, CreatedAt: app.CreatedAt, UpdatedAt: app.UpdatedAt,
 		ExpiresAt: app.ExpiresAt, StoppedAt: app.StoppedAt, Spec: spec,
 	}
-	v.Fingerprint = a.Service.Fingerprint(ctx, app)
+	ns := a.Service.NodeState(ctx, app)
+	v.Fingerprint, v.TLS = ns.Fingerprint, ns.TLS
 	return v
 }

@@ -5,6 +5,7 @@ package runner
 import (
 	"context"
 	"errors"
+	"github.com/mse-in-go/mse/internal/nodeapi"
 	"io"
 
 	"github.com/mse-in-go/mse/internal/config"
@@ -44,6 +45,9 @@ type NodeState struct {
 	State       string // nodeapi.State* or StateExited / StateLost
 	Error       string
 	Fingerprint string
+	// TLS is what the node says it serves (its status file; informative:
+	// owners and users verify the node itself).
+	TLS *nodeapi.TLSStatus
 }
 
 // Resources are counted against capacity.

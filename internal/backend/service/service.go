@@ -634,16 +634,17 @@ func (s *Service) Logs(ctx context.Context, u *store.User, id string, tail int64
 	return s.cfg.Runner.Logs(ctx, a.ID, a.Node, tail, false)
 }
 
-// Fingerprint is the node's certificate fingerprint as the runner sees it.
-func (s *Service) Fingerprint(ctx context.Context, a *store.App) string {
+// NodeState is what the runner sees of an active app's node: its
+// certificate fingerprint and what it serves (zero for inactive apps).
+func (s *Service) NodeState(ctx context.Context, a *store.App) runner.NodeState {
 	if len(a.Node) == 0 || !a.Status.Active() {
-		return ""
+		return runner.NodeState{}
 	}
 	st, err := s.cfg.Runner.Status(ctx, a.ID, a.Node)
 	if err != nil {
-		return ""
+		return runner.NodeState{}
 	}
-	return st.Fingerprint
+	return st
 }
 
 // ErrNoRoute is returned by Lookup for a name no active node serves.

@@ -562,7 +562,7 @@ func (r *Runner) Status(ctx context.Context, appID string, hb []byte) (runner.No
 	if b, err := os.ReadFile(filepath.Join(h.RunDir, "status.json")); err == nil && len(b) <= 64<<10 {
 		_ = json.Unmarshal(b, &st)
 	}
-	ns := runner.NodeState{State: st.State, Error: st.Error, Fingerprint: st.Fingerprint}
+	ns := runner.NodeState{State: st.State, Error: st.Error, Fingerprint: st.Fingerprint, TLS: st.TLS}
 	if !alive(h.PID, h.container(appID)) {
 		r.mu.Lock()
 		_, known := r.nodes[appID]
