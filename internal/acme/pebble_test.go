@@ -53,22 +53,12 @@ func tlsPort(t testing.TB, answer func(*tls.ClientHelloInfo) (*tls.Config, error
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-				if tc := c.(*tls.Conn); tc.Handshake() == nil {
-					_, _ = io.WriteString(tc, "hello\n")
-				}
-			}()
+	testenv.ServeConns(t, ln, func(c net.Conn) {
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		if tc := c.(*tls.Conn); tc.Handshake() == nil {
+			_, _ = io.WriteString(tc, "hello\n")
 		}
-	}()
+	})
 	return ln.Addr().(*net.TCPAddr).Port
 }
 

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/mse-in-go/mse/internal/appverify"
 	"github.com/mse-in-go/mse/internal/ratls"
+	"github.com/mse-in-go/mse/internal/testenv"
 )
 
 // TestSwappedCertificateCaught: a router that terminates the app's TLS with
@@ -77,59 +79,29 @@ func TestSwappedCertificateCaught(t *testing.T) {
 // bytes offer ALPN mse-ratls/1 to direct, the others to terminating: a
 // router in operator mode. It peeks at the ClientHello by its bytes only.
 func newSplitter(t *testing.T, terminating, direct string) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				buf := make([]byte, 16<<10)
-				c.SetReadDeadline(time.Now().Add(5 * time.Second))
-				n, err := c.Read(buf)
-				if err != nil {
-					return
-				}
-				c.SetReadDeadline(time.Time{})
-				to := terminating
-				if strings.Contains(string(buf[:n]), "mse-ratls/1") {
-					to = direct
-				}
-				up, err := net.Dial("tcp", to)
-				if err != nil {
-					return
-				}
-				defer up.Close()
-				up.Write(buf[:n])
-				done := make(chan struct{}, 2)
-				go func() { copyConn(up, c); done <- struct{}{} }()
-				go func() { copyConn(c, up); done <- struct{}{} }()
-				<-done
-			}()
-		}
-	}()
-	return ln.Addr().String()
-}
-
-func copyConn(dst, src net.Conn) {
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		if n > 0 {
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				return
-			}
-		}
+	return testenv.Listen(t, func(c net.Conn) {
+		buf := make([]byte, 16<<10)
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, err := c.Read(buf)
 		if err != nil {
 			return
 		}
-	}
+		c.SetReadDeadline(time.Time{})
+		to := terminating
+		if strings.Contains(string(buf[:n]), "mse-ratls/1") {
+			to = direct
+		}
+		up, err := net.Dial("tcp", to)
+		if err != nil {
+			return
+		}
+		defer up.Close()
+		up.Write(buf[:n])
+		done := make(chan struct{}, 2)
+		go func() { io.Copy(up, c); done <- struct{}{} }()
+		go func() { io.Copy(c, up); done <- struct{}{} }()
+		<-done
+	})
 }
 
 // BenchmarkVerifyRunningApp is the cost of verifying a running app as

@@ -127,27 +127,12 @@ func (w *syncWriter) String() string {
 }
 
 func echo(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				sc := bufio.NewScanner(c)
-				for sc.Scan() {
-					_, _ = io.WriteString(c, "echo: "+sc.Text()+"\n")
-				}
-			}()
+	return testenv.Listen(t, func(c net.Conn) {
+		sc := bufio.NewScanner(c)
+		for sc.Scan() {
+			_, _ = io.WriteString(c, "echo: "+sc.Text()+"\n")
 		}
-	}()
-	return ln.Addr().String()
+	})
 }
 
 type nodeHandle struct {
