@@ -92,6 +92,10 @@ type Config struct {
 	// KeyTimeout bounds an app's wait for its owner's key once initializing
 	// (default service.DefaultKeyTimeout).
 	KeyTimeout time.Duration
+	// Runner is "local" (the default: sandboxed processes on this machine)
+	// or "kubernetes" (one pod per app, Kube).
+	Runner string
+	Kube   KubeConfig
 	// Ready, if set, is called once the backend serves.
 	Ready func(Info)
 }
@@ -179,11 +183,21 @@ func Run(ctx context.Context, cfg Config) error {
 	if len(catalog.Entries()) == 0 {
 		log.Warn("the runtime catalog is empty: no app can be deployed; build one with `mse-backend runtime build flask`", "catalog", rp.catalog)
 	}
-	run, err := local.New(local.Config{
-		Dir: filepath.Join(cfg.DataDir, "nodes"), NodeBinary: cfg.NodeBinary, Platform: platform, Runtimes: images, Runc: cfg.Runc,
-		Capacity: cfg.Capacity, TCBStatus: cfg.SimTCBStatus, Debug: cfg.SimDebug, Logger: log.With("component", "runner"),
-		Pool: warmPool(cfg.WarmPool),
-	})
+	var run runner.Runner
+	tee := attest.TypeSim
+	switch cfg.Runner {
+	case "", RunnerLocal:
+		run, err = local.New(local.Config{
+			Dir: filepath.Join(cfg.DataDir, "nodes"), NodeBinary: cfg.NodeBinary, Platform: platform, Runtimes: images, Runc: cfg.Runc,
+			Capacity: cfg.Capacity, TCBStatus: cfg.SimTCBStatus, Debug: cfg.SimDebug, Logger: log.With("component", "runner"),
+			Pool: warmPool(cfg.WarmPool),
+		})
+	case RunnerKubernetes:
+		tee = catalogTEE(cfg.Hardware)
+		run, err = newKubeRunner(cfg.Kube, cfg.Hardware, log.With("component", "runner"))
+	default:
+		err = fmt.Errorf("backend: unknown runner %q (local or kubernetes)", cfg.Runner)
+	}
 	if err != nil {
 		return err
 	}
@@ -218,7 +232,7 @@ func Run(ctx context.Context, cfg Config) error {
 	svc, err := service.New(service.Config{
 		Store: st, Blobs: blobs, Runner: run, Hardware: cfg.Hardware, Runtimes: catalog, Images: images, MaxStartTimeout: cfg.MaxStartTimeout,
 		BaseDomain: cfg.BaseDomain, RouterAddr: public,
-		TEE: attest.TypeSim, SimRootSHA256: platform.RootFingerprint(), MaxBundleSize: cfg.MaxBundleSize,
+		TEE: tee, SimRootSHA256: platform.RootFingerprint(), MaxBundleSize: cfg.MaxBundleSize,
 		MaxLifetime: cfg.MaxLifetime, PollInterval: cfg.PollInterval, KeyTimeout: cfg.KeyTimeout, Logger: log.With("component", "service"), Registerer: reg,
 	})
 	if err != nil {
