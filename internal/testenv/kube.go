@@ -131,7 +131,8 @@ func KubeMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// Namespace creates a fresh namespace for t.
+// Namespace creates a fresh namespace for t, deleted (with all in it) when
+// t ends.
 func (k *KubeCluster) Namespace(t testing.TB) string {
 	t.Helper()
 	name := fmt.Sprintf("t%d-%s", nsCount.Add(1), randHex(3))
@@ -140,6 +141,15 @@ func (k *KubeCluster) Namespace(t testing.TB) string {
 	if _, err := k.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("create namespace: %v", err)
 	}
+	// Its pods would hold the shared nodes' resources: the namespace
+	// controller deletes them with it.
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := k.Client.CoreV1().Namespaces().Delete(ctx, name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+			t.Errorf("delete namespace %s: %v", name, err)
+		}
+	})
 	return name
 }
 
@@ -509,11 +519,20 @@ func (k *KubeCluster) makeNodes() error {
 	if _, err := k.Client.NodeV1().RuntimeClasses().Create(ctx, rc, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("create runtime class: %w", err)
 	}
-	for _, n := range nodes {
+	for _, n := range append(nodes, manual) {
 		for {
 			got, err := k.Client.CoreV1().Nodes().Get(ctx, n.Name, metav1.GetOptions{})
 			if err == nil && isReady(got) {
-				break
+				// Admission taints a new node not-ready; the node
+				// lifecycle controller, which does not run here, would
+				// lift that once it is Ready.
+				err := untaint(ctx, k.Client, got)
+				if err == nil {
+					break
+				}
+				if !apierrors.IsConflict(err) { // kwok wrote its status meanwhile: again
+					return fmt.Errorf("node %s: %w", n.Name, err)
+				}
 			}
 			if err := k.exited(); err != nil {
 				return err
@@ -526,6 +545,22 @@ func (k *KubeCluster) makeNodes() error {
 		}
 	}
 	return nil
+}
+
+// untaint removes the node.kubernetes.io/ taints from n.
+func untaint(ctx context.Context, c kubernetes.Interface, n *corev1.Node) error {
+	var keep []corev1.Taint
+	for _, t := range n.Spec.Taints {
+		if !strings.HasPrefix(t.Key, "node.kubernetes.io/") {
+			keep = append(keep, t)
+		}
+	}
+	if len(keep) == len(n.Spec.Taints) {
+		return nil
+	}
+	n.Spec.Taints = keep
+	_, err := c.CoreV1().Nodes().Update(ctx, n, metav1.UpdateOptions{})
+	return err
 }
 
 func isReady(n *corev1.Node) bool {
