@@ -2,14 +2,18 @@ package testenv
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -72,6 +76,10 @@ type KubeCluster struct {
 	// Kubeconfig is a file with that identity.
 	Kubeconfig string
 	Client     kubernetes.Interface
+	// PodLogFile is the log of every fake pod's container "node", in the
+	// CRI format ("2026-12-01T10:00:00.000000000Z stdout F line"), for
+	// the pod log API.
+	PodLogFile string
 	// StartTime is how long the cluster took to start.
 	StartTime time.Duration
 	dir       string
@@ -238,7 +246,7 @@ func startKube() (*KubeCluster, error) {
 			k.stop()
 		}
 	}()
-	ports, err := freePorts(3)
+	ports, err := freePorts(4)
 	if err != nil {
 		return nil, err
 	}
@@ -288,6 +296,7 @@ func startKube() (*KubeCluster, error) {
 		"--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
 		"--service-account-key-file", saFile, "--service-account-signing-key-file", saFile,
 		"--allow-privileged=true",
+		"--kubelet-preferred-address-types", "InternalIP",
 		"--v", "0"); err != nil {
 		return nil, err
 	}
@@ -312,8 +321,33 @@ func startKube() (*KubeCluster, error) {
 	if len(podStages) == 0 || len(stages) == len(podStages) {
 		return nil, fmt.Errorf("no kwok stage files under %s (run scripts/k8s-tools.sh again)", filepath.Join(bin, "kwok-stage"))
 	}
+	// kwok serves the kubelet API of its nodes (the API server proxies pod
+	// logs there): every container named "node" logs what PodLogFile holds.
+	k.PodLogFile = filepath.Join(dir, "pod-node.log")
+	if err := os.WriteFile(k.PodLogFile, nil, 0o644); err != nil {
+		return nil, err
+	}
+	logsConf := filepath.Join(dir, "kwok-logs.yaml")
+	if err := os.WriteFile(logsConf, fmt.Appendf(nil, `apiVersion: kwok.x-k8s.io/v1alpha1
+kind: ClusterLogs
+metadata:
+  name: node-logs
+spec:
+  logs:
+  - containers: [node]
+    logsFile: %s
+    follow: true
+`, k.PodLogFile), 0o644); err != nil {
+		return nil, err
+	}
+	certFile, keyFile, err := selfSignedCert(dir, "kwok")
+	if err != nil {
+		return nil, err
+	}
 	kwokArgs := []string{"--kubeconfig", k.Kubeconfig, "--manage-all-nodes=false",
-		"--manage-nodes-with-label-selector", "type=kwok", "--cidr", "10.244.0.0/16", "--node-ip", "127.0.0.1"}
+		"--manage-nodes-with-label-selector", "type=kwok", "--cidr", "10.244.0.0/16", "--node-ip", "127.0.0.1",
+		"--server-address", fmt.Sprintf("127.0.0.1:%d", ports[3]), "--node-port", strconv.Itoa(ports[3]),
+		"--tls-cert-file", certFile, "--tls-private-key-file", keyFile, "--config", logsConf}
 	for _, s := range stages {
 		kwokArgs = append(kwokArgs, "--config", s)
 	}
@@ -598,6 +632,33 @@ func sweepKube() {
 			_ = os.RemoveAll(d)
 		}
 	}
+}
+
+// selfSignedCert writes a certificate for 127.0.0.1 and its key.
+func selfSignedCert(dir, name string) (certFile, keyFile string, err error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return "", "", err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, DNSNames: []string{"localhost"},
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return "", "", err
+	}
+	kb, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return "", "", err
+	}
+	certFile, keyFile = filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		return "", "", err
+	}
+	return certFile, keyFile, os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb}), 0o600)
 }
 
 func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }

@@ -550,3 +550,89 @@ func TestNetworkPolicyACME(t *testing.T) {
 		t.Fatalf("backend egress %+v", np.Spec.Egress[0])
 	}
 }
+
+// The pod log API, through the API server to kwok's kubelet endpoint,
+// which serves testenv's PodLogFile for every container named "node".
+func TestLogs(t *testing.T) {
+	e := newEnv(t)
+	r := e.runner(t, nil)
+	id, hb := e.spawn(t, r, hw2g)
+	e.waitRunning(t, id)
+	cri := func(lines ...string) string {
+		var b strings.Builder
+		for _, l := range lines {
+			fmt.Fprintf(&b, "%s stdout F %s\n", time.Now().UTC().Format(time.RFC3339Nano), l)
+		}
+		return b.String()
+	}
+	if err := os.WriteFile(e.k.PodLogFile, []byte(cri("node starting", "node waiting for the owner's key", "listening on :7443")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	read := func(tail int64) string {
+		t.Helper()
+		rc, err := r.Logs(context.Background(), id, hb, tail, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rc.Close()
+		b, err := io.ReadAll(rc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	if got := read(0); got != "node starting\nnode waiting for the owner's key\nlistening on :7443\n" {
+		t.Fatalf("all the logs: %q", got)
+	}
+	if got := read(8); got != "n :7443\n" {
+		t.Fatalf("the last 8 bytes: %q", got)
+	}
+
+	// Following: the tail's lines, then what the node writes next.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	rc, err := r.Logs(ctx, id, hb, 18, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	f, err := os.OpenFile(e.k.PodLogFile, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 1)
+	go func() {
+		var all []byte
+		buf := make([]byte, 4096)
+		for {
+			n, err := rc.Read(buf)
+			all = append(all, buf[:n]...)
+			if strings.Contains(string(all), "app serves") || err != nil {
+				got <- string(all)
+				return
+			}
+		}
+	}()
+	time.Sleep(200 * time.Millisecond)
+	if _, err := f.WriteString(cri("app serves")); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	select {
+	case s := <-got:
+		if s != "listening on :7443\napp serves\n" {
+			t.Fatalf("followed %q", s)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the followed log did not bring the new line")
+	}
+
+	// A stopped app has no logs left (the pod is gone).
+	if err := r.Stop(context.Background(), id, hb); err != nil {
+		t.Fatal(err)
+	}
+	e.gone(t, id)
+	if _, err := r.Logs(context.Background(), id, hb, 0, false); err == nil || !strings.Contains(err.Error(), "no logs for app") {
+		t.Fatalf("logs of a stopped app: %v", err)
+	}
+}
