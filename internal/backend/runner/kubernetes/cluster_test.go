@@ -360,6 +360,7 @@ func TestAdoptAfterRestart(t *testing.T) {
 	kept, hKept := e.spawn(t, r1, hw2g)
 	deleted, hDeleted := e.spawn(t, r1, hw2g)
 	orphan, _ := e.spawn(t, r1, hw2g)
+	corrupt, _ := e.spawn(t, r1, hw2g)
 	e.waitRunning(t, kept)
 	r1.Close()
 
@@ -373,14 +374,15 @@ func TestAdoptAfterRestart(t *testing.T) {
 	})
 
 	r2 := e.runner(t, nil)
-	lost, err := r2.Adopt(context.Background(), map[string][]byte{kept: hKept, deleted: hDeleted})
+	lost, err := r2.Adopt(context.Background(), map[string][]byte{kept: hKept, deleted: hDeleted, corrupt: []byte(`{}`)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(lost) != 1 || !strings.Contains(lost[deleted], "deleted while the backend was down") {
-		t.Fatalf("lost %v; want only %s", lost, deleted)
+	if len(lost) != 2 || !strings.Contains(lost[deleted], "deleted while the backend was down") || !strings.Contains(lost[corrupt], "bad node handle") {
+		t.Fatalf("lost %v; want %s and %s", lost, deleted, corrupt)
 	}
 	e.gone(t, orphan)
+	e.gone(t, corrupt)
 	e.gone(t, deleted)
 	e.pod(t, kept)
 	st, err := r2.Status(context.Background(), kept, hKept)

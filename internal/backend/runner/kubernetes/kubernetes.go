@@ -115,7 +115,7 @@ const maxHandle = 4 << 10
 func parseHandle(b []byte) (*handle, error) {
 	var h handle
 	if len(b) > maxHandle || json.Unmarshal(b, &h) != nil || h.Pod == "" || h.Namespace == "" || h.UID == "" ||
-		len(validation.IsDNS1123Label(h.Namespace)) > 0 || len(validation.IsDNS1123Subdomain(h.Pod)) > 0 || h.Port <= 0 {
+		len(validation.IsDNS1123Label(h.Namespace)) > 0 || len(validation.IsDNS1123Subdomain(h.Pod)) > 0 || h.Port <= 0 || h.Port > 65535 {
 		return nil, errors.New("kubernetes runner: bad node handle")
 	}
 	return &h, nil
@@ -616,8 +616,9 @@ func (r *Runner) Adopt(ctx context.Context, nodes map[string][]byte) (map[string
 		claimed[appID] = true
 		r.log.Info("node pod adopted", "app_id", appID, "pod", p.Name, "phase", p.Status.Phase)
 	}
-	// Everything else of ours is an orphan: a pod of a stopped app, or what
-	// a crash between create and the store's update left.
+	// Everything else of ours is an orphan: a pod of a stopped app, what a
+	// crash between create and the store's update left, or what remains of
+	// a lost node.
 	orphans := map[string]bool{}
 	for _, p := range pods.Items {
 		orphans[p.Labels[LabelAppID]] = true
@@ -645,9 +646,6 @@ func (r *Runner) Adopt(ctx context.Context, nodes map[string][]byte) (map[string
 	}
 	for appID := range orphans {
 		if claimed[appID] || checkAppID(appID) != nil {
-			continue
-		}
-		if _, isLost := lost[appID]; isLost {
 			continue
 		}
 		r.log.Warn("deleting a node pod no app claims", "app_id", appID)
