@@ -120,6 +120,10 @@ type Config struct {
 	OperatorACMEDirectory string
 	OperatorACMERoots     string
 	OperatorACMEEmail     string
+	// Runner is "local" (the default: sandboxed processes on this machine)
+	// or "kubernetes" (one pod per app, Kube).
+	Runner string
+	Kube   KubeConfig
 	// Ready, if set, is called once the backend serves.
 	Ready func(Info)
 }
@@ -207,11 +211,21 @@ func Run(ctx context.Context, cfg Config) error {
 	if len(catalog.Entries()) == 0 {
 		log.Warn("the runtime catalog is empty: no app can be deployed; build one with `mse-backend runtime build flask`", "catalog", rp.catalog)
 	}
-	run, err := local.New(local.Config{
-		Dir: filepath.Join(cfg.DataDir, "nodes"), NodeBinary: cfg.NodeBinary, Platform: platform, Runtimes: images, Runc: cfg.Runc,
-		Capacity: cfg.Capacity, TCBStatus: cfg.SimTCBStatus, Debug: cfg.SimDebug, Logger: log.With("component", "runner"),
-		Pool: warmPool(cfg.WarmPool), EgressPrivate: cfg.EgressPrivate,
-	})
+	var run runner.Runner
+	tee := attest.TypeSim
+	switch cfg.Runner {
+	case "", RunnerLocal:
+		run, err = local.New(local.Config{
+			Dir: filepath.Join(cfg.DataDir, "nodes"), NodeBinary: cfg.NodeBinary, Platform: platform, Runtimes: images, Runc: cfg.Runc,
+			Capacity: cfg.Capacity, TCBStatus: cfg.SimTCBStatus, Debug: cfg.SimDebug, Logger: log.With("component", "runner"),
+			Pool: warmPool(cfg.WarmPool), EgressPrivate: cfg.EgressPrivate,
+		})
+	case RunnerKubernetes:
+		tee = catalogTEE(cfg.Hardware)
+		run, err = newKubeRunner(cfg.Kube, cfg.Hardware, log.With("component", "runner"))
+	default:
+		err = fmt.Errorf("backend: unknown runner %q (local or kubernetes)", cfg.Runner)
+	}
 	if err != nil {
 		return err
 	}
@@ -261,7 +275,7 @@ func Run(ctx context.Context, cfg Config) error {
 	svc, err = service.New(service.Config{
 		Store: st, Blobs: blobs, Runner: run, Hardware: cfg.Hardware, Runtimes: catalog, Images: images, MaxStartTimeout: cfg.MaxStartTimeout,
 		BaseDomain: cfg.BaseDomain, RouterAddr: public,
-		TEE: attest.TypeSim, SimRootSHA256: platform.RootFingerprint(), MaxBundleSize: cfg.MaxBundleSize,
+		TEE: tee, SimRootSHA256: platform.RootFingerprint(), MaxBundleSize: cfg.MaxBundleSize,
 		MaxLifetime: cfg.MaxLifetime, PollInterval: cfg.PollInterval, KeyTimeout: cfg.KeyTimeout, Logger: log.With("component", "service"), Registerer: reg,
 		OwnerRoots: ownerRoots, ACMEDirectories: cfg.ACMEDirectories, ACMERootsPEM: acmeRoots, OperatorTLS: operator != nil,
 	})

@@ -35,7 +35,7 @@ func Command() *cobra.Command {
 	var capMem int64
 	var capCores int
 	var warmPoolFlag int
-	var logLevel string
+	var logLevel, hardwareFile string
 	serve := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the backend (the default command)",
@@ -43,6 +43,13 @@ func Command() *cobra.Command {
 			cfg.DataDir, cfg.DB = dataDir, db
 			if cfg.WarmPool = warmPoolFlag; warmPoolFlag <= 0 {
 				cfg.WarmPool = -1
+			}
+			if hardwareFile != "" {
+				hw, err := LoadHardware(hardwareFile)
+				if err != nil {
+					return err
+				}
+				cfg.Hardware = hw
 			}
 			if capMem > 0 || capCores > 0 {
 				cfg.Capacity = runner.Resources{MemoryMiB: capMem, Cores: capCores}
@@ -93,6 +100,15 @@ func Command() *cobra.Command {
 	f.StringVar(&cfg.OperatorACMERoots, "operator-acme-roots", "", "PEM roots of --operator-acme-directory's HTTPS server (default: the system roots)")
 	f.StringVar(&cfg.OperatorACMEEmail, "operator-acme-email", "", "contact address of the operator's ACME account")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&hardwareFile, "hardware", os.Getenv("MSE_HARDWARE"), "hardware catalog file (JSON; default: the embedded 1g, 2g, 4g and 8g sim entries)")
+	f.StringVar(&cfg.Runner, "runner", envOr("MSE_RUNNER", RunnerLocal), "where nodes run: local (sandboxed processes here) or kubernetes (a pod per app)")
+	f.StringVar(&cfg.Kube.Kubeconfig, "kubeconfig", os.Getenv("KUBECONFIG"), "kubernetes runner: kubeconfig file (default: the in-cluster service account)")
+	f.StringVar(&cfg.Kube.Namespace, "namespace", envOr("MSE_NAMESPACE", "mse-apps"), "kubernetes runner: namespace of the apps' pods")
+	f.StringVar(&cfg.Kube.NodeImage, "node-image", os.Getenv("MSE_NODE_IMAGE"), "kubernetes runner: image with /mse-node and /mse-fetch, pinned by digest")
+	f.StringVar(&cfg.Kube.NodeMeasurement, "node-measurement", "", "kubernetes runner: SHA-256 (hex) of the mse-node in --node-image, for display")
+	f.StringVar(&cfg.Kube.BundleURL, "bundle-url", os.Getenv("MSE_BUNDLE_URL"), "kubernetes runner: this backend's base URL as pods reach it (they fetch their bundle there)")
+	f.StringVar(&cfg.Kube.ImagePrefix, "image-prefix", "", `kubernetes runner: prefix of runtime image references (a registry, "registry.example/mse/")`)
+	f.StringVar(&cfg.Kube.NodeSelector, "kube-node-selector", "", "kubernetes runner: label selector of the cluster nodes counted as capacity (default all)")
 	root.AddCommand(serve)
 	root.RunE = serve.RunE
 	root.Flags().AddFlagSet(serve.Flags())

@@ -2,8 +2,6 @@ package testenv
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"net"
 	"os"
@@ -72,7 +70,7 @@ func S3(t testing.TB) *S3Server {
 	tmp := t.TempDir()
 	s := &S3Server{
 		Endpoint: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Region: "us-east-1",
-		AccessKey: randHex(t, 10), SecretKey: randHex(t, 20), Bucket: "mse-test",
+		AccessKey: randHex(10), SecretKey: randHex(20), Bucket: "mse-test",
 		Dir: filepath.Join(tmp, "root"), bin: bin, log: filepath.Join(tmp, "versitygw.log"),
 	}
 	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
@@ -95,13 +93,6 @@ func S3(t testing.TB) *S3Server {
 	return s
 }
 
-func randHex(t testing.TB, n int) string {
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(b)
-}
 
 // Start (re)starts the server on its address and directory, and waits
 // until it accepts connections.

@@ -1,5 +1,5 @@
 // Package runner spawns and watches nodes. Drivers: local (processes on this
-// machine, sim TEE); kubernetes later.
+// machine, sim TEE) and kubernetes (one pod per app).
 package runner
 
 import (
@@ -25,6 +25,34 @@ type Hardware struct {
 	MemoryMiB int64  `json:"memory_mib"`
 	Cores     int    `json:"cores"`
 	TEE       string `json:"tee"`
+	// Kubernetes says where the kubernetes runner schedules this entry's
+	// pods (docs/kubernetes.md); other runners ignore it.
+	Kubernetes *KubeScheduling `json:"kubernetes,omitempty"`
+}
+
+// KubeScheduling maps a hardware entry to Kubernetes scheduling: the nodes
+// that have the TEE and how a pod asks for it, through a device plugin's
+// resources (SGX) or a Confidential Containers runtime class (TDX, SEV-SNP).
+type KubeScheduling struct {
+	// NodeSelector are node labels the pod requires.
+	NodeSelector map[string]string `json:"node_selector,omitempty"`
+	// Tolerations let the pod onto tainted TEE nodes.
+	Tolerations []KubeToleration `json:"tolerations,omitempty"`
+	// Resources are extended resources requested (and limited) beside CPU
+	// and memory, as Kubernetes quantities: {"sgx.intel.com/epc": "512Mi",
+	// "sgx.intel.com/enclave": "1", "sgx.intel.com/provision": "1"}.
+	Resources map[string]string `json:"resources,omitempty"`
+	// RuntimeClass is the pod's runtimeClassName (kata-qemu-tdx,
+	// kata-qemu-snp, ...).
+	RuntimeClass string `json:"runtime_class,omitempty"`
+}
+
+// KubeToleration is a pod toleration (core/v1 Toleration).
+type KubeToleration struct {
+	Key      string `json:"key,omitempty"`
+	Operator string `json:"operator,omitempty"` // Equal (default) or Exists
+	Value    string `json:"value,omitempty"`
+	Effect   string `json:"effect,omitempty"` // NoSchedule, PreferNoSchedule, NoExecute or empty (all)
 }
 
 // SpawnSpec is what a node needs.
@@ -32,6 +60,8 @@ type SpawnSpec struct {
 	App        config.Spec
 	BundlePath string
 	Hardware   Hardware
+	// Tenant is the id of the app's owner (runners label nodes with it).
+	Tenant string
 }
 
 // Node states beyond nodeapi's: the node process is gone.

@@ -1,0 +1,268 @@
+package kubernetes
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+
+	"github.com/mse-in-go/mse/internal/attest"
+	"github.com/mse-in-go/mse/internal/backend/runner"
+	"github.com/mse-in-go/mse/internal/nodeapi"
+	"github.com/mse-in-go/mse/internal/ratls"
+)
+
+func TestValidateHardware(t *testing.T) {
+	k := func(k runner.KubeScheduling) *runner.KubeScheduling { return &k }
+	sgx := k(runner.KubeScheduling{Resources: map[string]string{ResourceSGXEPC: "512Mi", ResourceSGXEnclave: "1", ResourceSGXProvision: "1"},
+		NodeSelector: map[string]string{"mse.tee": "sgx"}, Tolerations: []runner.KubeToleration{{Key: "mse.tee", Value: "sgx", Effect: "NoSchedule"}}})
+	tests := []struct {
+		name string
+		hw   runner.Hardware
+		err  string // "" for valid
+	}{
+		{"sim without scheduling", runner.Hardware{Name: "1g", MemoryMiB: 1024, Cores: 1, TEE: attest.TypeSim}, ""},
+		{"sgx through the device plugin", runner.Hardware{Name: "sgx", MemoryMiB: 1024, Cores: 1, TEE: attest.TypeSGX, Kubernetes: sgx}, ""},
+		{"tdx through kata", runner.Hardware{Name: "tdx", MemoryMiB: 1024, Cores: 1, TEE: attest.TypeTDX, Kubernetes: k(runner.KubeScheduling{RuntimeClass: "kata-qemu-tdx"})}, ""},
+		{"snp through kata", runner.Hardware{Name: "snp", MemoryMiB: 1024, Cores: 1, TEE: attest.TypeSEVSNP, Kubernetes: k(runner.KubeScheduling{RuntimeClass: "kata-qemu-snp"})}, ""},
+		{"sgx resources but tee sim", runner.Hardware{Name: "x", MemoryMiB: 1024, Cores: 1, TEE: attest.TypeSim, Kubernetes: sgx}, `tee is "sim" but its kubernetes scheduling gives "sgx"`},
+		{"tdx class but tee sgx", runner.Hardware{Name: "x", MemoryMiB: 1024, Cores: 1, TEE: attest.TypeSGX, Kubernetes: k(runner.KubeScheduling{RuntimeClass: "kata-qemu-tdx"})}, `gives "tdx"`},
+		{"unknown runtime class", runner.Hardware{Name: "x", MemoryMiB: 1024, Cores: 1, TEE: attest.TypeTDX, Kubernetes: k(runner.KubeScheduling{RuntimeClass: "runc"})}, "gives no TEE type"},
+		{"class and sgx together", runner.Hardware{Name: "x", MemoryMiB: 1024, Cores: 1, TEE: attest.TypeTDX,
+			Kubernetes: k(runner.KubeScheduling{RuntimeClass: "kata-qemu-tdx", Resources: map[string]string{ResourceSGXEPC: "1Gi"}})}, "choose one"},
+		{"sgx without epc", runner.Hardware{Name: "x", MemoryMiB: 1024, Cores: 1, TEE: attest.TypeSGX,
+			Kubernetes: k(runner.KubeScheduling{Resources: map[string]string{ResourceSGXEnclave: "1"}})}, "EPC"},
+		{"cpu in resources", runner.Hardware{Name: "x", MemoryMiB: 1024, Cores: 1, TEE: attest.TypeSim,
+			Kubernetes: k(runner.KubeScheduling{Resources: map[string]string{"cpu": "2"}})}, "comes from cores"},
+		{"bad quantity", runner.Hardware{Name: "x", MemoryMiB: 1024, Cores: 1, TEE: attest.TypeSGX,
+			Kubernetes: k(runner.KubeScheduling{Resources: map[string]string{ResourceSGXEPC: "lots"}})}, "not a quantity"},
+		{"bad selector", runner.Hardware{Name: "x", MemoryMiB: 1024, Cores: 1, TEE: attest.TypeSim,
+			Kubernetes: k(runner.KubeScheduling{NodeSelector: map[string]string{"a b": "c"}})}, "node selector key"},
+		{"bad toleration operator", runner.Hardware{Name: "x", MemoryMiB: 1024, Cores: 1, TEE: attest.TypeSim,
+			Kubernetes: k(runner.KubeScheduling{Tolerations: []runner.KubeToleration{{Key: "k", Operator: "Like"}}})}, "not Equal or Exists"},
+		{"exists with value", runner.Hardware{Name: "x", MemoryMiB: 1024, Cores: 1, TEE: attest.TypeSim,
+			Kubernetes: k(runner.KubeScheduling{Tolerations: []runner.KubeToleration{{Key: "k", Operator: "Exists", Value: "v"}}})}, "takes no value"},
+		{"bad effect", runner.Hardware{Name: "x", MemoryMiB: 1024, Cores: 1, TEE: attest.TypeSim,
+			Kubernetes: k(runner.KubeScheduling{Tolerations: []runner.KubeToleration{{Key: "k", Effect: "Sometimes"}}})}, "effect"},
+		{"no memory", runner.Hardware{Name: "x", Cores: 1, TEE: attest.TypeSim}, "must be positive"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := ValidateHardware([]runner.Hardware{tt.hw})
+			switch {
+			case tt.err == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case tt.err != "" && err == nil:
+				t.Fatalf("accepted; want an error with %q", tt.err)
+			case tt.err != "" && !strings.Contains(err.Error(), tt.err):
+				t.Fatalf("error %q; want it to contain %q", err, tt.err)
+			}
+		})
+	}
+}
+
+func TestExceededQuota(t *testing.T) {
+	err := apierrors.NewForbidden(schema.GroupResource{Resource: "pods"}, "mse-x",
+		errors.New("exceeded quota: compute, requested: requests.cpu=2, used: requests.cpu=0, limited: requests.cpu=1"))
+	if got := exceededQuota(err); got != "compute" {
+		t.Fatalf("quota %q, want compute", got)
+	}
+	if got := exceededQuota(apierrors.NewForbidden(schema.GroupResource{Resource: "pods"}, "x", errors.New("RBAC says no"))); got != "" {
+		t.Fatalf("quota %q from an RBAC refusal", got)
+	}
+}
+
+func TestPodState(t *testing.T) {
+	now := metav1.Now()
+	pod := func(phase corev1.PodPhase, mut func(*corev1.Pod)) *corev1.Pod {
+		p := &corev1.Pod{Status: corev1.PodStatus{Phase: phase}}
+		if mut != nil {
+			mut(p)
+		}
+		return p
+	}
+	node := func(st corev1.ContainerState, ready bool) func(*corev1.Pod) {
+		return func(p *corev1.Pod) {
+			p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: containerNode, State: st, Ready: ready}}
+		}
+	}
+	tests := []struct {
+		name  string
+		pod   *corev1.Pod
+		state string
+		ready bool
+		err   string
+	}{
+		{"pending", pod(corev1.PodPending, nil), nodeapi.StateStarting, false, ""},
+		{"unschedulable", pod(corev1.PodPending, func(p *corev1.Pod) {
+			p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionFalse, Reason: corev1.PodReasonUnschedulable, Message: "0/5 nodes are available"}}
+		}), nodeapi.StateStarting, false, "not scheduled yet: 0/5 nodes"},
+		{"pulling", pod(corev1.PodPending, node(corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ContainerCreating"}}, false)), nodeapi.StateStarting, false, ""},
+		{"running, not ready", pod(corev1.PodRunning, node(corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}, false)), nodeapi.StateStarting, false, ""},
+		{"running, ready", pod(corev1.PodRunning, node(corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}, true)), nodeapi.StateStarting, true, ""},
+		{"image pull", pod(corev1.PodPending, node(corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ErrImagePull", Message: "not found"}}, false)),
+			runner.StateExited, false, "cannot start in its runtime image: ErrImagePull: not found"},
+		{"back-off", pod(corev1.PodPending, node(corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ImagePullBackOff"}}, false)), runner.StateExited, false, "ImagePullBackOff"},
+		{"init failed", pod(corev1.PodPending, func(p *corev1.Pod) {
+			p.Status.InitContainerStatuses = []corev1.ContainerStatus{{Name: containerFetch, State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 1, Reason: "Error", Message: "bundle: 403"}}}}
+		}), runner.StateExited, false, "fetch container failed (exit 1, Error): bundle: 403"},
+		{"node ended", pod(corev1.PodFailed, node(corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 1, Reason: "Error", Message: "node failed"}}, false)),
+			runner.StateExited, false, "the node process ended (exit 1, Error): node failed"},
+		{"evicted", pod(corev1.PodFailed, func(p *corev1.Pod) { p.Status.Reason, p.Status.Message = "Evicted", "The node was low on memory." }),
+			runner.StateExited, false, "evicted: The node was low on memory."},
+		{"succeeded", pod(corev1.PodSucceeded, nil), runner.StateExited, false, "the node stopped"},
+		{"being deleted", pod(corev1.PodRunning, func(p *corev1.Pod) { p.DeletionTimestamp = &now }), runner.StateExited, false, "being deleted"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st, ready := podState(tt.pod)
+			if st.State != tt.state || ready != tt.ready || !strings.Contains(st.Error, tt.err) || (tt.err == "" && st.Error != "") {
+				t.Fatalf("state %q ready %v error %q; want %q %v %q", st.State, ready, st.Error, tt.state, tt.ready, tt.err)
+			}
+		})
+	}
+}
+
+// A TLS server answering as the node's configuration endpoint does.
+func TestProbeNode(t *testing.T) {
+	tests := []struct {
+		name    string
+		handler http.HandlerFunc
+		state   string
+		fp      bool
+	}{
+		{"waiting", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set(nodeapi.HeaderStatus, nodeapi.StatusWaiting)
+			w.Write([]byte(`{"status":"waiting"}`))
+		}, nodeapi.StateWaiting, true},
+		{"launching", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set(nodeapi.HeaderStatus, nodeapi.StatusStarting)
+			w.WriteHeader(503)
+		}, nodeapi.StateLaunching, true},
+		{"starting", func(w http.ResponseWriter, r *http.Request) {
+			w.WriteHeader(503)
+			json.NewEncoder(w).Encode(nodeapi.Response{Status: "starting"})
+		}, nodeapi.StateStarting, false},
+		{"the app answers", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("hello")) }, nodeapi.StateRunning, false},
+		{"the app answers 503", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(503) }, nodeapi.StateRunning, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := httptest.NewTLSServer(tt.handler)
+			defer srv.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			st, err := ProbeNode(ctx, srv.Listener.Addr().String(), "app.example")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.State != tt.state {
+				t.Fatalf("state %q, want %q", st.State, tt.state)
+			}
+			want := ""
+			if tt.fp {
+				want = ratls.Fingerprint(srv.Certificate())
+			}
+			if st.Fingerprint != want {
+				t.Fatalf("fingerprint %q, want %q", st.Fingerprint, want)
+			}
+		})
+	}
+	t.Run("unreachable", func(t *testing.T) {
+		srv := httptest.NewUnstartedServer(nil)
+		addr := srv.Listener.Addr().String()
+		srv.Listener.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if _, err := ProbeNode(ctx, addr, ""); err == nil {
+			t.Fatal("no error from a closed port")
+		}
+	})
+	t.Run("not TLS", func(t *testing.T) {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+		defer srv.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_, err := ProbeNode(ctx, srv.Listener.Addr().String(), "")
+		var re tls.RecordHeaderError
+		if err == nil || (!errors.As(err, &re) && !strings.Contains(err.Error(), "tls")) {
+			t.Fatalf("err %v; want a TLS error", err)
+		}
+	})
+}
+
+func TestLastBytes(t *testing.T) {
+	long := strings.Repeat("0123456789", 10000) // 100 kB, more than one chunk
+	tests := []struct {
+		in   string
+		n    int64
+		want string
+	}{
+		{"", 10, ""},
+		{"abc", 10, "abc"},
+		{"abcdef", 3, "def"},
+		{long, 5, "56789"},
+		{long, 70000, long[len(long)-70000:]},
+		{long, 0, long},
+	}
+	for _, tt := range tests {
+		got, err := lastBytes(strings.NewReader(tt.in), tt.n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(got) != tt.want {
+			t.Fatalf("lastBytes(%d bytes, %d) = %d bytes, want %d", len(tt.in), tt.n, len(got), len(tt.want))
+		}
+	}
+	if _, err := lastBytes(io.MultiReader(strings.NewReader("x"), errReader{}), 10); err == nil {
+		t.Fatal("a read error was swallowed")
+	}
+}
+
+type errReader struct{}
+
+func (errReader) Read([]byte) (int, error) { return 0, errors.New("broken") }
+
+func TestHandle(t *testing.T) {
+	good := handle{Namespace: "mse", Pod: "mse-0b6e", UID: "u1", Port: 7443, TokenSHA256: tokenHash("secret")}
+	b, _ := json.Marshal(good)
+	if _, err := parseHandle(b); err != nil {
+		t.Fatal(err)
+	}
+	if !CheckFetchToken(b, "secret") || CheckFetchToken(b, "other") || CheckFetchToken(b, "") {
+		t.Fatal("CheckFetchToken does not tell the token from others")
+	}
+	for _, bad := range []string{``, `{}`, `null`, `{"namespace":"mse","pod":"p","uid":"u"}`, `{"namespace":"Bad NS","pod":"p","uid":"u","port":1}`,
+		`{"namespace":"mse","pod":"../x","uid":"u","port":1}`, `{"namespace":"mse","pod":"p","uid":"u","port":1,"x":"` + strings.Repeat("a", maxHandle) + `"}`} {
+		if _, err := parseHandle([]byte(bad)); err == nil {
+			t.Errorf("parseHandle(%.60q) accepted", bad)
+		}
+	}
+}
+
+func FuzzParseHandle(f *testing.F) {
+	b, _ := json.Marshal(handle{Namespace: "mse", Pod: "mse-0b6e", UID: "u1", Port: 7443, TokenSHA256: tokenHash("secret")})
+	f.Add(b)
+	f.Add([]byte(`{"namespace":"mse","pod":"p","uid":"u","port":-1}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		h, err := parseHandle(b)
+		if err != nil {
+			return
+		}
+		if h.Pod == "" || h.Namespace == "" || h.UID == "" || h.Port <= 0 {
+			t.Fatalf("accepted an incomplete handle %+v", h)
+		}
+		_ = CheckFetchToken(b, "x")
+	})
+}
