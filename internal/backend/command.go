@@ -94,6 +94,7 @@ func Command() *cobra.Command {
 	f.StringArrayVar(&cfg.OwnerCAFiles, "owner-ca-file", nil, "PEM roots that tls_mode owner certificates may chain to, beside the system roots (repeatable)")
 	f.StringArrayVar(&cfg.ACMEDirectories, "acme-directory", nil, "ACME directory URL that nodes in tls_mode acme may use (repeatable; the first is the default offered to owners)")
 	f.StringVar(&cfg.ACMERootsFile, "acme-roots", "", "PEM roots of the ACME CA's HTTPS server, given to nodes with the default --acme-directory (default: the system roots)")
+	f.BoolVar(&cfg.EgressPrivate, "acme-private-network", false, "let nodes reach an ACME CA at a loopback or private address (a CA on the operator's own network); off, a tenant cannot point its node's egress at internal services")
 	f.StringVar(&cfg.OperatorCert, "operator-cert", "", "PEM certificate (chain) the router terminates tls_mode operator apps with, e.g. a wildcard for the base domain")
 	f.StringVar(&cfg.OperatorKey, "operator-key", "", "the PEM private key of --operator-cert")
 	f.StringVar(&cfg.OperatorACMEDirectory, "operator-acme-directory", "", "instead of --operator-cert: get a certificate per operator-mode app domain from this ACME CA (TLS-ALPN-01; cached in DATA_DIR/acme)")
