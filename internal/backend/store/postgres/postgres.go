@@ -68,6 +68,21 @@ func Open(ctx context.Context, url string) (*Store, error) {
 	return s, nil
 }
 
+// ConnConfig parses url as Open does (pool_max_conns removed) into the
+// configuration of one connection: for a dedicated connection beside the
+// store's pool, such as the leader election's (package leader).
+func ConnConfig(url string) (*pgx.ConnConfig, error) {
+	connURL, _, err := poolSize(url)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := pgx.ParseConfig(connURL)
+	if err != nil {
+		return nil, fmt.Errorf("postgres store: %w", err)
+	}
+	return cfg, nil
+}
+
 func poolSize(raw string) (string, int, error) {
 	if !strings.HasPrefix(raw, "postgres://") && !strings.HasPrefix(raw, "postgresql://") {
 		return raw, DefaultMaxConns, nil
