@@ -192,7 +192,7 @@ func (p *Postgres) lookupHolder(ctx context.Context, conn *pgx.Conn) string {
 	if err != nil {
 		return ""
 	}
-	return fmt.Sprintf("pid %d (%s)", pid, app)
+	return fmt.Sprintf("server session pid %d, application_name %q", pid, app)
 }
 
 // hold runs lead while conn holds the lock.
