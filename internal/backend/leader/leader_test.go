@@ -167,6 +167,17 @@ func terminate(t *testing.T, url string, pid int) time.Time {
 		t.Fatal(err)
 	}
 	defer c.Close(ctx)
+	// A follower must be waiting for the lock (not still reconnecting after
+	// an earlier termination), or the terminated leader may win it back.
+	for waiting := 0; waiting == 0; {
+		if err := c.QueryRow(ctx, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
+			AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`).Scan(&waiting); err != nil {
+			t.Fatalf("waiting for a follower to wait for the lock: %v", err)
+		}
+		if waiting == 0 {
+			time.Sleep(time.Millisecond)
+		}
+	}
 	at := time.Now()
 	var ok bool
 	if err := c.QueryRow(ctx, "SELECT pg_terminate_backend($1)", pid).Scan(&ok); err != nil || !ok {

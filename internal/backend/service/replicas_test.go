@@ -144,6 +144,17 @@ func killLeader(tb testing.TB, url string) time.Time {
 		tb.Fatal(err)
 	}
 	defer c.Close(ctx)
+	// The follower must be waiting for the lock (not reconnecting after an
+	// earlier kill), or the killed leader may win it back first.
+	for waiting := 0; waiting == 0; {
+		if err := c.QueryRow(ctx, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
+			AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`).Scan(&waiting); err != nil {
+			tb.Fatalf("waiting for a follower to wait for the lock: %v", err)
+		}
+		if waiting == 0 {
+			time.Sleep(time.Millisecond)
+		}
+	}
 	at := time.Now()
 	var ok bool
 	err = c.QueryRow(ctx, `SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1
