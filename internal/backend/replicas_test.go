@@ -18,7 +18,10 @@ import (
 	"github.com/mse-in-go/mse/internal/backend/store/pgtest"
 )
 
-func TestMain(m *testing.M) { pgtest.Main(m) }
+// No TestMain here (package backend's tests share one with the Kubernetes
+// runner's): the throwaway PostgreSQL of pgtest, if one starts, ends with the
+// test binary (its parent-death signal), and its directory is swept by a later
+// run.
 
 func discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
