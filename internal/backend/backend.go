@@ -180,6 +180,13 @@ func Run(ctx context.Context, cfg Config) error {
 		cfg.NodeBinary = filepath.Join(filepath.Dir(exe), "mse-node")
 	}
 
+	sqliteLock, err := lockSQLite(cfg.DataDir, cfg.DB)
+	if err != nil {
+		return err
+	}
+	if sqliteLock != nil {
+		defer sqliteLock.Close()
+	}
 	st, err := OpenStore(ctx, cfg.DataDir, cfg.DB)
 	if err != nil {
 		return err
@@ -230,6 +237,11 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer run.Close()
+	reps, err := openReplicas(cfg, run, log)
+	if err != nil {
+		return err
+	}
+	defer reps.close()
 
 	apiLn := cfg.APIListener
 	if apiLn == nil {
@@ -278,6 +290,7 @@ func Run(ctx context.Context, cfg Config) error {
 		TEE: tee, SimRootSHA256: platform.RootFingerprint(), MaxBundleSize: cfg.MaxBundleSize,
 		MaxLifetime: cfg.MaxLifetime, PollInterval: cfg.PollInterval, KeyTimeout: cfg.KeyTimeout, Logger: log.With("component", "service"), Registerer: reg,
 		OwnerRoots: ownerRoots, ACMEDirectories: cfg.ACMEDirectories, ACMERootsPEM: acmeRoots, OperatorTLS: operator != nil,
+		SpawnClaim: reps.spawnClaim,
 	})
 	if err != nil {
 		return err
@@ -286,8 +299,10 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	if err := svc.Start(ctx); err != nil {
-		return fmt.Errorf("backend: adopt nodes: %w", err)
+	if reps.started {
+		if err := svc.Start(ctx); err != nil {
+			return fmt.Errorf("backend: adopt nodes: %w", err)
+		}
 	}
 
 	handler, err := api.New(api.Config{Service: svc, Logger: log.With("component", "api"), Gatherer: reg, SimRootPEM: platform.RootPEM()}, reg)
@@ -331,7 +346,12 @@ func Run(ctx context.Context, cfg Config) error {
 	go func() { errc <- rt.Serve(routerLn) }()
 	loopCtx, stopLoop := context.WithCancel(context.Background())
 	loopDone := make(chan struct{})
-	go func() { svc.Run(loopCtx); close(loopDone) }()
+	go func() {
+		defer close(loopDone)
+		if err := svc.Lead(loopCtx, reps.elector, reps.started); err != nil {
+			log.Error("leader election", "err", err)
+		}
+	}()
 
 	info := Info{APIURL: scheme + "://" + apiLn.Addr().String(), RouterAddr: public, AdminTokenFile: tokenFile,
 		SimRootSHA256: platform.RootFingerprint(), Measurement: run.Measurement()}
@@ -345,6 +365,8 @@ func Run(ctx context.Context, cfg Config) error {
 	select {
 	case <-ctx.Done():
 	case runErr = <-errc:
+	case <-reps.lost:
+		runErr = errors.New("backend: lost the database's lock (the connection to PostgreSQL broke): with the local runner another backend may now lead, so this one stops; restart it")
 	}
 	log.Info("backend shutting down; nodes keep running")
 	stopLoop()

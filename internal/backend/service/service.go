@@ -60,6 +60,17 @@ type Config struct {
 	KeyTimeout time.Duration
 	// SweepInterval is how often partial uploads are swept (default 10 min).
 	SweepInterval time.Duration
+	// SpawnTimeout bounds a spawn (default DefaultSpawnTimeout).
+	SpawnTimeout time.Duration
+	// SpawnClaim is how long the replica that created an app, or claimed
+	// its spawn, has to record its node before the loop may spawn it again:
+	// 0 (the default) for a single replica, where the loop respawns at once
+	// a node-less app a crash left; several replicas need more than
+	// SpawnTimeout (SpawnTimeout + SpawnClaimMargin).
+	SpawnClaim time.Duration
+	// OrphanGrace is how long a bundle without an active app is kept by the
+	// leader's sweeps (default DefaultOrphanGrace).
+	OrphanGrace time.Duration
 	// OwnerRoots are the roots owner-mode certificates must chain to
 	// (default: the system roots).
 	OwnerRoots OwnerRoots
@@ -95,6 +106,12 @@ type Service struct {
 	mApps        *prometheus.GaugeVec
 	mTransitions *prometheus.CounterVec
 	mCreated     prometheus.Counter
+	mLeader      prometheus.Gauge
+	mTakeovers   prometheus.Counter
+
+	// orphans: bundles without an active app, and since when (sweepOrphans;
+	// only the leader's loop touches it).
+	orphans map[string]time.Time
 }
 
 // New builds the service.
@@ -132,14 +149,25 @@ func New(cfg Config) (*Service, error) {
 	if cfg.SweepInterval <= 0 {
 		cfg.SweepInterval = 10 * time.Minute
 	}
+	if cfg.SpawnTimeout <= 0 {
+		cfg.SpawnTimeout = DefaultSpawnTimeout
+	}
+	if cfg.SpawnClaim < 0 || (cfg.SpawnClaim > 0 && cfg.SpawnClaim <= cfg.SpawnTimeout) {
+		return nil, fmt.Errorf("service: SpawnClaim %s must be 0 (one replica) or longer than SpawnTimeout %s", cfg.SpawnClaim, cfg.SpawnTimeout)
+	}
+	if cfg.OrphanGrace <= 0 {
+		cfg.OrphanGrace = DefaultOrphanGrace
+	}
 	if cfg.Registerer == nil {
 		cfg.Registerer = prometheus.NewRegistry()
 	}
-	s := &Service{cfg: cfg, st: cfg.Store, log: cfg.Logger, kick: make(chan struct{}, 1)}
+	s := &Service{cfg: cfg, st: cfg.Store, log: cfg.Logger, kick: make(chan struct{}, 1), orphans: map[string]time.Time{}}
 	s.mApps = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "mse_apps", Help: "Active apps by status, as of the last reconcile pass."}, []string{"status"})
 	s.mTransitions = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mse_app_transitions_total", Help: "App status transitions."}, []string{"to"})
 	s.mCreated = prometheus.NewCounter(prometheus.CounterOpts{Name: "mse_apps_created_total", Help: "Apps created."})
-	for _, c := range []prometheus.Collector{s.mApps, s.mTransitions, s.mCreated} {
+	s.mLeader = prometheus.NewGauge(prometheus.GaugeOpts{Name: "mse_backend_leader", Help: "1 while this replica leads (runs the reconcile loop and the sweeps), else 0."})
+	s.mTakeovers = prometheus.NewCounter(prometheus.CounterOpts{Name: "mse_backend_leader_acquired_total", Help: "Times this replica became leader."})
+	for _, c := range []prometheus.Collector{s.mApps, s.mTransitions, s.mCreated, s.mLeader, s.mTakeovers} {
 		if err := cfg.Registerer.Register(c); err != nil {
 			return nil, err
 		}
@@ -497,6 +525,11 @@ func (s *Service) CreateApp(ctx context.Context, u *store.User, req client.Creat
 }
 
 func (s *Service) spawn(ctx context.Context, app *store.App, spec config.Spec) error {
+	// Once begun, a spawn is finished (or fails) within SpawnTimeout, even if
+	// the request or the leadership that began it ends: its claim lasts
+	// longer (SpawnClaim), so no other replica spawns the app meanwhile.
+	ctx, cancel := detached(ctx, s.cfg.SpawnTimeout)
+	defer cancel()
 	s.spawnMu.Lock()
 	defer s.spawnMu.Unlock()
 	// The loop and CreateApp may both try: only the first spawns.
@@ -614,6 +647,10 @@ func (s *Service) stop(ctx context.Context, a *store.App, to store.AppStatus, ms
 	if !s.transition(ctx, a.ID, []store.AppStatus{store.StatusSpawning, store.StatusInitializing, store.StatusRunning}, to, msg) {
 		return
 	}
+	// The transition is won: this replica, and only it, ends the node and
+	// the bundle, even if the request or the leadership ends meanwhile.
+	ctx, cancel := detached(ctx, stopTimeout)
+	defer cancel()
 	if err := s.cfg.Runner.Stop(ctx, a.ID, a.Node); err != nil {
 		s.log.Error("stop node", "app_id", a.ID, "err", err)
 	}
@@ -708,27 +745,14 @@ func (s *Service) Kick() {
 
 // Start adopts nodes that survived a restart, removes orphans, and returns;
 // Run drives the loop.
+//
+// Start is for a backend alone on its store, before its API serves: it
+// removes orphan bundles at once, which would race with another replica's
+// uploads. A replica among several takes over in Lead instead.
 func (s *Service) Start(ctx context.Context) error {
-	apps, err := s.st.ListApps(ctx, store.AppFilter{Statuses: []store.AppStatus{store.StatusSpawning, store.StatusInitializing, store.StatusRunning}})
+	active, err := s.adopt(ctx)
 	if err != nil {
 		return err
-	}
-	nodes := map[string][]byte{}
-	active := map[string]bool{}
-	for _, a := range apps {
-		active[a.ID] = true
-		if len(a.Node) > 0 {
-			nodes[a.ID] = a.Node
-		}
-	}
-	lost, err := s.cfg.Runner.Adopt(ctx, nodes)
-	if err != nil {
-		return err
-	}
-	for id, why := range lost {
-		s.transition(ctx, id, []store.AppStatus{store.StatusSpawning, store.StatusInitializing, store.StatusRunning}, store.StatusOnError, why)
-		_ = s.cfg.Blobs.Delete(ctx, id)
-		delete(active, id)
 	}
 	s.sweep(ctx)
 	keys, err := s.cfg.Blobs.List(ctx)
@@ -759,6 +783,7 @@ func (s *Service) Run(ctx context.Context) {
 		case <-s.kick:
 		case <-sweep.C:
 			s.sweep(ctx)
+			s.sweepOrphans(ctx)
 		}
 	}
 }
@@ -792,6 +817,9 @@ func (s *Service) reconcileOne(ctx context.Context, a *store.App) {
 			var spec config.Spec
 			if err := jsonUnmarshal(a.Spec, &spec); err != nil {
 				s.transition(ctx, a.ID, []store.AppStatus{a.Status}, store.StatusOnError, "corrupt spec")
+				return
+			}
+			if !s.claimSpawn(ctx, a) {
 				return
 			}
 			_ = s.spawn(ctx, a, spec)

@@ -152,6 +152,15 @@ type Store interface {
 	ListApps(ctx context.Context, f AppFilter) ([]App, error)
 	// SetAppNode records the runner's node handle.
 	SetAppNode(ctx context.Context, id string, node []byte, at time.Time) error
+	// ClaimSpawn takes the right to spawn the node of an app that is
+	// spawning and has none yet (compare-and-set on UpdatedAt): it succeeds
+	// only if the app is spawning, has no node, and its UpdatedAt is still
+	// seen; it then sets UpdatedAt to at. Otherwise ErrConflict (another
+	// replica claimed it first, or the app moved on); unknown id:
+	// ErrNotFound. Of many concurrent claims with the same seen, exactly one
+	// wins. A claim lasts as long as the caller says (service.SpawnClaim):
+	// UpdatedAt tells the others when it was taken.
+	ClaimSpawn(ctx context.Context, id string, seen, at time.Time) error
 	// TransitionApp moves an app to status `to` only if its current status is
 	// one of `from` (compare-and-set); otherwise ErrConflict. errMsg is stored
 	// for on_error (why it failed), and for stopped when not empty (why it

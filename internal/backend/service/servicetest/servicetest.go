@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/mse-in-go/mse/internal/backend/blob/fs"
 	"github.com/mse-in-go/mse/internal/backend/runner"
 	"github.com/mse-in-go/mse/internal/backend/service"
@@ -42,6 +44,12 @@ type Runner struct {
 	Spawns int
 	// SpawnErr, when set, is returned by the next Spawn.
 	SpawnErr error
+	// BeforeSpawn and BeforeStop, when set (before the services run), are
+	// called at the start of each Spawn and Stop, outside the runner's lock:
+	// a test can hold a replica in the middle of one.
+	BeforeSpawn, BeforeStop func(appID string)
+
+	spawnCalls, stopCalls map[string]int
 }
 
 type fakeNode struct {
@@ -52,7 +60,7 @@ type fakeNode struct {
 
 // NewRunner returns a fake runner with room for total.
 func NewRunner(total runner.Resources) *Runner {
-	return &Runner{Total: total, nodes: map[string]*fakeNode{}}
+	return &Runner{Total: total, nodes: map[string]*fakeNode{}, spawnCalls: map[string]int{}, stopCalls: map[string]int{}}
 }
 
 type handle struct {
@@ -60,8 +68,12 @@ type handle struct {
 }
 
 func (r *Runner) Spawn(ctx context.Context, appID string, s runner.SpawnSpec) ([]byte, error) {
+	if r.BeforeSpawn != nil {
+		r.BeforeSpawn(appID)
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.spawnCalls[appID]++
 	if err := r.SpawnErr; err != nil {
 		r.SpawnErr = nil
 		return nil, err
@@ -86,6 +98,20 @@ func (r *Runner) SetState(appID, state, msg string) {
 	}
 }
 
+// SpawnCalls and StopCalls count the calls of Spawn and Stop for appID.
+func (r *Runner) SpawnCalls(appID string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.spawnCalls[appID]
+}
+
+// StopCalls: see SpawnCalls.
+func (r *Runner) StopCalls(appID string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.stopCalls[appID]
+}
+
 // Live reports whether the node of appID was spawned and not stopped.
 func (r *Runner) Live(appID string) bool {
 	r.mu.Lock()
@@ -107,8 +133,12 @@ func (r *Runner) Status(ctx context.Context, appID string, h []byte) (runner.Nod
 func (r *Runner) Addr(appID string, h []byte) (string, error) { return "127.0.0.1:1", nil }
 
 func (r *Runner) Stop(ctx context.Context, appID string, h []byte) error {
+	if r.BeforeStop != nil {
+		r.BeforeStop(appID)
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.stopCalls[appID]++
 	if n := r.nodes[appID]; n != nil && n.live {
 		n.live = false
 		r.used.MemoryMiB -= n.spec.Hardware.MemoryMiB
@@ -148,49 +178,81 @@ func (r *Runner) Close() error        { return nil }
 // Env is a service over a SQLite store in a temporary directory, fs blobs
 // and a fake runner, with a controllable clock.
 type Env struct {
-	Service *service.Service
-	Store   store.Store
-	Runner  *Runner
-	Blobs   *fs.Store
-	BlobDir string
+	Service  *service.Service
+	Store    store.Store
+	Runner   *Runner
+	Blobs    *fs.Store
+	BlobDir  string
+	Registry *prometheus.Registry
 
+	clk *clock
+}
+
+type clock struct {
 	mu  sync.Mutex
 	now time.Time
 }
 
 // Now is the environment's clock.
 func (e *Env) Now() time.Time {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.now
+	e.clk.mu.Lock()
+	defer e.clk.mu.Unlock()
+	return e.clk.now
 }
 
-// Advance moves the clock.
+// Advance moves the clock (of every replica of the Env).
 func (e *Env) Advance(d time.Duration) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.now = e.now.Add(d)
+	e.clk.mu.Lock()
+	defer e.clk.mu.Unlock()
+	e.clk.now = e.clk.now.Add(d)
 }
 
 // New builds an Env; mod may change the service configuration.
 func New(t testing.TB, mod ...func(*service.Config)) *Env {
 	t.Helper()
-	dir := t.TempDir()
-	st, err := sqlite.Open(filepath.Join(dir, "state.db"))
+	st, err := sqlite.Open(filepath.Join(t.TempDir(), "state.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	blobDir := filepath.Join(dir, "blobs")
+	return NewOn(t, st, mod...)
+}
+
+// NewOn builds an Env over st (a PostgreSQL store, say), with fs blobs in a
+// temporary directory and a fake runner.
+func NewOn(t testing.TB, st store.Store, mod ...func(*service.Config)) *Env {
+	t.Helper()
+	blobDir := filepath.Join(t.TempDir(), "blobs")
 	blobs, err := fs.New(blobDir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	e := &Env{Store: st, Blobs: blobs, BlobDir: blobDir, Runner: NewRunner(runner.Resources{MemoryMiB: 16 << 10, Cores: 8}),
-		now: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}
+		clk: &clock{now: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}}
+	e.build(t, mod...)
+	return e
+}
+
+// Replica builds another service over e's blobs, runner and clock, and st
+// (nil: e's store; else another handle on the same database), as a second
+// replica of one backend would be (its own registry).
+func (e *Env) Replica(t testing.TB, st store.Store, mod ...func(*service.Config)) *Env {
+	t.Helper()
+	if st == nil {
+		st = e.Store
+	}
+	r := &Env{Store: st, Blobs: e.Blobs, BlobDir: e.BlobDir, Runner: e.Runner, clk: e.clk}
+	r.build(t, mod...)
+	return r
+}
+
+func (e *Env) build(t testing.TB, mod ...func(*service.Config)) {
+	t.Helper()
+	st, blobs := e.Store, e.Blobs
+	e.Registry = prometheus.NewRegistry()
 	cfg := service.Config{
 		Store: st, Blobs: blobs, Runner: e.Runner, Hardware: Hardware, Runtimes: Runtimes, BaseDomain: "mse.test", RouterAddr: "127.0.0.1:8443",
-		TEE: "sim", Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: e.Now,
+		TEE: "sim", Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: e.Now, Registerer: e.Registry,
 	}
 	if testing.Verbose() {
 		cfg.Logger = slog.Default()
@@ -203,7 +265,6 @@ func New(t testing.TB, mod ...func(*service.Config)) *Env {
 		t.Fatal(err)
 	}
 	e.Service = svc
-	return e
 }
 
 // User creates a user.

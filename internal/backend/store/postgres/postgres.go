@@ -68,6 +68,21 @@ func Open(ctx context.Context, url string) (*Store, error) {
 	return s, nil
 }
 
+// ConnConfig parses url as Open does (pool_max_conns removed) into the
+// configuration of one connection: for a dedicated connection beside the
+// store's pool, such as the leader election's (package leader).
+func ConnConfig(url string) (*pgx.ConnConfig, error) {
+	connURL, _, err := poolSize(url)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := pgx.ParseConfig(connURL)
+	if err != nil {
+		return nil, fmt.Errorf("postgres store: %w", err)
+	}
+	return cfg, nil
+}
+
 func poolSize(raw string) (string, int, error) {
 	if !strings.HasPrefix(raw, "postgres://") && !strings.HasPrefix(raw, "postgresql://") {
 		return raw, DefaultMaxConns, nil
@@ -480,6 +495,28 @@ func (s *Store) SetAppNode(ctx context.Context, id string, node []byte, at time.
 		return storeutil.NotFound("app", id)
 	}
 	return nil
+}
+
+// ClaimSpawn: see store.Store. One UPDATE: its WHERE is re-checked on the
+// locked row, so of concurrent claims one wins.
+func (s *Store) ClaimSpawn(ctx context.Context, id string, seen, at time.Time) error {
+	tag, err := s.exec(ctx, `UPDATE apps SET updated_at = $1
+		WHERE id = $2 AND status = 'spawning' AND (node IS NULL OR octet_length(node) = 0) AND updated_at = $3`,
+		storeutil.T(at), id, storeutil.T(seen))
+	if err != nil {
+		return err
+	}
+	if tag.RowsAffected() == 1 {
+		return nil
+	}
+	var one int
+	err = s.run(ctx, func(c querier) error { return c.QueryRow(ctx, "SELECT 1 FROM apps WHERE id = $1", id).Scan(&one) })
+	if errors.Is(err, pgx.ErrNoRows) {
+		return storeutil.NotFound("app", id)
+	} else if err != nil {
+		return err
+	}
+	return fmt.Errorf("%w: app %s is no longer waiting for a node, or another replica claimed its spawn", store.ErrConflict, id)
 }
 
 // TransitionApp: see store.Store, and storeutil.Plan for the columns written

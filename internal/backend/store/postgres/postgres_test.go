@@ -31,6 +31,13 @@ func TestConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) store.Store { return open(t, pgtest.URL(t)) })
 }
 
+func TestReplicas(t *testing.T) {
+	storetest.RunReplicas(t, func(t *testing.T) (store.Store, store.Store) {
+		url := pgtest.URL(t)
+		return open(t, url), open(t, url)
+	})
+}
+
 func TestReopen(t *testing.T) {
 	url := pgtest.URL(t)
 	s := open(t, url)

@@ -590,6 +590,24 @@ func (s *Store) SetAppNode(ctx context.Context, id string, node []byte, at time.
 	return nil
 }
 
+// ClaimSpawn: see store.Store (writes are serialized on one connection).
+func (s *Store) ClaimSpawn(ctx context.Context, id string, seen, at time.Time) error {
+	res, err := s.exec(ctx, `UPDATE apps SET updated_at = ?
+		WHERE id = ? AND status = 'spawning' AND (node IS NULL OR length(node) = 0) AND updated_at = ?`, ts(at), id, ts(seen))
+	if err != nil {
+		return err
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return err
+	} else if n == 1 {
+		return nil
+	}
+	if _, err := s.GetApp(ctx, id); err != nil {
+		return err
+	}
+	return fmt.Errorf("%w: app %s is no longer waiting for a node, or another replica claimed its spawn", store.ErrConflict, id)
+}
+
 // TransitionApp: see store.Store, and storeutil.Plan for the columns written:
 // StoppedAt keeps the time the app first stopped; a transition from
 // stopped/on_error back to an active status (only if the caller lists it in

@@ -33,6 +33,20 @@ func TestConformance(t *testing.T) {
 	})
 }
 
+// Two handles on one file (as `mse-backend domain reserve` beside a serving
+// backend): writes of both serialize on the file's lock.
+func TestReplicas(t *testing.T) {
+	storetest.RunReplicas(t, func(t *testing.T) (store.Store, store.Store) {
+		a, path := openTemp(t)
+		b, err := Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { b.Close() })
+		return a, b
+	})
+}
+
 func TestConformanceMemory(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) store.Store {
 		s, err := Open(":memory:")

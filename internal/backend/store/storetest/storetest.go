@@ -53,6 +53,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"DomainReservations", testDomainReservations},
 		{"DomainReservationsConcurrent", testDomainReservationsConcurrent},
 		{"SetAppNode", testSetAppNode},
+		{"ClaimSpawn", testClaimSpawn},
+		{"ClaimSpawnConcurrent", testClaimSpawnConcurrent},
 		{"TransitionCAS", testTransitionCAS},
 		{"TransitionReleasesDomains", testTransitionReleasesDomains},
 		{"TransitionRestart", testTransitionRestart},
@@ -586,6 +588,141 @@ func testSetAppNode(t *testing.T, s store.Store) {
 		t.Errorf("SetAppNode changed the status to %s", g.Status)
 	}
 	isErr(t, s.SetAppNode(ctx, "app-nope", node, at(1)), store.ErrNotFound, "SetAppNode unknown")
+}
+
+func testClaimSpawn(t *testing.T, s store.Store) {
+	alice := mkUser(t, s, "alice")
+	a := mkApp(t, s, alice, nil, "claim")
+	seen := getApp(t, s, a.ID).UpdatedAt
+	isErr(t, s.ClaimSpawn(ctx, a.ID, seen.Add(-time.Second), at(100)), store.ErrConflict, "ClaimSpawn with a stale UpdatedAt")
+	eqTime(t, "UpdatedAt after a refused claim", getApp(t, s, a.ID).UpdatedAt, seen)
+	ok(t, s.ClaimSpawn(ctx, a.ID, seen, at(100)), "ClaimSpawn")
+	g := getApp(t, s, a.ID)
+	eqTime(t, "UpdatedAt after ClaimSpawn", g.UpdatedAt, at(100))
+	if g.Status != store.StatusSpawning || g.Node != nil {
+		t.Errorf("ClaimSpawn changed more than UpdatedAt: %s, node %q", g.Status, g.Node)
+	}
+	// The same claim again: the first one moved UpdatedAt.
+	isErr(t, s.ClaimSpawn(ctx, a.ID, seen, at(101)), store.ErrConflict, "ClaimSpawn again with the old UpdatedAt")
+	// A claim taken over from an expired one sees the claim's time.
+	ok(t, s.ClaimSpawn(ctx, a.ID, at(100), at(200)), "ClaimSpawn over an expired claim")
+	// An app with a node, or no longer spawning, cannot be claimed.
+	ok(t, s.SetAppNode(ctx, a.ID, []byte(`{"pid":1}`), at(300)), "SetAppNode")
+	isErr(t, s.ClaimSpawn(ctx, a.ID, at(300), at(301)), store.ErrConflict, "ClaimSpawn of an app with a node")
+	b := mkApp(t, s, alice, nil, "moved")
+	ok(t, s.TransitionApp(ctx, b.ID, spawning, store.StatusStopped, "stopped", at(400)), "→ stopped")
+	isErr(t, s.ClaimSpawn(ctx, b.ID, at(400), at(401)), store.ErrConflict, "ClaimSpawn of a stopped app")
+	isErr(t, s.ClaimSpawn(ctx, "app-nope", at(1), at(2)), store.ErrNotFound, "ClaimSpawn unknown")
+}
+
+// claimRace has workers claim one app's spawn at once, half through a, half
+// through b: exactly one wins.
+func claimRace(t *testing.T, a, b store.Store, id string, seen time.Time, workers int) {
+	t.Helper()
+	var wins atomic.Int32
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	errs := make(chan error, workers)
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s := a
+			if w%2 == 1 {
+				s = b
+			}
+			<-start
+			switch err := s.ClaimSpawn(ctx, id, seen, at(1000+w)); {
+			case err == nil:
+				wins.Add(1)
+			case errors.Is(err, store.ErrConflict):
+			default:
+				errs <- err
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("concurrent ClaimSpawn: unexpected error %v", err)
+	}
+	if n := wins.Load(); n != 1 {
+		t.Fatalf("%d concurrent claims won, want exactly 1", n)
+	}
+}
+
+func testClaimSpawnConcurrent(t *testing.T, s store.Store) {
+	alice := mkUser(t, s, "alice")
+	for range 5 {
+		a := mkApp(t, s, alice, nil, "race")
+		claimRace(t, s, s, a.ID, getApp(t, s, a.ID).UpdatedAt, 24)
+	}
+}
+
+// RunReplicas checks what several backends on one database rely on: open
+// returns two handles on one fresh, empty database (two pools, as two
+// processes would have); compare-and-set transitions and spawn claims made
+// through both at once have exactly one winner.
+func RunReplicas(t *testing.T, open func(t *testing.T) (store.Store, store.Store)) {
+	t.Run("TransitionAcrossHandles", func(t *testing.T) {
+		a, b := open(t)
+		alice := mkUser(t, a, "alice")
+		for r := range 5 {
+			app := mkApp(t, a, alice, nil, "race", fmt.Sprintf("race%d.example", r))
+			var wins atomic.Int32
+			var wg sync.WaitGroup
+			start := make(chan struct{})
+			errs := make(chan error, 16)
+			for w := range 16 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					s := a
+					if w%2 == 1 {
+						s = b
+					}
+					<-start
+					// Half stop it (a user), half expire it (the loop).
+					reason := "stopped by alice"
+					if w%4 >= 2 {
+						reason = "expired"
+					}
+					switch err := s.TransitionApp(ctx, app.ID, active, store.StatusStopped, reason, at(100+w)); {
+					case err == nil:
+						wins.Add(1)
+					case errors.Is(err, store.ErrConflict):
+					default:
+						errs <- err
+					}
+				}()
+			}
+			close(start)
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Errorf("TransitionApp: unexpected error %v", err)
+			}
+			if n := wins.Load(); n != 1 {
+				t.Fatalf("round %d: %d stops won across two handles, want exactly 1", r, n)
+			}
+			if g := getApp(t, b, app.ID); g.Status != store.StatusStopped {
+				t.Errorf("status through the other handle = %s", g.Status)
+			}
+			// The domain is free for a new app, seen through either handle.
+			if _, err := b.AppByDomain(ctx, fmt.Sprintf("race%d.example", r)); !errors.Is(err, store.ErrNotFound) {
+				t.Errorf("AppByDomain after the stop: %v", err)
+			}
+		}
+	})
+	t.Run("ClaimSpawnAcrossHandles", func(t *testing.T) {
+		a, b := open(t)
+		alice := mkUser(t, a, "alice")
+		for range 5 {
+			app := mkApp(t, a, alice, nil, "race")
+			claimRace(t, a, b, app.ID, getApp(t, b, app.ID).UpdatedAt, 16)
+		}
+	})
 }
 
 // ---- transitions and domains

@@ -1,0 +1,182 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/mse-in-go/mse/internal/backend/leader"
+	"github.com/mse-in-go/mse/internal/backend/store"
+)
+
+// Several backends may share one store (docs/store.md, "Several replicas"):
+// every replica serves the API and the router; the loops (reconcile, sweeps)
+// run on the leader only (Lead). Work that two replicas could both start is
+// guarded in the store: status changes are compare-and-set transitions, so a
+// stop, an expiry or a key timeout happens once, and whoever wins one
+// finishes it (stopAfter); a spawn is claimed (store.ClaimSpawn) for
+// SpawnClaim, and bounded by SpawnTimeout, so that it happens once.
+
+const (
+	// DefaultSpawnTimeout bounds one spawn (Runner.Spawn and recording the node).
+	DefaultSpawnTimeout = 2 * time.Minute
+	// DefaultOrphanGrace is how long a bundle no active app claims is kept
+	// by the leader's sweeps: another replica may be between storing a new
+	// app's bundle and recording the app.
+	DefaultOrphanGrace = 10 * time.Minute
+	// stopTimeout bounds the end of a stop once its transition is won.
+	stopTimeout = time.Minute
+	// SpawnClaimMargin is what backends running several replicas add to
+	// SpawnTimeout for SpawnClaim: room for the replicas' clocks to differ.
+	SpawnClaimMargin = 30 * time.Second
+)
+
+// Lead runs the loops whenever this replica leads (el), until ctx ends; it
+// sets mse_backend_leader. Each time it becomes leader it first takes over:
+// it adopts the nodes (Runner.Adopt: reattached, or lost and marked
+// on_error) and sweeps partial uploads; bundles no app claims are deleted by
+// the sweeps after OrphanGrace. started says that Start already ran in this
+// process (before the API served): the first leadership skips the take-over.
+func (s *Service) Lead(ctx context.Context, el leader.Elector, started bool) error {
+	first := true
+	return el.Run(ctx, func(lctx context.Context) {
+		s.mLeader.Set(1)
+		defer s.mLeader.Set(0)
+		s.mTakeovers.Inc()
+		if !(first && started) {
+			if err := s.takeOver(lctx); err != nil {
+				if lctx.Err() != nil {
+					return
+				}
+				// The loop still runs: Reconcile marks what it cannot
+				// reach, and the next leadership adopts again.
+				s.log.Error("take over as leader: adopt nodes", "err", err)
+			}
+		}
+		first = false
+		s.Run(lctx)
+	})
+}
+
+// takeOver is Start for a replica that becomes leader while the API serves:
+// orphan bundles are left to the sweeps' grace.
+func (s *Service) takeOver(ctx context.Context) error {
+	if _, err := s.adopt(ctx); err != nil {
+		return err
+	}
+	s.sweep(ctx)
+	s.sweepOrphans(ctx)
+	return nil
+}
+
+// adopt hands the runner the nodes of active apps; those it cannot reattach
+// are on_error. It returns the ids of the active apps left.
+func (s *Service) adopt(ctx context.Context) (map[string]bool, error) {
+	apps, err := s.st.ListApps(ctx, store.AppFilter{Statuses: []store.AppStatus{store.StatusSpawning, store.StatusInitializing, store.StatusRunning}})
+	if err != nil {
+		return nil, err
+	}
+	nodes := map[string][]byte{}
+	active := map[string]bool{}
+	for _, a := range apps {
+		active[a.ID] = true
+		if len(a.Node) > 0 {
+			nodes[a.ID] = a.Node
+		}
+	}
+	lost, err := s.cfg.Runner.Adopt(ctx, nodes)
+	if err != nil {
+		return nil, err
+	}
+	for id, why := range lost {
+		if s.transition(ctx, id, []store.AppStatus{store.StatusSpawning, store.StatusInitializing, store.StatusRunning}, store.StatusOnError, why) {
+			_ = s.cfg.Blobs.Delete(ctx, id)
+		}
+		delete(active, id)
+	}
+	return active, nil
+}
+
+// sweepOrphans deletes bundles that no active app has claimed for
+// OrphanGrace (seen so by two sweeps at least that far apart): what a crash
+// between storing a bundle and recording its app, or between a stop and its
+// bundle's deletion, left. A concurrent sweeper (a replica that led before)
+// is harmless: deleting a deleted blob succeeds.
+func (s *Service) sweepOrphans(ctx context.Context) {
+	keys, err := s.cfg.Blobs.List(ctx)
+	if err != nil {
+		s.log.Error("sweep orphan bundles: list", "err", err)
+		return
+	}
+	if len(keys) == 0 {
+		clear(s.orphans)
+		return
+	}
+	// Keys first, then apps: a bundle stored after the list of keys is not
+	// looked at; one whose app is recorded after the list of apps is seen
+	// again at the next sweep, long before its grace ends.
+	apps, err := s.st.ListApps(ctx, store.AppFilter{Statuses: []store.AppStatus{store.StatusSpawning, store.StatusInitializing, store.StatusRunning}})
+	if err != nil {
+		s.log.Error("sweep orphan bundles: list apps", "err", err)
+		return
+	}
+	active := make(map[string]bool, len(apps))
+	for _, a := range apps {
+		active[a.ID] = true
+	}
+	now := s.cfg.Now()
+	seen := make(map[string]bool, len(keys))
+	for _, k := range keys {
+		seen[k] = true
+		if active[k] {
+			delete(s.orphans, k)
+			continue
+		}
+		first, ok := s.orphans[k]
+		if !ok {
+			s.orphans[k] = now
+			continue
+		}
+		if now.Sub(first) < s.cfg.OrphanGrace {
+			continue
+		}
+		s.log.Info("removing an orphan bundle", "key", k, "orphan_since", first.UTC().Format(time.RFC3339))
+		if err := s.cfg.Blobs.Delete(ctx, k); err != nil {
+			s.log.Error("remove an orphan bundle", "key", k, "err", err)
+			continue
+		}
+		delete(s.orphans, k)
+	}
+	for k := range s.orphans {
+		if !seen[k] {
+			delete(s.orphans, k)
+		}
+	}
+}
+
+// claimSpawn reports whether this replica may spawn a's node now, claiming
+// it in the store: not while another replica's claim (or the creation of the
+// app, whose replica spawns it at once) is younger than SpawnClaim.
+func (s *Service) claimSpawn(ctx context.Context, a *store.App) bool {
+	now := s.cfg.Now().UTC()
+	if s.cfg.SpawnClaim > 0 && now.Sub(a.UpdatedAt) < s.cfg.SpawnClaim {
+		return false
+	}
+	err := s.st.ClaimSpawn(ctx, a.ID, a.UpdatedAt, now)
+	if err != nil {
+		if !errors.Is(err, store.ErrConflict) && !errors.Is(err, store.ErrNotFound) {
+			s.log.Error("claim a spawn", "app_id", a.ID, "err", err)
+		}
+		return false
+	}
+	a.UpdatedAt = now
+	return true
+}
+
+// detached is ctx without its cancellation, bounded by d: for work that must
+// be finished once started (a won transition's consequences, a claimed
+// spawn), whether or not the request or the leadership that started it
+// lasts.
+func detached(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), d)
+}
