@@ -770,3 +770,10 @@ func extraResources(h runner.Hardware) string {
 	}
 	return ", " + strings.Join(parts, ", ")
 }
+
+// CheckFetchToken implements runner.BundleServer.
+func (r *Runner) CheckFetchToken(handle []byte, token string) bool {
+	return CheckFetchToken(handle, token)
+}
+
+var _ runner.BundleServer = (*Runner)(nil)
