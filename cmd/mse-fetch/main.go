@@ -6,7 +6,7 @@ package main
 import (
 	"os"
 
-	"github.com/mse-in-go/mse/internal/bundlefetch"
+	"github.com/mse-in-go/mse/internal/nodepod"
 )
 
-func main() { os.Exit(bundlefetch.Main(os.Args[1:], os.Stderr)) }
+func main() { os.Exit(nodepod.Main(os.Args[1:], os.Stderr)) }

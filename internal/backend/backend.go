@@ -222,7 +222,7 @@ func Run(ctx context.Context, cfg Config) error {
 		})
 	case RunnerKubernetes:
 		tee = catalogTEE(cfg.Hardware)
-		run, err = newKubeRunner(cfg.Kube, cfg.Hardware, log.With("component", "runner"))
+		run, err = newKubeRunner(cfg.Kube, cfg.Hardware, platform, log.With("component", "runner"))
 	default:
 		err = fmt.Errorf("backend: unknown runner %q (local or kubernetes)", cfg.Runner)
 	}

@@ -12,6 +12,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/mse-in-go/mse/internal/attest/sim"
 	"github.com/mse-in-go/mse/internal/backend/runner"
 	"github.com/mse-in-go/mse/internal/backend/runner/kubernetes"
 )
@@ -40,7 +41,7 @@ type KubeConfig struct {
 	NodeSelector string
 }
 
-func newKubeRunner(kc KubeConfig, hw []runner.Hardware, log *slog.Logger) (runner.Runner, error) {
+func newKubeRunner(kc KubeConfig, hw []runner.Hardware, platform *sim.Platform, log *slog.Logger) (runner.Runner, error) {
 	if err := kubernetes.ValidateHardware(hw); err != nil {
 		return nil, fmt.Errorf("backend: the hardware catalog does not suit the kubernetes runner: %w", err)
 	}
@@ -72,7 +73,7 @@ func newKubeRunner(kc KubeConfig, hw []runner.Hardware, log *slog.Logger) (runne
 	return kubernetes.New(kubernetes.Config{
 		Client: cs, Namespace: kc.Namespace, NodeImage: kc.NodeImage, Measurement: kc.NodeMeasurement,
 		BundleURL: kc.BundleURL, ImagePrefix: kc.ImagePrefix, NodeSelector: kc.NodeSelector, Logger: log,
-		RouterPeers: peers,
+		RouterPeers: peers, Platform: platform,
 	})
 }
 

@@ -16,13 +16,14 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/mse-in-go/mse/internal/attest/sim"
 	"github.com/mse-in-go/mse/internal/backend/api"
 	"github.com/mse-in-go/mse/internal/backend/blob"
 	"github.com/mse-in-go/mse/internal/backend/runner"
 	"github.com/mse-in-go/mse/internal/backend/runner/kubernetes"
 	"github.com/mse-in-go/mse/internal/backend/service"
 	"github.com/mse-in-go/mse/internal/backend/service/servicetest"
-	"github.com/mse-in-go/mse/internal/bundlefetch"
+	"github.com/mse-in-go/mse/internal/nodepod"
 	"github.com/mse-in-go/mse/internal/testenv"
 )
 
@@ -35,7 +36,7 @@ func TestNodeBundleWithoutBundleServer(t *testing.T) {
 	if code, msg := f.call(t, "GET", "/v1/nodes/x/bundle", "", "", nil); code != 401 || !strings.Contains(msg, "missing node credential") {
 		t.Errorf("no token: HTTP %d %q", code, msg)
 	}
-	if code, msg := f.call(t, "GET", "/v1/nodes/x/bundle", f.token, "", nil); code != 404 || !strings.Contains(msg, "nothing to fetch") {
+	if code, msg := f.call(t, "GET", "/v1/nodes/x/bundle", f.token, "", nil); code != 404 || !strings.Contains(msg, "nothing here for them") {
 		t.Errorf("a user's token: HTTP %d %q", code, msg)
 	}
 }
@@ -64,9 +65,14 @@ func TestNodeBundleOnKubernetes(t *testing.T) {
 	k := testenv.Kube(t)
 	ns := k.Namespace(t)
 	var kr *kubernetes.Runner
+	plat, err := sim.NewPlatformInMemory()
+	if err != nil {
+		t.Fatal(err)
+	}
+	meas := strings.Repeat("5a", 32)
 	e := servicetest.New(t, func(c *service.Config) {
 		var err error
-		kr, err = kubernetes.New(kubernetes.Config{Client: k.Client, Namespace: ns,
+		kr, err = kubernetes.New(kubernetes.Config{Client: k.Client, Namespace: ns, Platform: plat, Measurement: meas,
 			NodeImage: "mse/node@sha256:" + strings.Repeat("11", 32), BundleURL: "http://127.0.0.1:1",
 			NodeStatus: func(context.Context, string, string) (runner.NodeState, error) {
 				return runner.NodeState{}, io.EOF // kwok's pods do not answer
@@ -139,11 +145,11 @@ func TestNodeBundleOnKubernetes(t *testing.T) {
 	os.WriteFile(filepath.Join(creds, "bundle-url"), []byte(srv.URL+"/v1/nodes/"+idA+"/bundle"), 0o600)
 	nodeIn := filepath.Join(dir, "mse-node-in")
 	os.WriteFile(nodeIn, []byte("#!/bin/true\n"), 0o755)
-	cfg := bundlefetch.Config{Credentials: creds, BundleOut: filepath.Join(dir, "bundle"), NodeIn: nodeIn,
+	cfg := nodepod.Config{Credentials: creds, BundleOut: filepath.Join(dir, "bundle"), NodeIn: nodeIn,
 		NodeOut: filepath.Join(dir, "mse-node"), MaxSize: 10 << 20}
 	fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if err := bundlefetch.Run(fctx, cfg); err != nil {
+	if err := nodepod.Run(fctx, cfg); err != nil {
 		t.Fatalf("mse-fetch: %v", err)
 	}
 	if got, _ := os.ReadFile(cfg.BundleOut); !bytes.Equal(got, bundleA) {
@@ -151,7 +157,7 @@ func TestNodeBundleOnKubernetes(t *testing.T) {
 	}
 	// Too small a bound: refused before anything is written.
 	cfg.BundleOut, cfg.MaxSize = filepath.Join(dir, "small"), 1000
-	if err := bundlefetch.Run(fctx, cfg); err == nil || !strings.Contains(err.Error(), "over the bound") {
+	if err := nodepod.Run(fctx, cfg); err == nil || !strings.Contains(err.Error(), "over the bound") {
 		t.Errorf("mse-fetch with --max-size 1000: %v", err)
 	}
 	if _, err := os.Stat(cfg.BundleOut); !os.IsNotExist(err) {
@@ -161,17 +167,99 @@ func TestNodeBundleOnKubernetes(t *testing.T) {
 	os.WriteFile(filepath.Join(creds, "token"), []byte(tokB), 0o600)
 	cfg.BundleOut, cfg.MaxSize = filepath.Join(dir, "other"), 10<<20
 	start := time.Now()
-	if err := bundlefetch.Run(fctx, cfg); err == nil || !strings.Contains(err.Error(), "403") {
+	if err := nodepod.Run(fctx, cfg); err == nil || !strings.Contains(err.Error(), "403") {
 		t.Errorf("mse-fetch with another node's credential: %v", err)
 	} else if time.Since(start) > 5*time.Second {
 		t.Errorf("a 403 was retried for %v", time.Since(start))
+	}
+
+	// The qe sidecar relays the node's quote requests: the quote states the
+	// node image's mse-node and the app's runtime, and binds the node's
+	// report data; another node's credential gets none.
+	post := func(id, token string, body []byte) (int, string) {
+		req, _ := http.NewRequest("POST", srv.URL+"/v1/nodes/"+id+"/quote", bytes.NewReader(body))
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	rd := bytes.Repeat([]byte{7}, 64)
+	for _, c := range []struct {
+		name, token string
+		body        []byte
+		code        int
+		msg         string
+	}{
+		{"no credential", "", rd, 401, "missing node credential"},
+		{"another node's credential", tokB, rd, 403, "not the one of app " + idA},
+		{"63 bytes", tokA, rd[:63], 400, "exactly 64 bytes"},
+		{"65 bytes", tokA, append(rd, 1), 400, "exactly 64 bytes"},
+	} {
+		if code, msg := post(idA, c.token, c.body); code != c.code || !strings.Contains(msg, c.msg) {
+			t.Errorf("quote, %s: HTTP %d %s, want %d with %q", c.name, code, msg, c.code, c.msg)
+		}
+	}
+	sockDir, err := os.MkdirTemp("", "qe") // short: unix socket paths are bounded
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(sockDir)
+	qeCreds := func(token string) string {
+		d := filepath.Join(dir, "qe-"+token[:8])
+		os.Mkdir(d, 0o700)
+		os.WriteFile(filepath.Join(d, "token"), []byte(token), 0o600)
+		os.WriteFile(filepath.Join(d, "quote-url"), []byte(srv.URL+"/v1/nodes/"+idA+"/quote"), 0o600)
+		return d
+	}
+	serve := func(token, sock string) {
+		qctx, stop := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- nodepod.ServeQE(qctx, nodepod.QEConfig{Credentials: qeCreds(token), Listen: sock}) }()
+		t.Cleanup(func() {
+			stop()
+			if err := <-done; err != nil {
+				t.Errorf("qe sidecar: %v", err)
+			}
+		})
+		for i := 0; i < 100; i++ {
+			if _, err := os.Stat(sock); err == nil {
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Fatalf("the qe sidecar does not listen on %s", sock)
+	}
+	sockA, sockB := filepath.Join(sockDir, "a.sock"), filepath.Join(sockDir, "b.sock")
+	serve(tokA, sockA)
+	serve(tokB, sockB) // B's credential, A's URL
+	var report [64]byte
+	copy(report[:], "the node's TLS key and claims")
+	q, err := sim.NewIssuer(sockA).Issue(ctx, report)
+	if err != nil {
+		t.Fatalf("the node's sim issuer through the qe sidecar: %v", err)
+	}
+	v, err := sim.NewVerifier(plat.RootCertificate(), time.Now).Verify(ctx, q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hex.EncodeToString(v.Measurement) != meas || "sha256:"+hex.EncodeToString(v.RuntimeDigest) != servicetest.Runtimes[0].Digest || v.ReportData != report {
+		t.Errorf("the quote states measurement %x, runtime %x, report data %q", v.Measurement, v.RuntimeDigest, v.ReportData)
+	}
+	if _, err := sim.NewIssuer(sockB).Issue(ctx, report); err == nil || !strings.Contains(err.Error(), "403") {
+		t.Errorf("a quote for app A with B's credential: %v", err)
 	}
 
 	// A stopped app's bundle is gone, even for its own node.
 	if _, err := e.Service.StopApp(ctx, u, idB); err != nil {
 		t.Fatal(err)
 	}
-	if resp, body := fetchReq(t, srv.URL, idB, tokB); resp.StatusCode != 404 || !strings.Contains(string(body), "stopped") {
+	if resp, body := fetchReq(t, srv.URL, idB, tokB); resp.StatusCode != 404 || !strings.Contains(string(body), "stopped: its node") {
 		t.Errorf("stopped app: HTTP %d %s", resp.StatusCode, body)
 	}
 }

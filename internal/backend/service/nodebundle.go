@@ -27,40 +27,50 @@ func (s *Service) bundlePath(appID string) (string, error) {
 	return "", errors.New("service: the blob store is not local, and this runner reads the bundle from a local file: use a directory for --blobs with it")
 }
 
+// nodeApp is the active app whose node presents token, its fetch
+// credential.
+func (s *Service) nodeApp(ctx context.Context, appID, token string) (*store.App, error) {
+	if token == "" {
+		return nil, errf(ErrUnauthenticated, "missing node credential: send the pod's fetch token as \"Authorization: Bearer TOKEN\"")
+	}
+	bs, ok := s.cfg.Runner.(runner.BundleServer)
+	if !ok {
+		return nil, errf(ErrNotFound, "this backend's runner serves its nodes itself: there is nothing here for them")
+	}
+	if blob.CheckKey(appID) != nil {
+		return nil, errf(ErrNotFound, "no app %.64q", appID)
+	}
+	a, err := s.st.GetApp(ctx, appID)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, errf(ErrNotFound, "no app %s", appID)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if len(a.Node) == 0 {
+		if a.Status == store.StatusSpawning {
+			// The pod may ask before Spawn's handle is stored.
+			return nil, errf(ErrUnavailable, "the node of app %s is still being created; retry in a moment", appID)
+		}
+		return nil, errf(ErrForbidden, "app %s has no node", appID)
+	}
+	if len(token) > maxFetchToken || !bs.CheckFetchToken(a.Node, token) {
+		return nil, errf(ErrForbidden, "this credential is not the one of app %s's node", appID)
+	}
+	if !a.Status.Active() {
+		return nil, errf(ErrNotFound, "app %s is %s: its node has nothing more to get", appID, a.Status)
+	}
+	return a, nil
+}
+
 // NodeBundle is an active app's encrypted bundle for its node, which
 // presents its fetch credential (token): only the node of appID gets it.
 // It returns the content, its size and the lowercase hex SHA-256 the owner
 // declared (the code digest, which the store checked on upload).
 func (s *Service) NodeBundle(ctx context.Context, appID, token string) (io.ReadCloser, int64, string, error) {
-	if token == "" {
-		return nil, 0, "", errf(ErrUnauthenticated, "missing node credential: send the pod's fetch token as \"Authorization: Bearer TOKEN\"")
-	}
-	bs, ok := s.cfg.Runner.(runner.BundleServer)
-	if !ok {
-		return nil, 0, "", errf(ErrNotFound, "this backend's runner gives nodes their bundle itself: there is nothing to fetch")
-	}
-	if blob.CheckKey(appID) != nil {
-		return nil, 0, "", errf(ErrNotFound, "no app %.64q", appID)
-	}
-	a, err := s.st.GetApp(ctx, appID)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, 0, "", errf(ErrNotFound, "no app %s", appID)
-	}
+	a, err := s.nodeApp(ctx, appID, token)
 	if err != nil {
 		return nil, 0, "", err
-	}
-	if len(a.Node) == 0 {
-		if a.Status == store.StatusSpawning {
-			// The pod may ask before Spawn's handle is stored.
-			return nil, 0, "", errf(ErrUnavailable, "the node of app %s is still being created; retry in a moment", appID)
-		}
-		return nil, 0, "", errf(ErrForbidden, "app %s has no node that may fetch its bundle", appID)
-	}
-	if len(token) > maxFetchToken || !bs.CheckFetchToken(a.Node, token) {
-		return nil, 0, "", errf(ErrForbidden, "this credential is not the one of app %s's node", appID)
-	}
-	if !a.Status.Active() {
-		return nil, 0, "", errf(ErrNotFound, "app %s is %s: its bundle is gone", appID, a.Status)
 	}
 	rc, err := s.cfg.Blobs.Open(ctx, appID)
 	if errors.Is(err, blob.ErrNotFound) {
@@ -70,4 +80,23 @@ func (s *Service) NodeBundle(ctx context.Context, appID, token string) (io.ReadC
 		return nil, 0, "", err
 	}
 	return rc, a.BundleSize, a.CodeDigest, nil
+}
+
+// NodeQuote is a sim quote for an active app's node, which presents its
+// fetch credential: the runner states the node's identity, the node only
+// the report data, so a node gets quotes for itself alone.
+func (s *Service) NodeQuote(ctx context.Context, appID, token string, reportData [64]byte) ([]byte, error) {
+	a, err := s.nodeApp(ctx, appID, token)
+	if err != nil {
+		return nil, err
+	}
+	nq, ok := s.cfg.Runner.(runner.NodeQuoter)
+	if !ok {
+		return nil, errf(ErrNotFound, "this backend's runner gives its sim nodes their quoting service itself")
+	}
+	q, err := nq.SimQuote(a.Node, reportData)
+	if err != nil {
+		return nil, errf(ErrForbidden, "app %s: %v", appID, err)
+	}
+	return q, nil
 }

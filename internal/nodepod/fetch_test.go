@@ -1,4 +1,4 @@
-package bundlefetch
+package nodepod
 
 import (
 	"bytes"

@@ -1,8 +1,10 @@
-// Package bundlefetch is mse-fetch, the init container of a node's pod on
-// Kubernetes: it fetches the app's encrypted bundle from the backend with
-// the pod's credential and copies mse-node into the pod. It uses only the
-// standard library (it runs beside the trusted node, before it).
-package bundlefetch
+// Package nodepod is mse-fetch, the helper containers of a node's pod on
+// Kubernetes: the init container fetches the app's encrypted bundle from
+// the backend with the pod's credential and copies mse-node into the pod;
+// the qe sidecar (sim nodes) relays the node's quote requests to the
+// backend. It uses only the standard library (it runs beside the trusted
+// node).
+package nodepod
 
 import (
 	"context"
@@ -47,9 +49,12 @@ type Config struct {
 	Logger      *slog.Logger
 }
 
-// Main runs mse-fetch with its command-line arguments; it returns the exit
-// code.
+// Main runs mse-fetch with its command-line arguments (`mse-fetch
+// qe-proxy …` runs the qe sidecar); it returns the exit code.
 func Main(args []string, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "qe-proxy" {
+		return qeMain(args[1:], stderr)
+	}
 	fs := flag.NewFlagSet("mse-fetch", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var c Config
