@@ -204,7 +204,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("backend: runtime store: %w", err)
 	}
-	catalog, err := openCatalog(rp.catalog, images, log.With("component", "runtimes"))
+	// Pods pull runtime images from a registry (--image-prefix): the
+	// catalog's entries need not be in the local store then.
+	catalog, err := openCatalog(rp.catalog, images, cfg.Runner != RunnerKubernetes, log.With("component", "runtimes"))
 	if err != nil {
 		return fmt.Errorf("backend: %w", err)
 	}
