@@ -131,6 +131,27 @@ func TestManifestsMatchTheBackend(t *testing.T) {
 		t.Errorf("backend args %q: %v", args, err)
 	}
 
+	// The replicas share their simulated platform (a Secret at the data
+	// directory's sim/), or quotes and the published root would differ.
+	dataDir, simSecret := "", ""
+	for _, a := range args {
+		if v, ok := strings.CutPrefix(a, "--data-dir="); ok {
+			dataDir = v
+		}
+	}
+	for _, m := range pod.Containers[0].VolumeMounts {
+		if m.MountPath == dataDir+"/sim" {
+			for _, v := range pod.Volumes {
+				if v.Name == m.Name && v.Secret != nil {
+					simSecret = v.Secret.SecretName
+				}
+			}
+		}
+	}
+	if dataDir == "" || simSecret == "" {
+		t.Errorf("the Deployment mounts no Secret at --data-dir %q's sim/", dataDir)
+	}
+
 	var cm corev1.ConfigMap
 	find(t, objs, "ConfigMap", "mse", "mse-catalogs", &cm)
 	hw, err := backend.ParseHardware([]byte(cm.Data["hardware.json"]))
