@@ -168,3 +168,53 @@ func TestSimPlatformCommand(t *testing.T) {
 		t.Errorf("%d files in %s, want the platform's 4", len(ents), dir)
 	}
 }
+
+// `mse-backend backend-image` packs the real mse-backend and the CA
+// certificates; the extracted image's binary runs.
+func TestBackendImage(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds mse-backend")
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "mse-backend")
+	build := exec.Command("go", "build", "-trimpath", "-buildvcs=false", "-o", bin, "github.com/mse-in-go/mse/cmd/mse-backend")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	ca := filepath.Join(dir, "ca.pem")
+	os.WriteFile(ca, []byte("-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n"), 0o644)
+	tarPath := filepath.Join(dir, "backend.tar")
+	cmd := backend.Command()
+	var so bytes.Buffer
+	cmd.SetOut(&so)
+	cmd.SetErr(&so)
+	cmd.SetArgs([]string{"backend-image", "--out", tarPath, "--ref", "registry.example/mse/backend:v1", "--backend-binary", bin, "--ca-certificates", ca})
+	if err := cmd.Execute(); err != nil {
+		t.Fatalf("backend-image: %v\n%s", err, so.String())
+	}
+	m := regexp.MustCompile(`image: registry.example/mse/backend@(sha256:[0-9a-f]{64})`).FindStringSubmatch(so.String())
+	if m == nil {
+		t.Fatalf("backend-image said %q", so.String())
+	}
+	st, err := image.Open(filepath.Join(dir, "store"), image.DefaultLimits())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	d, err := st.Import(ctx, tarPath)
+	if err != nil || d != m[1] {
+		t.Fatalf("import: %s %v, want %s", d, err, m[1])
+	}
+	root, err := st.Rootfs(ctx, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(root, "etc/ssl/certs/ca-certificates.crt")); !bytes.HasPrefix(got, []byte("-----BEGIN CERTIFICATE")) {
+		t.Errorf("CA certificates: %q", got)
+	}
+	out, err := exec.Command(filepath.Join(root, "usr/local/bin/mse-backend"), "--help").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "serve") {
+		t.Errorf("the image's mse-backend --help: %v\n%s", err, out)
+	}
+}

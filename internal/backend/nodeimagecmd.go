@@ -79,6 +79,35 @@ func fileSHA256(p string) (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
+// writeImage writes the image built by build to path atomically.
+func writeImage(path string, build func(w io.Writer) error) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return fmt.Errorf("--out: %w", err)
+	}
+	defer os.Remove(f.Name()) // after the rename: nothing
+	err = build(f)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(f.Name(), 0o644)
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	return err
+}
+
+// imageRef checks --ref: a registry/repository:tag.
+func imageRef(ref string) (name.Tag, error) {
+	r, err := name.NewTag(ref, name.StrictValidation)
+	if err != nil {
+		return name.Tag{}, fmt.Errorf("--ref %q: %w (a registry/repository:tag, e.g. registry.example/mse/node:v1)", ref, err)
+	}
+	return r, nil
+}
+
 func nodeImageCommand() *cobra.Command {
 	var spec NodeImageSpec
 	var out, ref string
@@ -97,26 +126,15 @@ func nodeImageCommand() *cobra.Command {
 			if spec.FetchBinary == "" {
 				spec.FetchBinary = filepath.Join(filepath.Dir(exe), "mse-fetch")
 			}
-			r, err := name.NewTag(ref, name.StrictValidation)
+			r, err := imageRef(ref)
 			if err != nil {
-				return fmt.Errorf("--ref %q: %w (a repository:tag, e.g. registry.example/mse/node:v1)", ref, err)
+				return err
 			}
-			f, err := os.CreateTemp(filepath.Dir(out), "."+filepath.Base(out)+".*")
-			if err != nil {
-				return fmt.Errorf("--out: %w", err)
-			}
-			defer os.Remove(f.Name()) // after the rename: nothing
-			res, err := BuildNodeImage(cmd.Context(), spec, r.String(), f)
-			if cerr := f.Close(); err == nil {
-				err = cerr
-			}
-			if err == nil {
-				err = os.Chmod(f.Name(), 0o644)
-			}
-			if err == nil {
-				err = os.Rename(f.Name(), out)
-			}
-			if err != nil {
+			var res NodeImage
+			if err := writeImage(out, func(w io.Writer) (err error) {
+				res, err = BuildNodeImage(cmd.Context(), spec, r.String(), w)
+				return err
+			}); err != nil {
 				return err
 			}
 			repo := strings.TrimSuffix(r.String(), ":"+r.TagStr())
@@ -130,6 +148,80 @@ func nodeImageCommand() *cobra.Command {
 	f.StringVar(&spec.NodeBinary, "node-binary", "", "mse-node to put in (default: next to mse-backend)")
 	f.StringVar(&spec.FetchBinary, "fetch-binary", "", "mse-fetch to put in (default: next to mse-backend)")
 	f.Int64Var(&spec.SourceDateEpoch, "source-date-epoch", 0, "timestamp of the image's files and config (default: image.DefaultSourceDateEpoch)")
+	_ = cmd.MarkFlagRequired("out")
+	return cmd
+}
+
+// BuildBackendImage builds the backend's own image (deploy/backend.yaml):
+// /usr/local/bin/mse-backend as the entrypoint and the CA certificates it
+// verifies PostgreSQL, S3 and ACME servers with, reproducibly, written to
+// out as an OCI image layout tar naming it ref.
+func BuildBackendImage(ctx context.Context, backendBinary, caCerts string, epoch int64, ref string, out io.Writer) (string, error) {
+	tmp, err := os.MkdirTemp("", "mse-backend-image-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(tmp)
+	st, err := image.Open(tmp, image.DefaultLimits())
+	if err != nil {
+		return "", err
+	}
+	d, err := st.AddFiles(ctx, image.FilesSpec{
+		Files: []image.File{
+			{Path: "/usr/local/bin/mse-backend", Mode: 0o555, Source: backendBinary},
+			{Path: "/etc/ssl/certs/ca-certificates.crt", Mode: 0o444, Source: caCerts},
+		},
+		Entrypoint:      []string{"/usr/local/bin/mse-backend"},
+		Env:             []string{"PATH=/usr/local/bin", "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt"},
+		User:            "65532",
+		SourceDateEpoch: epoch,
+	})
+	if err != nil {
+		return "", fmt.Errorf("backend image: %w", err)
+	}
+	if err := st.ExportRef(ctx, d, ref, out); err != nil {
+		return "", fmt.Errorf("backend image: %w", err)
+	}
+	return d, nil
+}
+
+func backendImageCommand() *cobra.Command {
+	var out, ref, bin, ca string
+	var epoch int64
+	cmd := &cobra.Command{
+		Use:   "backend-image --out FILE",
+		Short: "Build the image of mse-backend itself (deploy/) as an OCI layout tar",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if bin == "" {
+				exe, err := os.Executable()
+				if err != nil {
+					return err
+				}
+				bin = exe
+			}
+			r, err := imageRef(ref)
+			if err != nil {
+				return err
+			}
+			var d string
+			if err := writeImage(out, func(w io.Writer) (err error) {
+				d, err = BuildBackendImage(cmd.Context(), bin, ca, epoch, r.String(), w)
+				return err
+			}); err != nil {
+				return err
+			}
+			repo := strings.TrimSuffix(r.String(), ":"+r.TagStr())
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: %s as %s\n  image: %s@%s\n", out, d, r.String(), repo, d)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&out, "out", "", "the OCI image layout tar to write")
+	f.StringVar(&ref, "ref", "localhost/mse/backend:dev", "the name the tar gives the image (registry/repository:tag)")
+	f.StringVar(&bin, "backend-binary", "", "the mse-backend to put in (default: this one; build it with CGO_ENABLED=0)")
+	f.StringVar(&ca, "ca-certificates", "/etc/ssl/certs/ca-certificates.crt", "the PEM bundle of CA certificates to put in")
+	f.Int64Var(&epoch, "source-date-epoch", 0, "timestamp of the image's files and config (default: image.DefaultSourceDateEpoch)")
 	_ = cmd.MarkFlagRequired("out")
 	return cmd
 }

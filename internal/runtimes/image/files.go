@@ -35,6 +35,8 @@ type FilesSpec struct {
 	Files           []File
 	Labels          map[string]string
 	User            string // the config's user ("65532")
+	Entrypoint      []string
+	Env             []string // "NAME=value"
 	SourceDateEpoch int64  // 0 → DefaultSourceDateEpoch
 }
 
@@ -88,7 +90,7 @@ func (s *Store) AddFiles(ctx context.Context, spec FilesSpec) (string, error) {
 	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
 	img, err = mutate.ConfigFile(img, &v1.ConfigFile{
 		Architecture: "amd64", OS: "linux", Created: created, RootFS: v1.RootFS{Type: "layers"},
-		Config: v1.Config{User: spec.User, Labels: spec.Labels},
+		Config: v1.Config{User: spec.User, Labels: spec.Labels, Entrypoint: spec.Entrypoint, Env: spec.Env},
 	})
 	if err != nil {
 		return "", fmt.Errorf("image of files: %w", err)
