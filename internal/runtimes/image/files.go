@@ -37,7 +37,7 @@ type FilesSpec struct {
 	User            string // the config's user ("65532")
 	Entrypoint      []string
 	Env             []string // "NAME=value"
-	SourceDateEpoch int64  // 0 → DefaultSourceDateEpoch
+	SourceDateEpoch int64    // 0 → DefaultSourceDateEpoch
 }
 
 // AddFiles builds a one-layer linux/amd64 image holding exactly spec's
