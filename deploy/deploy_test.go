@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -15,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -28,8 +30,11 @@ import (
 	"k8s.io/client-go/restmapper"
 	"sigs.k8s.io/yaml"
 
+	"github.com/mse-in-go/mse/internal/attest"
 	"github.com/mse-in-go/mse/internal/backend"
+	"github.com/mse-in-go/mse/internal/backend/runner"
 	"github.com/mse-in-go/mse/internal/backend/runner/kubernetes"
+	"github.com/mse-in-go/mse/internal/config"
 	"github.com/mse-in-go/mse/internal/runtimes"
 	"github.com/mse-in-go/mse/internal/testenv"
 )
@@ -254,6 +259,41 @@ func TestManifestsApply(t *testing.T) {
 	for _, kind := range []string{"ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding", "ConfigMap", "Deployment", "Service"} {
 		if kinds[kind] == 0 {
 			t.Errorf("no %s in deploy/", kind)
+		}
+	}
+
+	// The apps' namespace enforces Pod Security "restricted": the runner's
+	// pods (a sim node with its qe sidecar, an SGX-less TDX node) pass it,
+	// a privileged pod does not.
+	priv := true
+	bad := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "privileged"}, Spec: corev1.PodSpec{Containers: []corev1.Container{{
+		Name: "x", Image: "x@sha256:" + strings.Repeat("0", 64), SecurityContext: &corev1.SecurityContext{Privileged: &priv}}}}}
+	if _, err := k.Client.CoreV1().Pods("mse-apps").Create(ctx, bad, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}); err == nil ||
+		!strings.Contains(err.Error(), "restricted") {
+		t.Errorf("a privileged pod in mse-apps: %v, want refused by Pod Security", err)
+	}
+	r, err := kubernetes.New(kubernetes.Config{Client: k.Client, Namespace: "mse-apps", NodeImage: "mse/node@sha256:" + strings.Repeat("1", 64),
+		BundleURL: "http://mse-backend-api.mse.svc:8080", Logger: slog.New(slog.DiscardHandler),
+		NodeStatus: func(context.Context, string, string) (runner.NodeState, error) { return runner.NodeState{}, io.EOF }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	for _, hw := range []runner.Hardware{
+		{Name: "2g", MemoryMiB: 2048, Cores: 1, TEE: attest.TypeSim},
+		{Name: "tdx-4g", MemoryMiB: 4096, Cores: 2, TEE: attest.TypeTDX, Kubernetes: &runner.KubeScheduling{RuntimeClass: "kata-qemu-tdx"}},
+	} {
+		id := uuid.NewString()
+		spec := runner.SpawnSpec{Hardware: hw, Tenant: uuid.NewString(), App: config.Spec{AppID: id, Name: "hello", Domains: []string{id + ".mse.test"},
+			PythonApplication: "app:app", ExpiresAt: time.Now().Add(time.Hour).UTC(), TLSMode: config.TLSSelf,
+			Runtime: config.Runtime{Name: "flask", Image: "mse/flask:bookworm", Digest: "sha256:" + strings.Repeat("2", 64), Kind: "wsgi"}}}
+		h, err := r.Spawn(ctx, id, spec)
+		if err != nil {
+			t.Errorf("the runner's %s pod in mse-apps: %v", hw.Name, err)
+			continue
+		}
+		if err := r.Stop(ctx, id, h); err != nil {
+			t.Error(err)
 		}
 	}
 }
