@@ -211,7 +211,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("backend: runtime store: %w", err)
 	}
-	catalog, err := openCatalog(rp.catalog, images, log.With("component", "runtimes"))
+	// Pods pull runtime images from a registry (--image-prefix): the
+	// catalog's entries need not be in the local store then.
+	catalog, err := openCatalog(rp.catalog, images, cfg.Runner != RunnerKubernetes, log.With("component", "runtimes"))
 	if err != nil {
 		return fmt.Errorf("backend: %w", err)
 	}
@@ -229,7 +231,7 @@ func Run(ctx context.Context, cfg Config) error {
 		})
 	case RunnerKubernetes:
 		tee = catalogTEE(cfg.Hardware)
-		run, err = newKubeRunner(cfg.Kube, cfg.Hardware, log.With("component", "runner"))
+		run, err = newKubeRunner(cfg.Kube, cfg.Hardware, platform, log.With("component", "runner"))
 	default:
 		err = fmt.Errorf("backend: unknown runner %q (local or kubernetes)", cfg.Runner)
 	}

@@ -194,7 +194,7 @@ func Command() *cobra.Command {
 		},
 	}
 	token.AddCommand(tokenList, tokenRevoke)
-	root.AddCommand(user, token, runtimeCommand(&dataDir), domainCommand(&dataDir, &db))
+	root.AddCommand(user, token, runtimeCommand(&dataDir), domainCommand(&dataDir, &db), nodeImageCommand(), backendImageCommand(), simPlatformCommand())
 	return root
 }
 

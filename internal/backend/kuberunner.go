@@ -3,11 +3,16 @@ package backend
 import (
 	"fmt"
 	"log/slog"
+	"os"
+	"strings"
 
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	clientset "k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/mse-in-go/mse/internal/attest/sim"
 	"github.com/mse-in-go/mse/internal/backend/runner"
 	"github.com/mse-in-go/mse/internal/backend/runner/kubernetes"
 )
@@ -36,7 +41,7 @@ type KubeConfig struct {
 	NodeSelector string
 }
 
-func newKubeRunner(kc KubeConfig, hw []runner.Hardware, log *slog.Logger) (runner.Runner, error) {
+func newKubeRunner(kc KubeConfig, hw []runner.Hardware, platform *sim.Platform, log *slog.Logger) (runner.Runner, error) {
 	if err := kubernetes.ValidateHardware(hw); err != nil {
 		return nil, fmt.Errorf("backend: the hardware catalog does not suit the kubernetes runner: %w", err)
 	}
@@ -55,8 +60,36 @@ func newKubeRunner(kc KubeConfig, hw []runner.Hardware, log *slog.Logger) (runne
 	if err != nil {
 		return nil, fmt.Errorf("backend: kubernetes API: %w", err)
 	}
+	var peers []networkingv1.NetworkPolicyPeer
+	if kc.Kubeconfig == "" {
+		// In a pod: the router is this Deployment's pods, in their own
+		// namespace (deploy/: mse), which the apps' policies must name.
+		own, err := os.ReadFile(serviceAccountNamespace)
+		if err != nil {
+			return nil, fmt.Errorf("backend: kubernetes runner: this pod's namespace: %w", err)
+		}
+		peers = routerPeers(strings.TrimSpace(string(own)), kc.Namespace)
+	}
 	return kubernetes.New(kubernetes.Config{
 		Client: cs, Namespace: kc.Namespace, NodeImage: kc.NodeImage, Measurement: kc.NodeMeasurement,
 		BundleURL: kc.BundleURL, ImagePrefix: kc.ImagePrefix, NodeSelector: kc.NodeSelector, Logger: log,
+		RouterPeers: peers, Platform: platform,
 	})
+}
+
+// serviceAccountNamespace is where a pod reads its namespace.
+const serviceAccountNamespace = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+// routerPeers are the backend's pods (label app.kubernetes.io/name=mse-backend)
+// in namespace own, as the network policies of the apps in namespace apps
+// name them; nil (the runner's default: those pods in apps) when they are
+// the same namespace.
+func routerPeers(own, apps string) []networkingv1.NetworkPolicyPeer {
+	if own == "" || own == apps {
+		return nil
+	}
+	return []networkingv1.NetworkPolicyPeer{{
+		PodSelector:       &metav1.LabelSelector{MatchLabels: map[string]string{"app.kubernetes.io/name": "mse-backend"}},
+		NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": own}},
+	}}
 }

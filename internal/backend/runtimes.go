@@ -40,7 +40,10 @@ func (c *Config) runtimePaths() runtimePaths {
 type fileCatalog struct {
 	path  string
 	store *image.Store
-	log   *slog.Logger
+	// requireImages offers only entries whose image is in store (the local
+	// runner runs them from there; a cluster pulls them from a registry).
+	requireImages bool
+	log           *slog.Logger
 
 	mu      sync.Mutex
 	modTime int64
@@ -48,8 +51,8 @@ type fileCatalog struct {
 	entries []runtimes.Entry
 }
 
-func openCatalog(path string, st *image.Store, log *slog.Logger) (*fileCatalog, error) {
-	c := &fileCatalog{path: path, store: st, log: log}
+func openCatalog(path string, st *image.Store, requireImages bool, log *slog.Logger) (*fileCatalog, error) {
+	c := &fileCatalog{path: path, store: st, requireImages: requireImages, log: log}
 	st0, statErr := os.Stat(path)
 	if _, err := c.load(); err != nil {
 		return nil, err
@@ -67,7 +70,7 @@ func (c *fileCatalog) load() ([]runtimes.Entry, error) {
 	}
 	var ok []runtimes.Entry
 	for _, e := range cat.Entries() {
-		if !c.store.Has(e.Digest) {
+		if c.requireImages && !c.store.Has(e.Digest) {
 			c.log.Warn("runtime in the catalog has no image in the store: not offered; build or add it again",
 				"runtime", e.Name, "digest", e.Digest, "store", c.store.Dir())
 			continue

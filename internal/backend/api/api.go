@@ -76,6 +76,8 @@ func New(cfg Config, reg prometheus.Registerer) (http.Handler, error) {
 	route("GET /v1/apps/{id}", a.getApp)
 	route("POST /v1/apps/{id}/stop", a.stopApp)
 	route("GET /v1/apps/{id}/logs", a.logs)
+	mux.Handle("GET /v1/nodes/{app_id}/bundle", a.counted("GET /v1/nodes/{app_id}/bundle", http.HandlerFunc(a.nodeBundle)))
+	mux.Handle("POST /v1/nodes/{app_id}/quote", a.counted("POST /v1/nodes/{app_id}/quote", a.bodyDeadline(http.HandlerFunc(a.nodeQuote))))
 	mux.Handle("GET /v1/platform", a.counted("GET /v1/platform", http.HandlerFunc(a.platform)))
 	mux.Handle("GET /v1/sim/root", a.counted("GET /v1/sim/root", http.HandlerFunc(a.simRoot)))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok\n") })

@@ -31,6 +31,10 @@ func (s *Service) RuntimeImage(name string) (runtimes.Entry, error) {
 	if err != nil {
 		return runtimes.Entry{}, errf(ErrNotFound, "%v", err)
 	}
+	if h, ok := s.cfg.Images.(interface{ Has(digest string) bool }); ok && !h.Has(e.Digest) {
+		// A cluster's nodes pull it from a registry; this backend has no copy.
+		return runtimes.Entry{}, errf(ErrNotFound, "runtime %s (%s@%s) is not served by this backend; pull it from the operator's registry", e.Name, e.Image, e.Digest)
+	}
 	return e, nil
 }
 

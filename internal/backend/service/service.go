@@ -544,11 +544,7 @@ func (s *Service) spawn(ctx context.Context, app *store.App, spec config.Spec) e
 	if err != nil {
 		return err
 	}
-	local, ok := s.cfg.Blobs.(blob.Local)
-	if !ok {
-		return errors.New("service: the blob store is not local; this runner needs a local bundle")
-	}
-	path, err := local.LocalPath(app.ID)
+	path, err := s.bundlePath(app.ID)
 	if err != nil {
 		return err
 	}

@@ -17,6 +17,13 @@ import (
 // form Import reads back. Runtime images are public: the API serves them so
 // that owners run `mse cloud localtest` in the very image their nodes run in.
 func (s *Store) Export(ctx context.Context, digest string, w io.Writer) error {
+	return s.ExportRef(ctx, digest, "", w)
+}
+
+// ExportRef is Export naming the image ref in index.json (annotations
+// org.opencontainers.image.ref.name and io.containerd.image.name, which
+// `ctr images import` names the image by); "" names none.
+func (s *Store) ExportRef(ctx context.Context, digest, ref string, w io.Writer) error {
 	h, err := parseDigest(digest)
 	if err != nil {
 		return err
@@ -36,6 +43,9 @@ func (s *Store) Export(ctx context.Context, digest string, w io.Writer) error {
 		MediaType: m.MediaType, Digest: h, Size: int64(len(mb)),
 		Platform: &v1.Platform{OS: "linux", Architecture: "amd64"},
 	}}}
+	if ref != "" {
+		idx.Manifests[0].Annotations = map[string]string{"org.opencontainers.image.ref.name": ref, "io.containerd.image.name": ref}
+	}
 	if idx.Manifests[0].MediaType == "" {
 		idx.Manifests[0].MediaType = types.OCIManifestSchema1
 	}

@@ -223,13 +223,28 @@ func TestSpawnMakesThePodAndItsObjects(t *testing.T) {
 	if c.Image != "mse/flask:bookworm@"+testDigest {
 		t.Fatalf("image %q", c.Image)
 	}
+	// The pod asks for exactly the hardware: the node and the qe sidecar
+	// (a sim node's quoting relay) share it, requests = limits.
 	wantRes := corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("1"), corev1.ResourceMemory: resource.MustParse("2Gi")}
+	if len(p.Spec.InitContainers) != 2 || p.Spec.InitContainers[0].Name != "qe" || p.Spec.InitContainers[0].RestartPolicy == nil ||
+		*p.Spec.InitContainers[0].RestartPolicy != corev1.ContainerRestartPolicyAlways || p.Spec.InitContainers[1].Name != "fetch" {
+		t.Fatalf("init containers %+v: want the qe sidecar then fetch", p.Spec.InitContainers)
+	}
+	qe := p.Spec.InitContainers[0]
+	if got := strings.Join(qe.Command, " "); got != "/mse-fetch qe-proxy --credentials /run/mse/fetch --listen /run/mse/qe/qe.sock" {
+		t.Fatalf("qe sidecar command %q", got)
+	}
 	for name, q := range wantRes {
-		if got := c.Resources.Requests[name]; got.Cmp(q) != 0 {
-			t.Fatalf("request %s = %s, want %s", name, got.String(), q.String())
+		var req, lim resource.Quantity
+		for _, cr := range []corev1.ResourceRequirements{c.Resources, qe.Resources} {
+			req.Add(cr.Requests[name])
+			lim.Add(cr.Limits[name])
 		}
-		if got := c.Resources.Limits[name]; got.Cmp(q) != 0 {
-			t.Fatalf("limit %s = %s, want %s", name, got.String(), q.String())
+		if req.Cmp(q) != 0 || lim.Cmp(q) != 0 {
+			t.Fatalf("%s: requests %s, limits %s in all, want %s", name, req.String(), lim.String(), q.String())
+		}
+		if f := p.Spec.InitContainers[1].Resources.Requests[name]; f.Cmp(c.Resources.Requests[name]) != 0 {
+			t.Fatalf("fetch requests %s %s, not the node's", name, f.String())
 		}
 	}
 	args := strings.Join(c.Command, " ")
@@ -245,6 +260,9 @@ func TestSpawnMakesThePodAndItsObjects(t *testing.T) {
 	sec, err := e.admin.CoreV1().Secrets(e.ns).Get(context.Background(), SecretName(id), metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if got := string(sec.Data["quote-url"]); got != testBundleURL+"/v1/nodes/"+id+"/quote" {
+		t.Fatalf("the fetch Secret's quote-url is %q", got)
 	}
 	if !CheckFetchToken(hb, string(sec.Data[TokenKey])) || string(sec.Data[URLKey]) != testBundleURL+"/v1/nodes/"+id+"/bundle" {
 		t.Fatalf("the fetch Secret does not hold the handle's credential and the bundle URL (%q)", sec.Data[URLKey])
@@ -268,10 +286,10 @@ func TestSpawnMakesThePodAndItsObjects(t *testing.T) {
 	// kwok runs it: Running with an IP; the node does not answer (fake IP),
 	// so the state is the pod's: starting.
 	p = e.waitRunning(t, id)
-	addr, err := r.Addr(id, hb)
-	if err != nil || addr != p.Status.PodIP+":7443" {
-		t.Fatalf("Addr = %q, %v; want %s:7443", addr, err, p.Status.PodIP)
-	}
+	eventually(t, 5*time.Second, func() (bool, string) { // the runner's watch cache follows
+		addr, err := r.Addr(id, hb)
+		return err == nil && addr == p.Status.PodIP+":7443", fmt.Sprintf("Addr = %q, %v; want %s:7443", addr, err, p.Status.PodIP)
+	})
 	st, err := r.Status(context.Background(), id, hb)
 	if err != nil || st.State != nodeapi.StateStarting {
 		t.Fatalf("status %+v, %v; want starting", st, err)

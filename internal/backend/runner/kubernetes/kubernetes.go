@@ -20,6 +20,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,6 +37,8 @@ import (
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/mse-in-go/mse/internal/attest"
+	"github.com/mse-in-go/mse/internal/attest/sim"
 	"github.com/mse-in-go/mse/internal/backend/runner"
 	"github.com/mse-in-go/mse/internal/nodeapi"
 )
@@ -83,7 +86,10 @@ type Config struct {
 	// SyncTimeout bounds New's wait for its first view of pods and nodes
 	// (default 30 s).
 	SyncTimeout time.Duration
-	Logger      *slog.Logger
+	// Platform signs the quotes of sim nodes (SimQuote); nil: sim nodes get
+	// none.
+	Platform *sim.Platform
+	Logger   *slog.Logger
 }
 
 // Runner is the kubernetes runner.
@@ -107,6 +113,9 @@ type handle struct {
 	// TokenSHA256 is the hash of the node's bundle-fetch credential.
 	TokenSHA256 string           `json:"token_sha256"`
 	Resources   runner.Resources `json:"resources"`
+	// TEE and RuntimeDigest are what a sim quote of the node states.
+	TEE           string `json:"tee,omitempty"`
+	RuntimeDigest string `json:"runtime_digest,omitempty"`
 }
 
 // maxHandle bounds a stored handle.
@@ -256,7 +265,7 @@ func (r *Runner) Spawn(ctx context.Context, appID string, s runner.SpawnSpec) ([
 			_ = r.deleteAll(dctx, appID)
 		}
 	}()
-	if _, err := core.Secrets(ns).Create(ctx, r.fetchSecret(cm, appID, s.Tenant, token), metav1.CreateOptions{}); err != nil {
+	if _, err := core.Secrets(ns).Create(ctx, r.fetchSecret(cm, appID, s.Tenant, token, hardwareTEE(s.Hardware) == attest.TypeSim), metav1.CreateOptions{}); err != nil {
 		return nil, r.createError("the node's credential Secret", appID, err)
 	}
 	np := r.networkPolicy(cm, appID, s.Tenant, s.App.ACME != nil)
@@ -272,7 +281,8 @@ func (r *Runner) Spawn(ctx context.Context, appID string, s runner.SpawnSpec) ([
 		return nil, r.createError("the node's Pod", appID, err)
 	}
 	h := handle{Namespace: ns, Pod: created.Name, UID: string(created.UID), Port: r.cfg.Port, TokenSHA256: tokenHash(token),
-		Resources: runner.Resources{MemoryMiB: s.Hardware.MemoryMiB, Cores: s.Hardware.Cores}}
+		Resources: runner.Resources{MemoryMiB: s.Hardware.MemoryMiB, Cores: s.Hardware.Cores},
+		TEE:       hardwareTEE(s.Hardware), RuntimeDigest: s.App.Runtime.Digest}
 	if len(s.App.Domains) > 0 {
 		h.ServerName = s.App.Domains[0]
 	}
@@ -678,13 +688,25 @@ func (r *Runner) Capacity() (used, total runner.Resources) {
 		if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
 			continue
 		}
-		for _, c := range p.Spec.Containers {
+		for _, c := range podContainers(p) {
 			umilli += c.Resources.Requests.Cpu().MilliValue()
 			umem += c.Resources.Requests.Memory().Value()
 		}
 	}
 	used = runner.Resources{MemoryMiB: (umem + 1<<20 - 1) >> 20, Cores: int((umilli + 999) / 1000)}
 	return used, total
+}
+
+// podContainers are the containers that run for the pod's life: its
+// containers and native sidecars (whose requests add to the pod's).
+func podContainers(p *corev1.Pod) []corev1.Container {
+	out := slices.Clone(p.Spec.Containers)
+	for _, c := range p.Spec.InitContainers {
+		if c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 func nodeReady(n *corev1.Node) bool {
@@ -769,4 +791,52 @@ func extraResources(h runner.Hardware) string {
 		parts = append(parts, k+"="+v)
 	}
 	return ", " + strings.Join(parts, ", ")
+}
+
+// CheckFetchToken implements runner.BundleServer.
+func (r *Runner) CheckFetchToken(handle []byte, token string) bool {
+	return CheckFetchToken(handle, token)
+}
+
+var (
+	_ runner.BundleServer = (*Runner)(nil)
+	_ runner.NodeQuoter   = (*Runner)(nil)
+)
+
+// hardwareTEE is the TEE type of a hardware entry (empty: sim).
+func hardwareTEE(hw runner.Hardware) string {
+	if hw.TEE == "" {
+		return attest.TypeSim
+	}
+	return hw.TEE
+}
+
+// SimQuote implements runner.NodeQuoter: the quote states the node image's
+// mse-node (Config.Measurement), sim.DevSigner and the app's runtime image,
+// as the local runner's quoting service does.
+func (r *Runner) SimQuote(hb []byte, reportData [64]byte) ([]byte, error) {
+	h, err := parseHandle(hb)
+	if err != nil {
+		return nil, err
+	}
+	if h.TEE != attest.TypeSim {
+		return nil, fmt.Errorf("kubernetes runner: the node runs on %q hardware, which quotes for itself; only sim nodes get quotes from the backend", h.TEE)
+	}
+	if r.cfg.Platform == nil {
+		return nil, errors.New("kubernetes runner: no simulated platform to sign quotes with")
+	}
+	id := sim.Identity{Signer: sim.DevSigner}
+	if m, err := hex.DecodeString(r.cfg.Measurement); err != nil || len(m) != len(id.Measurement) {
+		return nil, errors.New("kubernetes runner: sim quotes need the node image's mse-node SHA-256 (--node-measurement, 64 hex digits)")
+	} else {
+		copy(id.Measurement[:], m)
+	}
+	if d, ok := strings.CutPrefix(h.RuntimeDigest, "sha256:"); ok {
+		b, err := hex.DecodeString(d)
+		if err != nil || len(b) != len(id.RuntimeDigest) {
+			return nil, errors.New("kubernetes runner: bad runtime digest in the node handle")
+		}
+		copy(id.RuntimeDigest[:], b)
+	}
+	return r.cfg.Platform.Quote(id, reportData, time.Now())
 }

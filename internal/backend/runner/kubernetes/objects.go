@@ -37,6 +37,8 @@ const (
 	specKey        = "spec.json"
 	tokenKey       = "token"
 	urlKey         = "bundle-url"
+	quoteURLKey    = "quote-url"
+	containerQE    = "qe"
 
 	dirBin    = "/mse/bin"
 	dirSpec   = "/run/mse/spec"
@@ -105,19 +107,28 @@ func ownedBy(cm *corev1.ConfigMap) []metav1.OwnerReference {
 }
 
 // fetchSecret is the node's credential for fetching its bundle.
-func (r *Runner) fetchSecret(cm *corev1.ConfigMap, appID, tenant, token string) *corev1.Secret {
+// A sim node's also holds quote-url, where its qe sidecar asks for quotes.
+func (r *Runner) fetchSecret(cm *corev1.ConfigMap, appID, tenant, token string, sim bool) *corev1.Secret {
 	immutable := true
+	data := map[string]string{tokenKey: token, urlKey: r.bundleURL(appID)}
+	if sim {
+		data[quoteURLKey] = r.nodeURL(appID) + "/quote"
+	}
 	return &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: secretName(appID), Namespace: cm.Namespace, Labels: labels(appID, tenant), OwnerReferences: ownedBy(cm)},
 		Immutable:  &immutable,
 		Type:       corev1.SecretTypeOpaque,
-		StringData: map[string]string{tokenKey: token, urlKey: r.bundleURL(appID)},
+		StringData: data,
 	}
+}
+
+func (r *Runner) nodeURL(appID string) string {
+	return strings.TrimSuffix(r.cfg.BundleURL, "/") + "/v1/nodes/" + appID
 }
 
 // bundleURL is where appID's pod fetches its bundle.
 func (r *Runner) bundleURL(appID string) string {
-	return strings.TrimSuffix(r.cfg.BundleURL, "/") + "/v1/nodes/" + appID + "/bundle"
+	return r.nodeURL(appID) + "/bundle"
 }
 
 // pod is the app's node.
@@ -221,6 +232,41 @@ func (r *Runner) pod(cm *corev1.ConfigMap, appID, tenant, image string, s runner
 				mem("qe", 1<<20),
 			},
 		},
+	}
+	if tee == attest.TypeSim {
+		// The quoting service's socket, relayed to the backend with the
+		// pod's credential (a native sidecar, started before the fetch so
+		// that it listens when the node starts).
+		always := corev1.ContainerRestartPolicyAlways
+		small := corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m"), corev1.ResourceMemory: resource.MustParse("16Mi")}
+		qe := corev1.Container{
+			Name:  containerQE,
+			Image: r.cfg.NodeImage,
+			Command: []string{"/mse-fetch", "qe-proxy",
+				"--credentials", dirFetch,
+				"--listen", dirQE + "/qe.sock"},
+			RestartPolicy:            &always,
+			Resources:                corev1.ResourceRequirements{Requests: small, Limits: small},
+			SecurityContext:          sc,
+			ImagePullPolicy:          r.cfg.PullPolicy,
+			TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+			VolumeMounts: []corev1.VolumeMount{
+				{Name: "fetch", MountPath: dirFetch, ReadOnly: true},
+				{Name: "qe", MountPath: dirQE},
+			},
+		}
+		// A sidecar's resources add to the pod's: the others give them up,
+		// so that the pod asks for exactly the hardware entry.
+		rest := res.DeepCopy()
+		for name, q := range small {
+			left := rest[name]
+			left.Sub(q)
+			rest[name] = left
+		}
+		for _, c := range []*corev1.Container{&p.Spec.InitContainers[0], &p.Spec.Containers[0]} {
+			c.Resources = corev1.ResourceRequirements{Requests: rest, Limits: rest.DeepCopy()}
+		}
+		p.Spec.InitContainers = append([]corev1.Container{qe}, p.Spec.InitContainers...)
 	}
 	if k != nil {
 		if len(k.NodeSelector) > 0 {

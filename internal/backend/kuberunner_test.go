@@ -1,0 +1,62 @@
+package backend
+
+import (
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/mse-in-go/mse/internal/runtimes/image"
+)
+
+func TestRouterPeers(t *testing.T) {
+	for _, c := range []struct {
+		own, apps string
+		want      string // the namespace selected, "" for the runner's default
+	}{
+		{"mse", "mse-apps", "mse"},
+		{"mse-apps", "mse-apps", ""},
+		{"", "mse-apps", ""},
+	} {
+		p := routerPeers(c.own, c.apps)
+		if c.want == "" {
+			if p != nil {
+				t.Errorf("routerPeers(%q, %q) = %+v, want the default", c.own, c.apps, p)
+			}
+			continue
+		}
+		if len(p) != 1 || p[0].NamespaceSelector.MatchLabels["kubernetes.io/metadata.name"] != c.want ||
+			p[0].PodSelector.MatchLabels["app.kubernetes.io/name"] != "mse-backend" {
+			t.Errorf("routerPeers(%q, %q) = %+v", c.own, c.apps, p)
+		}
+	}
+}
+
+// The local runner offers only runtimes whose image it holds; with the
+// kubernetes runner the cluster pulls them, so the catalog is offered as is.
+func TestCatalogRequiresImagesOnlyLocally(t *testing.T) {
+	dir := t.TempDir()
+	st, err := image.Open(filepath.Join(dir, "store"), image.DefaultLimits())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cat := filepath.Join(dir, "runtimes.json")
+	if err := os.WriteFile(cat, []byte(`{"runtimes":[{"name":"flask","image":"mse/flask:bookworm","digest":"sha256:`+
+		strings.Repeat("ab", 32)+`","kind":"wsgi"}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.DiscardHandler)
+	for _, c := range []struct {
+		require bool
+		want    int
+	}{{true, 0}, {false, 1}} {
+		fc, err := openCatalog(cat, st, c.require, log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := len(fc.Entries()); got != c.want {
+			t.Errorf("requireImages %v: %d entries offered, want %d", c.require, got, c.want)
+		}
+	}
+}
