@@ -619,7 +619,21 @@ func testClaimSpawn(t *testing.T, s store.Store) {
 // through b: exactly one wins.
 func claimRace(t *testing.T, a, b store.Store, id string, seen time.Time, workers int) {
 	t.Helper()
+	race(t, "ClaimSpawn", workers, func(w int) error {
+		s := a
+		if w%2 == 1 {
+			s = b
+		}
+		return s.ClaimSpawn(ctx, id, seen, at(1000+w))
+	})
+}
+
+// race runs try(0..workers-1) at once and requires exactly one success;
+// the others must fail with ErrConflict. It returns the winner's index.
+func race(t *testing.T, what string, workers int, try func(w int) error) int {
+	t.Helper()
 	var wins atomic.Int32
+	var winner atomic.Int32
 	var wg sync.WaitGroup
 	start := make(chan struct{})
 	errs := make(chan error, workers)
@@ -627,14 +641,11 @@ func claimRace(t *testing.T, a, b store.Store, id string, seen time.Time, worker
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s := a
-			if w%2 == 1 {
-				s = b
-			}
 			<-start
-			switch err := s.ClaimSpawn(ctx, id, seen, at(1000+w)); {
+			switch err := try(w); {
 			case err == nil:
 				wins.Add(1)
+				winner.Store(int32(w))
 			case errors.Is(err, store.ErrConflict):
 			default:
 				errs <- err
@@ -645,11 +656,12 @@ func claimRace(t *testing.T, a, b store.Store, id string, seen time.Time, worker
 	wg.Wait()
 	close(errs)
 	for err := range errs {
-		t.Errorf("concurrent ClaimSpawn: unexpected error %v", err)
+		t.Errorf("concurrent %s: unexpected error %v", what, err)
 	}
 	if n := wins.Load(); n != 1 {
-		t.Fatalf("%d concurrent claims won, want exactly 1", n)
+		t.Fatalf("%d concurrent %s won, want exactly 1", n, what)
 	}
+	return int(winner.Load())
 }
 
 func testClaimSpawnConcurrent(t *testing.T, s store.Store) {
@@ -670,42 +682,18 @@ func RunReplicas(t *testing.T, open func(t *testing.T) (store.Store, store.Store
 		alice := mkUser(t, a, "alice")
 		for r := range 5 {
 			app := mkApp(t, a, alice, nil, "race", fmt.Sprintf("race%d.example", r))
-			var wins atomic.Int32
-			var wg sync.WaitGroup
-			start := make(chan struct{})
-			errs := make(chan error, 16)
-			for w := range 16 {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					s := a
-					if w%2 == 1 {
-						s = b
-					}
-					<-start
-					// Half stop it (a user), half expire it (the loop).
-					reason := "stopped by alice"
-					if w%4 >= 2 {
-						reason = "expired"
-					}
-					switch err := s.TransitionApp(ctx, app.ID, active, store.StatusStopped, reason, at(100+w)); {
-					case err == nil:
-						wins.Add(1)
-					case errors.Is(err, store.ErrConflict):
-					default:
-						errs <- err
-					}
-				}()
-			}
-			close(start)
-			wg.Wait()
-			close(errs)
-			for err := range errs {
-				t.Errorf("TransitionApp: unexpected error %v", err)
-			}
-			if n := wins.Load(); n != 1 {
-				t.Fatalf("round %d: %d stops won across two handles, want exactly 1", r, n)
-			}
+			race(t, fmt.Sprintf("stops across two handles (round %d)", r), 16, func(w int) error {
+				s := a
+				if w%2 == 1 {
+					s = b
+				}
+				// Half stop it (a user), half expire it (the loop).
+				reason := "stopped by alice"
+				if w%4 >= 2 {
+					reason = "expired"
+				}
+				return s.TransitionApp(ctx, app.ID, active, store.StatusStopped, reason, at(100+w))
+			})
 			if g := getApp(t, b, app.ID); g.Status != store.StatusStopped {
 				t.Errorf("status through the other handle = %s", g.Status)
 			}
@@ -846,40 +834,12 @@ func testTransitionConcurrent(t *testing.T, s store.Store) {
 	for r := range rounds {
 		a := mkApp(t, s, alice, nil, "race", fmt.Sprintf("race%d.example", r))
 		targets := []store.AppStatus{store.StatusInitializing, store.StatusRunning, store.StatusStopped, store.StatusOnError}
-		var wins atomic.Int32
-		var winner atomic.Value
-		var wg sync.WaitGroup
-		start := make(chan struct{})
-		errs := make(chan error, workers)
-		for w := range workers {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				<-start
-				to := targets[w%len(targets)]
-				err := s.TransitionApp(ctx, a.ID, spawning, to, fmt.Sprint("worker ", w), at(100+w))
-				switch {
-				case err == nil:
-					wins.Add(1)
-					winner.Store(to)
-				case errors.Is(err, store.ErrConflict):
-				default:
-					errs <- err
-				}
-			}()
-		}
-		close(start)
-		wg.Wait()
-		close(errs)
-		for err := range errs {
-			t.Errorf("concurrent TransitionApp: unexpected error %v", err)
-		}
-		if n := wins.Load(); n != 1 {
-			t.Fatalf("round %d: %d transitions won, want exactly 1", r, n)
-		}
+		w := race(t, fmt.Sprintf("TransitionApp (round %d)", r), workers, func(w int) error {
+			return s.TransitionApp(ctx, a.ID, spawning, targets[w%len(targets)], fmt.Sprint("worker ", w), at(100+w))
+		})
 		g := getApp(t, s, a.ID)
-		if g.Status != winner.Load().(store.AppStatus) {
-			t.Errorf("status %s, winner set %s", g.Status, winner.Load())
+		if want := targets[w%len(targets)]; g.Status != want {
+			t.Errorf("status %s, the winner set %s", g.Status, want)
 		}
 	}
 }
@@ -913,40 +873,14 @@ func testCreateAppDomainConflict(t *testing.T, s store.Store) {
 func testCreateAppConcurrentDomain(t *testing.T, s store.Store) {
 	alice := mkUser(t, s, "alice")
 	const workers = 24
-	var wg sync.WaitGroup
-	var wins atomic.Int32
-	start := make(chan struct{})
-	errs := make(chan error, workers)
-	for w := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			// Overlapping sets in different orders: one must win, no deadlock.
-			ds := []string{"a.example", "b.example", fmt.Sprintf("own%d.example", w)}
-			if w%2 == 1 {
-				ds = []string{fmt.Sprintf("own%d.example", w), "b.example", "a.example"}
-			}
-			a := newApp(alice, nil, fmt.Sprint("c", w), ds...)
-			<-start
-			err := s.CreateApp(ctx, a)
-			switch {
-			case err == nil:
-				wins.Add(1)
-			case errors.Is(err, store.ErrConflict):
-			default:
-				errs <- err
-			}
-		}()
-	}
-	close(start)
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Errorf("concurrent CreateApp: unexpected error %v", err)
-	}
-	if n := wins.Load(); n != 1 {
-		t.Fatalf("%d CreateApp won, want exactly 1", n)
-	}
+	race(t, "CreateApp", workers, func(w int) error {
+		// Overlapping sets in different orders: one must win, no deadlock.
+		ds := []string{"a.example", "b.example", fmt.Sprintf("own%d.example", w)}
+		if w%2 == 1 {
+			ds = []string{fmt.Sprintf("own%d.example", w), "b.example", "a.example"}
+		}
+		return s.CreateApp(ctx, newApp(alice, nil, fmt.Sprint("c", w), ds...))
+	})
 	as, err := s.ListApps(ctx, store.AppFilter{})
 	ok(t, err, "ListApps")
 	if len(as) != 1 {
@@ -1262,34 +1196,9 @@ func testDomainReservationsConcurrent(t *testing.T, s store.Store) {
 	for i := range users {
 		users[i] = mkUser(t, s, fmt.Sprint("u", i))
 	}
-	var wg sync.WaitGroup
-	var wins atomic.Int32
-	start := make(chan struct{})
-	errs := make(chan error, workers)
-	for i := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-start
-			err := s.ReserveDomain(ctx, &store.DomainReservation{Domain: "race.example", UserID: users[i].ID, Proof: store.ProofCertificate})
-			switch {
-			case err == nil:
-				wins.Add(1)
-			case errors.Is(err, store.ErrConflict):
-			default:
-				errs <- err
-			}
-		}()
-	}
-	close(start)
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Errorf("concurrent ReserveDomain: unexpected error %v", err)
-	}
-	if n := wins.Load(); n != 1 {
-		t.Fatalf("%d ReserveDomain won, want exactly 1", n)
-	}
+	race(t, "ReserveDomain", workers, func(i int) error {
+		return s.ReserveDomain(ctx, &store.DomainReservation{Domain: "race.example", UserID: users[i].ID, Proof: store.ProofCertificate})
+	})
 	rs, err := s.ListDomainReservations(ctx, "")
 	ok(t, err, "ListDomainReservations")
 	if len(rs) != 1 {
