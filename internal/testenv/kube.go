@@ -133,10 +133,17 @@ func Kube(t testing.TB) *KubeCluster {
 // KubeMain runs the tests, then stops the cluster if one was started.
 func KubeMain(m *testing.M) {
 	code := m.Run()
+	StopKube()
+	os.Exit(code)
+}
+
+// StopKube stops the cluster if one was started: for a TestMain that also
+// stops other components (pgtest.Stop) after m.Run.
+func StopKube() {
 	if kube != nil {
 		kube.stop()
+		kube, kubeErr = nil, errors.New("testenv: the test cluster was stopped")
 	}
-	os.Exit(code)
 }
 
 // Namespace creates a fresh namespace for t, deleted (with all in it) when
