@@ -13,12 +13,11 @@ import (
 	"github.com/mse-in-go/mse/internal/backend/service/servicetest"
 	"github.com/mse-in-go/mse/internal/backend/store"
 	"github.com/mse-in-go/mse/internal/client"
-	"github.com/mse-in-go/mse/internal/nodeapi"
 )
 
 // seedApps inserts n running apps of owner straight into the store, newest
-// last, each with a node of the fake runner reporting running (so that the
-// router's Lookup finds a route), and returns their ids newest first (the
+// last, each with a node of the fake runner (so that the router's Lookup
+// finds a route), and returns their ids newest first (the
 // API's order).
 func seedApps(tb testing.TB, e *servicetest.Env, owner *store.User, n int) []string {
 	tb.Helper()
@@ -43,7 +42,6 @@ func seedApps(tb testing.TB, e *servicetest.Env, owner *store.User, n int) []str
 		if err != nil {
 			tb.Fatal(err)
 		}
-		e.Runner.SetState(a.ID, nodeapi.StateRunning, "")
 		a.Node = h
 		if err := e.Store.CreateApp(ctx, a); err != nil {
 			tb.Fatal(err)
