@@ -318,7 +318,7 @@ func TestLeaseRunWaitsForLead(t *testing.T) {
 }
 
 func TestNewLeaseRefuses(t *testing.T) {
-	c := fake.NewSimpleClientset()
+	c := fake.NewClientset()
 	for _, tc := range []struct {
 		name string
 		cfg  leader.LeaseConfig
