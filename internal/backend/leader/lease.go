@@ -172,7 +172,7 @@ func (l *Lease) elector(started func(context.Context)) (*leaderelection.LeaderEl
 // Run implements Elector.
 func (l *Lease) Run(ctx context.Context, lead func(ctx context.Context)) error {
 	// client-go logs through klog: into this elector's logger.
-	ctx = klog.NewContext(ctx, logr.FromSlogHandler(l.log.With("component", "leaderelection").Handler()))
+	ctx = klog.NewContext(ctx, logr.FromSlogHandler(l.log.With("from", "client-go leaderelection").Handler()))
 	for ctx.Err() == nil {
 		// client-go starts lead in a goroutine and does not wait for it:
 		// after its Run returns, either lead has begun (wait for it to
