@@ -20,6 +20,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	clientset "k8s.io/client-go/kubernetes"
 
 	"github.com/mse-in-go/mse/internal/atomicfile"
 	"github.com/mse-in-go/mse/internal/attest"
@@ -124,6 +125,11 @@ type Config struct {
 	// or "kubernetes" (one pod per app, Kube).
 	Runner string
 	Kube   KubeConfig
+	// LeaderElection is how replicas on one PostgreSQL database elect the
+	// one that runs the loops: "postgres" (the default: an advisory lock)
+	// or "lease" (a Kubernetes Lease in Kube.Namespace; kubernetes runner
+	// only).
+	LeaderElection string
 	// Ready, if set, is called once the backend serves.
 	Ready func(Info)
 }
@@ -221,6 +227,7 @@ func Run(ctx context.Context, cfg Config) error {
 		log.Warn("the runtime catalog is empty: no app can be deployed; build one with `mse-backend runtime build flask`", "catalog", rp.catalog)
 	}
 	var run runner.Runner
+	var kube clientset.Interface // the kubernetes runner's
 	tee := attest.TypeSim
 	switch cfg.Runner {
 	case "", RunnerLocal:
@@ -231,7 +238,9 @@ func Run(ctx context.Context, cfg Config) error {
 		})
 	case RunnerKubernetes:
 		tee = catalogTEE(cfg.Hardware)
-		run, err = newKubeRunner(cfg.Kube, cfg.Hardware, platform, log.With("component", "runner"))
+		if kube, err = kubeClient(cfg.Kube); err == nil {
+			run, err = newKubeRunner(cfg.Kube, kube, cfg.Hardware, platform, log.With("component", "runner"))
+		}
 	default:
 		err = fmt.Errorf("backend: unknown runner %q (local or kubernetes)", cfg.Runner)
 	}
@@ -239,7 +248,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer run.Close()
-	reps, err := openReplicas(cfg, run, log)
+	reps, err := openReplicas(cfg, run, kube, log)
 	if err != nil {
 		return err
 	}

@@ -109,6 +109,7 @@ func Command() *cobra.Command {
 	f.StringVar(&cfg.Kube.NodeMeasurement, "node-measurement", "", "kubernetes runner: SHA-256 (hex) of the mse-node in --node-image, for display")
 	f.StringVar(&cfg.Kube.BundleURL, "bundle-url", os.Getenv("MSE_BUNDLE_URL"), "kubernetes runner: this backend's base URL as pods reach it (they fetch their bundle there)")
 	f.StringVar(&cfg.Kube.ImagePrefix, "image-prefix", "", `kubernetes runner: prefix of runtime image references (a registry, "registry.example/mse/")`)
+	f.StringVar(&cfg.LeaderElection, "leader-election", envOr("MSE_LEADER_ELECTION", LeaderPostgres), "replicas on one PostgreSQL database: who runs the loops, by an advisory lock (postgres) or a Kubernetes Lease in --namespace (lease; kubernetes runner)")
 	f.StringVar(&cfg.Kube.NodeSelector, "kube-node-selector", "", "kubernetes runner: label selector of the cluster nodes counted as capacity (default all)")
 	root.AddCommand(serve)
 	root.RunE = serve.RunE

@@ -13,7 +13,10 @@ import (
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/mse-in-go/mse/internal/backend"
+	"github.com/mse-in-go/mse/internal/backend/store/pgtest"
 	"github.com/mse-in-go/mse/internal/testenv"
 )
 
@@ -93,4 +96,84 @@ func TestServeWithTheKubernetesRunner(t *testing.T) {
 	if err := json.NewDecoder(resp.Body).Decode(&p); err != nil || p.TEE != "sgx" {
 		t.Fatalf("platform tee %q (%v); want sgx", p.TEE, err)
 	}
+}
+
+// Two `mse-backend serve --leader-election lease` on one PostgreSQL database
+// with the kubernetes runner: one leads through the Lease, the other
+// follows, and takes over when the leader stops.
+func TestServeLeaseElection(t *testing.T) {
+	k := testenv.Kube(t)
+	ns := k.Namespace(t)
+	db := pgtest.URL(t)
+	type replica struct {
+		out    *syncBuf
+		cancel context.CancelFunc
+		done   chan error
+	}
+	start := func(name string) *replica {
+		dir := filepath.Join(t.TempDir(), name)
+		cmd := backend.Command()
+		r := &replica{out: &syncBuf{}, done: make(chan error, 1)}
+		cmd.SetOut(r.out)
+		cmd.SetErr(r.out)
+		cmd.SetArgs([]string{"serve", "--data-dir", dir, "--db", db, "--api-addr", "127.0.0.1:0", "--router-addr", "127.0.0.1:0",
+			"--runner", "kubernetes", "--kubeconfig", k.Kubeconfig, "--namespace", ns, "--leader-election", "lease",
+			"--node-image", "mse/node@sha256:1111111111111111111111111111111111111111111111111111111111111111",
+			"--bundle-url", "https://mse-backend.mse.svc:8081"})
+		ctx, cancel := context.WithCancel(context.Background())
+		r.cancel = cancel
+		go func() { r.done <- cmd.ExecuteContext(ctx) }()
+		t.Cleanup(func() {
+			cancel()
+			select {
+			case err := <-r.done:
+				if err != nil {
+					t.Errorf("serve %s: %v", name, err)
+				}
+			case <-time.After(30 * time.Second):
+				t.Errorf("serve %s did not stop", name)
+			}
+			if t.Failed() {
+				t.Logf("serve %s:\n%s", name, r.out.String())
+			}
+		})
+		return r
+	}
+	// Logs go to the process's stderr: the Lease tells who leads (both
+	// replicas are this process: their identities differ by a random
+	// suffix).
+	holder := func() string {
+		l, err := k.Client.CoordinationV1().Leases(ns).Get(context.Background(), "mse-backend-leader", metav1.GetOptions{})
+		if err != nil || l.Spec.HolderIdentity == nil {
+			return ""
+		}
+		return *l.Spec.HolderIdentity
+	}
+	wait := func(within time.Duration, what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(within)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("not within %s: %s", within, what)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	a := start("a")
+	wait(60*time.Second, "a holds the Lease", func() bool { return holder() != "" })
+	first := holder()
+	b := start("b")
+	wait(60*time.Second, "b serves", func() bool { return strings.Contains(b.out.String(), "mse-backend ready") })
+	// Several of b's attempts (every 2 s): a keeps the Lease.
+	time.Sleep(5 * time.Second)
+	if h := holder(); h != first {
+		t.Fatalf("the Lease moved from %q to %q while its holder ran", first, h)
+	}
+	a.cancel()
+	if err := <-a.done; err != nil {
+		t.Fatalf("serve a: %v", err)
+	}
+	a.done <- nil // for the cleanup
+	// a released the Lease: b takes over at its next attempt.
+	wait(5*time.Second, "b holds the Lease after a stopped", func() bool { h := holder(); return h != "" && h != first })
 }

@@ -41,10 +41,9 @@ type KubeConfig struct {
 	NodeSelector string
 }
 
-func newKubeRunner(kc KubeConfig, hw []runner.Hardware, platform *sim.Platform, log *slog.Logger) (runner.Runner, error) {
-	if err := kubernetes.ValidateHardware(hw); err != nil {
-		return nil, fmt.Errorf("backend: the hardware catalog does not suit the kubernetes runner: %w", err)
-	}
+// kubeClient is the Kubernetes API client of kc: its kubeconfig, or the
+// in-cluster service account.
+func kubeClient(kc KubeConfig) (clientset.Interface, error) {
 	var rc *rest.Config
 	var err error
 	if kc.Kubeconfig != "" {
@@ -59,6 +58,13 @@ func newKubeRunner(kc KubeConfig, hw []runner.Hardware, platform *sim.Platform, 
 	cs, err := clientset.NewForConfig(rc)
 	if err != nil {
 		return nil, fmt.Errorf("backend: kubernetes API: %w", err)
+	}
+	return cs, nil
+}
+
+func newKubeRunner(kc KubeConfig, cs clientset.Interface, hw []runner.Hardware, platform *sim.Platform, log *slog.Logger) (runner.Runner, error) {
+	if err := kubernetes.ValidateHardware(hw); err != nil {
+		return nil, fmt.Errorf("backend: the hardware catalog does not suit the kubernetes runner: %w", err)
 	}
 	var peers []networkingv1.NetworkPolicyPeer
 	if kc.Kubeconfig == "" {

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	clientset "k8s.io/client-go/kubernetes"
+
 	"github.com/mse-in-go/mse/internal/backend/leader"
 	"github.com/mse-in-go/mse/internal/backend/runner"
 	"github.com/mse-in-go/mse/internal/backend/runner/local"
@@ -78,8 +80,27 @@ type replicas struct {
 // database waits for the lock at start before it gives up.
 const guardTimeout = 3 * time.Second
 
-// openReplicas sets up the election for a backend on db.
-func openReplicas(cfg Config, run runner.Runner, log *slog.Logger) (*replicas, error) {
+// Leader elections (Config.LeaderElection, --leader-election).
+const (
+	LeaderPostgres = "postgres"
+	LeaderLease    = "lease"
+)
+
+// openReplicas sets up the election for a backend on db; kube is the
+// kubernetes runner's client (nil with another runner).
+func openReplicas(cfg Config, run runner.Runner, kube clientset.Interface, log *slog.Logger) (*replicas, error) {
+	switch cfg.LeaderElection {
+	case "", LeaderPostgres:
+	case LeaderLease:
+		if kube == nil {
+			return nil, errors.New("backend: --leader-election lease needs the kubernetes runner (--runner kubernetes); with the local runner one backend serves a database")
+		}
+		if !isPostgres(cfg.DB) {
+			return nil, errors.New("backend: --leader-election lease is for several replicas on one PostgreSQL database (--db postgres://...); a SQLite database has one backend")
+		}
+	default:
+		return nil, fmt.Errorf("backend: unknown --leader-election %q (postgres or lease)", cfg.LeaderElection)
+	}
 	if !isPostgres(cfg.DB) {
 		// SQLite: the lock taken before the store opened makes this
 		// process the only one.
@@ -88,6 +109,14 @@ func openReplicas(cfg Config, run runner.Runner, log *slog.Logger) (*replicas, e
 	cc, err := postgres.ConnConfig(cfg.DB)
 	if err != nil {
 		return nil, fmt.Errorf("backend: %w", err)
+	}
+	if cfg.LeaderElection == LeaderLease && sharedRunner(run) {
+		el, err := leader.NewLease(leader.LeaseConfig{Client: kube, Namespace: cfg.Kube.Namespace, Logger: log.With("component", "leader")})
+		if err != nil {
+			return nil, fmt.Errorf("backend: %w", err)
+		}
+		log.Info("several replicas may serve this database: this one runs the loops while it holds the Lease", "lease", cfg.Kube.Namespace+"/"+leader.DefaultLeaseName, "identity", el.Identity())
+		return &replicas{elector: el, spawnClaim: service.DefaultSpawnTimeout + service.SpawnClaimMargin, close: func() {}}, nil
 	}
 	el, err := leader.NewPostgres(leader.PostgresConfig{Conn: cc, Logger: log.With("component", "leader")})
 	if err != nil {

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	clientset "k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/mse-in-go/mse/internal/backend/leader"
 	"github.com/mse-in-go/mse/internal/backend/runner"
@@ -57,7 +59,7 @@ func TestLockSQLite(t *testing.T) {
 func TestReplicasLocalRunnerAlone(t *testing.T) {
 	url := pgtest.URL(t)
 	var run runner.Runner = (*local.Runner)(nil) // only its type matters here
-	first, err := openReplicas(Config{DB: url}, run, discard())
+	first, err := openReplicas(Config{DB: url}, run, nil, discard())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +71,7 @@ func TestReplicasLocalRunnerAlone(t *testing.T) {
 		t.Errorf("local runner: the loops' elector is %T, want leader.Always (the backend holds the lock itself)", first.elector)
 	}
 	start := time.Now()
-	_, err = openReplicas(Config{DB: url}, run, discard())
+	_, err = openReplicas(Config{DB: url}, run, nil, discard())
 	if err == nil || !strings.Contains(err.Error(), "another mse-backend leads the database (server session pid ") || !strings.Contains(err.Error(), "mse-backend leader election") {
 		t.Fatalf("second backend: err = %v, want a refusal naming the leader's session", err)
 	}
@@ -91,7 +93,7 @@ func TestReplicasLocalRunnerAlone(t *testing.T) {
 		t.Fatal("the backend did not notice it lost the database's lock")
 	}
 	first.close()
-	again, err := openReplicas(Config{DB: url}, run, discard())
+	again, err := openReplicas(Config{DB: url}, run, nil, discard())
 	if err != nil {
 		t.Fatalf("a backend after the first stopped: %v", err)
 	}
@@ -105,7 +107,7 @@ func TestReplicasSharedRunner(t *testing.T) {
 	run := servicetest.NewRunner(runner.Resources{MemoryMiB: 1024, Cores: 1})
 	var reps []*replicas
 	for range 2 {
-		r, err := openReplicas(Config{DB: url}, run, discard())
+		r, err := openReplicas(Config{DB: url}, run, nil, discard())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -131,5 +133,42 @@ func TestReplicasSharedRunner(t *testing.T) {
 			t.Fatalf("leading: %v and %v, want exactly one", a.Leading(), b.Leading())
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// --leader-election lease: a Kubernetes Lease in the runner's namespace,
+// only with the kubernetes runner's client and PostgreSQL.
+func TestReplicasLeaseElection(t *testing.T) {
+	kube := fake.NewClientset()
+	run := servicetest.NewRunner(runner.Resources{MemoryMiB: 1024, Cores: 1})
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+		kube clientset.Interface
+		want string
+	}{
+		{"unknown election", Config{DB: "postgres://x/y", LeaderElection: "raft"}, kube, `unknown --leader-election "raft"`},
+		{"lease without the kubernetes runner", Config{DB: "postgres://x/y", LeaderElection: LeaderLease}, nil, "needs the kubernetes runner"},
+		{"lease on SQLite", Config{DB: filepath.Join(t.TempDir(), "mse.db"), LeaderElection: LeaderLease}, kube, "one PostgreSQL database"},
+		{"lease without a namespace", Config{DB: "postgres://x/y", LeaderElection: LeaderLease}, kube, "no namespace for the Lease"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, err := openReplicas(tc.cfg, run, tc.kube, discard())
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				if r != nil {
+					r.close()
+				}
+				t.Fatalf("openReplicas: %v, want an error with %q", err, tc.want)
+			}
+		})
+	}
+	cfg := Config{DB: "postgres://postgres@127.0.0.1:1/none?sslmode=disable", LeaderElection: LeaderLease, Kube: KubeConfig{Namespace: "mse-apps"}}
+	r, err := openReplicas(cfg, run, kube, discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.close()
+	if _, ok := r.elector.(*leader.Lease); !ok || r.started || r.spawnClaim <= 0 {
+		t.Fatalf("lease: elector %T, started %v, spawn claim %s", r.elector, r.started, r.spawnClaim)
 	}
 }

@@ -133,10 +133,17 @@ func Kube(t testing.TB) *KubeCluster {
 // KubeMain runs the tests, then stops the cluster if one was started.
 func KubeMain(m *testing.M) {
 	code := m.Run()
+	StopKube()
+	os.Exit(code)
+}
+
+// StopKube stops the cluster if one was started: for a TestMain that also
+// stops other components (pgtest.Stop) after m.Run.
+func StopKube() {
 	if kube != nil {
 		kube.stop()
+		kube, kubeErr = nil, errors.New("testenv: the test cluster was stopped")
 	}
-	os.Exit(code)
 }
 
 // Namespace creates a fresh namespace for t, deleted (with all in it) when
@@ -662,3 +669,56 @@ func selfSignedCert(dir, name string) (certFile, keyFile string, err error) {
 }
 
 func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
+
+// AddKwokNode registers one more node that kwok runs, with cores and
+// memory (bytes) allocatable, 110 pods, labels and taints besides kwok's,
+// waits until it is Ready, and deletes it when t ends: for tests that need
+// room or a node of their own (benchmarks of many pods).
+func (k *KubeCluster) AddKwokNode(t testing.TB, name string, cores int, memory int64, labels map[string]string, taints []corev1.Taint) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	l := map[string]string{"type": "kwok", "kubernetes.io/hostname": name, "kubernetes.io/os": "linux"}
+	for key, v := range labels {
+		l[key] = v
+	}
+	rl := corev1.ResourceList{
+		corev1.ResourceCPU:    *resource.NewQuantity(int64(cores), resource.DecimalSI),
+		corev1.ResourceMemory: *resource.NewQuantity(memory, resource.BinarySI),
+		corev1.ResourcePods:   *resource.NewQuantity(110, resource.DecimalSI),
+	}
+	n := &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: l, Annotations: map[string]string{"kwok.x-k8s.io/node": "fake"}},
+		Spec:       corev1.NodeSpec{Taints: taints},
+		Status:     corev1.NodeStatus{Capacity: rl, Allocatable: rl},
+	}
+	if _, err := k.Client.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create node %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := k.Client.CoreV1().Nodes().Delete(ctx, name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+			t.Errorf("delete node %s: %v", name, err)
+		}
+	})
+	for {
+		got, err := k.Client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+		if err == nil && isReady(got) {
+			// As in makeNodes: no node lifecycle controller lifts the
+			// not-ready taint admission put on the new node.
+			err := untaint(ctx, k.Client, got)
+			if err == nil {
+				return
+			}
+			if !apierrors.IsConflict(err) {
+				t.Fatalf("node %s: %v", name, err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("kwok did not make node %s Ready:\n%s", name, tailFile(filepath.Join(k.dir, "kwok.log"), 3000))
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}

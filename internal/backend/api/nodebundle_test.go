@@ -27,8 +27,6 @@ import (
 	"github.com/mse-in-go/mse/internal/testenv"
 )
 
-func TestMain(m *testing.M) { testenv.KubeMain(m) }
-
 // With the local runner's fake, nodes get their bundle from the runner:
 // the endpoint has nothing to give, and asks for a credential first.
 func TestNodeBundleWithoutBundleServer(t *testing.T) {

@@ -9,13 +9,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mse-in-go/mse/internal/backend/runner"
 	"github.com/mse-in-go/mse/internal/backend/service/servicetest"
 	"github.com/mse-in-go/mse/internal/backend/store"
 	"github.com/mse-in-go/mse/internal/client"
 )
 
-// seedApps inserts n active apps of owner straight into the store, newest
-// last, and returns their ids newest first (the API's order).
+// seedApps inserts n running apps of owner straight into the store, newest
+// last, each with a node of the fake runner (so that the router's Lookup
+// finds a route), and returns their ids newest first (the
+// API's order).
 func seedApps(tb testing.TB, e *servicetest.Env, owner *store.User, n int) []string {
 	tb.Helper()
 	ctx := context.Background()
@@ -34,6 +37,12 @@ func seedApps(tb testing.TB, e *servicetest.Env, owner *store.User, n int) []str
 			CreatedAt: base.Add(time.Duration(i/3) * time.Second), // ties of three
 			UpdatedAt: base, ExpiresAt: base.Add(24 * time.Hour),
 		}
+		// No resources: the fake runner's capacity does not limit seeding.
+		h, err := e.Runner.Spawn(ctx, a.ID, runner.SpawnSpec{Hardware: runner.Hardware{Name: "1g"}})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		a.Node = h
 		if err := e.Store.CreateApp(ctx, a); err != nil {
 			tb.Fatal(err)
 		}

@@ -4,11 +4,10 @@
 // router run on every replica.
 //
 // Implementations: Postgres (a session-level advisory lock held on a
-// dedicated connection), Exclusive (one process per SQLite database: it always
+// dedicated connection), Lease (a Kubernetes Lease through client-go's
+// leaderelection), Exclusive (one process per SQLite database: it always
 // leads, and a second process is refused), and Always (tests, or a store no
-// other process can open). A Kubernetes Lease (client-go's leaderelection)
-// fits the same interface: its OnStartedLeading gets the context that
-// Elector.Run hands to lead.
+// other process can open).
 package leader
 
 import (

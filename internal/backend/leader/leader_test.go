@@ -19,9 +19,20 @@ import (
 	"github.com/mse-in-go/mse/internal/backend/leader"
 	"github.com/mse-in-go/mse/internal/backend/store/pgtest"
 	"github.com/mse-in-go/mse/internal/backend/store/postgres"
+	"github.com/mse-in-go/mse/internal/testenv"
 )
 
-func TestMain(m *testing.M) { pgtest.Main(m) }
+func TestMain(m *testing.M) {
+	code := m.Run()
+	testenv.StopKube()
+	if err := pgtest.Stop(); err != nil {
+		fmt.Fprintln(os.Stderr, "pgtest:", err)
+		if code == 0 {
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
 
 // replica is one elector running in the test, with what its lead calls saw.
 type replica struct {

@@ -62,7 +62,7 @@ type env struct {
 	user  clientset.Interface // the runner's identity: Rules and ClusterRules only
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	k := testenv.Kube(t)
 	e := &env{k: k, ns: k.Namespace(t), admin: k.Client}
@@ -96,7 +96,7 @@ func unreachable(context.Context, string, string) (runner.NodeState, error) {
 	return runner.NodeState{}, errors.New("kwok pods do not answer")
 }
 
-func (e *env) runner(t *testing.T, mut func(*Config)) *Runner {
+func (e *env) runner(t testing.TB, mut func(*Config)) *Runner {
 	t.Helper()
 	cfg := Config{Client: e.user, Namespace: e.ns, NodeImage: testNodeImage, BundleURL: testBundleURL, NodeStatus: unreachable,
 		Measurement: "ab", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
@@ -134,7 +134,7 @@ func (e *env) spawn(t *testing.T, r *Runner, hw runner.Hardware) (string, []byte
 }
 
 // eventually polls f until it says done, failing with its last word.
-func eventually(t *testing.T, within time.Duration, f func() (bool, string)) {
+func eventually(t testing.TB, within time.Duration, f func() (bool, string)) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for {
@@ -168,7 +168,7 @@ func (e *env) waitRunning(t *testing.T, appID string) *corev1.Pod {
 	return p
 }
 
-func (e *env) gone(t *testing.T, appID string) {
+func (e *env) gone(t testing.TB, appID string) {
 	t.Helper()
 	ctx := context.Background()
 	eventually(t, 30*time.Second, func() (bool, string) {
