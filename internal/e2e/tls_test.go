@@ -174,7 +174,6 @@ func TestOperatorMode(t *testing.T) {
 	}
 }
 
-
 // TestOperatorModeACME: scenario 3 with the router's certificate from an ACME
 // CA (autocert, tls-alpn-01 answered by the router itself), as an operator
 // without a wildcard certificate runs it.

@@ -285,7 +285,7 @@ func (n *Node) Run(ctx context.Context) (err error) {
 		HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: maxStreams},
 		Protocols:         protocols(true),
 		TLSConfig: &tls.Config{
-			MinVersion:     tls.VersionTLS12,
+			MinVersion:         tls.VersionTLS12,
 			GetCertificate:     n.getCertificate,
 			GetConfigForClient: n.challengeConfig,
 			NextProtos:         nextProtos,

@@ -93,7 +93,6 @@ func S3(t testing.TB) *S3Server {
 	return s
 }
 
-
 // Start (re)starts the server on its address and directory, and waits
 // until it accepts connections.
 func (s *S3Server) Start(t testing.TB) {

@@ -18,6 +18,7 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 	clientset "k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 
@@ -238,13 +239,19 @@ func TestLeaseStolenLeaderStops(t *testing.T) {
 	tr := &tracker{}
 	a, b := e.replica(t, "a", tr), e.replica(t, "b", tr)
 	l, _ := leaseLeader(t, a, b)
-	lease := e.lease(t)
 	intruder := "intruder"
-	now := metav1.NewMicroTime(time.Now())
-	lease.Spec.HolderIdentity = &intruder
-	lease.Spec.RenewTime, lease.Spec.AcquireTime = &now, &now
-	at := time.Now()
-	if _, err := e.k.Client.CoordinationV1().Leases(e.ns).Update(context.Background(), lease, metav1.UpdateOptions{}); err != nil {
+	var at time.Time
+	// The leader renews the Lease meanwhile: read it again on a conflict.
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		lease := e.lease(t)
+		now := metav1.NewMicroTime(time.Now())
+		lease.Spec.HolderIdentity = &intruder
+		lease.Spec.RenewTime, lease.Spec.AcquireTime = &now, &now
+		at = time.Now()
+		_, err := e.k.Client.CoordinationV1().Leases(e.ns).Update(context.Background(), lease, metav1.UpdateOptions{})
+		return err
+	})
+	if err != nil {
 		t.Fatalf("steal the Lease: %v", err)
 	}
 	waitForTB(t, renewDeadline+2*retryPeriod+time.Second, l.name+"'s lead context ends", func() bool { return l.ends() == 1 })
