@@ -101,4 +101,3 @@ func TestKubeletRunsAPod(t *testing.T) {
 	// node's address, and the kubelet API listens on loopback only (it
 	// admits anonymous requests).
 }
-
