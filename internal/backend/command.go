@@ -110,6 +110,7 @@ func Command() *cobra.Command {
 	f.StringVar(&cfg.Kube.BundleURL, "bundle-url", os.Getenv("MSE_BUNDLE_URL"), "kubernetes runner: this backend's base URL as pods reach it (they fetch their bundle there)")
 	f.StringVar(&cfg.Kube.ImagePrefix, "image-prefix", "", `kubernetes runner: prefix of runtime image references (a registry, "registry.example/mse/")`)
 	f.StringVar(&cfg.Kube.NodeSelector, "kube-node-selector", "", "kubernetes runner: label selector of the cluster nodes counted as capacity (default all)")
+	f.BoolVar(&cfg.Kube.HostNetwork, "kube-host-network", false, "kubernetes runner, single-node/test mode: pods on the host's network, each node on 127.0.0.1 and a free port of its own (the backend must run on the kubelet's machine)")
 	root.AddCommand(serve)
 	root.RunE = serve.RunE
 	root.Flags().AddFlagSet(serve.Flags())

@@ -39,6 +39,10 @@ type KubeConfig struct {
 	ImagePrefix string
 	// NodeSelector selects the cluster nodes counted as capacity.
 	NodeSelector string
+	// HostNetwork is the runner's single-node (test) mode: pods on the
+	// host's network, each node on 127.0.0.1 and a port of its own
+	// (kubernetes.Config.HostNetwork).
+	HostNetwork bool
 }
 
 func newKubeRunner(kc KubeConfig, hw []runner.Hardware, platform *sim.Platform, log *slog.Logger) (runner.Runner, error) {
@@ -72,7 +76,7 @@ func newKubeRunner(kc KubeConfig, hw []runner.Hardware, platform *sim.Platform, 
 	}
 	return kubernetes.New(kubernetes.Config{
 		Client: cs, Namespace: kc.Namespace, NodeImage: kc.NodeImage, Measurement: kc.NodeMeasurement,
-		BundleURL: kc.BundleURL, ImagePrefix: kc.ImagePrefix, NodeSelector: kc.NodeSelector, Logger: log,
+		BundleURL: kc.BundleURL, ImagePrefix: kc.ImagePrefix, NodeSelector: kc.NodeSelector, HostNetwork: kc.HostNetwork, Logger: log,
 		RouterPeers: peers, Platform: platform,
 	})
 }
