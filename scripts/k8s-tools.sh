@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the Kubernetes control plane the tests start (kube-apiserver,
-# kube-scheduler, kube-controller-manager, etcd from the tools/k8s module, and
-# kwok with its stage files) into one cache directory keyed by version,
+# kube-scheduler, kube-controller-manager, kubelet, etcd from the tools/k8s
+# module, and kwok with its stage files) into one cache directory keyed by version,
 # skipping what is already there. Nothing is downloaded but Go modules.
 #
 #   MSE_K8S_TOOLS  the cache directory (default ~/.cache/mse/k8s-v1.37.2);
@@ -35,7 +35,7 @@ build() {
 	echo "k8s-tools: $name built in $((SECONDS - start))s"
 }
 
-for name in etcd kube-apiserver kube-scheduler kube-controller-manager; do
+for name in etcd kube-apiserver kube-scheduler kube-controller-manager kubelet; do
 	build "$name"
 done
 

@@ -39,6 +39,10 @@ type KubeConfig struct {
 	ImagePrefix string
 	// NodeSelector selects the cluster nodes counted as capacity.
 	NodeSelector string
+	// HostNetwork is the runner's single-node (test) mode: pods on the
+	// host's network, each node on 127.0.0.1 and a port of its own
+	// (kubernetes.Config.HostNetwork).
+	HostNetwork bool
 }
 
 // kubeClient is the Kubernetes API client of kc: its kubeconfig, or the
@@ -78,7 +82,7 @@ func newKubeRunner(kc KubeConfig, cs clientset.Interface, hw []runner.Hardware, 
 	}
 	return kubernetes.New(kubernetes.Config{
 		Client: cs, Namespace: kc.Namespace, NodeImage: kc.NodeImage, Measurement: kc.NodeMeasurement,
-		BundleURL: kc.BundleURL, ImagePrefix: kc.ImagePrefix, NodeSelector: kc.NodeSelector, Logger: log,
+		BundleURL: kc.BundleURL, ImagePrefix: kc.ImagePrefix, NodeSelector: kc.NodeSelector, HostNetwork: kc.HostNetwork, Logger: log,
 		RouterPeers: peers, Platform: platform,
 	})
 }

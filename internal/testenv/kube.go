@@ -87,6 +87,7 @@ type KubeCluster struct {
 	caData    []byte
 	tokens    map[string]string // user -> token
 	procs     []*kubeProc
+	kubelet   *Kubelet // the real node, once started
 }
 
 var (
@@ -617,6 +618,9 @@ func isReady(n *corev1.Node) bool {
 func (k *KubeCluster) stop() {
 	for i := len(k.procs) - 1; i >= 0; i-- {
 		p := k.procs[i]
+		if p.name == "containerd" && k.kubelet != nil {
+			k.kubelet.stop() // the kubelet has stopped: end its containers
+		}
 		_ = p.cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-p.done:
@@ -627,6 +631,9 @@ func (k *KubeCluster) stop() {
 		close(p.release)
 	}
 	k.procs = nil
+	if k.kubelet != nil {
+		k.kubelet.removeDir()
+	}
 	_ = os.RemoveAll(k.dir)
 }
 

@@ -116,6 +116,11 @@ type Options struct {
 	// EgressPrivate is backend.Config.EgressPrivate: set it for nodes in
 	// tls_mode acme whose CA is a testenv.Pebble (on 127.0.0.1).
 	EgressPrivate bool
+	// Runner, Kube and Hardware are backend.Config's: with Runner
+	// "kubernetes" an empty Kube.BundleURL is the API's own URL.
+	Runner   string
+	Kube     backend.KubeConfig
+	Hardware []runner.Hardware
 }
 
 // Backend is a running backend.
@@ -160,6 +165,9 @@ func Start(t testing.TB, o Options) *Backend {
 			t.Fatal(err)
 		}
 	}
+	if o.Runner == backend.RunnerKubernetes && o.Kube.BundleURL == "" {
+		o.Kube.BundleURL = "http://" + apiLn.Addr().String()
+	}
 	buf := &syncBuffer{}
 	var w io.Writer = buf
 	if o.Log != nil {
@@ -183,6 +191,7 @@ func Start(t testing.TB, o Options) *Backend {
 			OwnerCAFiles: o.OwnerCAFiles, ACMEDirectories: o.ACMEDirectories, ACMERootsFile: o.ACMERootsFile,
 			OperatorCert: o.OperatorCert, OperatorKey: o.OperatorKey, EgressPrivate: o.EgressPrivate,
 			OperatorACMEDirectory: o.OperatorACMEDirectory, OperatorACMERoots: o.OperatorACMERoots,
+			Runner: o.Runner, Kube: o.Kube, Hardware: o.Hardware,
 			Logger: slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug})),
 			Ready:  func(i backend.Info) { ready <- i },
 		})

@@ -67,6 +67,13 @@ type Config struct {
 	BundleURL string
 	// Port is the node's TLS port in its pod (default 7443).
 	Port int32
+	// HostNetwork is a single-node (test) mode, for a backend on the
+	// kubelet's own machine: pods run on the host's network and each node
+	// listens on 127.0.0.1 on a port of its own, picked free on this
+	// machine at Spawn, which the router dials. It is refused by Pod
+	// Security "baseline" and "restricted", and NetworkPolicies do not
+	// apply to host-network pods.
+	HostNetwork bool
 	// RouterPeers may reach the nodes (default: pods labelled
 	// app.kubernetes.io/name=mse-backend in the namespace).
 	RouterPeers []networkingv1.NetworkPolicyPeer
@@ -268,11 +275,17 @@ func (r *Runner) Spawn(ctx context.Context, appID string, s runner.SpawnSpec) ([
 	if _, err := core.Secrets(ns).Create(ctx, r.fetchSecret(cm, appID, s.Tenant, token, hardwareTEE(s.Hardware) == attest.TypeSim), metav1.CreateOptions{}); err != nil {
 		return nil, r.createError("the node's credential Secret", appID, err)
 	}
-	np := r.networkPolicy(cm, appID, s.Tenant, s.App.ACME != nil)
+	port := r.cfg.Port
+	if r.cfg.HostNetwork {
+		if port, err = r.hostPort(); err != nil {
+			return nil, err
+		}
+	}
+	np := r.networkPolicy(cm, appID, s.Tenant, port, s.App.ACME != nil)
 	if _, err := r.cfg.Client.NetworkingV1().NetworkPolicies(ns).Create(ctx, np, metav1.CreateOptions{}); err != nil {
 		return nil, r.createError("the node's NetworkPolicy", appID, err)
 	}
-	p, err := r.pod(cm, appID, s.Tenant, image, s)
+	p, err := r.pod(cm, appID, s.Tenant, image, port, s)
 	if err != nil {
 		return nil, err
 	}
@@ -280,7 +293,7 @@ func (r *Runner) Spawn(ctx context.Context, appID string, s runner.SpawnSpec) ([
 	if err != nil {
 		return nil, r.createError("the node's Pod", appID, err)
 	}
-	h := handle{Namespace: ns, Pod: created.Name, UID: string(created.UID), Port: r.cfg.Port, TokenSHA256: tokenHash(token),
+	h := handle{Namespace: ns, Pod: created.Name, UID: string(created.UID), Port: port, TokenSHA256: tokenHash(token),
 		Resources: runner.Resources{MemoryMiB: s.Hardware.MemoryMiB, Cores: s.Hardware.Cores},
 		TEE:       hardwareTEE(s.Hardware), RuntimeDigest: s.App.Runtime.Digest}
 	if len(s.App.Domains) > 0 {
@@ -425,7 +438,7 @@ func (r *Runner) Status(ctx context.Context, appID string, hb []byte) (runner.No
 	}
 	pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	ns, err := r.cfg.NodeStatus(pctx, net.JoinHostPort(p.Status.PodIP, strconv.Itoa(int(h.Port))), h.ServerName)
+	ns, err := r.cfg.NodeStatus(pctx, nodeAddr(p, h), h.ServerName)
 	if err != nil {
 		r.log.Debug("node status probe", "app_id", appID, "err", err)
 		return st, nil
@@ -519,7 +532,47 @@ func (r *Runner) Addr(appID string, hb []byte) (string, error) {
 	if p.Status.PodIP == "" {
 		return "", fmt.Errorf("kubernetes runner: the pod of app %s has no IP yet", appID)
 	}
-	return net.JoinHostPort(p.Status.PodIP, strconv.Itoa(int(h.Port))), nil
+	return nodeAddr(p, h), nil
+}
+
+// hostLoopback is where host-network nodes listen (Config.HostNetwork).
+const hostLoopback = "127.0.0.1"
+
+// nodeAddr is where the node of pod p listens: the pod IP, or on a
+// host-network pod the host's loopback.
+func nodeAddr(p *corev1.Pod, h *handle) string {
+	ip := p.Status.PodIP
+	if p.Spec.HostNetwork {
+		ip = hostLoopback
+	}
+	return net.JoinHostPort(ip, strconv.Itoa(int(h.Port)))
+}
+
+// hostPort picks the port of a host-network node: free on this machine's
+// loopback now and named by none of the runner's pods.
+func (r *Runner) hostPort() (int32, error) {
+	used := map[int32]bool{}
+	if pods, err := r.pods.List(k8slabels.Everything()); err == nil {
+		for _, p := range pods {
+			for _, c := range p.Spec.Containers {
+				for _, cp := range c.Ports {
+					used[cp.ContainerPort] = true
+				}
+			}
+		}
+	}
+	for range 20 {
+		l, err := net.Listen("tcp", net.JoinHostPort(hostLoopback, "0"))
+		if err != nil {
+			return 0, fmt.Errorf("kubernetes runner: pick a host port for the node: %w", err)
+		}
+		port := int32(l.Addr().(*net.TCPAddr).Port)
+		l.Close()
+		if !used[port] {
+			return port, nil
+		}
+	}
+	return 0, errors.New("kubernetes runner: no free host port for the node (host network mode)")
 }
 
 // maxTailLines bounds the lines asked for to serve a tail.

@@ -132,7 +132,7 @@ func (r *Runner) bundleURL(appID string) string {
 }
 
 // pod is the app's node.
-func (r *Runner) pod(cm *corev1.ConfigMap, appID, tenant, image string, s runner.SpawnSpec) (*corev1.Pod, error) {
+func (r *Runner) pod(cm *corev1.ConfigMap, appID, tenant, image string, port int32, s runner.SpawnSpec) (*corev1.Pod, error) {
 	res, err := podResources(s.Hardware)
 	if err != nil {
 		return nil, err
@@ -141,11 +141,15 @@ func (r *Runner) pod(cm *corev1.ConfigMap, appID, tenant, image string, s runner
 	if tee == "" {
 		tee = attest.TypeSim
 	}
+	listenHost := "" // all the pod's addresses
+	if r.cfg.HostNetwork {
+		listenHost = hostLoopback // the host's: only this machine reaches it
+	}
 	args := []string{
 		"--app-id", appID,
 		"--spec", dirSpec + "/" + specKey,
 		"--bundle", dirBundle + "/bundle",
-		"--listen", ":" + strconv.Itoa(int(r.cfg.Port)),
+		"--listen", listenHost + ":" + strconv.Itoa(int(port)),
 		"--workdir", dirWork,
 		"--status-file", dirWork + "/status.json",
 		"--tee", tee,
@@ -203,13 +207,13 @@ func (r *Runner) pod(cm *corev1.ConfigMap, appID, tenant, image string, s runner
 					{Name: "HOME", Value: dirWork},
 					{Name: "PATH", Value: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
 				},
-				Ports:                    []corev1.ContainerPort{{Name: "mse-node", ContainerPort: r.cfg.Port, Protocol: corev1.ProtocolTCP}},
+				Ports:                    []corev1.ContainerPort{{Name: "mse-node", ContainerPort: port, Protocol: corev1.ProtocolTCP}},
 				Resources:                corev1.ResourceRequirements{Requests: res, Limits: res},
 				SecurityContext:          sc,
 				ImagePullPolicy:          r.cfg.PullPolicy,
 				TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 				ReadinessProbe: &corev1.Probe{
-					ProbeHandler:  corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(r.cfg.Port)}},
+					ProbeHandler:  corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Host: listenHost, Port: intstr.FromInt32(port)}},
 					PeriodSeconds: 2, FailureThreshold: 3,
 				},
 				VolumeMounts: []corev1.VolumeMount{
@@ -268,6 +272,7 @@ func (r *Runner) pod(cm *corev1.ConfigMap, appID, tenant, image string, s runner
 		}
 		p.Spec.InitContainers = append([]corev1.Container{qe}, p.Spec.InitContainers...)
 	}
+	p.Spec.HostNetwork = r.cfg.HostNetwork
 	if k != nil {
 		if len(k.NodeSelector) > 0 {
 			p.Spec.NodeSelector = map[string]string{}
@@ -286,10 +291,10 @@ func (r *Runner) pod(cm *corev1.ConfigMap, appID, tenant, image string, s runner
 // networkPolicy lets only the router's pods reach the node's port, and the
 // node reach only what it needs: the backend (its bundle; the quoting
 // service) and, in tls_mode acme, its CA outside the cluster.
-func (r *Runner) networkPolicy(cm *corev1.ConfigMap, appID, tenant string, acme bool) *networkingv1.NetworkPolicy {
+func (r *Runner) networkPolicy(cm *corev1.ConfigMap, appID, tenant string, port int32, acme bool) *networkingv1.NetworkPolicy {
 	tcp := corev1.ProtocolTCP
 	udp := corev1.ProtocolUDP
-	nodePort := intstr.FromInt32(r.cfg.Port)
+	nodePort := intstr.FromInt32(port)
 	var backendPorts []networkingv1.NetworkPolicyPort
 	for _, p := range r.cfg.BackendPorts {
 		port := intstr.FromInt32(p)

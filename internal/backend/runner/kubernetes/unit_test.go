@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -265,4 +266,41 @@ func FuzzParseHandle(f *testing.F) {
 		}
 		_ = CheckFetchToken(b, "x")
 	})
+}
+
+// Host-network mode: the node listens on the host's loopback on its own
+// port, probed there, and Addr/Status dial 127.0.0.1; otherwise the pod IP
+// and Config.Port on all the pod's addresses.
+func TestHostNetworkPod(t *testing.T) {
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "mse-a", Namespace: "ns"}}
+	spec := runner.SpawnSpec{Hardware: runner.Hardware{Name: "1g", MemoryMiB: 1024, Cores: 1, TEE: "sim"}}
+	for _, tc := range []struct {
+		host     bool
+		port     int32
+		listen   string
+		probe    string
+		wantAddr string
+	}{
+		{false, 7443, ":7443", "", "10.1.2.3:7443"},
+		{true, 40123, "127.0.0.1:40123", "127.0.0.1", "127.0.0.1:40123"},
+	} {
+		r := &Runner{cfg: Config{Port: 7443, HostNetwork: tc.host}}
+		p, err := r.pod(cm, "a", "", "img@sha256:00", tc.port, spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := p.Spec.Containers[0]
+		if p.Spec.HostNetwork != tc.host || !slices.Contains(c.Command, tc.listen) || c.Ports[0].ContainerPort != tc.port ||
+			c.ReadinessProbe.TCPSocket.Host != tc.probe || c.ReadinessProbe.TCPSocket.Port.IntVal != tc.port {
+			t.Errorf("host %v: hostNetwork %v, command %v, port %d, probe %+v", tc.host, p.Spec.HostNetwork, c.Command, c.Ports[0].ContainerPort, c.ReadinessProbe.TCPSocket)
+		}
+		p.Status.PodIP = "10.1.2.3"
+		if got := nodeAddr(p, &handle{Port: tc.port}); got != tc.wantAddr {
+			t.Errorf("host %v: addr %s, want %s", tc.host, got, tc.wantAddr)
+		}
+		np := r.networkPolicy(cm, "a", "", tc.port, false)
+		if np.Spec.Ingress[0].Ports[0].Port.IntVal != tc.port {
+			t.Errorf("host %v: policy port %v", tc.host, np.Spec.Ingress[0].Ports[0].Port)
+		}
+	}
 }

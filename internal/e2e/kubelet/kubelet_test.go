@@ -1,0 +1,262 @@
+// Package kubelet runs the platform end to end on a real kubelet: a backend
+// in-process with the kubernetes runner (outside the cluster, through a
+// kubeconfig), a real kube-apiserver, scheduler and kubelet on containerd
+// and runc, the node image and the runtime image imported into containerd,
+// and the owner's CLI in-process.
+package kubelet
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/mse-in-go/mse/internal/backend"
+	"github.com/mse-in-go/mse/internal/backend/runner"
+	"github.com/mse-in-go/mse/internal/cli"
+	"github.com/mse-in-go/mse/internal/testenv"
+)
+
+func TestMain(m *testing.M) { testenv.KubeMain(m) }
+
+func run(t testing.TB, args ...string) (string, string, int) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	code := cli.Main(ctx, args, &out, &errb)
+	return out.String(), errb.String(), code
+}
+
+func mustRun(t testing.TB, args ...string) string {
+	t.Helper()
+	out, errs, code := run(t, args...)
+	if code != 0 {
+		t.Fatalf("mse %s: exit %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), code, out, errs)
+	}
+	return out
+}
+
+// nodeImage builds the node image (as scripts/node-image.sh does) from
+// nodeBin and imports it into the kubelet's containerd, named by digest.
+func nodeImage(t *testing.T, kl *testenv.Kubelet, nodeBin string) (ref, measurement string) {
+	t.Helper()
+	spec := backend.NodeImageSpec{NodeBinary: nodeBin, FetchBinary: testenv.Build(t, "mse-fetch")}
+	// The same binaries give the same digest: build once to learn it, then
+	// again naming the image by it (what the pods name).
+	img, err := backend.BuildNodeImage(context.Background(), spec, "localhost/mse/node:test", io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref = "localhost/mse/node@" + img.Digest
+	p := filepath.Join(t.TempDir(), "node-image.tar")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := backend.BuildNodeImage(context.Background(), spec, ref, f)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil || again.Digest != img.Digest {
+		t.Fatalf("node image again: %v (digest %s, then %s)", err, img.Digest, again.Digest)
+	}
+	kl.Import(t, p)
+	return ref, img.NodeSHA256
+}
+
+// `mse cloud deploy` of examples/helloworld against a backend with
+// --runner kubernetes: a pod on the real kubelet fetches its bundle
+// (mse-fetch), gets its quote through the qe sidecar, is verified by the
+// CLI and serves through the router; `mse cloud verify` passes; stop
+// deletes the pod.
+func TestDeployOnARealKubelet(t *testing.T) {
+	k := testenv.Kube(t)
+	kl := k.Kubelet(t)
+	rts := testenv.Runtimes(t)
+	const prefix = "localhost/"
+	for _, e := range rts {
+		// The pods name prefix+image@digest; containerd knows it by its
+		// canonical name, without the tag.
+		name := e.Image
+		if i := strings.LastIndexByte(name, ':'); i > strings.LastIndexByte(name, '/') {
+			name = name[:i]
+		}
+		kl.ImportRuntime(t, testenv.RuntimeDir(), e.Digest, prefix+name+"@"+e.Digest)
+	}
+	nodeBin := testenv.Build(t, "mse-node")
+	ref, measurement := nodeImage(t, kl, nodeBin)
+	if want := testenv.Measure(t, nodeBin); measurement != want {
+		t.Fatalf("node image measurement %s, want %s", measurement, want)
+	}
+
+	ns := k.Namespace(t)
+	onKubelet := &runner.KubeScheduling{
+		NodeSelector: map[string]string{testenv.KubeletLabel: "true"},
+		Tolerations:  []runner.KubeToleration{{Key: testenv.KubeletLabel, Operator: "Exists", Effect: "NoSchedule"}},
+	}
+	b := testenv.Start(t, testenv.Options{
+		NodeBinary: nodeBin,
+		Runner:     backend.RunnerKubernetes,
+		Kube: backend.KubeConfig{
+			Kubeconfig: k.Kubeconfig, Namespace: ns, NodeImage: ref, NodeMeasurement: measurement,
+			ImagePrefix: prefix, NodeSelector: testenv.KubeletLabel + "=true", HostNetwork: true,
+		},
+		Hardware: []runner.Hardware{{Name: "1g", MemoryMiB: 1024, Cores: 1, TEE: "sim", Kubernetes: onKubelet}},
+	})
+	if b.Measurement != measurement {
+		t.Fatalf("backend shows node measurement %q, want %s", b.Measurement, measurement)
+	}
+	t.Setenv("MSE_CONFIG_DIR", t.TempDir())
+	t.Setenv("MSE_BACKEND_URL", "")
+	t.Setenv("MSE_TOKEN", "")
+	mustRun(t, "cloud", "login", "--url", b.APIURL, "--token", b.AdminToken)
+	policy := b.PolicyFile(t, "")
+
+	app := t.TempDir()
+	src := filepath.Join(testenv.RepoRoot(), "examples", "helloworld")
+	copyTree(t, filepath.Join(src, "mse_src"), filepath.Join(app, "mse_src"))
+	toml := filepath.Join(app, "mse.toml")
+	if err := os.WriteFile(toml, []byte("name = \"hello-kubelet\"\npython_application = \"app:app\"\nhealthcheck_endpoint = \"/health\"\n\n[cloud]\ncode = \"mse_src\"\nhardware = \"1g\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	out, errs, code := run(t, "cloud", "deploy", "--json", "-y", "--timeout", "4m", "--path", toml, "--policy", policy)
+	if code != 0 {
+		t.Fatalf("deploy failed (exit %d):\n%s\n%s", code, errs, podReport(t, k, ns))
+	}
+	var d cli.DeployResult
+	if err := json.Unmarshal([]byte(out), &d); err != nil {
+		t.Fatalf("deploy --json printed %q: %v", out, err)
+	}
+	t.Logf("deployed on the real kubelet in %s", time.Since(start).Round(time.Millisecond))
+	if !d.Verified || d.TEE != "sim" {
+		t.Fatalf("deploy result %+v", d)
+	}
+
+	// The node runs in a pod on the kubelet's node, from the images
+	// imported above.
+	pod, err := k.Client.CoreV1().Pods(ns).Get(context.Background(), "mse-"+d.AppID, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pod.Spec.NodeName != testenv.KubeletNode || pod.Status.Phase != corev1.PodRunning || !pod.Spec.HostNetwork {
+		t.Fatalf("pod on %q, phase %s, host network %v", pod.Spec.NodeName, pod.Status.Phase, pod.Spec.HostNetwork)
+	}
+	images := map[string]string{}
+	for _, c := range append(pod.Status.InitContainerStatuses, pod.Status.ContainerStatuses...) {
+		images[c.Name] = c.ImageID
+	}
+	if !strings.HasSuffix(images["node"], rts[0].Digest) || !strings.HasSuffix(images["fetch"], strings.TrimPrefix(ref, "localhost/mse/node@")) || images["qe"] == "" {
+		t.Fatalf("pod's images %v; want the runtime %s and the node image %s", images, rts[0].Digest, ref)
+	}
+
+	// Served through the router with the certificate the CLI verified.
+	pem, err := os.ReadFile(d.Certificate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(pem)
+	page, err := getVia(b.RouterAddr, d.Domain, &tls.Config{RootCAs: roots})
+	if err != nil || page != "Hello world!" {
+		t.Fatalf("GET via router = %q, %v", page, err)
+	}
+	vout := mustRun(t, "cloud", "verify", d.Domain, "--addr", b.RouterAddr, "--fingerprint", d.Fingerprint, "--policy", policy, "--json")
+	var vr cli.VerifyResult
+	if err := json.Unmarshal([]byte(vout), &vr); err != nil || !vr.Verified || vr.AppID != d.AppID || !vr.TerminatedInEnclave {
+		t.Fatalf("verify --json = %s (%v)", vout, err)
+	}
+	st := mustRun(t, "cloud", "status", d.AppID, "--json")
+	if !strings.Contains(st, `"running"`) {
+		t.Fatalf("status = %s", st)
+	}
+
+	mustRun(t, "cloud", "stop", d.AppID)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		_, err := k.Client.CoreV1().Pods(ns).Get(context.Background(), "mse-"+d.AppID, metav1.GetOptions{})
+		if err != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the pod is still there 60 s after stop")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if _, err := getVia(b.RouterAddr, d.Domain, &tls.Config{RootCAs: roots}); err == nil {
+		t.Fatal("a stopped app is still served")
+	}
+}
+
+// podReport says what the namespace's pods are doing (for a failed deploy).
+func podReport(t *testing.T, k *testenv.KubeCluster, ns string) string {
+	pods, err := k.Client.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{})
+	if err != nil {
+		return err.Error()
+	}
+	var b strings.Builder
+	for _, p := range pods.Items {
+		fmt.Fprintf(&b, "pod %s on %s: %s\n", p.Name, p.Spec.NodeName, p.Status.Phase)
+		for _, c := range append(p.Status.InitContainerStatuses, p.Status.ContainerStatuses...) {
+			fmt.Fprintf(&b, "  %s ready=%v state=%+v\n", c.Name, c.Ready, c.State)
+		}
+	}
+	return b.String()
+}
+
+func getVia(addr, domain string, tc *tls.Config) (string, error) {
+	tc = tc.Clone()
+	tc.ServerName = domain
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+		},
+		TLSClientConfig: tc,
+	}}
+	resp, err := hc.Get("https://" + domain + "/")
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
+}
+
+func copyTree(t *testing.T, src, dst string) {
+	t.Helper()
+	err := filepath.WalkDir(src, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		if strings.Contains(rel, "__pycache__") {
+			return nil
+		}
+		target := filepath.Join(dst, rel)
+		if d.IsDir() {
+			return os.MkdirAll(target, 0o755)
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(target, b, 0o644)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

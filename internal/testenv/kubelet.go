@@ -1,0 +1,466 @@
+package testenv
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/mse-in-go/mse/internal/runtimes/image"
+)
+
+// KubeletNode is the name of the real node the kubelet registers. Pods
+// reach it only with the node selector KubeletLabel=true and a toleration
+// of the taint KubeletLabel:NoSchedule (the kwok nodes take the others).
+const KubeletNode = "kubelet-0"
+
+// KubeletLabel labels and taints KubeletNode.
+const KubeletLabel = "mse.test/kubelet"
+
+// KubeletLoopback is where the node's host-network pods listen for the
+// test (and a backend on this machine) to reach them. The node's own
+// address is this machine's (the kubelet refuses a loopback node IP).
+const KubeletLoopback = "127.0.0.1"
+
+// PauseImage is the pods' sandbox image, built by the test (no registry).
+const PauseImage = "localhost/mse/pause:test"
+
+// Kubelet is a real kubelet on this machine, with its own containerd
+// (Debian's, with runc and the CNI plugins), registered to the test
+// cluster as KubeletNode.
+type Kubelet struct {
+	// Socket is containerd's.
+	Socket string
+	dir    string
+	k      *KubeCluster
+	ctr    string
+	mu     sync.Mutex
+}
+
+var (
+	kubeletOnce sync.Once
+	kubelet     *Kubelet
+	kubeletErr  error
+)
+
+// errKubeletMissing: a component of the real node is not installed.
+var errKubeletMissing = errors.New("the real-kubelet test components are missing")
+
+// Kubelet returns the cluster's real node, started on first use (one per
+// test binary; KubeMain stops it with the cluster). Without containerd,
+// runc, the CNI plugins, the kubelet binary or root the test is skipped, or
+// fails under CI=true.
+func (k *KubeCluster) Kubelet(t testing.TB) *Kubelet {
+	t.Helper()
+	kubeletOnce.Do(func() { kubelet, kubeletErr = k.startKubelet() })
+	if errors.Is(kubeletErr, errKubeletMissing) {
+		msg := fmt.Sprintf("%v; apt-get install containerd runc containernetworking-plugins, run as root, and build the kubelet with scripts/k8s-tools.sh (into %s)", kubeletErr, KubeToolsDir())
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s; CI=true, so this FAILS (.ci/run installs them)", msg)
+		}
+		t.Skipf("SKIPPED: %s", msg)
+	}
+	if kubeletErr != nil {
+		t.Fatalf("start the test kubelet: %v", kubeletErr)
+	}
+	return kubelet
+}
+
+// cniDir is where Debian's containernetworking-plugins installs them.
+const cniDir = "/usr/lib/cni"
+
+func (k *KubeCluster) startKubelet() (*Kubelet, error) {
+	var missing []string
+	need := map[string]string{}
+	for _, b := range []string{"containerd", "containerd-shim-runc-v2", "ctr", "runc"} {
+		p, err := exec.LookPath(b)
+		if err != nil {
+			missing = append(missing, b)
+		}
+		need[b] = p
+	}
+	for _, p := range []string{"bridge", "host-local", "loopback"} {
+		if _, err := os.Stat(filepath.Join(cniDir, p)); err != nil {
+			missing = append(missing, filepath.Join(cniDir, p))
+		}
+	}
+	bin := KubeToolsDir()
+	if fi, err := os.Stat(filepath.Join(bin, "kubelet")); err != nil || fi.Mode()&0o111 == 0 {
+		missing = append(missing, filepath.Join(bin, "kubelet"))
+	}
+	if os.Geteuid() != 0 {
+		missing = append(missing, "root")
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("%w: %s", errKubeletMissing, strings.Join(missing, ", "))
+	}
+	sweepKubelet()
+	dir, err := os.MkdirTemp("", "mse-kubelet-")
+	if err != nil {
+		return nil, err
+	}
+	kl := &Kubelet{Socket: filepath.Join(dir, "containerd.sock"), dir: dir, k: k, ctr: need["ctr"]}
+	ok := false
+	defer func() {
+		if !ok {
+			kl.stop()
+		}
+	}()
+	k.kubelet = kl
+	if err := kl.writeContainerdConfig(need["runc"]); err != nil {
+		return nil, err
+	}
+	if _, err := k.run(filepath.Dir(need["containerd"]), "containerd", "--config", filepath.Join(dir, "containerd.toml"), "--log-level", "warn"); err != nil {
+		return nil, err
+	}
+	if err := kl.waitContainerd(30 * time.Second); err != nil {
+		return nil, err
+	}
+	if err := kl.importPause(); err != nil {
+		return nil, err
+	}
+	ports, err := freePorts(2)
+	if err != nil {
+		return nil, err
+	}
+	cfg := filepath.Join(dir, "kubelet.yaml")
+	if err := os.WriteFile(cfg, kubeletConfig(kl.Socket, ports[0], ports[1]), 0o600); err != nil {
+		return nil, err
+	}
+	if _, err := k.run(bin, "kubelet", "--config", cfg, "--kubeconfig", k.Kubeconfig,
+		"--root-dir", filepath.Join(dir, "kubelet"), "--cert-dir", filepath.Join(dir, "kubelet-pki"),
+		"--hostname-override", KubeletNode,
+		"--node-labels", KubeletLabel+"=true", "--v", "1"); err != nil {
+		return nil, err
+	}
+	if err := kl.waitReady(120 * time.Second); err != nil {
+		return nil, err
+	}
+	ok = true
+	return kl, nil
+}
+
+// writeContainerdConfig: a containerd of the test's own (root, state,
+// sockets under dir), CRI with runc and cgroupfs, and a bridge network for
+// pods that are not on the host's network.
+func (kl *Kubelet) writeContainerdConfig(runc string) error {
+	cni := filepath.Join(kl.dir, "cni")
+	if err := os.MkdirAll(cni, 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(cni, "10-mse-test.conflist"), []byte(`{
+  "cniVersion": "1.0.0",
+  "name": "mse-test",
+  "plugins": [
+    {"type": "bridge", "bridge": "msetest0", "isGateway": true, "ipMasq": false,
+     "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.245.0.0/24"}]], "routes": [{"dst": "0.0.0.0/0"}]}},
+    {"type": "loopback"}
+  ]
+}
+`), 0o644); err != nil {
+		return err
+	}
+	conf := fmt.Sprintf(`version = 2
+root = %[1]q
+state = %[2]q
+[grpc]
+  address = %[3]q
+[ttrpc]
+  address = %[4]q
+[debug]
+  address = ""
+[metrics]
+  address = ""
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = %[5]q
+  # This machine is itself a container: a negative OOM score is refused.
+  restrict_oom_score_adj = true
+  disable_apparmor = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        BinaryName = %[6]q
+        SystemdCgroup = false
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = %[7]q
+    conf_dir = %[8]q
+`, filepath.Join(kl.dir, "root"), filepath.Join(kl.dir, "state"), kl.Socket, filepath.Join(kl.dir, "containerd.ttrpc.sock"),
+		PauseImage, runc, cniDir, cni)
+	return os.WriteFile(filepath.Join(kl.dir, "containerd.toml"), []byte(conf), 0o600)
+}
+
+func (kl *Kubelet) waitContainerd(within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		if err := kl.k.exited(); err != nil {
+			return err
+		}
+		if _, err := kl.runCtr(context.Background(), "version"); err == nil {
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("containerd did not answer on %s within %s:\n%s", kl.Socket, within, tailFile(filepath.Join(kl.k.dir, "containerd.log"), 3000))
+}
+
+// kubeletConfig: cgroupfs on this machine's cgroup v1, no swap check, no
+// CPU manager, the kubelet API on loopback only with anonymous access (the
+// API server fetches pod logs there without a client certificate), no
+// image garbage collection (the images cannot be pulled again) and
+// eviction only when the disk is all but full.
+func kubeletConfig(socket string, port, healthz int) []byte {
+	return fmt.Appendf(nil, `apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+containerRuntimeEndpoint: unix://%s
+address: 127.0.0.1
+port: %d
+readOnlyPort: 0
+healthzBindAddress: 127.0.0.1
+healthzPort: %d
+authentication:
+  anonymous: {enabled: true}
+  webhook: {enabled: false}
+authorization:
+  mode: AlwaysAllow
+cgroupDriver: cgroupfs
+failCgroupV1: false
+failSwapOn: false
+cpuManagerPolicy: none
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+evictionHard:
+  memory.available: 100Mi
+  nodefs.available: 1%%
+  imagefs.available: 1%%
+registerWithTaints:
+- {key: %s, value: "true", effect: NoSchedule}
+serializeImagePulls: false
+rotateCertificates: false
+serverTLSBootstrap: false
+`, socket, port, healthz, KubeletLabel)
+}
+
+// waitReady waits for the node to be Ready and lifts the not-ready taint
+// admission put on it (no node lifecycle controller runs).
+func (kl *Kubelet) waitReady(within time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	for {
+		n, err := kl.k.Client.CoreV1().Nodes().Get(ctx, KubeletNode, metav1.GetOptions{})
+		if err == nil && isReady(n) {
+			if err := untaint(ctx, kl.k.Client, n); err == nil {
+				return nil
+			}
+		}
+		if err := kl.k.exited(); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			why := "not registered"
+			if n != nil {
+				for _, c := range n.Status.Conditions {
+					if c.Type == corev1.NodeReady {
+						why = c.Reason + ": " + c.Message
+					}
+				}
+			}
+			return fmt.Errorf("the kubelet's node %s is not Ready within %s (%s):\n%s", KubeletNode, within, why, tailFile(filepath.Join(kl.k.dir, "kubelet.log"), 4000))
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func (kl *Kubelet) runCtr(ctx context.Context, args ...string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, kl.ctr, append([]string{"--address", kl.Socket, "--namespace", "k8s.io"}, args...)...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return out, fmt.Errorf("ctr %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return out, nil
+}
+
+// Import imports an OCI image layout tar into the node's containerd (the
+// images the kubelet's pods name; there is no registry), as
+// `ctr -n k8s.io images import` does.
+func (kl *Kubelet) Import(t testing.TB, tarPath string) {
+	t.Helper()
+	kl.mu.Lock()
+	defer kl.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if _, err := kl.runCtr(ctx, "images", "import", "--snapshotter", "overlayfs", tarPath); err != nil {
+		t.Fatalf("import %s into the kubelet's containerd: %v", tarPath, err)
+	}
+}
+
+// ImportRuntime exports the runtime image digest from the image store at
+// storeDir and imports it named ref ("localhost/mse/flask@sha256:…", what
+// the pods name).
+func (kl *Kubelet) ImportRuntime(t testing.TB, storeDir, digest, ref string) {
+	t.Helper()
+	st, err := image.Open(storeDir, image.DefaultLimits())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "image.tar")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = st.ExportRef(context.Background(), digest, ref, f)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatalf("export runtime %s: %v", digest, err)
+	}
+	kl.Import(t, p)
+}
+
+// importPause builds the sandbox image: a static pause (internal/testenv/pause)
+// that waits for a signal and reaps children.
+func (kl *Kubelet) importPause() error {
+	bin := filepath.Join(kl.dir, "pause")
+	cmd := exec.Command("go", "build", "-trimpath", "-o", bin, "./internal/testenv/pause")
+	cmd.Dir = RepoRoot()
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build ./internal/testenv/pause: %v\n%s", err, b)
+	}
+	st, err := image.Open(filepath.Join(kl.dir, "images"), image.DefaultLimits())
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
+	d, err := st.AddFiles(ctx, image.FilesSpec{Files: []image.File{{Path: "/pause", Mode: 0o555, Source: bin}}, Entrypoint: []string{"/pause"}, User: "65535"})
+	if err != nil {
+		return fmt.Errorf("pause image: %w", err)
+	}
+	p := filepath.Join(kl.dir, "pause.tar")
+	f, err := os.Create(p)
+	if err != nil {
+		return err
+	}
+	err = st.ExportRef(ctx, d, PauseImage, f)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	_, err = kl.runCtr(cctx, "images", "import", "--snapshotter", "overlayfs", p)
+	return err
+}
+
+// stop kills what containerd runs (its shims outlive it otherwise), after
+// the kubelet has stopped, and unmounts what is mounted under the
+// directory before removing it.
+func (kl *Kubelet) stop() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if out, err := kl.runCtr(ctx, "tasks", "list", "--quiet"); err == nil {
+		ids := strings.Fields(string(out))
+		for _, id := range ids {
+			_, _ = kl.runCtr(ctx, "tasks", "kill", "--all", "--signal", "SIGKILL", id)
+		}
+		for _, id := range ids {
+			for range 50 {
+				if _, err := kl.runCtr(ctx, "tasks", "delete", id); err == nil {
+					break
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+		}
+	}
+	for _, m := range mountsUnder(kl.dir) {
+		_ = syscall.Unmount(m, syscall.MNT_DETACH)
+	}
+}
+
+// removeDir removes the kubelet's directory once nothing is mounted there.
+func (kl *Kubelet) removeDir() {
+	for _, m := range mountsUnder(kl.dir) {
+		_ = syscall.Unmount(m, syscall.MNT_DETACH)
+	}
+	if len(mountsUnder(kl.dir)) > 0 {
+		fmt.Fprintf(os.Stderr, "testenv: %s still has mounts; left in place\n", kl.dir)
+		return
+	}
+	_ = os.RemoveAll(kl.dir)
+}
+
+// mountsUnder lists the mount points under dir, deepest first.
+func mountsUnder(dir string) []string {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 5 {
+			continue
+		}
+		mp := unescapeMount(fields[4])
+		if mp == dir || strings.HasPrefix(mp, dir+"/") {
+			out = append(out, mp)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })
+	return out
+}
+
+// unescapeMount undoes mountinfo's octal escapes (\040 for a space).
+func unescapeMount(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// sweepKubelet removes directories of test kubelets whose test binary died
+// more than an hour ago, unless something is still mounted there.
+func sweepKubelet() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "mse-kubelet-*"))
+	for _, d := range dirs {
+		if fi, err := os.Stat(d); err == nil && time.Since(fi.ModTime()) > time.Hour && len(mountsUnder(d)) == 0 {
+			_ = os.RemoveAll(d)
+		}
+	}
+}

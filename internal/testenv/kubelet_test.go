@@ -1,0 +1,103 @@
+package testenv
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
+
+func TestMain(m *testing.M) { KubeMain(m) }
+
+// A pod of a runtime image (imported into containerd, no registry) runs on
+// the real kubelet, on the host's network, and answers on its port.
+func TestKubeletRunsAPod(t *testing.T) {
+	k := Kube(t)
+	kl := k.Kubelet(t)
+	var flask string
+	var digest string
+	for _, e := range Runtimes(t) {
+		if e.Name == "flask" {
+			digest = e.Digest
+		}
+	}
+	if digest == "" {
+		t.Fatal("no flask runtime among the test runtimes")
+	}
+	flask = "localhost/mse/flask@" + digest
+	kl.ImportRuntime(t, RuntimeDir(), digest, flask)
+
+	ports, err := freePorts(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ports[0]
+	ns := k.Namespace(t)
+	no := false
+	uid := int64(65532)
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "smoke", Namespace: ns},
+		Spec: corev1.PodSpec{
+			NodeSelector:                 map[string]string{KubeletLabel: "true"},
+			Tolerations:                  []corev1.Toleration{{Key: KubeletLabel, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule}},
+			HostNetwork:                  true,
+			RestartPolicy:                corev1.RestartPolicyNever,
+			AutomountServiceAccountToken: &no,
+			SecurityContext:              &corev1.PodSecurityContext{RunAsUser: &uid, RunAsGroup: &uid},
+			Containers: []corev1.Container{{
+				Name: "web", Image: flask, ImagePullPolicy: corev1.PullNever,
+				Command:        []string{"python3", "-m", "http.server", "--bind", KubeletLoopback, "--directory", "/etc", strconv.Itoa(port)},
+				ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Host: KubeletLoopback, Port: intstr.FromInt(port)}}, PeriodSeconds: 1},
+			}},
+		},
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if _, err := k.Client.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	var got *corev1.Pod
+	for {
+		got, err = k.Client.CoreV1().Pods(ns).Get(ctx, "smoke", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Status.Phase == corev1.PodRunning && got.Status.PodIP != "" && len(got.Status.ContainerStatuses) == 1 && got.Status.ContainerStatuses[0].Ready {
+			break
+		}
+		if got.Status.Phase == corev1.PodFailed || got.Status.Phase == corev1.PodSucceeded {
+			t.Fatalf("pod ended: %+v", got.Status)
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("pod not Running and ready within 3 min: %+v\nkubelet log:\n%s", got.Status, tailFile(k.dir+"/kubelet.log", 4000))
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	t.Logf("pod Running and ready in %s on %s (pod IP %s)", time.Since(start).Round(time.Millisecond), got.Spec.NodeName, got.Status.PodIP)
+	if got.Spec.NodeName != KubeletNode || got.Status.PodIP == "" || got.Status.PodIP != got.Status.HostIP {
+		t.Fatalf("pod on %q with IP %q (host %q), want %s and the host's IP", got.Spec.NodeName, got.Status.PodIP, got.Status.HostIP, KubeletNode)
+	}
+	resp, err := http.Get(fmt.Sprintf("http://%s/os-release", net.JoinHostPort(KubeletLoopback, strconv.Itoa(port))))
+	if err != nil {
+		t.Fatalf("GET from the pod: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "Debian") {
+		t.Fatalf("the pod served %d %q", resp.StatusCode, body)
+	}
+	// Not checked: the pod log API. The API server dials the kubelet at the
+	// node's address, and the kubelet API listens on loopback only (it
+	// admits anonymous requests).
+}
