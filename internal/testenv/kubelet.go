@@ -51,10 +51,10 @@ type Kubelet struct {
 	// APIAddr is where the kubelet API listens (the node's address): it
 	// admits only the API server's client certificate.
 	APIAddr string
-	dir    string
-	k      *KubeCluster
-	ctr    string
-	mu     sync.Mutex
+	dir     string
+	k       *KubeCluster
+	ctr     string
+	mu      sync.Mutex
 }
 
 var (
