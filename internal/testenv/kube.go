@@ -88,7 +88,16 @@ type KubeCluster struct {
 	tokens    map[string]string // user -> token
 	procs     []*kubeProc
 	kubelet   *Kubelet // the real node, once started
+	// kubeletClientCA is the CA file of the API server's client
+	// certificate towards kubelets (KubeletClientUser), which the real
+	// kubelet trusts.
+	kubeletClientCA string
 }
+
+// KubeletClientUser is the identity of the API server's client certificate
+// towards the kubelets (pod logs, exec): the real kubelet authorizes it
+// through the API server (RBAC role system:kubelet-api-admin).
+const KubeletClientUser = "kube-apiserver-kubelet-client"
 
 var (
 	kubeOnce sync.Once
@@ -291,6 +300,10 @@ func startKube() (*KubeCluster, error) {
 		return nil, err
 	}
 	certDir := filepath.Join(dir, "pki")
+	var kcCert, kcKey string
+	if k.kubeletClientCA, kcCert, kcKey, err = clientCertPKI(dir, "kubelet-client", KubeletClientUser); err != nil {
+		return nil, err
+	}
 	k.host = fmt.Sprintf("https://127.0.0.1:%d", ports[2])
 	if _, err := k.run(bin, "kube-apiserver",
 		"--etcd-servers", etcdURL,
@@ -305,6 +318,7 @@ func startKube() (*KubeCluster, error) {
 		"--service-account-key-file", saFile, "--service-account-signing-key-file", saFile,
 		"--allow-privileged=true",
 		"--kubelet-preferred-address-types", "InternalIP",
+		"--kubelet-client-certificate", kcCert, "--kubelet-client-key", kcKey,
 		"--v", "0"); err != nil {
 		return nil, err
 	}
@@ -673,6 +687,53 @@ func selfSignedCert(dir, name string) (certFile, keyFile string, err error) {
 		return "", "", err
 	}
 	return certFile, keyFile, os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb}), 0o600)
+}
+
+// clientCertPKI writes a CA and a client certificate it signs for user
+// (name-ca.crt, name.crt, name.key in dir).
+func clientCertPKI(dir, name, user string) (caFile, certFile, keyFile string, err error) {
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return "", "", "", err
+	}
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name + "-ca"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		return "", "", "", err
+	}
+	ca, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		return "", "", "", err
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return "", "", "", err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: user},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		return "", "", "", err
+	}
+	kb, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return "", "", "", err
+	}
+	caFile, certFile, keyFile = filepath.Join(dir, name+"-ca.crt"), filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key")
+	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o644); err != nil {
+		return "", "", "", err
+	}
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		return "", "", "", err
+	}
+	return caFile, certFile, keyFile, os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb}), 0o600)
 }
 
 func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }

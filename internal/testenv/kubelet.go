@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +19,8 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/mse-in-go/mse/internal/runtimes/image"
@@ -45,10 +48,13 @@ const PauseImage = "localhost/mse/pause:test"
 type Kubelet struct {
 	// Socket is containerd's.
 	Socket string
-	dir    string
-	k      *KubeCluster
-	ctr    string
-	mu     sync.Mutex
+	// APIAddr is where the kubelet API listens (the node's address): it
+	// admits only the API server's client certificate.
+	APIAddr string
+	dir     string
+	k       *KubeCluster
+	ctr     string
+	mu      sync.Mutex
 }
 
 var (
@@ -137,13 +143,21 @@ func (k *KubeCluster) startKubelet() (*Kubelet, error) {
 	if err != nil {
 		return nil, err
 	}
+	nodeIP, err := hostIP()
+	if err != nil {
+		return nil, err
+	}
+	if err := k.grantKubeletAPI(); err != nil {
+		return nil, err
+	}
+	kl.APIAddr = net.JoinHostPort(nodeIP, strconv.Itoa(ports[0]))
 	cfg := filepath.Join(dir, "kubelet.yaml")
-	if err := os.WriteFile(cfg, kubeletConfig(kl.Socket, ports[0], ports[1]), 0o600); err != nil {
+	if err := os.WriteFile(cfg, kubeletConfig(kl.Socket, nodeIP, k.kubeletClientCA, ports[0], ports[1]), 0o600); err != nil {
 		return nil, err
 	}
 	if _, err := k.run(bin, "kubelet", "--config", cfg, "--kubeconfig", k.Kubeconfig,
 		"--root-dir", filepath.Join(dir, "kubelet"), "--cert-dir", filepath.Join(dir, "kubelet-pki"),
-		"--hostname-override", KubeletNode,
+		"--hostname-override", KubeletNode, "--node-ip", nodeIP,
 		"--node-labels", KubeletLabel+"=true", "--v", "1"); err != nil {
 		return nil, err
 	}
@@ -221,24 +235,26 @@ func (kl *Kubelet) waitContainerd(within time.Duration) error {
 }
 
 // kubeletConfig: cgroupfs on this machine's cgroup v1, no swap check, no
-// CPU manager, the kubelet API on loopback only with anonymous access (the
-// API server fetches pod logs there without a client certificate), no
-// image garbage collection (the images cannot be pulled again) and
-// eviction only when the disk is all but full.
-func kubeletConfig(socket string, port, healthz int) []byte {
+// CPU manager, the kubelet API on the node's address (where the API server
+// dials it for pod logs) admitting only client certificates of caFile (the
+// API server's, KubeletClientUser), each request authorized by the API
+// server (Webhook), no image garbage collection (the images cannot be
+// pulled again) and eviction only when the disk is all but full.
+func kubeletConfig(socket, nodeIP, caFile string, port, healthz int) []byte {
 	return fmt.Appendf(nil, `apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 containerRuntimeEndpoint: unix://%s
-address: 127.0.0.1
+address: %s
 port: %d
 readOnlyPort: 0
 healthzBindAddress: 127.0.0.1
 healthzPort: %d
 authentication:
-  anonymous: {enabled: true}
+  anonymous: {enabled: false}
   webhook: {enabled: false}
+  x509: {clientCAFile: %q}
 authorization:
-  mode: AlwaysAllow
+  mode: Webhook
 cgroupDriver: cgroupfs
 failCgroupV1: false
 failSwapOn: false
@@ -254,7 +270,53 @@ registerWithTaints:
 serializeImagePulls: false
 rotateCertificates: false
 serverTLSBootstrap: false
-`, socket, port, healthz, KubeletLabel)
+`, socket, nodeIP, port, healthz, caFile, KubeletLabel)
+}
+
+// hostIP is the address the kubelet registers for its node and serves its
+// API on: this machine's source address towards the default route (found
+// without sending anything), else its first non-loopback IPv4 address. The
+// kubelet refuses a loopback node IP.
+func hostIP() (string, error) {
+	if c, err := net.Dial("udp4", "192.0.2.1:9"); err == nil { // TEST-NET-1: a route lookup, no packet
+		ip := c.LocalAddr().(*net.UDPAddr).IP
+		c.Close()
+		if !ip.IsLoopback() && !ip.IsUnspecified() {
+			return ip.String(), nil
+		}
+	}
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return "", err
+	}
+	for _, i := range ifs {
+		if i.Flags&net.FlagUp == 0 || i.Flags&net.FlagLoopback != 0 || strings.HasPrefix(i.Name, "msetest") {
+			continue
+		}
+		addrs, _ := i.Addrs()
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && !n.IP.IsLoopback() {
+				return n.IP.String(), nil
+			}
+		}
+	}
+	return "", errors.New("no non-loopback IPv4 address on this machine for the kubelet's node")
+}
+
+// grantKubeletAPI lets the API server's client identity use the kubelet
+// API (logs, exec, stats), as kubeadm binds it.
+func (k *KubeCluster) grantKubeletAPI() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := k.Client.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "mse-test-kubelet-api-admin"},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: KubeletClientUser}},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "system:kubelet-api-admin"},
+	}, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("grant the API server the kubelet API: %w", err)
+	}
+	return nil
 }
 
 // waitReady waits for the node to be Ready and lifts the not-ready taint

@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -97,7 +98,30 @@ func TestKubeletRunsAPod(t *testing.T) {
 	if resp.StatusCode != 200 || !strings.Contains(string(body), "Debian") {
 		t.Fatalf("the pod served %d %q", resp.StatusCode, body)
 	}
-	// Not checked: the pod log API. The API server dials the kubelet at the
-	// node's address, and the kubelet API listens on loopback only (it
-	// admits anonymous requests).
+
+	// The pod log API: the API server dials the kubelet at the node's
+	// address with its client certificate.
+	var logs string
+	for end := time.Now().Add(30 * time.Second); ; {
+		b, err := k.Client.CoreV1().Pods(ns).GetLogs("smoke", &corev1.PodLogOptions{Container: "web"}).DoRaw(ctx)
+		logs = string(b)
+		if err == nil && strings.Contains(logs, `"GET /os-release HTTP/1.1" 200`) {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("pod logs: %v\n%s\nkubelet log:\n%s", err, logs, tailFile(k.dir+"/kubelet.log", 3000))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+
+	// Anyone else is refused by the kubelet API.
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} // the kubelet's self-signed serving certificate; only the refusal is checked
+	resp, err = hc.Get("https://" + kl.APIAddr + "/containerLogs/" + ns + "/smoke/web")
+	if err != nil {
+		t.Fatalf("GET the kubelet API anonymously: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("the kubelet API answered an anonymous request with HTTP %d, want 401", resp.StatusCode)
+	}
 }

@@ -81,7 +81,8 @@ func nodeImage(t *testing.T, kl *testenv.Kubelet, nodeBin string) (ref, measurem
 // `mse cloud deploy` of examples/helloworld against a backend with
 // --runner kubernetes: a pod on the real kubelet fetches its bundle
 // (mse-fetch), gets its quote through the qe sidecar, is verified by the
-// CLI and serves through the router; `mse cloud verify` passes; stop
+// CLI and serves through the router; `mse cloud verify` passes; `mse cloud
+// logs` has the app's access log (the pod log API, from the kubelet); stop
 // deletes the pod.
 func TestDeployOnARealKubelet(t *testing.T) {
 	k := testenv.Kube(t)
@@ -183,6 +184,21 @@ func TestDeployOnARealKubelet(t *testing.T) {
 	st := mustRun(t, "cloud", "status", d.AppID, "--json")
 	if !strings.Contains(st, `"running"`) {
 		t.Fatalf("status = %s", st)
+	}
+
+	// The node's log through the pod log API: the API server reads it
+	// from the kubelet with its client certificate. The app's access log
+	// has the request served above.
+	var logs string
+	for end := time.Now().Add(30 * time.Second); ; {
+		logs = mustRun(t, "cloud", "logs", d.AppID)
+		if strings.Contains(logs, `"GET / HTTP/1.1" 200`) && strings.Contains(logs, "GET /health") {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("mse cloud logs lacks the app's access log lines:\n%s", logs)
+		}
+		time.Sleep(300 * time.Millisecond)
 	}
 
 	mustRun(t, "cloud", "stop", d.AppID)

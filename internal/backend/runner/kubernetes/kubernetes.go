@@ -90,6 +90,10 @@ type Config struct {
 	// NodeStatus asks a node for its own status (default ProbeNode); it
 	// may fail (the node not reachable from here): the pod's state stands.
 	NodeStatus NodeStatusFunc
+	// HealthInterval is how often the runner asks the API server whether it
+	// is ready (/readyz; default 5 s). While it does not answer, Status,
+	// Spawn and Addr fail saying so, and Capacity offers nothing.
+	HealthInterval time.Duration
 	// SyncTimeout bounds New's wait for its first view of pods and nodes
 	// (default 30 s).
 	SyncTimeout time.Duration
@@ -105,6 +109,8 @@ type Runner struct {
 	log     *slog.Logger
 	pods    corelisters.PodLister
 	nodes   corelisters.NodeLister // nil when the nodes cannot be listed
+	podInf  cache.SharedIndexInformer
+	health  apiHealth
 	stop    chan struct{}
 	stopped sync.Once
 }
@@ -177,6 +183,9 @@ func New(cfg Config) (*Runner, error) {
 	if cfg.NodeStatus == nil {
 		cfg.NodeStatus = ProbeNode
 	}
+	if cfg.HealthInterval <= 0 {
+		cfg.HealthInterval = 5 * time.Second
+	}
 	if cfg.SyncTimeout <= 0 {
 		cfg.SyncTimeout = 30 * time.Second
 	}
@@ -198,8 +207,9 @@ func New(cfg Config) (*Runner, error) {
 	podFactory := informers.NewSharedInformerFactoryWithOptions(cfg.Client, 0, informers.WithNamespace(cfg.Namespace),
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = selector }))
 	r.pods = podFactory.Core().V1().Pods().Lister()
+	r.podInf = podFactory.Core().V1().Pods().Informer()
 	podFactory.Start(r.stop)
-	synced := []cache.InformerSynced{podFactory.Core().V1().Pods().Informer().HasSynced}
+	synced := []cache.InformerSynced{r.podInf.HasSynced}
 	if _, err := cfg.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: nodeSel.String(), Limit: 1}); err != nil {
 		r.log.Warn("the cluster's nodes cannot be listed: capacity is unknown (shown as 0); grant list and watch on nodes", "err", err)
 	} else {
@@ -212,6 +222,10 @@ func New(cfg Config) (*Runner, error) {
 	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
 		r.Close()
 		return nil, fmt.Errorf("kubernetes runner: no view of the pods and nodes within %s: is the API server reachable?", cfg.SyncTimeout)
+	}
+	if r.cfg.Client.Discovery().RESTClient() != nil {
+		r.health.on = true
+		go r.watchHealth()
 	}
 	return r, nil
 }
@@ -243,6 +257,9 @@ func (r *Runner) Spawn(ctx context.Context, appID string, s runner.SpawnSpec) ([
 	}
 	image, err := r.imageRef(s)
 	if err != nil {
+		return nil, err
+	}
+	if err := r.reachable(); err != nil {
 		return nil, err
 	}
 	if err := r.fits(s.Hardware); err != nil {
@@ -315,6 +332,9 @@ func (r *Runner) createError(what, appID string, err error) error {
 			return fmt.Errorf("%w: creating %s for app %s exceeds resource quota %q of namespace %s (%s); stop an app, or ask the operator to raise the quota",
 				runner.ErrNoCapacity, what, appID, q, r.cfg.Namespace, apiMessage(err))
 		}
+	}
+	if r.health.failed(err) {
+		return fmt.Errorf("kubernetes runner: create %s of app %s: %w", what, appID, r.reachable())
 	}
 	if apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("kubernetes runner: %s of app %s exists already (a node of this app runs; stop it first): %s", what, appID, apiMessage(err))
@@ -399,16 +419,30 @@ func (r *Runner) Stop(ctx context.Context, appID string, hb []byte) error {
 
 // getPod is appID's pod from the watch cache, or from the API server when
 // the cache has not seen it yet (just created). nil: there is none.
-func (r *Runner) getPod(ctx context.Context, h *handle) (*corev1.Pod, error) {
-	p, err := r.pods.Pods(h.Namespace).Get(h.Pod)
-	if err == nil && string(p.UID) == h.UID {
-		return p, nil
+//
+// Status asks for a current view (current): while the API server is
+// unreachable that fails, and just after it returns the cache is passed by.
+// Addr takes what the cache holds: routes keep working during an outage.
+func (r *Runner) getPod(ctx context.Context, h *handle, current bool) (*corev1.Pod, error) {
+	if current {
+		if err := r.reachable(); err != nil {
+			return nil, err
+		}
 	}
-	p, err = r.cfg.Client.CoreV1().Pods(h.Namespace).Get(ctx, h.Pod, metav1.GetOptions{})
+	if !current || !r.cacheStale() {
+		p, err := r.pods.Pods(h.Namespace).Get(h.Pod)
+		if err == nil && string(p.UID) == h.UID {
+			return p, nil
+		}
+	}
+	p, err := r.cfg.Client.CoreV1().Pods(h.Namespace).Get(ctx, h.Pod, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return nil, nil
 	}
 	if err != nil {
+		if r.health.failed(err) {
+			return nil, r.reachable()
+		}
 		return nil, fmt.Errorf("kubernetes runner: get pod %s/%s: %s", h.Namespace, h.Pod, apiMessage(err))
 	}
 	if string(p.UID) != h.UID {
@@ -425,7 +459,7 @@ func (r *Runner) Status(ctx context.Context, appID string, hb []byte) (runner.No
 	if err != nil {
 		return runner.NodeState{}, err
 	}
-	p, err := r.getPod(ctx, h)
+	p, err := r.getPod(ctx, h, true)
 	if err != nil {
 		return runner.NodeState{}, err
 	}
@@ -522,7 +556,7 @@ func (r *Runner) Addr(appID string, hb []byte) (string, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	p, err := r.getPod(ctx, h)
+	p, err := r.getPod(ctx, h, false)
 	if err != nil {
 		return "", err
 	}
@@ -723,6 +757,12 @@ func (r *Runner) Adopt(ctx context.Context, nodes map[string][]byte) (map[string
 // schedulable, ready nodes (Config.NodeSelector), and the requests of this
 // runner's pods that have not ended.
 func (r *Runner) Capacity() (used, total runner.Resources) {
+	if err := r.reachable(); err != nil {
+		// The watch cache is stale: offer nothing until the API server
+		// answers again (Spawn refuses meanwhile).
+		r.log.Warn("capacity unknown", "err", err)
+		return runner.Resources{}, runner.Resources{}
+	}
 	var milli, mem int64
 	if r.nodes != nil {
 		nodes, _ := r.nodes.List(k8slabels.Everything())

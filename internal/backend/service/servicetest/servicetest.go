@@ -44,6 +44,9 @@ type Runner struct {
 	Spawns int
 	// SpawnErr, when set, is returned by the next Spawn.
 	SpawnErr error
+	// StatusErr, while set, is returned by every Status (the runner cannot
+	// see its nodes: a cluster's API server unreachable).
+	StatusErr error
 	// BeforeSpawn and BeforeStop, when set (before the services run), are
 	// called at the start of each Spawn and Stop, outside the runner's lock:
 	// a test can hold a replica in the middle of one.
@@ -89,6 +92,13 @@ func (r *Runner) Spawn(ctx context.Context, appID string, s runner.SpawnSpec) ([
 	return json.Marshal(handle{App: appID})
 }
 
+// SetStatusErr sets (nil: clears) StatusErr.
+func (r *Runner) SetStatusErr(err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.StatusErr = err
+}
+
 // SetState sets what the node of appID reports.
 func (r *Runner) SetState(appID, state, msg string) {
 	r.mu.Lock()
@@ -123,6 +133,9 @@ func (r *Runner) Live(appID string) bool {
 func (r *Runner) Status(ctx context.Context, appID string, h []byte) (runner.NodeState, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.StatusErr != nil {
+		return runner.NodeState{}, r.StatusErr
+	}
 	n := r.nodes[appID]
 	if n == nil {
 		return runner.NodeState{State: runner.StateLost, Error: "no such node"}, nil
