@@ -95,6 +95,9 @@ type Config struct {
 	// (default, and when it is not shorter than the lifetime: a third of
 	// the certificate's lifetime).
 	RenewBefore time.Duration
+	// OnChange, when set, is called (from Run's goroutine) after each
+	// attempt with the new status: a certificate issued, or a failure.
+	OnChange func(Status)
 }
 
 // Status is what a Manager reports.
@@ -345,11 +348,19 @@ func (m *Manager) sleepUntil(ctx context.Context, t time.Time) error {
 	}
 }
 
+func (m *Manager) changed(st Status) {
+	if m.cfg.OnChange != nil {
+		m.cfg.OnChange(st)
+	}
+}
+
 func (m *Manager) issued(c *tls.Certificate, start, next time.Time) {
 	m.cert.Store(c)
 	m.mu.Lock()
 	m.status = Status{State: StateValid, NotAfter: c.Leaf.NotAfter, Serial: c.Leaf.SerialNumber.Text(16), LastAttempt: start, NextAttempt: next}
+	st := m.status
 	m.mu.Unlock()
+	defer m.changed(st)
 	m.log.Info("acme: certificate obtained", "domains", strings.Join(m.domains, ","), "serial", c.Leaf.SerialNumber.Text(16),
 		"not_after", c.Leaf.NotAfter.UTC().Format(time.RFC3339), "renew_at", next.UTC().Format(time.RFC3339), "took", m.now().Sub(start).Round(time.Millisecond))
 }
@@ -363,8 +374,10 @@ func (m *Manager) failed(err error, next time.Time) {
 	} else {
 		m.status.State = StateFailed
 	}
-	state := m.status.State
+	st := m.status
+	state := st.State
 	m.mu.Unlock()
+	defer m.changed(st)
 	m.log.Warn("acme: no certificate from the CA this time", "state", state, "err", err, "retry_at", next.UTC().Format(time.RFC3339))
 }
 

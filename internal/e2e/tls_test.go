@@ -62,11 +62,11 @@ func TestACMEModeInBrowser(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Logf("deploy returned → browser-trusted certificate at the router: %s", issuedAfter.Round(time.Millisecond))
-	// From the node's own log: "app running" to "serving the CA's certificate".
+	// From the node's own log: "app running" to "acme: certificate obtained".
 	var logs string
 	for end := time.Now().Add(10 * time.Second); ; {
 		logs, _ = mustRun(t, "cloud", "logs", d.AppID, "--raw")
-		ran, got := logTime(t, logs, `msg="app running"`), logTime(t, logs, `msg="acme: serving the CA's certificate`)
+		ran, got := logTime(t, logs, `msg="app running"`), logTime(t, logs, `msg="acme: certificate obtained"`)
 		if !ran.IsZero() && !got.IsZero() {
 			t.Logf("node: running → valid ACME certificate: %s", got.Sub(ran).Round(time.Millisecond))
 			break

@@ -5,7 +5,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/mse-in-go/mse/internal/acme"
 	"github.com/mse-in-go/mse/internal/spec"
@@ -33,9 +32,11 @@ func (n *Node) newACME() (*acme.Manager, error) {
 		}
 	}
 	m, err := acme.New(acme.Config{
-		DirectoryURL: a.DirectoryURL, Roots: roots, Email: a.Email, Domains: n.cfg.Spec.Domains,
+		DirectoryURL: a.DirectoryURL, Email: a.Email, Domains: n.cfg.Spec.Domains,
 		Key: n.tlsKey, HTTPClient: acme.EgressClient(n.cfg.Egress, roots), Now: n.cfg.Now,
 		Logger: n.log.With("component", "acme"),
+		// What the node serves changed: say so in the status file.
+		OnChange: func(acme.Status) { n.writeStatus(n.phase.Load().(string), "") },
 	})
 	if err != nil {
 		return nil, fmt.Errorf("node: acme: %w", err)
@@ -43,31 +44,10 @@ func (n *Node) newACME() (*acme.Manager, error) {
 	return m, nil
 }
 
-// runACME obtains and renews the certificate until ctx ends, and writes the
-// status file whenever what the node serves, or the ACME state, changes.
+// runACME obtains and renews the certificate until ctx ends (the manager
+// logs each attempt; OnChange writes the status file).
 func (n *Node) runACME(ctx context.Context) {
-	done := make(chan error, 1)
-	go func() { done <- n.acme.Run(ctx) }()
-	t := time.NewTicker(250 * time.Millisecond)
-	defer t.Stop()
-	last := n.acme.Status()
-	for {
-		select {
-		case err := <-done:
-			if err != nil && !errors.Is(err, context.Canceled) {
-				n.log.Error("acme stopped", "err", err)
-			}
-			return
-		case <-t.C:
-			if st := n.acme.Status(); st != last {
-				last = st
-				if st.Error != "" {
-					n.log.Warn("acme: no certificate yet; serving the RA-TLS certificate", "state", st.State, "err", st.Error, "next_attempt", st.NextAttempt)
-				} else if st.State == acme.StateValid {
-					n.log.Info("acme: serving the CA's certificate for the enclave key", "not_after", st.NotAfter, "serial", st.Serial)
-				}
-				n.writeStatus(n.phase.Load().(string), "")
-			}
-		}
+	if err := n.acme.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		n.log.Error("acme stopped", "err", err)
 	}
 }
