@@ -223,8 +223,6 @@ func IsChallenge(hello *tls.ClientHelloInfo) bool {
 	return false
 }
 
-// IsChallenge is the package's IsChallenge.
-func (m *Manager) IsChallenge(hello *tls.ClientHelloInfo) bool { return IsChallenge(hello) }
 
 // ChallengeCertificate returns the TLS-ALPN-01 certificate of the pending
 // challenge for hello's server name; an error when hello does not offer

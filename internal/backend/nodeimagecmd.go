@@ -2,7 +2,6 @@ package backend
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -13,6 +12,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/spf13/cobra"
 
+	"github.com/mse-in-go/mse/internal/attest/sim"
 	"github.com/mse-in-go/mse/internal/runtimes/image"
 )
 
@@ -44,10 +44,11 @@ func BuildNodeImage(ctx context.Context, spec NodeImageSpec, ref string, out io.
 	if err != nil {
 		return NodeImage{}, err
 	}
-	nodeSum, err := fileSHA256(spec.NodeBinary)
+	m, err := sim.MeasureFile(spec.NodeBinary)
 	if err != nil {
 		return NodeImage{}, fmt.Errorf("node image: mse-node: %w", err)
 	}
+	nodeSum := hex.EncodeToString(m[:])
 	d, err := st.AddFiles(ctx, image.FilesSpec{
 		Files: []image.File{
 			{Path: "/mse-node", Mode: 0o555, Source: spec.NodeBinary},
@@ -66,18 +67,6 @@ func BuildNodeImage(ctx context.Context, spec NodeImageSpec, ref string, out io.
 	return NodeImage{Digest: d, NodeSHA256: nodeSum}, nil
 }
 
-func fileSHA256(p string) (string, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
-}
 
 // writeImage writes the image built by build to path atomically.
 func writeImage(path string, build func(w io.Writer) error) error {

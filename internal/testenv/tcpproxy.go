@@ -28,11 +28,9 @@ func StartTCPProxy(t testing.TB, target string) *TCPProxy {
 		t.Fatalf("proxy listen: %v", err)
 	}
 	p := &TCPProxy{ln: ln, target: target, conns: map[net.Conn]bool{}}
-	go p.serve()
-	t.Cleanup(func() {
-		ln.Close()
-		p.Cut()
-	})
+	t.Cleanup(p.Cut)
+	ServeConns(t, ln, p.forward) // its cleanup, closing ln, runs first
+
 	return p
 }
 
@@ -68,16 +66,6 @@ func (p *TCPProxy) track(cs ...net.Conn) bool {
 		p.conns[c] = true
 	}
 	return true
-}
-
-func (p *TCPProxy) serve() {
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		go p.forward(c)
-	}
 }
 
 func (p *TCPProxy) forward(c net.Conn) {

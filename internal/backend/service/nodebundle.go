@@ -15,14 +15,13 @@ import (
 const maxFetchToken = 256
 
 // bundlePath is the local file of appID's bundle for the runner's Spawn, or
-// "" when the runner's nodes fetch it from the backend (runner.BundleServer)
-// and the store is not local.
+// "" when the runner's nodes fetch it from the backend (runner.BundleServer).
 func (s *Service) bundlePath(appID string) (string, error) {
+	if _, ok := s.cfg.Runner.(runner.BundleServer); ok {
+		return "", nil // its nodes fetch the bundle (no local copy, e.g. of S3)
+	}
 	if local, ok := s.cfg.Blobs.(blob.Local); ok {
 		return local.LocalPath(appID)
-	}
-	if _, ok := s.cfg.Runner.(runner.BundleServer); ok {
-		return "", nil
 	}
 	return "", errors.New("service: the blob store is not local, and this runner reads the bundle from a local file: use a directory for --blobs with it")
 }

@@ -50,7 +50,7 @@ func (s *Service) quotaState() *quotas {
 
 // held is what u's active apps hold.
 func (s *Service) held(ctx context.Context, userID string) (usage, error) {
-	apps, err := s.st.ListApps(ctx, store.AppFilter{OwnerID: userID, Statuses: []store.AppStatus{store.StatusSpawning, store.StatusInitializing, store.StatusRunning}})
+	apps, err := s.st.ListApps(ctx, store.AppFilter{OwnerID: userID, Statuses: store.ActiveStatuses})
 	if err != nil {
 		return usage{}, err
 	}

@@ -72,7 +72,7 @@ func (s *Service) takeOver(ctx context.Context) error {
 // adopt hands the runner the nodes of active apps; those it cannot reattach
 // are on_error. It returns the ids of the active apps left.
 func (s *Service) adopt(ctx context.Context) (map[string]bool, error) {
-	apps, err := s.st.ListApps(ctx, store.AppFilter{Statuses: []store.AppStatus{store.StatusSpawning, store.StatusInitializing, store.StatusRunning}})
+	apps, err := s.st.ListApps(ctx, store.AppFilter{Statuses: store.ActiveStatuses})
 	if err != nil {
 		return nil, err
 	}
@@ -89,7 +89,7 @@ func (s *Service) adopt(ctx context.Context) (map[string]bool, error) {
 		return nil, err
 	}
 	for id, why := range lost {
-		if s.transition(ctx, id, []store.AppStatus{store.StatusSpawning, store.StatusInitializing, store.StatusRunning}, store.StatusOnError, why) {
+		if s.transition(ctx, id, store.ActiveStatuses, store.StatusOnError, why) {
 			_ = s.cfg.Blobs.Delete(ctx, id)
 		}
 		delete(active, id)
@@ -115,7 +115,7 @@ func (s *Service) sweepOrphans(ctx context.Context) {
 	// Keys first, then apps: a bundle stored after the list of keys is not
 	// looked at; one whose app is recorded after the list of apps is seen
 	// again at the next sweep, long before its grace ends.
-	apps, err := s.st.ListApps(ctx, store.AppFilter{Statuses: []store.AppStatus{store.StatusSpawning, store.StatusInitializing, store.StatusRunning}})
+	apps, err := s.st.ListApps(ctx, store.AppFilter{Statuses: store.ActiveStatuses})
 	if err != nil {
 		s.log.Error("sweep orphan bundles: list apps", "err", err)
 		return

@@ -613,7 +613,7 @@ func (s *Service) appFilter(ctx context.Context, u *store.User, name, status, pr
 		}
 		f.Statuses = []store.AppStatus{st}
 	} else if !all {
-		f.Statuses = []store.AppStatus{store.StatusSpawning, store.StatusInitializing, store.StatusRunning}
+		f.Statuses = store.ActiveStatuses
 	}
 	if project != "" {
 		p, err := s.st.GetProjectByName(ctx, u.ID, project)
@@ -640,7 +640,7 @@ func (s *Service) StopApp(ctx context.Context, u *store.User, id string) (*store
 }
 
 func (s *Service) stop(ctx context.Context, a *store.App, to store.AppStatus, msg string) {
-	if !s.transition(ctx, a.ID, []store.AppStatus{store.StatusSpawning, store.StatusInitializing, store.StatusRunning}, to, msg) {
+	if !s.transition(ctx, a.ID, store.ActiveStatuses, to, msg) {
 		return
 	}
 	// The transition is won: this replica, and only it, ends the node and
@@ -786,7 +786,7 @@ func (s *Service) Run(ctx context.Context) {
 
 // Reconcile drives every active app one step.
 func (s *Service) Reconcile(ctx context.Context) {
-	apps, err := s.st.ListApps(ctx, store.AppFilter{Statuses: []store.AppStatus{store.StatusSpawning, store.StatusInitializing, store.StatusRunning}})
+	apps, err := s.st.ListApps(ctx, store.AppFilter{Statuses: store.ActiveStatuses})
 	if err != nil {
 		s.log.Error("reconcile: list apps", "err", err)
 		return
@@ -796,7 +796,7 @@ func (s *Service) Reconcile(ctx context.Context) {
 		counts[apps[i].Status]++
 		s.reconcileOne(ctx, &apps[i])
 	}
-	for _, st := range []store.AppStatus{store.StatusSpawning, store.StatusInitializing, store.StatusRunning} {
+	for _, st := range store.ActiveStatuses {
 		s.mApps.WithLabelValues(string(st)).Set(float64(counts[st]))
 	}
 }

@@ -28,6 +28,9 @@ const (
 	StatusOnError      AppStatus = "on_error"
 )
 
+// ActiveStatuses hold resources and routes.
+var ActiveStatuses = []AppStatus{StatusSpawning, StatusInitializing, StatusRunning}
+
 // Active reports whether an app in this status holds resources and routes.
 func (s AppStatus) Active() bool {
 	return s == StatusSpawning || s == StatusInitializing || s == StatusRunning

@@ -246,8 +246,7 @@ func (s *Store) put(ctx context.Context, key string, r io.Reader, maxSize int64,
 		if err != nil {
 			return blob.Info{}, err
 		}
-		sum := sha256.Sum256(body)
-		if _, err := s.core.PutObject(ctx, s.cfg.Bucket, name, bytes.NewReader(body), int64(n), "", hex.EncodeToString(sum[:]), minio.PutObjectOptions{}); err != nil {
+		if _, err := s.core.PutObject(ctx, s.cfg.Bucket, name, bytes.NewReader(body), int64(n), "", hex.EncodeToString(info.SHA256[:]), minio.PutObjectOptions{}); err != nil {
 			return blob.Info{}, s.fail("store the blob", err)
 		}
 		return info, nil
@@ -407,8 +406,7 @@ func (s *Store) abort(name, id string, cause error) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := s.core.AbortMultipartUpload(ctx, s.cfg.Bucket, name, id); err != nil {
-		var resp minio.ErrorResponse
-		if errors.As(err, &resp) && resp.Code == "NoSuchUpload" {
+		if isCode(err, "NoSuchUpload") {
 			return cause
 		}
 		return fmt.Errorf("%w (the incomplete upload could not be aborted either, so nothing is visible under the key; the backend's sweep aborts it after %v)", cause, s.cfg.SweepAge)

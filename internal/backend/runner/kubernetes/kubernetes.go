@@ -289,7 +289,7 @@ func (r *Runner) Spawn(ctx context.Context, appID string, s runner.SpawnSpec) ([
 			_ = r.deleteAll(dctx, appID)
 		}
 	}()
-	if _, err := core.Secrets(ns).Create(ctx, r.fetchSecret(cm, appID, s.Tenant, token, hardwareTEE(s.Hardware) == attest.TypeSim), metav1.CreateOptions{}); err != nil {
+	if _, err := core.Secrets(ns).Create(ctx, r.fetchSecret(cm, appID, s.Tenant, token, s.Hardware.TEE == attest.TypeSim), metav1.CreateOptions{}); err != nil {
 		return nil, r.createError("the node's credential Secret", appID, err)
 	}
 	port := r.cfg.Port
@@ -312,7 +312,7 @@ func (r *Runner) Spawn(ctx context.Context, appID string, s runner.SpawnSpec) ([
 	}
 	h := handle{Namespace: ns, Pod: created.Name, UID: string(created.UID), Port: port, TokenSHA256: tokenHash(token),
 		Resources: runner.Resources{MemoryMiB: s.Hardware.MemoryMiB, Cores: s.Hardware.Cores},
-		TEE:       hardwareTEE(s.Hardware), RuntimeDigest: s.App.Runtime.Digest}
+		TEE:       s.Hardware.TEE, RuntimeDigest: s.App.Runtime.Digest}
 	if len(s.App.Domains) > 0 {
 		h.ServerName = s.App.Domains[0]
 	}
@@ -835,7 +835,7 @@ func (r *Runner) fits(h runner.Hardware) error {
 			u = corev1.ResourceList{}
 			usedOn[p.Spec.NodeName] = u
 		}
-		for _, c := range p.Spec.Containers {
+		for _, c := range podContainers(p) {
 			for name, q := range c.Resources.Requests {
 				cur := u[name]
 				cur.Add(q)
@@ -848,8 +848,9 @@ func (r *Runner) fits(h runner.Hardware) error {
 		sel = h.Kubernetes.NodeSelector
 	}
 	candidates := 0
+	selector := k8slabels.SelectorFromSet(sel)
 	for _, n := range nodes {
-		if n.Spec.Unschedulable || !nodeReady(n) || !k8slabels.SelectorFromSet(sel).Matches(k8slabels.Set(n.Labels)) {
+		if n.Spec.Unschedulable || !nodeReady(n) || !selector.Matches(k8slabels.Set(n.Labels)) {
 			continue
 		}
 		candidates++
@@ -896,13 +897,6 @@ var (
 	_ runner.NodeQuoter   = (*Runner)(nil)
 )
 
-// hardwareTEE is the TEE type of a hardware entry (empty: sim).
-func hardwareTEE(hw runner.Hardware) string {
-	if hw.TEE == "" {
-		return attest.TypeSim
-	}
-	return hw.TEE
-}
 
 // SimQuote implements runner.NodeQuoter: the quote states the node image's
 // mse-node (Config.Measurement), sim.DevSigner and the app's runtime image,

@@ -137,10 +137,7 @@ func (r *Runner) pod(cm *corev1.ConfigMap, appID, tenant, image string, port int
 	if err != nil {
 		return nil, err
 	}
-	tee := s.Hardware.TEE
-	if tee == "" {
-		tee = attest.TypeSim
-	}
+	tee := s.Hardware.TEE // validated at start: never empty
 	listenHost := "" // all the pod's addresses
 	if r.cfg.HostNetwork {
 		listenHost = hostLoopback // the host's: only this machine reaches it

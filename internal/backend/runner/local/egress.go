@@ -270,20 +270,21 @@ func (p *egressProxy) connect(ctx context.Context, target string) (net.Conn, *re
 		return nil, &refusal{http.StatusBadGateway, "cannot resolve " + host + ": " + trimErr(err)}
 	}
 	var lastErr error
+	refused := false // the last address tried was the operator's own
 	for _, a := range addrs {
 		a = a.Unmap()
 		if !p.private && operatorNetwork(a) {
-			lastErr = fmt.Errorf("%s is an address of the operator's network (set the runner's EgressPrivate to allow it)", a)
+			lastErr, refused = fmt.Errorf("%s is an address of the operator's network (set the runner's EgressPrivate to allow it)", a), true
 			continue
 		}
 		up, err := p.dial(ctx, "tcp", net.JoinHostPort(a.String(), port))
 		if err == nil {
 			return up, nil
 		}
-		lastErr = err
+		lastErr, refused = err, false
 	}
 	code := http.StatusBadGateway
-	if !p.private && lastErr != nil && strings.Contains(lastErr.Error(), "operator's network") {
+	if refused {
 		code = http.StatusForbidden
 	}
 	return nil, &refusal{code, "cannot reach " + target + ": " + trimErr(lastErr)}

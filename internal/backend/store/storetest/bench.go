@@ -133,7 +133,7 @@ func Benchmark(b *testing.B, open func(tb testing.TB) store.Store) {
 		}
 		return owners
 	}
-	activeSt := []store.AppStatus{store.StatusSpawning, store.StatusInitializing, store.StatusRunning}
+	activeSt := store.ActiveStatuses
 	bench("ListApps50", func(b *testing.B, s store.Store) func(*testing.B, int) {
 		owners := listSetup(b, s)
 		return func(b *testing.B, i int) {

@@ -511,7 +511,7 @@ func testListAppsFilters(t *testing.T, s store.Store) {
 		{"owner+name", store.AppFilter{OwnerID: bob.ID, Name: "front"}, []*store.App{b1}},
 		{"status", store.AppFilter{Statuses: []store.AppStatus{store.StatusRunning}}, []*store.App{a3}},
 		{"statuses", store.AppFilter{Statuses: []store.AppStatus{store.StatusStopped, store.StatusOnError}}, []*store.App{b1, a1}},
-		{"active", store.AppFilter{OwnerID: alice.ID, Statuses: []store.AppStatus{store.StatusSpawning, store.StatusInitializing, store.StatusRunning}}, []*store.App{a3, a2}},
+		{"active", store.AppFilter{OwnerID: alice.ID, Statuses: store.ActiveStatuses}, []*store.App{a3, a2}},
 		{"all four", store.AppFilter{OwnerID: alice.ID, ProjectID: aw.ID, Name: "front", Statuses: []store.AppStatus{store.StatusStopped}}, []*store.App{a1}},
 		{"none", store.AppFilter{OwnerID: bob.ID, ProjectID: aw.ID}, nil},
 		{"unknown owner", store.AppFilter{OwnerID: "u-nobody"}, nil},
@@ -718,7 +718,7 @@ func RunReplicas(t *testing.T, open func(t *testing.T) (store.Store, store.Store
 var (
 	spawning     = []store.AppStatus{store.StatusSpawning}
 	initializing = []store.AppStatus{store.StatusInitializing}
-	active       = []store.AppStatus{store.StatusSpawning, store.StatusInitializing, store.StatusRunning}
+	active       = store.ActiveStatuses
 )
 
 func testTransitionCAS(t *testing.T, s store.Store) {
@@ -847,7 +847,7 @@ func testTransitionConcurrent(t *testing.T, s store.Store) {
 func testCreateAppDomainConflict(t *testing.T, s store.Store) {
 	alice, bob := mkUser(t, s, "alice"), mkUser(t, s, "bob")
 	a := mkApp(t, s, alice, nil, "holder", "taken.example")
-	for _, st := range []store.AppStatus{store.StatusSpawning, store.StatusInitializing, store.StatusRunning} {
+	for _, st := range store.ActiveStatuses {
 		c := newApp(bob, nil, "claimer", "free.example", "taken.example", "also-free.example")
 		c.Status = st
 		err := s.CreateApp(ctx, c)
