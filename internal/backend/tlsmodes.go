@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"time"
@@ -30,9 +29,8 @@ import (
 // acmeSettings checks --acme-directory and reads --acme-roots.
 func acmeSettings(dirs []string, rootsFile string) (rootsPEM string, err error) {
 	for _, d := range dirs {
-		u, err := url.Parse(d)
-		if err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil || u.Fragment != "" || len(d) > 2048 {
-			return "", fmt.Errorf("--acme-directory %q is not an https URL of an ACME directory", d)
+		if e := spec.ACMEDirectoryRule(d); e != "" {
+			return "", fmt.Errorf("--acme-directory %s", e)
 		}
 	}
 	if rootsFile == "" {
@@ -101,9 +99,8 @@ func operatorTLS(cfg Config, platform *sim.Platform, measurement string, lookup 
 		op.GetCertificate = func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &cert, nil }
 		return op, nil
 	}
-	u, err := url.Parse(cfg.OperatorACMEDirectory)
-	if err != nil || u.Scheme != "https" || u.Host == "" {
-		return nil, fmt.Errorf("--operator-acme-directory %q is not an https URL of an ACME directory", cfg.OperatorACMEDirectory)
+	if e := spec.ACMEDirectoryRule(cfg.OperatorACMEDirectory); e != "" {
+		return nil, fmt.Errorf("--operator-acme-directory %s", e)
 	}
 	hc := &http.Client{Timeout: 30 * time.Second}
 	if cfg.OperatorACMERoots != "" {

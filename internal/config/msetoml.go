@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"io"
 	"net/mail"
-	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -56,7 +55,6 @@ const (
 	MaxCertificateSize = 1 << 20               // cloud.ssl.certificate (PEM chain)
 	MaxPrivateKeySize  = 64 << 10              // cloud.ssl.private_key (PEM)
 	MaxACMERootsSize   = spec.MaxACMERootsSize // cloud.acme.roots (PEM)
-	maxACMEURL         = 2048
 	maxEmail           = 254
 	maxEntrypointArgs  = 256
 	maxEntrypointArg   = 4096
@@ -956,32 +954,9 @@ func (c *AppConfig) checkACME(k *checker) {
 	}
 }
 
-// ACMEDirectoryRule says what is wrong with u as the directory URL of an
-// ACME CA (an https URL with a host, no user or fragment, at most 2048
-// bytes), or "" if nothing is. The CLI applies it to the operator's default
-// CA too.
-func ACMEDirectoryRule(u string) string {
-	if len(u) > maxACMEURL {
-		return fmt.Sprintf("is %d bytes long; the maximum is %d", len(u), maxACMEURL)
-	}
-	if hasControl(u) || strings.ContainsAny(u, " \t") {
-		return fmt.Sprintf("%q must not contain spaces or control characters", u)
-	}
-	p, err := url.Parse(u)
-	switch {
-	case err != nil:
-		return fmt.Sprintf("%q is not a URL; give the CA's ACME directory, e.g. \"https://acme-v02.api.letsencrypt.org/directory\"", u)
-	case p.Scheme != "https":
-		return fmt.Sprintf("%q is not an https URL: the node reaches its CA over HTTPS only, e.g. \"https://acme-v02.api.letsencrypt.org/directory\"", u)
-	case p.Host == "" || p.Hostname() == "":
-		return fmt.Sprintf("%q names no host", u)
-	case p.User != nil:
-		return fmt.Sprintf("%q must not carry a user name or password", u)
-	case p.Fragment != "" || strings.Contains(u, "#"):
-		return fmt.Sprintf("%q must not have a #fragment", u)
-	}
-	return ""
-}
+// ACMEDirectoryRule is spec.ACMEDirectoryRule (the CLI applies it to the
+// operator's default CA too).
+func ACMEDirectoryRule(u string) string { return spec.ACMEDirectoryRule(u) }
 
 // checkRootsFile reads a PEM file of roots (bounded) and says what is wrong
 // with it, or "".

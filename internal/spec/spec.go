@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/mse-in-go/mse/internal/attest"
 	"github.com/mse-in-go/mse/internal/runtimes"
@@ -210,13 +211,39 @@ func acmeEmail(a *ACME) string {
 	return a.Email
 }
 
-func (a *ACME) validate() error {
-	u, err := url.Parse(a.DirectoryURL)
-	if err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil || u.Fragment != "" {
-		return fmt.Errorf("spec: acme directory_url %q is not an https URL", a.DirectoryURL)
+// MaxACMEDirectoryURL bounds ACME.DirectoryURL.
+const MaxACMEDirectoryURL = 2048
+
+// ACMEDirectoryRule says what is wrong with u as the directory URL of an
+// ACME CA (an https URL with a host, no user or fragment, at most 2048
+// bytes), or "" if nothing is. mse.toml, the backend's
+// flags and spec.Validate all apply it.
+func ACMEDirectoryRule(u string) string {
+	if len(u) > MaxACMEDirectoryURL {
+		return fmt.Sprintf("is %d bytes long; the maximum is %d", len(u), MaxACMEDirectoryURL)
 	}
-	if len(a.DirectoryURL) > 2048 {
-		return errors.New("spec: acme directory_url is longer than 2048 bytes")
+	if strings.IndexFunc(u, unicode.IsControl) >= 0 || strings.ContainsAny(u, " \t") {
+		return fmt.Sprintf("%q must not contain spaces or control characters", u)
+	}
+	p, err := url.Parse(u)
+	switch {
+	case err != nil:
+		return fmt.Sprintf("%q is not a URL; give the CA's ACME directory, e.g. \"https://acme-v02.api.letsencrypt.org/directory\"", u)
+	case p.Scheme != "https":
+		return fmt.Sprintf("%q is not an https URL: the node reaches its CA over HTTPS only, e.g. \"https://acme-v02.api.letsencrypt.org/directory\"", u)
+	case p.Host == "" || p.Hostname() == "":
+		return fmt.Sprintf("%q names no host", u)
+	case p.User != nil:
+		return fmt.Sprintf("%q must not carry a user name or password", u)
+	case p.Fragment != "" || strings.Contains(u, "#"):
+		return fmt.Sprintf("%q must not have a #fragment", u)
+	}
+	return ""
+}
+
+func (a *ACME) validate() error {
+	if e := ACMEDirectoryRule(a.DirectoryURL); e != "" {
+		return fmt.Errorf("spec: acme directory_url %s", e)
 	}
 	if len(a.RootsPEM) > MaxACMERootsSize {
 		return fmt.Errorf("spec: acme roots_pem is %d bytes, more than %d", len(a.RootsPEM), MaxACMERootsSize)
