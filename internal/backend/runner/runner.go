@@ -62,6 +62,9 @@ type SpawnSpec struct {
 	Hardware   Hardware
 	// Tenant is the id of the app's owner (runners label nodes with it).
 	Tenant string
+	// CodeDigest is the bundle's SHA-256 (hex), for runners whose nodes
+	// fetch it and check what they got.
+	CodeDigest string
 }
 
 // Node states beyond nodeapi's: the node process is gone.

@@ -548,7 +548,7 @@ func (s *Service) spawn(ctx context.Context, app *store.App, spec config.Spec) e
 	if err != nil {
 		return err
 	}
-	h, err := s.cfg.Runner.Spawn(ctx, app.ID, runner.SpawnSpec{App: spec, BundlePath: path, Hardware: hw, Tenant: app.OwnerID})
+	h, err := s.cfg.Runner.Spawn(ctx, app.ID, runner.SpawnSpec{App: spec, BundlePath: path, Hardware: hw, Tenant: app.OwnerID, CodeDigest: app.CodeDigest})
 	if err != nil {
 		s.transition(ctx, app.ID, []store.AppStatus{store.StatusSpawning}, store.StatusOnError, "spawn the node: "+err.Error())
 		_ = s.cfg.Blobs.Delete(ctx, app.ID)

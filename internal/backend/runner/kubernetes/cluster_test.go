@@ -119,9 +119,12 @@ func spawnSpec(appID string, hw runner.Hardware) runner.SpawnSpec {
 		App: config.Spec{AppID: appID, Name: "hello", Domains: []string{appID + ".mse.test"}, PythonApplication: "app:app",
 			ExpiresAt: time.Now().Add(time.Hour).UTC(), TLSMode: config.TLSSelf,
 			Runtime: config.Runtime{Name: "flask", Image: "mse/flask:bookworm", Digest: testDigest, Kind: "wsgi"}},
-		BundlePath: "/nonexistent", Hardware: hw, Tenant: uuid.NewString(),
+		BundlePath: "/nonexistent", Hardware: hw, Tenant: uuid.NewString(), CodeDigest: testCodeDigest,
 	}
 }
+
+// testCodeDigest is the bundle digest spawnSpec states.
+const testCodeDigest = "c0dec0dec0dec0dec0dec0dec0dec0dec0dec0dec0dec0dec0dec0dec0dec0de"
 
 func (e *env) spawn(t *testing.T, r *Runner, hw runner.Hardware) (string, []byte) {
 	t.Helper()
@@ -263,6 +266,9 @@ func TestSpawnMakesThePodAndItsObjects(t *testing.T) {
 	}
 	if got := string(sec.Data["quote-url"]); got != testBundleURL+"/v1/nodes/"+id+"/quote" {
 		t.Fatalf("the fetch Secret's quote-url is %q", got)
+	}
+	if got := string(sec.Data["bundle-sha256"]); got != testCodeDigest {
+		t.Fatalf("the fetch Secret's bundle-sha256 is %q, want the app's code digest (mse-fetch checks it)", got)
 	}
 	if !CheckFetchToken(hb, string(sec.Data[TokenKey])) || string(sec.Data[URLKey]) != testBundleURL+"/v1/nodes/"+id+"/bundle" {
 		t.Fatalf("the fetch Secret does not hold the handle's credential and the bundle URL (%q)", sec.Data[URLKey])

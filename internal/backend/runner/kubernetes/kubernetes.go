@@ -289,7 +289,7 @@ func (r *Runner) Spawn(ctx context.Context, appID string, s runner.SpawnSpec) ([
 			_ = r.deleteAll(dctx, appID)
 		}
 	}()
-	if _, err := core.Secrets(ns).Create(ctx, r.fetchSecret(cm, appID, s.Tenant, token, s.Hardware.TEE == attest.TypeSim), metav1.CreateOptions{}); err != nil {
+	if _, err := core.Secrets(ns).Create(ctx, r.fetchSecret(cm, appID, s.Tenant, token, s.CodeDigest, s.Hardware.TEE == attest.TypeSim), metav1.CreateOptions{}); err != nil {
 		return nil, r.createError("the node's credential Secret", appID, err)
 	}
 	port := r.cfg.Port

@@ -38,6 +38,7 @@ const (
 	tokenKey       = "token"
 	urlKey         = "bundle-url"
 	quoteURLKey    = "quote-url"
+	sha256Key      = "bundle-sha256" // nodepod.SHA256File
 	containerQE    = "qe"
 
 	dirBin    = "/mse/bin"
@@ -108,9 +109,13 @@ func ownedBy(cm *corev1.ConfigMap) []metav1.OwnerReference {
 
 // fetchSecret is the node's credential for fetching its bundle.
 // A sim node's also holds quote-url, where its qe sidecar asks for quotes.
-func (r *Runner) fetchSecret(cm *corev1.ConfigMap, appID, tenant, token string, sim bool) *corev1.Secret {
+func (r *Runner) fetchSecret(cm *corev1.ConfigMap, appID, tenant, token, codeDigest string, sim bool) *corev1.Secret {
 	immutable := true
 	data := map[string]string{tokenKey: token, urlKey: r.bundleURL(appID)}
+	if codeDigest != "" {
+		// mse-fetch refuses any other bundle, whatever the backend's header says.
+		data[sha256Key] = codeDigest
+	}
 	if sim {
 		data[quoteURLKey] = r.nodeURL(appID) + "/quote"
 	}
@@ -138,7 +143,7 @@ func (r *Runner) pod(cm *corev1.ConfigMap, appID, tenant, image string, port int
 		return nil, err
 	}
 	tee := s.Hardware.TEE // validated at start: never empty
-	listenHost := "" // all the pod's addresses
+	listenHost := ""      // all the pod's addresses
 	if r.cfg.HostNetwork {
 		listenHost = hostLoopback // the host's: only this machine reaches it
 	}
