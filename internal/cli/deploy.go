@@ -117,6 +117,7 @@ type deployment struct {
 	// read config
 	conf    *config.AppConfig
 	mode    string
+	roots   *x509.CertPool // system roots + --cacert
 	timeout time.Duration
 	c       *client.Client
 	login   *Login
@@ -196,10 +197,9 @@ func (d *deployment) readConfig() error {
 	if d.mode, err = tlsMode(conf, o); err != nil {
 		return err
 	}
-	if o.cacert != "" {
-		if _, err := systemRootsWith(o.cacert); err != nil {
-			return err
-		}
+	// Read once: what acme and operator modes check the served chain with.
+	if d.roots, err = systemRootsWith(o.cacert); err != nil {
+		return err
 	}
 	d.startTimeout = conf.Cloud.StartTimeout
 	if d.startTimeout <= 0 {
@@ -588,11 +588,7 @@ func (d *deployment) checkThroughRouter(ctx context.Context) error {
 		d.u.step("The app answers over TLS (HTTP %d, %d bytes from /), still with the enclave's RA-TLS certificate: the CA has not issued its certificate yet (it may take a moment)", code, len(body))
 		return nil
 	}
-	roots, err := systemRootsWith(d.o.cacert)
-	if err != nil {
-		return err
-	}
-	d.served.trust(d.domain, roots, time.Now())
+	d.served.trust(d.domain, d.roots, time.Now())
 	d.u.step("The app answers over TLS (HTTP %d, %d bytes from /) with a certificate from %s for the enclave's own key (sha256 %s)", code, len(body),
 		sanitize(chain[0].Issuer.String()), ratls.Fingerprint(chain[0]))
 	if d.served.trusted {
@@ -614,10 +610,7 @@ var acmeIssueWait = 20 * time.Second
 // certificate against the system roots and --cacert, and deploy says what
 // was not checked.
 func (d *deployment) checkOperator(ctx context.Context) error {
-	roots, err := systemRootsWith(d.o.cacert)
-	if err != nil {
-		return err
-	}
+	roots := d.roots
 	var servedChain []*x509.Certificate
 	if !d.o.noVerify {
 		runtimeDigest, err := runtimes.DigestBytes(d.rt.Digest)

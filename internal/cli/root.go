@@ -178,11 +178,15 @@ func newClient(l *Login) (*client.Client, error) {
 
 // loadRoots reads a PEM file of trusted roots.
 func loadRoots(path string) (*x509.CertPool, error) {
+	return appendRoots(x509.NewCertPool(), path)
+}
+
+// appendRoots adds the PEM certificates of path to pool.
+func appendRoots(pool *x509.CertPool, path string) (*x509.CertPool, error) {
 	pemBytes, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(pemBytes) {
 		return nil, fmt.Errorf("%s holds no PEM certificate", path)
 	}

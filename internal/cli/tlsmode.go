@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"slices"
 	"strings"
 	"time"
@@ -208,12 +207,8 @@ func systemRootsWith(path string) (*x509.CertPool, error) {
 	if path == "" {
 		return pool, nil
 	}
-	b, err := os.ReadFile(path)
-	if err != nil {
+	if pool, err = appendRoots(pool, path); err != nil {
 		return nil, fmt.Errorf("--cacert: %w", err)
-	}
-	if !pool.AppendCertsFromPEM(b) {
-		return nil, fmt.Errorf("--cacert: %s holds no PEM certificate", path)
 	}
 	return pool, nil
 }
