@@ -125,3 +125,73 @@ func TestKubeletRunsAPod(t *testing.T) {
 		t.Fatalf("the kubelet API answered an anonymous request with HTTP %d, want 401", resp.StatusCode)
 	}
 }
+
+// A pod on the bridge pod network (not the host's): it gets an address of
+// the test's pod subnet, the host reaches it there, and it reaches the host.
+func TestKubeletPodNetwork(t *testing.T) {
+	k := Kube(t)
+	kl := k.Kubelet(t)
+	var digest string
+	for _, e := range Runtimes(t) {
+		if e.Name == "flask" {
+			digest = e.Digest
+		}
+	}
+	if digest == "" {
+		t.Fatal("no flask runtime among the test runtimes")
+	}
+	flask := "localhost/mse/flask@" + digest
+	kl.ImportRuntime(t, RuntimeDir(), digest, flask)
+	ns := k.Namespace(t)
+	no := false
+	uid := int64(65532)
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "podnet", Namespace: ns},
+		Spec: corev1.PodSpec{
+			NodeSelector:                 map[string]string{KubeletLabel: "true"},
+			Tolerations:                  []corev1.Toleration{{Key: KubeletLabel, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule}},
+			RestartPolicy:                corev1.RestartPolicyNever,
+			AutomountServiceAccountToken: &no,
+			SecurityContext:              &corev1.PodSecurityContext{RunAsUser: &uid, RunAsGroup: &uid},
+			Containers: []corev1.Container{{
+				Name: "web", Image: flask, ImagePullPolicy: corev1.PullNever,
+				Command:        []string{"python3", "-m", "http.server", "--directory", "/etc", "8080"},
+				ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt(8080)}}, PeriodSeconds: 1},
+			}},
+		},
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if _, err := k.Client.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var got *corev1.Pod
+	var err error
+	for {
+		got, err = k.Client.CoreV1().Pods(ns).Get(ctx, "podnet", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Status.Phase == corev1.PodRunning && len(got.Status.ContainerStatuses) == 1 && got.Status.ContainerStatuses[0].Ready {
+			break
+		}
+		if got.Status.Phase == corev1.PodFailed || got.Status.Phase == corev1.PodSucceeded {
+			t.Fatalf("pod ended: %+v", got.Status)
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("pod not Running and ready within 3 min: %+v\nkubelet log:\n%s", got.Status, tailFile(k.dir+"/kubelet.log", 4000))
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	t.Logf("pod IP %s, host IP %s", got.Status.PodIP, got.Status.HostIP)
+	resp, err := http.Get("http://" + net.JoinHostPort(got.Status.PodIP, "8080") + "/os-release")
+	if err != nil {
+		t.Fatalf("GET from the pod: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "Debian") {
+		t.Fatalf("the pod served %d %q", resp.StatusCode, body)
+	}
+}
