@@ -111,6 +111,7 @@ func Command() *cobra.Command {
 	f.StringVar(&cfg.Kube.ImagePrefix, "image-prefix", "", `kubernetes runner: prefix of runtime image references (a registry, "registry.example/mse/")`)
 	f.StringVar(&cfg.LeaderElection, "leader-election", envOr("MSE_LEADER_ELECTION", LeaderPostgres), "replicas on one PostgreSQL database: who runs the loops, by an advisory lock (postgres) or a Kubernetes Lease in --namespace (lease; kubernetes runner)")
 	f.StringVar(&cfg.Kube.NodeSelector, "kube-node-selector", "", "kubernetes runner: label selector of the cluster nodes counted as capacity (default all)")
+	f.StringSliceVar(&cfg.Kube.BackendCIDRs, "kube-backend-cidr", nil, "kubernetes runner, backend outside the cluster: its addresses as the pods see them (CIDRs, repeatable): the apps' NetworkPolicies admit the router from them and let nodes reach the API there")
 	f.BoolVar(&cfg.Kube.HostNetwork, "kube-host-network", false, "kubernetes runner, single-node/test mode: pods on the host's network, each node on 127.0.0.1 and a free port of its own (the backend must run on the kubelet's machine)")
 	root.AddCommand(serve)
 	root.RunE = serve.RunE

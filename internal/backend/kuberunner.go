@@ -3,6 +3,7 @@ package backend
 import (
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"strings"
 
@@ -43,6 +44,12 @@ type KubeConfig struct {
 	// host's network, each node on 127.0.0.1 and a port of its own
 	// (kubernetes.Config.HostNetwork).
 	HostNetwork bool
+	// BackendCIDRs are where a backend outside the cluster is, as the
+	// nodes' pods see it: the addresses its router connects to nodes from
+	// and its API is reached at (--kube-backend-cidr). Each app's
+	// NetworkPolicy admits the router from them and lets the node reach the
+	// API there; empty: the backend's own pods (in the cluster).
+	BackendCIDRs []string
 }
 
 // kubeClient is the Kubernetes API client of kc: its kubeconfig, or the
@@ -70,8 +77,13 @@ func newKubeRunner(kc KubeConfig, cs clientset.Interface, hw []runner.Hardware, 
 	if err := kubernetes.ValidateHardware(hw); err != nil {
 		return nil, fmt.Errorf("backend: the hardware catalog does not suit the kubernetes runner: %w", err)
 	}
-	var peers []networkingv1.NetworkPolicyPeer
-	if kc.Kubeconfig == "" {
+	peers, err := cidrPeers(kc.BackendCIDRs)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case peers != nil:
+	case kc.Kubeconfig == "":
 		// In a pod: the router is this Deployment's pods, in their own
 		// namespace (deploy/: mse), which the apps' policies must name.
 		own, err := os.ReadFile(serviceAccountNamespace)
@@ -79,12 +91,29 @@ func newKubeRunner(kc KubeConfig, cs clientset.Interface, hw []runner.Hardware, 
 			return nil, fmt.Errorf("backend: kubernetes runner: this pod's namespace: %w", err)
 		}
 		peers = routerPeers(strings.TrimSpace(string(own)), kc.Namespace)
+	case !kc.HostNetwork:
+		log.Warn("kubernetes runner: the backend runs outside the cluster, but the apps' NetworkPolicies admit only the backend's pods in the cluster: " +
+			"where the cluster enforces NetworkPolicies the router cannot reach the nodes and the nodes cannot fetch their bundles; pass --kube-backend-cidr with this backend's addresses as the pods see them")
 	}
 	return kubernetes.New(kubernetes.Config{
 		Client: cs, Namespace: kc.Namespace, NodeImage: kc.NodeImage, Measurement: kc.NodeMeasurement,
 		BundleURL: kc.BundleURL, ImagePrefix: kc.ImagePrefix, NodeSelector: kc.NodeSelector, HostNetwork: kc.HostNetwork, Logger: log,
 		RouterPeers: peers, Platform: platform,
 	})
+}
+
+// cidrPeers are NetworkPolicy peers for the CIDRs of --kube-backend-cidr
+// (nil for none).
+func cidrPeers(cidrs []string) ([]networkingv1.NetworkPolicyPeer, error) {
+	var peers []networkingv1.NetworkPolicyPeer
+	for _, c := range cidrs {
+		_, n, err := net.ParseCIDR(c)
+		if err != nil {
+			return nil, fmt.Errorf("backend: --kube-backend-cidr %q is not a CIDR (like 192.0.2.10/32): %w", c, err)
+		}
+		peers = append(peers, networkingv1.NetworkPolicyPeer{IPBlock: &networkingv1.IPBlock{CIDR: n.String()}})
+	}
+	return peers, nil
 }
 
 // serviceAccountNamespace is where a pod reads its namespace.

@@ -60,3 +60,33 @@ func TestCatalogRequiresImagesOnlyLocally(t *testing.T) {
 		}
 	}
 }
+
+func TestCIDRPeers(t *testing.T) {
+	for _, c := range []struct {
+		in      []string
+		want    []string
+		wantErr string
+	}{
+		{nil, nil, ""},
+		{[]string{"192.0.2.2/32", "10.245.0.1/32"}, []string{"192.0.2.2/32", "10.245.0.1/32"}, ""},
+		{[]string{"10.1.2.3/8"}, []string{"10.0.0.0/8"}, ""}, // the network, as NetworkPolicy wants it
+		{[]string{"192.0.2.2"}, nil, `--kube-backend-cidr "192.0.2.2" is not a CIDR`},
+		{[]string{"10.0.0.0/33"}, nil, "is not a CIDR"},
+	} {
+		p, err := cidrPeers(c.in)
+		if c.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), c.wantErr) {
+				t.Errorf("cidrPeers(%q) error %v, want %q", c.in, err, c.wantErr)
+			}
+			continue
+		}
+		if err != nil || len(p) != len(c.want) {
+			t.Fatalf("cidrPeers(%q) = %+v, %v", c.in, p, err)
+		}
+		for i, w := range c.want {
+			if p[i].IPBlock == nil || p[i].IPBlock.CIDR != w || p[i].PodSelector != nil {
+				t.Errorf("cidrPeers(%q)[%d] = %+v, want ipBlock %s", c.in, i, p[i], w)
+			}
+		}
+	}
+}

@@ -39,6 +39,13 @@ const KubeletLabel = "mse.test/kubelet"
 // address is this machine's (the kubelet refuses a loopback node IP).
 const KubeletLoopback = "127.0.0.1"
 
+// podCIDR is the bridge network of the pods not on the host's network;
+// podGateway is the bridge's own address on the host.
+const (
+	podCIDR    = "10.245.0.0/24"
+	podGateway = "10.245.0.1"
+)
+
 // PauseImage is the pods' sandbox image, built by the test (no registry).
 const PauseImage = "localhost/mse/pause:test"
 
@@ -51,6 +58,12 @@ type Kubelet struct {
 	// APIAddr is where the kubelet API listens (the node's address): it
 	// admits only the API server's client certificate.
 	APIAddr string
+	// NodeIP is the node's address (this machine's): pods on the pod
+	// network reach the host there.
+	NodeIP string
+	// PodCIDR is the pod network's subnet; the host reaches its pods from
+	// PodGateway, the bridge's address.
+	PodCIDR, PodGateway string
 	dir     string
 	k       *KubeCluster
 	ctr     string
@@ -119,7 +132,7 @@ func (k *KubeCluster) startKubelet() (*Kubelet, error) {
 	if err != nil {
 		return nil, err
 	}
-	kl := &Kubelet{Socket: filepath.Join(dir, "containerd.sock"), dir: dir, k: k, ctr: need["ctr"]}
+	kl := &Kubelet{Socket: filepath.Join(dir, "containerd.sock"), dir: dir, k: k, ctr: need["ctr"], PodCIDR: podCIDR, PodGateway: podGateway}
 	ok := false
 	defer func() {
 		if !ok {
@@ -151,6 +164,7 @@ func (k *KubeCluster) startKubelet() (*Kubelet, error) {
 		return nil, err
 	}
 	kl.APIAddr = net.JoinHostPort(nodeIP, strconv.Itoa(ports[0]))
+	kl.NodeIP = nodeIP
 	cfg := filepath.Join(dir, "kubelet.yaml")
 	if err := os.WriteFile(cfg, kubeletConfig(kl.Socket, nodeIP, k.kubeletClientCA, ports[0], ports[1]), 0o600); err != nil {
 		return nil, err
@@ -181,7 +195,7 @@ func (kl *Kubelet) writeContainerdConfig(runc string) error {
   "name": "mse-test",
   "plugins": [
     {"type": "bridge", "bridge": "msetest0", "isGateway": true, "ipMasq": false,
-     "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.245.0.0/24"}]], "routes": [{"dst": "0.0.0.0/0"}]}},
+     "ipam": {"type": "host-local", "ranges": [[{"subnet": "`+podCIDR+`", "gateway": "`+podGateway+`"}]], "routes": [{"dst": "0.0.0.0/0"}]}},
     {"type": "loopback"}
   ]
 }

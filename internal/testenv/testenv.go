@@ -113,6 +113,9 @@ type Options struct {
 	// RouterListener, when set, is the router's listener (default: a new
 	// one on 127.0.0.1:0), e.g. when an ACME CA must know its port first.
 	RouterListener net.Listener
+	// APIListener, when set, is the API's listener (default: a new one on
+	// 127.0.0.1:0), e.g. on an address pods reach.
+	APIListener net.Listener
 	// EgressPrivate is backend.Config.EgressPrivate: set it for nodes in
 	// tls_mode acme whose CA is a testenv.Pebble (on 127.0.0.1).
 	EgressPrivate bool
@@ -155,9 +158,12 @@ func Start(t testing.TB, o Options) *Backend {
 	if !o.NoCatalog {
 		WriteCatalog(t, filepath.Join(o.DataDir, "runtimes.json"), rts)
 	}
-	apiLn, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	var err error
+	apiLn := o.APIListener
+	if apiLn == nil {
+		if apiLn, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
 	}
 	routerLn := o.RouterListener
 	if routerLn == nil {

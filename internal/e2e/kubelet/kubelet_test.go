@@ -11,6 +11,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -83,7 +84,9 @@ func nodeImage(t *testing.T, kl *testenv.Kubelet, nodeBin string) (ref, measurem
 // (mse-fetch), gets its quote through the qe sidecar, is verified by the
 // CLI and serves through the router; `mse cloud verify` passes; `mse cloud
 // logs` has the app's access log (the pod log API, from the kubelet); stop
-// deletes the pod.
+// deletes the pod. Twice: on the pod network (the backend outside the
+// cluster, reached by the pods at the node's address, the router dialing
+// pod IPs) and in host-network mode.
 func TestDeployOnARealKubelet(t *testing.T) {
 	k := testenv.Kube(t)
 	kl := k.Kubelet(t)
@@ -103,21 +106,55 @@ func TestDeployOnARealKubelet(t *testing.T) {
 	if want := testenv.Measure(t, nodeBin); measurement != want {
 		t.Fatalf("node image measurement %s, want %s", measurement, want)
 	}
+	_, podNet, err := net.ParseCIDR(kl.PodCIDR)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Run("pod network", func(t *testing.T) {
+		// The API where pods reach it: the node's address (the pods' route
+		// to the host). The apps' NetworkPolicies name the backend by the
+		// addresses the pods see it at: the node's, and the bridge's, which
+		// the router's connections to pods come from.
+		api, err := net.Listen("tcp", net.JoinHostPort(kl.NodeIP, "0"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		deployOnKubelet(t, k, ref, measurement, nodeBin, testenv.Options{APIListener: api}, backend.KubeConfig{
+			BackendCIDRs: []string{kl.NodeIP + "/32", kl.PodGateway + "/32"},
+		}, func(p *corev1.Pod) error {
+			if p.Spec.HostNetwork || !podNet.Contains(net.ParseIP(p.Status.PodIP)) {
+				return fmt.Errorf("pod IP %s (host network %v), want one of the pod network %s", p.Status.PodIP, p.Spec.HostNetwork, kl.PodCIDR)
+			}
+			return nil
+		})
+	})
+	t.Run("host network", func(t *testing.T) {
+		deployOnKubelet(t, k, ref, measurement, nodeBin, testenv.Options{}, backend.KubeConfig{HostNetwork: true}, func(p *corev1.Pod) error {
+			if !p.Spec.HostNetwork {
+				return errors.New("the pod is not on the host's network")
+			}
+			return nil
+		})
+	})
+}
 
+// deployOnKubelet runs the deploy of TestDeployOnARealKubelet with a
+// backend of opts and kc (the kubelet's node selector, the node image and
+// the image prefix added); checkPod says whether the app's pod is on the
+// network it should be.
+func deployOnKubelet(t *testing.T, k *testenv.KubeCluster, ref, measurement, nodeBin string, opts testenv.Options, kc backend.KubeConfig, checkPod func(*corev1.Pod) error) {
+	rts := testenv.Runtimes(t)
+	const prefix = "localhost/"
 	ns := k.Namespace(t)
 	onKubelet := &runner.KubeScheduling{
 		NodeSelector: map[string]string{testenv.KubeletLabel: "true"},
 		Tolerations:  []runner.KubeToleration{{Key: testenv.KubeletLabel, Operator: "Exists", Effect: "NoSchedule"}},
 	}
-	b := testenv.Start(t, testenv.Options{
-		NodeBinary: nodeBin,
-		Runner:     backend.RunnerKubernetes,
-		Kube: backend.KubeConfig{
-			Kubeconfig: k.Kubeconfig, Namespace: ns, NodeImage: ref, NodeMeasurement: measurement,
-			ImagePrefix: prefix, NodeSelector: testenv.KubeletLabel + "=true", HostNetwork: true,
-		},
-		Hardware: []runner.Hardware{{Name: "1g", MemoryMiB: 1024, Cores: 1, TEE: "sim", Kubernetes: onKubelet}},
-	})
+	kc.Kubeconfig, kc.Namespace, kc.NodeImage, kc.NodeMeasurement = k.Kubeconfig, ns, ref, measurement
+	kc.ImagePrefix, kc.NodeSelector = prefix, testenv.KubeletLabel+"=true"
+	opts.NodeBinary, opts.Runner, opts.Kube = nodeBin, backend.RunnerKubernetes, kc
+	opts.Hardware = []runner.Hardware{{Name: "1g", MemoryMiB: 1024, Cores: 1, TEE: "sim", Kubernetes: onKubelet}}
+	b := testenv.Start(t, opts)
 	if b.Measurement != measurement {
 		t.Fatalf("backend shows node measurement %q, want %s", b.Measurement, measurement)
 	}
@@ -154,8 +191,11 @@ func TestDeployOnARealKubelet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if pod.Spec.NodeName != testenv.KubeletNode || pod.Status.Phase != corev1.PodRunning || !pod.Spec.HostNetwork {
-		t.Fatalf("pod on %q, phase %s, host network %v", pod.Spec.NodeName, pod.Status.Phase, pod.Spec.HostNetwork)
+	if pod.Spec.NodeName != testenv.KubeletNode || pod.Status.Phase != corev1.PodRunning {
+		t.Fatalf("pod on %q, phase %s", pod.Spec.NodeName, pod.Status.Phase)
+	}
+	if err := checkPod(pod); err != nil {
+		t.Fatal(err)
 	}
 	images := map[string]string{}
 	for _, c := range append(pod.Status.InitContainerStatuses, pod.Status.ContainerStatuses...) {
