@@ -50,10 +50,16 @@ type Config struct {
 }
 
 // Main runs mse-fetch with its command-line arguments (`mse-fetch
-// qe-proxy …` runs the qe sidecar); it returns the exit code.
+// qe-proxy …` runs the qe sidecar, `mse-fetch qe-ready …` is its startup
+// probe); it returns the exit code.
 func Main(args []string, stderr io.Writer) int {
-	if len(args) > 0 && args[0] == "qe-proxy" {
-		return qeMain(args[1:], stderr)
+	if len(args) > 0 {
+		switch args[0] {
+		case "qe-proxy":
+			return qeMain(args[1:], stderr)
+		case "qe-ready":
+			return qeReadyMain(args[1:], stderr)
+		}
 	}
 	fs := flag.NewFlagSet("mse-fetch", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -89,17 +95,9 @@ func Run(ctx context.Context, c Config) error {
 	if c.MaxSize <= 0 {
 		return errors.New("the bundle size bound must be positive")
 	}
-	token, err := readCredential(c.Credentials, TokenFile)
+	token, u, err := readEndpoint(c.Credentials, URLFile)
 	if err != nil {
 		return err
-	}
-	raw, err := readCredential(c.Credentials, URLFile)
-	if err != nil {
-		return err
-	}
-	u, err := url.Parse(raw)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
-		return fmt.Errorf("%s: not an http(s) URL without user info", filepath.Join(c.Credentials, URLFile))
 	}
 	want, err := readCredential(c.Credentials, SHA256File)
 	if errors.Is(err, os.ErrNotExist) {
@@ -124,6 +122,23 @@ func Run(ctx context.Context, c Config) error {
 	}
 	c.Logger.Info("mse-node copied", "to", c.NodeOut, "sha256", node)
 	return nil
+}
+
+// readEndpoint reads the pod's token and the backend URL in file name of
+// the credentials directory dir.
+func readEndpoint(dir, name string) (token string, u *url.URL, err error) {
+	if token, err = readCredential(dir, TokenFile); err != nil {
+		return "", nil, err
+	}
+	raw, err := readCredential(dir, name)
+	if err != nil {
+		return "", nil, err
+	}
+	u, err = url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
+		return "", nil, fmt.Errorf("%s: not an http(s) URL without user info", filepath.Join(dir, name))
+	}
+	return token, u, nil
 }
 
 func readCredential(dir, name string) (string, error) {

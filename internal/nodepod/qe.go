@@ -10,10 +10,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -42,17 +40,9 @@ type QEConfig struct {
 // QEHandler answers POST /quote (64 bytes of report data) with the
 // backend's sim quote for this pod's node.
 func QEHandler(c QEConfig) (http.Handler, error) {
-	token, err := readCredential(c.Credentials, TokenFile)
+	token, u, err := readEndpoint(c.Credentials, QuoteURLFile)
 	if err != nil {
 		return nil, err
-	}
-	raw, err := readCredential(c.Credentials, QuoteURLFile)
-	if err != nil {
-		return nil, err
-	}
-	u, err := url.Parse(raw)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
-		return nil, fmt.Errorf("%s: not an http(s) URL without user info", filepath.Join(c.Credentials, QuoteURLFile))
 	}
 	client := c.Client
 	if client == nil {
@@ -160,6 +150,50 @@ func qeMain(args []string, stderr io.Writer) int {
 	defer stop()
 	if err := ServeQE(ctx, c); err != nil {
 		fmt.Fprintln(stderr, "mse-fetch qe-proxy:", err)
+		return 1
+	}
+	return 0
+}
+
+// QEReady reports whether the qe sidecar answers on its socket: it asks
+// for a quote with a request the relay refuses without asking the backend
+// (GET), so the probe costs the backend nothing.
+func QEReady(ctx context.Context, socket string) error {
+	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", socket)
+	}}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://qe/quote", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return fmt.Errorf("the quoting service relay does not answer on %s: %w", socket, err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed {
+		return fmt.Errorf("%s answers GET /quote with %s, not as the quoting service relay does (405)", socket, resp.Status)
+	}
+	return nil
+}
+
+// qeReadyMain is `mse-fetch qe-ready`, the qe sidecar's startup probe: the
+// node starts only once the relay listens.
+func qeReadyMain(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("mse-fetch qe-ready", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	socket := fs.String("socket", "", "the qe sidecar's unix socket (its --listen)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *socket == "" || fs.NArg() > 0 {
+		fmt.Fprintln(stderr, "mse-fetch qe-ready: --socket is required, and nothing else")
+		return 2
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := QEReady(ctx, *socket); err != nil {
+		fmt.Fprintln(stderr, "mse-fetch qe-ready:", err)
 		return 1
 	}
 	return 0

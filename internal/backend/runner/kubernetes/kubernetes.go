@@ -897,7 +897,6 @@ var (
 	_ runner.NodeQuoter   = (*Runner)(nil)
 )
 
-
 // SimQuote implements runner.NodeQuoter: the quote states the node image's
 // mse-node (Config.Measurement), sim.DevSigner and the app's runtime image,
 // as the local runner's quoting service does.
