@@ -88,10 +88,13 @@ type KubeCluster struct {
 	tokens    map[string]string // user -> token
 	procs     []*kubeProc
 	kubelet   *Kubelet // the real node, once started
-	// kubeletClientCA is the CA file of the API server's client
-	// certificate towards kubelets (KubeletClientUser), which the real
-	// kubelet trusts.
-	kubeletClientCA string
+	// kubeletClientCA issued the API server's client certificate towards
+	// kubelets (KubeletClientUser), which the real kubelet trusts.
+	kubeletClientCA *clusterCA
+	// kubeletServingCA issues the kubelets' serving certificates (kwok's
+	// and the real kubelet's), which the API server verifies
+	// (--kubelet-certificate-authority).
+	kubeletServingCA *clusterCA
 }
 
 // KubeletClientUser is the identity of the API server's client certificate
@@ -300,8 +303,14 @@ func startKube() (*KubeCluster, error) {
 		return nil, err
 	}
 	certDir := filepath.Join(dir, "pki")
-	var kcCert, kcKey string
-	if k.kubeletClientCA, kcCert, kcKey, err = clientCertPKI(dir, "kubelet-client", KubeletClientUser); err != nil {
+	if k.kubeletClientCA, err = newClusterCA(dir, "kubelet-client"); err != nil {
+		return nil, err
+	}
+	kcCert, kcKey, err := k.kubeletClientCA.issue(dir, "kubelet-client", KubeletClientUser)
+	if err != nil {
+		return nil, err
+	}
+	if k.kubeletServingCA, err = newClusterCA(dir, "kubelet-serving"); err != nil {
 		return nil, err
 	}
 	k.host = fmt.Sprintf("https://127.0.0.1:%d", ports[2])
@@ -319,6 +328,7 @@ func startKube() (*KubeCluster, error) {
 		"--allow-privileged=true",
 		"--kubelet-preferred-address-types", "InternalIP",
 		"--kubelet-client-certificate", kcCert, "--kubelet-client-key", kcKey,
+		"--kubelet-certificate-authority", k.kubeletServingCA.file,
 		"--v", "0"); err != nil {
 		return nil, err
 	}
@@ -362,7 +372,7 @@ spec:
 `, k.PodLogFile), 0o644); err != nil {
 		return nil, err
 	}
-	certFile, keyFile, err := selfSignedCert(dir, "kwok")
+	certFile, keyFile, err := k.kubeletServingCA.issue(dir, "kwok", "kwok", net.IPv4(127, 0, 0, 1))
 	if err != nil {
 		return nil, err
 	}
@@ -662,19 +672,59 @@ func sweepKube() {
 	}
 }
 
-// selfSignedCert writes a certificate for 127.0.0.1 and its key.
-func selfSignedCert(dir, name string) (certFile, keyFile string, err error) {
+// clusterCA is a CA of the test cluster's: it issues the API server's client
+// certificate towards the kubelets, and the kubelets' (kwok's and the real
+// one's) serving certificates, which the API server verifies.
+type clusterCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	file string // its certificate, PEM
+}
+
+// newClusterCA makes a CA and writes its certificate to dir/name-ca.crt.
+func newClusterCA(dir, name string) (*clusterCA, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name + "-ca"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, err
+	}
+	ca := &clusterCA{cert: cert, key: key, file: filepath.Join(dir, name+"-ca.crt")}
+	return ca, os.WriteFile(ca.file, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
+}
+
+// issue writes a certificate for cn (a client certificate when ips is
+// empty, else a serving certificate for ips) and its key as dir/name.crt
+// and dir/name.key.
+func (ca *clusterCA) issue(dir, name, cn string, ips ...net.IP) (certFile, keyFile string, err error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return "", "", err
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, DNSNames: []string{"localhost"},
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 64))
+	if err != nil {
+		return "", "", err
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	tmpl := &x509.Certificate{
+		SerialNumber: serial, Subject: pkix.Name{CommonName: cn},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	if len(ips) > 0 {
+		tmpl.IPAddresses, tmpl.ExtKeyUsage = ips, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
 	if err != nil {
 		return "", "", err
 	}
@@ -687,53 +737,6 @@ func selfSignedCert(dir, name string) (certFile, keyFile string, err error) {
 		return "", "", err
 	}
 	return certFile, keyFile, os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb}), 0o600)
-}
-
-// clientCertPKI writes a CA and a client certificate it signs for user
-// (name-ca.crt, name.crt, name.key in dir).
-func clientCertPKI(dir, name, user string) (caFile, certFile, keyFile string, err error) {
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return "", "", "", err
-	}
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name + "-ca"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		return "", "", "", err
-	}
-	ca, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		return "", "", "", err
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return "", "", "", err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: user},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		return "", "", "", err
-	}
-	kb, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return "", "", "", err
-	}
-	caFile, certFile, keyFile = filepath.Join(dir, name+"-ca.crt"), filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key")
-	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o644); err != nil {
-		return "", "", "", err
-	}
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
-		return "", "", "", err
-	}
-	return caFile, certFile, keyFile, os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb}), 0o600)
 }
 
 func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }

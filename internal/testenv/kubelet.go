@@ -165,8 +165,14 @@ func (k *KubeCluster) startKubelet() (*Kubelet, error) {
 	}
 	kl.APIAddr = net.JoinHostPort(nodeIP, strconv.Itoa(ports[0]))
 	kl.NodeIP = nodeIP
+	// Its serving certificate, for the node's address, from the CA the API
+	// server verifies kubelets with.
+	servingCert, servingKey, err := k.kubeletServingCA.issue(dir, "kubelet-serving", KubeletNode, net.ParseIP(nodeIP))
+	if err != nil {
+		return nil, err
+	}
 	cfg := filepath.Join(dir, "kubelet.yaml")
-	if err := os.WriteFile(cfg, kubeletConfig(kl.Socket, nodeIP, k.kubeletClientCA, ports[0], ports[1]), 0o600); err != nil {
+	if err := os.WriteFile(cfg, kubeletConfig(kl.Socket, nodeIP, k.kubeletClientCA.file, servingCert, servingKey, ports[0], ports[1]), 0o600); err != nil {
 		return nil, err
 	}
 	if _, err := k.run(bin, "kubelet", "--config", cfg, "--kubeconfig", k.Kubeconfig,
@@ -250,16 +256,19 @@ func (kl *Kubelet) waitContainerd(within time.Duration) error {
 
 // kubeletConfig: cgroupfs on this machine's cgroup v1, no swap check, no
 // CPU manager, the kubelet API on the node's address (where the API server
-// dials it for pod logs) admitting only client certificates of caFile (the
+// dials it for pod logs) with the serving certificate certFile, which the
+// API server verifies, admitting only client certificates of caFile (the
 // API server's, KubeletClientUser), each request authorized by the API
 // server (Webhook), no image garbage collection (the images cannot be
 // pulled again) and eviction only when the disk is all but full.
-func kubeletConfig(socket, nodeIP, caFile string, port, healthz int) []byte {
+func kubeletConfig(socket, nodeIP, caFile, certFile, keyFile string, port, healthz int) []byte {
 	return fmt.Appendf(nil, `apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 containerRuntimeEndpoint: unix://%s
 address: %s
 port: %d
+tlsCertFile: %q
+tlsPrivateKeyFile: %q
 readOnlyPort: 0
 healthzBindAddress: 127.0.0.1
 healthzPort: %d
@@ -284,7 +293,7 @@ registerWithTaints:
 serializeImagePulls: false
 rotateCertificates: false
 serverTLSBootstrap: false
-`, socket, nodeIP, port, healthz, caFile, KubeletLabel)
+`, socket, nodeIP, port, certFile, keyFile, healthz, caFile, KubeletLabel)
 }
 
 // hostIP is the address the kubelet registers for its node and serves its

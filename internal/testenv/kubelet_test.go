@@ -3,6 +3,7 @@ package testenv
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"net"
@@ -115,7 +116,10 @@ func TestKubeletRunsAPod(t *testing.T) {
 	}
 
 	// Anyone else is refused by the kubelet API.
-	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} // the kubelet's self-signed serving certificate; only the refusal is checked
+	// It serves the certificate of the CA the API server verifies it with.
+	roots := x509.NewCertPool()
+	roots.AddCert(k.kubeletServingCA.cert)
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}}
 	resp, err = hc.Get("https://" + kl.APIAddr + "/containerLogs/" + ns + "/smoke/web")
 	if err != nil {
 		t.Fatalf("GET the kubelet API anonymously: %v", err)
