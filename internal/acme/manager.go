@@ -223,7 +223,6 @@ func IsChallenge(hello *tls.ClientHelloInfo) bool {
 	return false
 }
 
-
 // ChallengeCertificate returns the TLS-ALPN-01 certificate of the pending
 // challenge for hello's server name; an error when hello does not offer
 // acme-tls/1 or no challenge is pending for that name.

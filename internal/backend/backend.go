@@ -103,6 +103,10 @@ type Config struct {
 	// KeyTimeout bounds an app's wait for its owner's key once initializing
 	// (default service.DefaultKeyTimeout).
 	KeyTimeout time.Duration
+	// BundlePresignTTL, when set, sends the kubernetes runner's nodes to a
+	// presigned URL of the S3 bundle store, valid this long, instead of
+	// streaming their bundles through the backend (--bundle-presign-ttl).
+	BundlePresignTTL time.Duration
 	// OwnerCAFiles are PEM roots that owner-mode certificates may chain to,
 	// beside the system roots (--owner-ca-file).
 	OwnerCAFiles []string
@@ -226,6 +230,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if len(catalog.Entries()) == 0 {
 		log.Warn("the runtime catalog is empty: no app can be deployed; build one with `mse-backend runtime build flask`", "catalog", rp.catalog)
 	}
+	if cfg.BundlePresignTTL != 0 && cfg.Runner != RunnerKubernetes {
+		return errors.New("backend: --bundle-presign-ttl is for --runner kubernetes (the local runner hands its nodes a file)")
+	}
 	var run runner.Runner
 	var kube clientset.Interface // the kubernetes runner's
 	tee := attest.TypeSim
@@ -239,11 +246,18 @@ func Run(ctx context.Context, cfg Config) error {
 	case RunnerKubernetes:
 		tee = catalogTEE(cfg.Hardware)
 		if kube, err = kubeClient(cfg.Kube); err == nil {
-			run, err = newKubeRunner(cfg.Kube, kube, cfg.Hardware, platform, log.With("component", "runner"))
+			kc := cfg.Kube
+			if cfg.BundlePresignTTL != 0 {
+				if kc.BundleStorePort, err = bundleStorePort(blobs); err != nil {
+					return err
+				}
+			}
+			run, err = newKubeRunner(kc, kube, cfg.Hardware, platform, log.With("component", "runner"))
 		}
 	default:
 		err = fmt.Errorf("backend: unknown runner %q (local or kubernetes)", cfg.Runner)
 	}
+
 	if err != nil {
 		return err
 	}
@@ -301,7 +315,7 @@ func Run(ctx context.Context, cfg Config) error {
 		TEE: tee, SimRootSHA256: platform.RootFingerprint(), MaxBundleSize: cfg.MaxBundleSize,
 		MaxLifetime: cfg.MaxLifetime, PollInterval: cfg.PollInterval, KeyTimeout: cfg.KeyTimeout, Logger: log.With("component", "service"), Registerer: reg,
 		OwnerRoots: ownerRoots, ACMEDirectories: cfg.ACMEDirectories, ACMERootsPEM: acmeRoots, OperatorTLS: operator != nil,
-		SpawnClaim: reps.spawnClaim,
+		SpawnClaim: reps.spawnClaim, BundlePresignTTL: cfg.BundlePresignTTL,
 	})
 	if err != nil {
 		return err

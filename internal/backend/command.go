@@ -88,6 +88,8 @@ func Command() *cobra.Command {
 	f.StringVar(&cfg.BlobsCredentials, "blobs-credentials", os.Getenv("MSE_BLOBS_CREDENTIALS"), "AWS shared credentials file for an s3:// --blobs (default: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)")
 	f.Int64Var(&cfg.MaxBundleSize, "max-bundle-size", 2<<30, "largest encrypted bundle accepted (bytes)")
 	f.DurationVar(&cfg.PollInterval, "poll-interval", time.Second, "how often app statuses are reconciled")
+	f.DurationVar(&cfg.BundlePresignTTL, "bundle-presign-ttl", 0, "kubernetes runner with an S3 bundle store: send each node, once its credential is checked, to a presigned URL of its bundle valid this long (e.g. 2m) instead of streaming it through the backend; 0: stream")
+	f.StringSliceVar(&cfg.Kube.BundleStoreCIDRs, "kube-bundle-store-cidr", nil, "kubernetes runner with --bundle-presign-ttl: the S3 server's addresses as the pods see them (CIDRs, repeatable), which the apps' NetworkPolicies let nodes reach on the S3 endpoint's port")
 	f.DurationVar(&cfg.KeyTimeout, "key-timeout", service.DefaultKeyTimeout, `stop an app whose node waited this long for its owner's key ("no key received")`)
 	f.IntVar(&cfg.MaxConns, "max-conns", netlimit.DefaultTotal, "API connections at once, in total")
 	f.IntVar(&cfg.MaxConnsPerClient, "max-conns-per-client", netlimit.DefaultPerClient, "API connections at once from one IP address")

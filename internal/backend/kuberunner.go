@@ -1,7 +1,11 @@
 package backend
 
 import (
+	"errors"
 	"fmt"
+	"github.com/mse-in-go/mse/internal/backend/blob"
+	"github.com/mse-in-go/mse/internal/backend/blob/fs"
+	"github.com/mse-in-go/mse/internal/backend/blob/s3"
 	"log/slog"
 	"net"
 	"os"
@@ -50,6 +54,11 @@ type KubeConfig struct {
 	// NetworkPolicy admits the router from them and lets the node reach the
 	// API there; empty: the backend's own pods (in the cluster).
 	BackendCIDRs []string
+	// BundleStoreCIDRs are the S3 server's addresses as the pods see them,
+	// which nodes sent to presigned bundle URLs may reach on
+	// BundleStorePort (the S3 endpoint's, set by Run).
+	BundleStoreCIDRs []string
+	BundleStorePort  int32
 }
 
 // kubeClient is the Kubernetes API client of kc: its kubeconfig, or the
@@ -81,6 +90,17 @@ func newKubeRunner(kc KubeConfig, cs clientset.Interface, hw []runner.Hardware, 
 	if err != nil {
 		return nil, err
 	}
+	store, err := cidrPeers(kc.BundleStoreCIDRs)
+	if err != nil {
+		return nil, fmt.Errorf("%w (--kube-bundle-store-cidr)", err)
+	}
+	if store != nil && kc.BundleStorePort == 0 {
+		return nil, errors.New("backend: --kube-bundle-store-cidr is for nodes sent to presigned URLs: pass --bundle-presign-ttl (and --blobs s3://…) too")
+	}
+	if kc.BundleStorePort != 0 && store == nil && !kc.HostNetwork {
+		log.Warn("kubernetes runner: nodes fetch their bundles from presigned S3 URLs, but the apps' NetworkPolicies let them reach only the backend: " +
+			"where the cluster enforces NetworkPolicies the fetch fails; pass --kube-bundle-store-cidr with the S3 server's addresses")
+	}
 	switch {
 	case peers != nil:
 	case kc.Kubeconfig == "":
@@ -98,7 +118,7 @@ func newKubeRunner(kc KubeConfig, cs clientset.Interface, hw []runner.Hardware, 
 	return kubernetes.New(kubernetes.Config{
 		Client: cs, Namespace: kc.Namespace, NodeImage: kc.NodeImage, Measurement: kc.NodeMeasurement,
 		BundleURL: kc.BundleURL, ImagePrefix: kc.ImagePrefix, NodeSelector: kc.NodeSelector, HostNetwork: kc.HostNetwork, Logger: log,
-		RouterPeers: peers, Platform: platform,
+		RouterPeers: peers, Platform: platform, BundleStorePeers: store, BundleStorePort: kc.BundleStorePort,
 	})
 }
 
@@ -114,6 +134,19 @@ func cidrPeers(cidrs []string) ([]networkingv1.NetworkPolicyPeer, error) {
 		peers = append(peers, networkingv1.NetworkPolicyPeer{IPBlock: &networkingv1.IPBlock{CIDR: n.String()}})
 	}
 	return peers, nil
+}
+
+// bundleStorePort is the port of the S3 server of blobs (an S3 store, or a
+// cache of one), which nodes sent to presigned URLs reach.
+func bundleStorePort(blobs blob.Store) (int32, error) {
+	if c, ok := blobs.(*fs.Cache); ok {
+		blobs = c.Remote
+	}
+	s, ok := blobs.(*s3.Store)
+	if !ok {
+		return 0, errors.New("backend: --bundle-presign-ttl needs an S3 bundle store (--blobs s3://…)")
+	}
+	return s.Port(), nil
 }
 
 // serviceAccountNamespace is where a pod reads its namespace.

@@ -67,7 +67,6 @@ func BuildNodeImage(ctx context.Context, spec NodeImageSpec, ref string, out io.
 	return NodeImage{Digest: d, NodeSHA256: nodeSum}, nil
 }
 
-
 // writeImage writes the image built by build to path atomically.
 func writeImage(path string, build func(w io.Writer) error) error {
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")

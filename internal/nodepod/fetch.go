@@ -111,11 +111,9 @@ func Run(ctx context.Context, c Config) error {
 	if client == nil {
 		client = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	}
-	sum, n, err := fetch(ctx, client, u.String(), token, want, c)
-	if err != nil {
+	if err := fetch(ctx, client, u.String(), token, want, c); err != nil {
 		return err
 	}
-	c.Logger.Info("bundle fetched", "bytes", n, "sha256", sum)
 	node, err := copyNode(c.NodeIn, c.NodeOut)
 	if err != nil {
 		return err
@@ -169,59 +167,79 @@ func isSHA256(s string) bool {
 // permanentError ends the retries.
 type permanentError struct{ error }
 
-// fetch GETs the bundle into c.BundleOut, retrying what may pass (the
+// fetch GETs the bundle into c.BundleOut (and logs it), retrying what may pass (the
 // backend not reachable yet, 503 while the node is being created, 5xx)
 // until ctx ends.
-func fetch(ctx context.Context, client *http.Client, u, token, want string, c Config) (string, int64, error) {
+func fetch(ctx context.Context, client *http.Client, u, token, want string, c Config) error {
 	delay := 250 * time.Millisecond
 	for attempt := 1; ; attempt++ {
-		sum, n, err := fetchOnce(ctx, client, u, token, want, c)
+		err := fetchOnce(ctx, client, u, token, want, c)
 		var pe permanentError
 		if err == nil || errors.As(err, &pe) {
-			return sum, n, err
+			return err
 		}
 		c.Logger.Warn("bundle fetch failed; retrying", "attempt", attempt, "err", err, "in", delay)
 		select {
 		case <-ctx.Done():
-			return "", 0, fmt.Errorf("fetch the bundle: gave up after %d attempts: %w", attempt, err)
+			return fmt.Errorf("fetch the bundle: gave up after %d attempts: %w", attempt, err)
 		case <-time.After(delay):
 		}
 		delay = min(2*delay, 5*time.Second)
 	}
 }
 
-func fetchOnce(ctx context.Context, client *http.Client, u, token, want string, c Config) (string, int64, error) {
+func fetchOnce(ctx context.Context, client *http.Client, u, token, want string, c Config) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
-		return "", 0, permanentError{err}
+		return permanentError{err}
 	}
 	req.Header.Set("Authorization", "Bearer "+token)
 	resp, err := client.Do(req)
 	if err != nil {
-		return "", 0, fmt.Errorf("fetch the bundle: %w", err)
+		return fmt.Errorf("fetch the bundle: %w", err)
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
-		err := fmt.Errorf("fetch the bundle: the backend answered %s: %s", resp.Status, strings.TrimSpace(string(msg)))
-		if resp.StatusCode == http.StatusServiceUnavailable || resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500 {
-			return "", 0, err
-		}
-		return "", 0, permanentError{err}
-	}
-	size := resp.ContentLength
-	if size < 0 {
-		return "", 0, permanentError{errors.New("fetch the bundle: the backend's answer has no Content-Length")}
-	}
-	if size > c.MaxSize {
-		return "", 0, permanentError{fmt.Errorf("fetch the bundle: it has %d bytes, over the bound of %d (--max-size)", size, c.MaxSize)}
+	defer func() { resp.Body.Close() }()
+	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusTemporaryRedirect {
+		return answerError(resp)
 	}
 	stated := resp.Header.Get(SHA256Header)
 	if !isSHA256(stated) {
-		return "", 0, permanentError{fmt.Errorf("fetch the bundle: the backend's answer has no valid %s header", SHA256Header)}
+		return permanentError{fmt.Errorf("fetch the bundle: the backend's answer has no valid %s header", SHA256Header)}
 	}
 	if want != "" && stated != want {
-		return "", 0, permanentError{fmt.Errorf("fetch the bundle: the backend offers SHA-256 %s, not the expected %s", stated, want)}
+		return permanentError{fmt.Errorf("fetch the bundle: the backend offers SHA-256 %s, not the expected %s", stated, want)}
+	}
+	from := "the backend"
+	if resp.StatusCode == http.StatusTemporaryRedirect {
+		// A presigned URL of the bundle store, for this bundle alone and
+		// for a short while: GET it without the pod's credential. It is a
+		// credential itself: never in a log or an error.
+		loc, err := url.Parse(resp.Header.Get("Location"))
+		if err != nil || (loc.Scheme != "http" && loc.Scheme != "https") || loc.Host == "" || loc.User != nil {
+			return permanentError{errors.New("fetch the bundle: the backend redirects to something that is not an http(s) URL")}
+		}
+		resp.Body.Close()
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, loc.String(), nil)
+		if err != nil {
+			return permanentError{errors.New("fetch the bundle: the backend's redirect is not a URL to GET")}
+		}
+		from = "the bundle store (" + loc.Host + ")"
+		if resp, err = client.Do(req); err != nil {
+			return fmt.Errorf("fetch the bundle from %s: %w", from, redact(err))
+		}
+		if resp.StatusCode != http.StatusOK {
+			// Retried: the next attempt asks the backend for a new URL
+			// (this one may have expired). Not the body: an S3 error may
+			// quote the URL's signature.
+			return fmt.Errorf("fetch the bundle: %s answered %s", from, resp.Status)
+		}
+	}
+	size := resp.ContentLength
+	if size < 0 {
+		return permanentError{fmt.Errorf("fetch the bundle: the answer of %s has no Content-Length", from)}
+	}
+	if size > c.MaxSize {
+		return permanentError{fmt.Errorf("fetch the bundle: it has %d bytes, over the bound of %d (--max-size)", size, c.MaxSize)}
 	}
 	h := sha256.New()
 	n, err := writeAtomic(c.BundleOut, 0o444, io.TeeReader(io.LimitReader(resp.Body, size+1), h), func(n int64) error {
@@ -235,9 +253,32 @@ func fetchOnce(ctx context.Context, client *http.Client, u, token, want string, 
 		return nil
 	})
 	if err != nil {
-		return "", 0, err
+		return err
 	}
-	return stated, n, nil
+	c.Logger.Info("bundle fetched", "bytes", n, "sha256", stated, "from", from)
+	return nil
+}
+
+// answerError is the error of a fetch that the backend answered with
+// resp's status other than 200 and 307: worth retrying for 503, 429 and
+// 5xx.
+func answerError(resp *http.Response) error {
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+	err := fmt.Errorf("fetch the bundle: the backend answered %s: %s", resp.Status, strings.TrimSpace(string(msg)))
+	if resp.StatusCode == http.StatusServiceUnavailable || resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500 {
+		return err
+	}
+	return permanentError{err}
+}
+
+// redact is err without the URL a *url.Error carries (a presigned URL is a
+// credential).
+func redact(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return fmt.Errorf("%s: %w", ue.Op, ue.Err)
+	}
+	return err
 }
 
 // writeAtomic writes r to path (a temporary file renamed when check, given

@@ -166,3 +166,96 @@ func TestMainUsage(t *testing.T) {
 		t.Errorf("unknown flag: exit %d", code)
 	}
 }
+
+// The backend sends the node to a presigned URL of the bundle store (307):
+// the node GETs it without its credential, checks the digest the backend
+// stated, asks the backend again when the store refuses (the URL may have
+// expired), and never shows the URL.
+func TestRunPresigned(t *testing.T) {
+	cases := []struct {
+		name     string
+		store    func(n int, w http.ResponseWriter, r *http.Request)
+		location string // default: the store's presigned URL
+		err      string
+		backend  int // calls to the backend, at least
+	}{
+		{name: "ok", backend: 1, store: func(_ int, w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Length", strconv.Itoa(len(content)))
+			w.Write(content)
+		}},
+		{name: "expired, asked again", backend: 2, store: func(n int, w http.ResponseWriter, r *http.Request) {
+			if n == 1 {
+				http.Error(w, "<Error><Code>AccessDenied</Code><SignatureProvided>s3cr3tsig</SignatureProvided></Error>", 403)
+				return
+			}
+			w.Header().Set("Content-Length", strconv.Itoa(len(content)))
+			w.Write(content)
+		}},
+		{name: "always refused", err: "the bundle store (", store: func(_ int, w http.ResponseWriter, r *http.Request) {
+			http.Error(w, "<SignatureProvided>s3cr3tsig</SignatureProvided>", 403)
+		}},
+		{name: "not the stated digest", err: "not the stated", store: func(_ int, w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Length", strconv.Itoa(len(content)))
+			w.Write(append([]byte("X"), content[1:]...))
+		}},
+		{name: "not http", location: "file:///etc/passwd", err: "not an http(s) URL"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var storeCalls, backendCalls atomic.Int32
+			store := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				n := int(storeCalls.Add(1))
+				if r.Header.Get("Authorization") != "" || r.URL.Query().Get("X-Amz-Signature") != "s3cr3tsig" {
+					http.Error(w, "the pod's credential reached the store, or the signature is missing", 400)
+					return
+				}
+				c.store(n, w, r)
+			}))
+			defer store.Close()
+			loc := c.location
+			if loc == "" {
+				loc = store.URL + "/bucket/app?X-Amz-Signature=s3cr3tsig"
+			}
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				backendCalls.Add(1)
+				if r.Header.Get("Authorization") != "Bearer tok" {
+					http.Error(w, "bad request", 400)
+					return
+				}
+				w.Header().Set(SHA256Header, sum(content))
+				http.Redirect(w, r, loc, http.StatusTemporaryRedirect)
+			}))
+			defer srv.Close()
+			dir := t.TempDir()
+			creds := filepath.Join(dir, "creds")
+			os.Mkdir(creds, 0o700)
+			os.WriteFile(filepath.Join(creds, TokenFile), []byte("tok\n"), 0o600)
+			os.WriteFile(filepath.Join(creds, URLFile), []byte(srv.URL+"/v1/nodes/app/bundle"), 0o600)
+			os.WriteFile(filepath.Join(creds, SHA256File), []byte(sum(content)), 0o600)
+			nodeIn := filepath.Join(dir, "node-in")
+			os.WriteFile(nodeIn, []byte("ELF node"), 0o700)
+			cfg := Config{Credentials: creds, BundleOut: filepath.Join(dir, "bundle"), NodeIn: nodeIn, NodeOut: filepath.Join(dir, "mse-node"), MaxSize: 1 << 20}
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			err := Run(ctx, cfg)
+			if int(backendCalls.Load()) < c.backend {
+				t.Errorf("%d requests to the backend, want at least %d", backendCalls.Load(), c.backend)
+			}
+			if c.err != "" {
+				if err == nil || !strings.Contains(err.Error(), c.err) {
+					t.Fatalf("err %v, want %q", err, c.err)
+				}
+				if strings.Contains(err.Error(), "s3cr3tsig") || strings.Contains(err.Error(), "tok") {
+					t.Errorf("the error shows a credential: %v", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, _ := os.ReadFile(cfg.BundleOut); !bytes.Equal(got, content) {
+				t.Errorf("bundle: %d bytes", len(got))
+			}
+		})
+	}
+}

@@ -64,10 +64,10 @@ type Kubelet struct {
 	// PodCIDR is the pod network's subnet; the host reaches its pods from
 	// PodGateway, the bridge's address.
 	PodCIDR, PodGateway string
-	dir     string
-	k       *KubeCluster
-	ctr     string
-	mu      sync.Mutex
+	dir                 string
+	k                   *KubeCluster
+	ctr                 string
+	mu                  sync.Mutex
 }
 
 var (

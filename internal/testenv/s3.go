@@ -37,7 +37,7 @@ func VersityGWBinary() string {
 
 // S3Server is a real S3 server on loopback, with a bucket of its own.
 type S3Server struct {
-	Endpoint  string // 127.0.0.1:PORT, plain HTTP
+	Endpoint  string // HOST:PORT (127.0.0.1 unless S3On), plain HTTP
 	Region    string
 	AccessKey string
 	SecretKey string
@@ -55,6 +55,13 @@ type S3Server struct {
 // binary the test fails under CI=true and is skipped otherwise.
 func S3(t testing.TB) *S3Server {
 	t.Helper()
+	return S3On(t, "127.0.0.1")
+}
+
+// S3On is S3 listening on host (an address of this machine's, e.g. one
+// pods reach).
+func S3On(t testing.TB, host string) *S3Server {
+	t.Helper()
 	bin := VersityGWBinary()
 	if _, err := os.Stat(bin); err != nil {
 		msg := fmt.Sprintf("no S3 server at %s: build it with scripts/build-versitygw.sh (2.5–3.5 minutes, once)", bin)
@@ -69,7 +76,7 @@ func S3(t testing.TB) *S3Server {
 	}
 	tmp := t.TempDir()
 	s := &S3Server{
-		Endpoint: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Region: "us-east-1",
+		Endpoint: net.JoinHostPort(host, strconv.Itoa(port)), Region: "us-east-1",
 		AccessKey: randHex(10), SecretKey: randHex(20), Bucket: "mse-test",
 		Dir: filepath.Join(tmp, "root"), bin: bin, log: filepath.Join(tmp, "versitygw.log"),
 	}

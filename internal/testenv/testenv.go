@@ -124,6 +124,8 @@ type Options struct {
 	Runner   string
 	Kube     backend.KubeConfig
 	Hardware []runner.Hardware
+	// BundlePresignTTL is backend.Config's (with an S3 Blobs).
+	BundlePresignTTL time.Duration
 }
 
 // Backend is a running backend.
@@ -197,7 +199,7 @@ func Start(t testing.TB, o Options) *Backend {
 			OwnerCAFiles: o.OwnerCAFiles, ACMEDirectories: o.ACMEDirectories, ACMERootsFile: o.ACMERootsFile,
 			OperatorCert: o.OperatorCert, OperatorKey: o.OperatorKey, EgressPrivate: o.EgressPrivate,
 			OperatorACMEDirectory: o.OperatorACMEDirectory, OperatorACMERoots: o.OperatorACMERoots,
-			Runner: o.Runner, Kube: o.Kube, Hardware: o.Hardware,
+			Runner: o.Runner, Kube: o.Kube, Hardware: o.Hardware, BundlePresignTTL: o.BundlePresignTTL,
 			Logger: slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug})),
 			Ready:  func(i backend.Info) { ready <- i },
 		})

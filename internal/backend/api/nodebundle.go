@@ -14,11 +14,24 @@ const (
 	BundleSHA256Header = "Mse-Bundle-Sha256"
 )
 
-// nodeBundle streams an app's encrypted bundle to its node, which
+// nodeBundle streams an app's encrypted bundle to its node, or sends the
+// node to a presigned URL of the bundle store (307), which
 // authenticates with its fetch credential (not a user's API token).
 func (a *api) nodeBundle(w http.ResponseWriter, r *http.Request) {
 	tok, ok := nodeToken(w, r)
 	if !ok {
+		return
+	}
+	if u, sum, err := a.Service.NodeBundleURL(r.Context(), r.PathValue("app_id"), tok); err != nil {
+		a.fail(w, err)
+		return
+	} else if u != nil {
+		// A presigned URL of the bundle store (the node GETs it without
+		// its credential); never logged.
+		w.Header().Set("Cache-Control", "no-store")
+		w.Header().Set(BundleSHA256Header, sum)
+		w.Header().Set("Location", u.String())
+		w.WriteHeader(http.StatusTemporaryRedirect)
 		return
 	}
 	rc, size, sum, err := a.Service.NodeBundle(r.Context(), r.PathValue("app_id"), tok)

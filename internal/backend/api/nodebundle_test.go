@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,6 +20,7 @@ import (
 	"github.com/mse-in-go/mse/internal/attest/sim"
 	"github.com/mse-in-go/mse/internal/backend/api"
 	"github.com/mse-in-go/mse/internal/backend/blob"
+	"github.com/mse-in-go/mse/internal/backend/blob/s3"
 	"github.com/mse-in-go/mse/internal/backend/runner"
 	"github.com/mse-in-go/mse/internal/backend/runner/kubernetes"
 	"github.com/mse-in-go/mse/internal/backend/service"
@@ -259,5 +261,107 @@ func TestNodeBundleOnKubernetes(t *testing.T) {
 	}
 	if resp, body := fetchReq(t, srv.URL, idB, tokB); resp.StatusCode != 404 || !strings.Contains(string(body), "stopped: its node") {
 		t.Errorf("stopped app: HTTP %d %s", resp.StatusCode, body)
+	}
+}
+
+// With --bundle-presign-ttl and bundles in S3 (a real versitygw), a node's
+// credential gets a 307 to a presigned URL of its own bundle, which
+// mse-fetch follows without the credential; the URL gives that bundle
+// alone; another node's credential gets no URL.
+func TestNodeBundlePresigned(t *testing.T) {
+	k := testenv.Kube(t)
+	ns := k.Namespace(t)
+	s3srv := testenv.S3(t)
+	store, err := s3.New(context.Background(), s3.Config{Endpoint: s3srv.Endpoint, Insecure: true, Region: s3srv.Region,
+		Bucket: s3srv.Bucket, Prefix: "presign/", Creds: s3srv.Creds(), MaxRetries: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kr *kubernetes.Runner
+	plat, err := sim.NewPlatformInMemory()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := servicetest.New(t, func(c *service.Config) {
+		var err error
+		kr, err = kubernetes.New(kubernetes.Config{Client: k.Client, Namespace: ns, Platform: plat, Measurement: strings.Repeat("5a", 32),
+			NodeImage: "mse/node@sha256:" + strings.Repeat("11", 32), BundleURL: "http://127.0.0.1:1",
+			NodeStatus: func(context.Context, string, string) (runner.NodeState, error) { return runner.NodeState{}, io.EOF },
+			Logger:     slog.New(slog.DiscardHandler)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Runner, c.Blobs, c.BundlePresignTTL = kr, store, 2*time.Minute
+	})
+	t.Cleanup(func() { kr.Close() })
+	srv := mustAPI(t, e)
+	u, _ := e.User(t, "alice", false)
+	ctx := context.Background()
+	create := func(name string, bundle []byte) (id, token string) {
+		t.Helper()
+		d := sha256.Sum256(bundle)
+		req := (&fixture{env: e}).createReq()
+		req.Name, req.CodeDigest = name, hex.EncodeToString(d[:])
+		a, err := e.Service.CreateApp(ctx, u, req, bytes.NewReader(bundle))
+		if err != nil {
+			t.Fatalf("CreateApp: %v", err)
+		}
+		s, err := k.Client.CoreV1().Secrets(ns).Get(ctx, "mse-"+a.ID+"-fetch", metav1.GetOptions{})
+		if err != nil {
+			t.Fatalf("the pod's credential: %v", err)
+		}
+		return a.ID, string(s.Data["token"])
+	}
+	bundleA := bytes.Repeat([]byte("MSEBNDL A "), 100_000)
+	idA, tokA := create("a", bundleA)
+	idB, tokB := create("b", []byte("MSEBNDL B"))
+
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	get := func(id, token string) *http.Response {
+		req, _ := http.NewRequest("GET", srv.URL+"/v1/nodes/"+id+"/bundle", nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := noRedirect.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	resp := get(idA, tokA)
+	d := sha256.Sum256(bundleA)
+	loc, err := url.Parse(resp.Header.Get("Location"))
+	if resp.StatusCode != http.StatusTemporaryRedirect || err != nil || loc.Host != s3srv.Endpoint || resp.Header.Get(api.BundleSHA256Header) != hex.EncodeToString(d[:]) {
+		t.Fatalf("own credential: HTTP %d, Location host %q, %s %q", resp.StatusCode, loc.Host, api.BundleSHA256Header, resp.Header.Get(api.BundleSHA256Header))
+	}
+	if resp := get(idA, tokB); resp.StatusCode != 403 || resp.Header.Get("Location") != "" {
+		t.Errorf("another node's credential: HTTP %d, Location %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	// The URL's signature covers its key: B's bundle under A's URL is refused.
+	other := *loc
+	other.Path = strings.Replace(other.Path, idA, idB, 1)
+	if r, err := http.Get(other.String()); err != nil || r.StatusCode != 403 {
+		t.Errorf("A's presigned URL for B's key: %v %v", r.Status, err)
+	} else {
+		r.Body.Close()
+	}
+
+	// mse-fetch follows it, as the init container does.
+	dir := t.TempDir()
+	creds := filepath.Join(dir, "fetch")
+	os.Mkdir(creds, 0o700)
+	os.WriteFile(filepath.Join(creds, "token"), []byte(tokA), 0o600)
+	os.WriteFile(filepath.Join(creds, "bundle-url"), []byte(srv.URL+"/v1/nodes/"+idA+"/bundle"), 0o600)
+	os.WriteFile(filepath.Join(creds, "bundle-sha256"), []byte(hex.EncodeToString(d[:])), 0o600)
+	nodeIn := filepath.Join(dir, "mse-node-in")
+	os.WriteFile(nodeIn, []byte("#!/bin/true\n"), 0o755)
+	cfg := nodepod.Config{Credentials: creds, BundleOut: filepath.Join(dir, "bundle"), NodeIn: nodeIn,
+		NodeOut: filepath.Join(dir, "mse-node"), MaxSize: 10 << 20}
+	fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := nodepod.Run(fctx, cfg); err != nil {
+		t.Fatalf("mse-fetch: %v", err)
+	}
+	if got, _ := os.ReadFile(cfg.BundleOut); !bytes.Equal(got, bundleA) {
+		t.Errorf("mse-fetch wrote %d bytes, want the bundle's %d", len(got), len(bundleA))
 	}
 }

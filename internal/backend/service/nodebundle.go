@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net/url"
 
 	"github.com/mse-in-go/mse/internal/backend/blob"
 	"github.com/mse-in-go/mse/internal/backend/runner"
@@ -79,6 +80,30 @@ func (s *Service) NodeBundle(ctx context.Context, appID, token string) (io.ReadC
 		return nil, 0, "", err
 	}
 	return rc, a.BundleSize, a.CodeDigest, nil
+}
+
+// NodeBundleURL is where an active app's node, which presents its fetch
+// credential, gets its bundle when the backend presigns
+// (Config.BundlePresignTTL): a URL of the blob store for that bundle alone,
+// valid BundlePresignTTL, and the SHA-256 the owner declared. It is nil
+// when the backend streams bundles itself (NodeBundle). The URL is a
+// credential: never log it.
+func (s *Service) NodeBundleURL(ctx context.Context, appID, token string) (*url.URL, string, error) {
+	if s.cfg.BundlePresignTTL == 0 {
+		return nil, "", nil
+	}
+	a, err := s.nodeApp(ctx, appID, token)
+	if err != nil {
+		return nil, "", err
+	}
+	u, err := s.cfg.Blobs.(blob.Presigner).PresignGet(ctx, appID, s.cfg.BundlePresignTTL)
+	if errors.Is(err, blob.ErrNotFound) {
+		return nil, "", errf(ErrNotFound, "the bundle of app %s is gone", appID)
+	}
+	if err != nil {
+		return nil, "", err
+	}
+	return u, a.CodeDigest, nil
 }
 
 // NodeQuote is a sim quote for an active app's node, which presents its

@@ -58,6 +58,10 @@ type Config struct {
 	// initializing (default DefaultKeyTimeout); then it is stopped with the
 	// reason "no key received".
 	KeyTimeout time.Duration
+	// BundlePresignTTL, when set, sends nodes that fetch their bundle
+	// (runner.BundleServer) to a presigned URL of the blob store, which must
+	// be a blob.Presigner, valid this long; zero: the backend streams it.
+	BundlePresignTTL time.Duration
 	// SweepInterval is how often partial uploads are swept (default 10 min).
 	SweepInterval time.Duration
 	// SpawnTimeout bounds a spawn (default DefaultSpawnTimeout).
@@ -127,6 +131,14 @@ func New(cfg Config) (*Service, error) {
 	}
 	if cfg.MaxStartTimeout <= 0 {
 		cfg.MaxStartTimeout = 30 * time.Minute
+	}
+	if cfg.BundlePresignTTL != 0 {
+		if _, ok := cfg.Blobs.(blob.Presigner); !ok {
+			return nil, errors.New("service: presigned bundle URLs need a blob store that presigns (S3)")
+		}
+		if cfg.BundlePresignTTL < blob.MinPresignTTL || cfg.BundlePresignTTL > blob.MaxPresignTTL {
+			return nil, fmt.Errorf("service: a presigned bundle URL lives %v to %v, not %v", blob.MinPresignTTL, blob.MaxPresignTTL, cfg.BundlePresignTTL)
+		}
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()

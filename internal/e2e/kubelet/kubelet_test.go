@@ -26,6 +26,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/mse-in-go/mse/internal/backend"
+	"github.com/mse-in-go/mse/internal/backend/blob/s3"
 	"github.com/mse-in-go/mse/internal/backend/runner"
 	"github.com/mse-in-go/mse/internal/cli"
 	"github.com/mse-in-go/mse/internal/testenv"
@@ -127,6 +128,35 @@ func TestDeployOnARealKubelet(t *testing.T) {
 			}
 			return nil
 		})
+	})
+	t.Run("pod network, bundles presigned from S3", func(t *testing.T) {
+		// The bundle store where pods reach it; the node fetches its
+		// bundle from a presigned URL the backend redirects it to.
+		srv := testenv.S3On(t, kl.NodeIP)
+		store, err := s3.New(context.Background(), s3.Config{Endpoint: srv.Endpoint, Insecure: true, Region: srv.Region,
+			Bucket: srv.Bucket, Prefix: "bundles/", Creds: srv.Creds(), MaxRetries: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		api, err := net.Listen("tcp", net.JoinHostPort(kl.NodeIP, "0"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var fetchLog string
+		deployOnKubelet(t, k, ref, measurement, nodeBin, testenv.Options{APIListener: api, Blobs: store, BundlePresignTTL: 2 * time.Minute}, backend.KubeConfig{
+			BackendCIDRs: []string{kl.NodeIP + "/32", kl.PodGateway + "/32"}, BundleStoreCIDRs: []string{kl.NodeIP + "/32"},
+		}, func(p *corev1.Pod) error {
+			if p.Spec.HostNetwork || !podNet.Contains(net.ParseIP(p.Status.PodIP)) {
+				return fmt.Errorf("pod IP %s (host network %v), want one of the pod network %s", p.Status.PodIP, p.Spec.HostNetwork, kl.PodCIDR)
+			}
+			b, err := k.Client.CoreV1().Pods(p.Namespace).GetLogs(p.Name, &corev1.PodLogOptions{Container: "fetch"}).DoRaw(context.Background())
+			fetchLog = string(b)
+			return err
+		})
+		// mse-fetch says where the bundle came from; never the URL.
+		if !strings.Contains(fetchLog, "bundle fetched") || !strings.Contains(fetchLog, "from=\"the bundle store ("+srv.Endpoint+")\"") || strings.Contains(fetchLog, "X-Amz-Signature") {
+			t.Fatalf("mse-fetch's log:\n%s", fetchLog)
+		}
 	})
 	t.Run("host network", func(t *testing.T) {
 		deployOnKubelet(t, k, ref, measurement, nodeBin, testenv.Options{}, backend.KubeConfig{HostNetwork: true}, func(p *corev1.Pod) error {

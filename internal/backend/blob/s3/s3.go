@@ -26,6 +26,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -172,6 +173,20 @@ func checkPrefix(p string) error {
 
 // Where says where the blobs are (no credentials).
 func (s *Store) Where() string { return s.where }
+
+// Port is the TCP port of the server (Config.Endpoint's, else 443, or 80
+// when Insecure): where nodes fetching presigned URLs connect.
+func (s *Store) Port() int32 {
+	if _, p, err := net.SplitHostPort(s.cfg.Endpoint); err == nil {
+		if n, err := strconv.ParseUint(p, 10, 16); err == nil && n > 0 {
+			return int32(n)
+		}
+	}
+	if s.cfg.Insecure {
+		return 80
+	}
+	return 443
+}
 
 func (s *Store) object(key string) (string, error) {
 	if err := blob.CheckKey(key); err != nil {

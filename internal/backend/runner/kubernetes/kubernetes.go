@@ -81,6 +81,10 @@ type Config struct {
 	// RouterPeers, on BundleURL's port).
 	BackendPeers []networkingv1.NetworkPolicyPeer
 	BackendPorts []int32
+	// BundleStorePeers, when set, may be reached by the nodes on
+	// BundleStorePort: the S3 server of presigned bundle URLs.
+	BundleStorePeers []networkingv1.NetworkPolicyPeer
+	BundleStorePort  int32
 	// ClusterCIDRs are excluded from the egress a node in tls_mode acme gets
 	// towards its CA (default the private IPv4 ranges).
 	ClusterCIDRs []string

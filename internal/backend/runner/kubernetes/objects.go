@@ -299,7 +299,7 @@ func (r *Runner) pod(cm *corev1.ConfigMap, appID, tenant, image string, port int
 
 // networkPolicy lets only the router's pods reach the node's port, and the
 // node reach only what it needs: the backend (its bundle; the quoting
-// service) and, in tls_mode acme, its CA outside the cluster.
+// service), the bundle store of presigned bundle URLs if any, and, in tls_mode acme, its CA outside the cluster.
 func (r *Runner) networkPolicy(cm *corev1.ConfigMap, appID, tenant string, port int32, acme bool) *networkingv1.NetworkPolicy {
 	tcp := corev1.ProtocolTCP
 	udp := corev1.ProtocolUDP
@@ -310,7 +310,12 @@ func (r *Runner) networkPolicy(cm *corev1.ConfigMap, appID, tenant string, port 
 		backendPorts = append(backendPorts, networkingv1.NetworkPolicyPort{Protocol: &tcp, Port: &port})
 	}
 	egress := []networkingv1.NetworkPolicyEgressRule{{To: r.cfg.BackendPeers, Ports: backendPorts}}
-	needDNS := !isIP(r.cfg.BundleURL)
+	if len(r.cfg.BundleStorePeers) > 0 {
+		port := intstr.FromInt32(r.cfg.BundleStorePort)
+		egress = append(egress, networkingv1.NetworkPolicyEgressRule{To: r.cfg.BundleStorePeers, Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: &port}}})
+	}
+	// The presigned URLs' host may be a name too (the S3 endpoint's).
+	needDNS := !isIP(r.cfg.BundleURL) || len(r.cfg.BundleStorePeers) > 0
 	if acme {
 		https := intstr.FromInt32(443)
 		egress = append(egress, networkingv1.NetworkPolicyEgressRule{

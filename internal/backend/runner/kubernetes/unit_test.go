@@ -14,6 +14,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -301,6 +302,39 @@ func TestHostNetworkPod(t *testing.T) {
 		np := r.networkPolicy(cm, "a", "", tc.port, false)
 		if np.Spec.Ingress[0].Ports[0].Port.IntVal != tc.port {
 			t.Errorf("host %v: policy port %v", tc.host, np.Spec.Ingress[0].Ports[0].Port)
+		}
+	}
+}
+
+// Nodes sent to presigned bundle URLs may reach the bundle store's
+// addresses on its port (and DNS, for its name), and nothing more; without
+// presigning the policy has no such rule.
+func TestNetworkPolicyBundleStore(t *testing.T) {
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "mse-a", Namespace: "ns"}}
+	backend := []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: "192.0.2.2/32"}}}
+	store := []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: "198.51.100.0/24"}}}
+	for _, tc := range []struct {
+		name      string
+		store     []networkingv1.NetworkPolicyPeer
+		wantRules int
+	}{
+		{"streamed", nil, 1},
+		{"presigned", store, 3}, // backend, store, DNS
+	} {
+		r := &Runner{cfg: Config{BundleURL: "http://192.0.2.2:8080", BackendPeers: backend, BackendPorts: []int32{8080}, BundleStorePeers: tc.store, BundleStorePort: 9000}}
+		np := r.networkPolicy(cm, "a", "", 7443, false)
+		if len(np.Spec.Egress) != tc.wantRules {
+			t.Fatalf("%s: %d egress rules %+v, want %d", tc.name, len(np.Spec.Egress), np.Spec.Egress, tc.wantRules)
+		}
+		if tc.store == nil {
+			continue
+		}
+		e := np.Spec.Egress[1]
+		if len(e.To) != 1 || e.To[0].IPBlock.CIDR != "198.51.100.0/24" || len(e.Ports) != 1 || e.Ports[0].Port.IntVal != 9000 {
+			t.Errorf("%s: bundle store rule %+v", tc.name, e)
+		}
+		if dns := np.Spec.Egress[2]; dns.Ports[0].Port.IntVal != 53 {
+			t.Errorf("%s: third rule %+v, want DNS", tc.name, dns)
 		}
 	}
 }
