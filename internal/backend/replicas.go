@@ -68,8 +68,9 @@ type replicas struct {
 	// serves (a backend alone on its store).
 	elector leader.Elector
 	started bool
-	// spawnClaim is service.Config.SpawnClaim.
+	// spawnClaim is service.Config.SpawnClaim, spawnGuard its SpawnGuard.
 	spawnClaim time.Duration
+	spawnGuard service.SpawnGuard
 	// lost is closed when a backend that must be alone on its PostgreSQL
 	// database (local runner) loses the database's lock: it must stop.
 	lost  <-chan struct{}
@@ -110,13 +111,19 @@ func openReplicas(cfg Config, run runner.Runner, kube clientset.Interface, log *
 	if err != nil {
 		return nil, fmt.Errorf("backend: %w", err)
 	}
+	var guard *leader.SpawnGuard
+	if sharedRunner(run) {
+		if guard, err = leader.NewSpawnGuard(cc, 0); err != nil {
+			return nil, fmt.Errorf("backend: %w", err)
+		}
+	}
 	if cfg.LeaderElection == LeaderLease && sharedRunner(run) {
 		el, err := leader.NewLease(leader.LeaseConfig{Client: kube, Namespace: cfg.Kube.Namespace, Logger: log.With("component", "leader")})
 		if err != nil {
 			return nil, fmt.Errorf("backend: %w", err)
 		}
 		log.Info("several replicas may serve this database: this one runs the loops while it holds the Lease", "lease", cfg.Kube.Namespace+"/"+leader.DefaultLeaseName, "identity", el.Identity())
-		return &replicas{elector: el, spawnClaim: service.DefaultSpawnTimeout + service.SpawnClaimMargin, close: func() {}}, nil
+		return &replicas{elector: el, spawnClaim: service.DefaultSpawnTimeout + service.SpawnClaimMargin, spawnGuard: guard, close: guard.Close}, nil
 	}
 	el, err := leader.NewPostgres(leader.PostgresConfig{Conn: cc, Logger: log.With("component", "leader")})
 	if err != nil {
@@ -124,7 +131,7 @@ func openReplicas(cfg Config, run runner.Runner, kube clientset.Interface, log *
 	}
 	if sharedRunner(run) {
 		log.Info("several replicas may serve this database: this one runs the loops while it holds the leader lock", "leader_lock", leader.DefaultKey)
-		return &replicas{elector: el, spawnClaim: service.DefaultSpawnTimeout + service.SpawnClaimMargin, close: func() {}}, nil
+		return &replicas{elector: el, spawnClaim: service.DefaultSpawnTimeout + service.SpawnClaimMargin, spawnGuard: guard, close: guard.Close}, nil
 	}
 	// The local runner: this backend must be the only one on the database
 	// for as long as it runs. It holds the lock throughout, and stops if it

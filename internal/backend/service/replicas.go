@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/mse-in-go/mse/internal/backend/leader"
@@ -32,11 +33,13 @@ const (
 )
 
 // Lead runs the loops whenever this replica leads (el), until ctx ends; it
-// sets mse_backend_leader. Each time it becomes leader it first takes over:
-// it adopts the nodes (Runner.Adopt: reattached, or lost and marked
-// on_error) and sweeps partial uploads; bundles no app claims are deleted by
-// the sweeps after OrphanGrace. started says that Start already ran in this
-// process (before the API served): the first leadership skips the take-over.
+// sets mse_backend_leader. Each time it becomes leader it takes over: it
+// sweeps partial uploads (bundles no app claims are deleted by the sweeps
+// after OrphanGrace), and adopts the nodes (Runner.Adopt: reattached, or lost
+// and marked on_error; those no app claims ended) once no spawn is in flight
+// on any replica (Config.SpawnGuard), beside the loop, which starts at once.
+// started says that Start already ran in this process (before the API
+// served): the first leadership skips the take-over.
 func (s *Service) Lead(ctx context.Context, el leader.Elector, started bool) error {
 	first := true
 	return el.Run(ctx, func(lctx context.Context) {
@@ -44,14 +47,9 @@ func (s *Service) Lead(ctx context.Context, el leader.Elector, started bool) err
 		defer s.mLeader.Set(0)
 		s.mTakeovers.Inc()
 		if !(first && started) {
-			if err := s.takeOver(lctx); err != nil {
-				if lctx.Err() != nil {
-					return
-				}
-				// The loop still runs: Reconcile marks what it cannot
-				// reach, and the next leadership adopts again.
-				s.log.Error("take over as leader: adopt nodes", "err", err)
-			}
+			adopted := s.takeOver(lctx)
+			// Nothing of this leadership outlives it.
+			defer func() { <-adopted }()
 		}
 		first = false
 		s.Run(lctx)
@@ -59,14 +57,64 @@ func (s *Service) Lead(ctx context.Context, el leader.Elector, started bool) err
 }
 
 // takeOver is Start for a replica that becomes leader while the API serves:
-// orphan bundles are left to the sweeps' grace.
-func (s *Service) takeOver(ctx context.Context) error {
-	if _, err := s.adopt(ctx); err != nil {
-		return err
-	}
+// orphan bundles are left to the sweeps' grace. The adoption goes on in the
+// background until it succeeds or ctx ends (the returned channel closes
+// then): it may wait for spawns in flight, which the loop need not.
+func (s *Service) takeOver(ctx context.Context) <-chan struct{} {
 	s.sweep(ctx)
 	s.sweepOrphans(ctx)
-	return nil
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			err := s.adoptGuarded(ctx)
+			if err == nil || ctx.Err() != nil {
+				return
+			}
+			// The loop runs meanwhile: Reconcile marks what it cannot
+			// reach.
+			s.log.Error("take over as leader: adopt the nodes; trying again", "in", adoptWait, "err", err)
+			t := time.NewTimer(adoptWait)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return done
+}
+
+// SpawnGuard orders spawns against adoptions across replicas
+// (leader.SpawnGuard): a spawn holds Spawning from before it creates the
+// node until the node is recorded; a new leader's adoption holds Adopting,
+// which waits for the spawns in flight on every replica.
+type SpawnGuard interface {
+	Spawning(ctx context.Context) (release func(), err error)
+	Adopting(ctx context.Context) (release func(), err error)
+}
+
+// adoptWait bounds a new leader's wait for the spawns in flight before it
+// adopts: spawns that begin meanwhile wait behind it, so a spawn stuck on
+// its runner must not hold every replica's creations for long. Past it,
+// the adoption tries again after as long.
+const adoptWait = 10 * time.Second
+
+// adoptGuarded is adopt while no spawn is in flight on any replica
+// (Config.SpawnGuard): a node created but not yet recorded is no orphan.
+func (s *Service) adoptGuarded(ctx context.Context) error {
+	if g := s.cfg.SpawnGuard; g != nil {
+		wctx, cancel := context.WithTimeout(ctx, adoptWait)
+		release, err := g.Adopting(wctx)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("wait for the spawns in flight (within %s): %w", adoptWait, err)
+		}
+		defer release()
+	}
+	_, err := s.adopt(ctx)
+	return err
 }
 
 // adopt hands the runner the nodes of active apps; those it cannot reattach

@@ -55,10 +55,11 @@ func (c countingRunner) Status(ctx context.Context, appID string, h []byte) (run
 	return c.Runner.Status(ctx, appID, h)
 }
 
-func replicaConfig(r *replica, rn *servicetest.Runner) func(*service.Config) {
+func replicaConfig(r *replica, rn *servicetest.Runner, guard service.SpawnGuard) func(*service.Config) {
 	return func(c *service.Config) {
 		c.PollInterval = 20 * time.Millisecond
 		c.SpawnClaim = service.DefaultSpawnTimeout + service.SpawnClaimMargin
+		c.SpawnGuard = guard
 		c.Runner = countingRunner{Runner: rn, r: r}
 		if testing.Verbose() {
 			c.Logger = slog.Default().With("replica", r.name)
@@ -83,10 +84,23 @@ func twoReplicas(tb testing.TB) (url string, a, b *replica) {
 	url = pgtest.URL(tb)
 	a, b = &replica{name: "a"}, &replica{name: "b"}
 	rn := servicetest.NewRunner(runner.Resources{MemoryMiB: 64 << 10, Cores: 64})
-	a.env = servicetest.NewOn(tb, openPG(tb, url), replicaConfig(a, rn))
+	// Each replica has its own spawn guard, as each backend process does.
+	guard := func() service.SpawnGuard {
+		cc, err := postgres.ConnConfig(url)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		g, err := leader.NewSpawnGuard(cc, 0)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		tb.Cleanup(g.Close)
+		return g
+	}
+	a.env = servicetest.NewOn(tb, openPG(tb, url), replicaConfig(a, rn, guard()))
 	// NewOn made its own runner: the replicas share the one given above.
 	a.env.Runner = rn
-	b.env = a.env.Replica(tb, openPG(tb, url), replicaConfig(b, rn))
+	b.env = a.env.Replica(tb, openPG(tb, url), replicaConfig(b, rn, guard()))
 	for _, r := range []*replica{a, b} {
 		cc, err := postgres.ConnConfig(url)
 		if err != nil {
@@ -392,6 +406,69 @@ func TestReplicasLeaderKilledMidLoop(t *testing.T) {
 	stops := counter(t, a.env.Registry, "mse_app_transitions_total", "to", "stopped") + counter(t, b.env.Registry, "mse_app_transitions_total", "to", "stopped")
 	if stops != float64(len(expiring)) {
 		t.Errorf("%v transitions to stopped, want %d", stops, len(expiring))
+	}
+}
+
+// A replica that becomes leader while spawns are in flight (their nodes
+// made, their handles not yet recorded), on the old leader and in a request
+// its own API serves, does not end those nodes as orphans: its adoption
+// waits for the spawns (the spawn guard), then finds them recorded. Each app
+// keeps its one node.
+func TestReplicasTakeOverSparesSpawnsInFlight(t *testing.T) {
+	url, a, b := twoReplicas(t)
+	l, f := leaderOf(t, a, b)
+	u, _ := a.env.User(t, "alice", false)
+	rn := a.env.Runner
+	inSpawn, release := make(chan string, 2), make(chan struct{})
+	var once sync.Once
+	unblock := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(unblock)
+	rn.AfterSpawn = func(id string) {
+		inSpawn <- id
+		<-release
+	}
+	created := make(chan error, 2)
+	for _, r := range []*replica{l, f} {
+		go func() {
+			_, err := r.env.Service.CreateApp(context.Background(), u, request(r.env, "inflight-"+r.name), bytes.NewReader(bundleBytes))
+			created <- err
+		}()
+	}
+	var ids []string
+	for range 2 {
+		select {
+		case id := <-inSpawn:
+			ids = append(ids, id)
+		case <-time.After(5 * time.Second):
+			t.Fatal("the creations did not reach their spawns")
+		}
+	}
+	killLeader(t, url)
+	eventually(t, 2*time.Second, f.name+" leads", func() bool { return f.el.Leading() })
+	time.Sleep(200 * time.Millisecond) // its take-over, were it not waiting
+	for _, id := range ids {
+		if n := rn.Orphaned(id); n != 0 || !rn.Live(id) {
+			t.Fatalf("app %s: its node in flight was ended as an orphan by the new leader's take-over (%d, live %v)", id, n, rn.Live(id))
+		}
+	}
+	unblock()
+	for range 2 {
+		if err := <-created; err != nil {
+			t.Fatalf("CreateApp: %v", err)
+		}
+	}
+	before := f.statuses.Load()
+	eventually(t, 5*time.Second, "the new leader's loop runs", func() bool { return f.statuses.Load() > before+3 })
+	for _, id := range ids {
+		rn.SetState(id, nodeapi.StateRunning, "")
+	}
+	eventually(t, 5*time.Second, "both apps running", func() bool {
+		return status(t, a.env.Store, ids[0]) == store.StatusRunning && status(t, a.env.Store, ids[1]) == store.StatusRunning
+	})
+	for _, id := range ids {
+		if rn.Orphaned(id) != 0 || rn.SpawnCalls(id) != 1 || !rn.Live(id) {
+			t.Errorf("app %s: orphaned %d times, %d spawns, live %v; want 0, 1, true", id, rn.Orphaned(id), rn.SpawnCalls(id), rn.Live(id))
+		}
 	}
 }
 

@@ -75,6 +75,10 @@ type Config struct {
 	// OrphanGrace is how long a bundle without an active app is kept by the
 	// leader's sweeps (default DefaultOrphanGrace).
 	OrphanGrace time.Duration
+	// SpawnGuard, for several replicas, orders every replica's spawns
+	// against a new leader's adoption of the nodes (leader.SpawnGuard);
+	// nil for a backend alone on its store.
+	SpawnGuard SpawnGuard
 	// OwnerRoots are the roots owner-mode certificates must chain to
 	// (default: the system roots).
 	OwnerRoots OwnerRoots
@@ -544,6 +548,15 @@ func (s *Service) spawn(ctx context.Context, app *store.App, spec config.Spec) e
 	defer cancel()
 	s.spawnMu.Lock()
 	defer s.spawnMu.Unlock()
+	if g := s.cfg.SpawnGuard; g != nil {
+		// Until the node is recorded, a new leader's adoption would take
+		// it for an orphan.
+		release, err := g.Spawning(ctx)
+		if err != nil {
+			return fmt.Errorf("service: spawn the node of app %s: %w", app.ID, err)
+		}
+		defer release()
+	}
 	// The loop and CreateApp may both try: only the first spawns.
 	cur, err := s.st.GetApp(ctx, app.ID)
 	if err != nil {

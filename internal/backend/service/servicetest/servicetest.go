@@ -51,8 +51,12 @@ type Runner struct {
 	// called at the start of each Spawn and Stop, outside the runner's lock:
 	// a test can hold a replica in the middle of one.
 	BeforeSpawn, BeforeStop func(appID string)
+	// AfterSpawn, when set, is called at the end of each successful Spawn,
+	// outside the runner's lock: the node exists, its handle is not yet
+	// recorded.
+	AfterSpawn func(appID string)
 
-	spawnCalls, stopCalls map[string]int
+	spawnCalls, stopCalls, orphaned map[string]int
 }
 
 type fakeNode struct {
@@ -63,7 +67,7 @@ type fakeNode struct {
 
 // NewRunner returns a fake runner with room for total.
 func NewRunner(total runner.Resources) *Runner {
-	return &Runner{Total: total, nodes: map[string]*fakeNode{}, spawnCalls: map[string]int{}, stopCalls: map[string]int{}}
+	return &Runner{Total: total, nodes: map[string]*fakeNode{}, spawnCalls: map[string]int{}, stopCalls: map[string]int{}, orphaned: map[string]int{}}
 }
 
 type handle struct {
@@ -74,6 +78,14 @@ func (r *Runner) Spawn(ctx context.Context, appID string, s runner.SpawnSpec) ([
 	if r.BeforeSpawn != nil {
 		r.BeforeSpawn(appID)
 	}
+	h, err := r.spawn(appID, s)
+	if err == nil && r.AfterSpawn != nil {
+		r.AfterSpawn(appID)
+	}
+	return h, err
+}
+
+func (r *Runner) spawn(appID string, s runner.SpawnSpec) ([]byte, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.spawnCalls[appID]++
@@ -90,6 +102,13 @@ func (r *Runner) Spawn(ctx context.Context, appID string, s runner.SpawnSpec) ([
 	r.nodes[appID] = &fakeNode{spec: s, state: runner.NodeState{State: nodeapi.StateStarting}, live: true}
 	r.Spawns++
 	return json.Marshal(handle{App: appID})
+}
+
+// Orphaned counts the times Adopt ended appID's node as one no app claims.
+func (r *Runner) Orphaned(appID string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.orphaned[appID]
 }
 
 // SetStatusErr sets (nil: clears) StatusErr.
@@ -140,6 +159,9 @@ func (r *Runner) Status(ctx context.Context, appID string, h []byte) (runner.Nod
 	if n == nil {
 		return runner.NodeState{State: runner.StateLost, Error: "no such node"}, nil
 	}
+	if !n.live {
+		return runner.NodeState{State: runner.StateLost, Error: "the node was ended"}, nil
+	}
 	return n.state, nil
 }
 
@@ -175,8 +197,27 @@ func (r *Runner) Logs(ctx context.Context, appID string, h []byte, tail int64, f
 	return pr, nil
 }
 
+// Adopt follows runner.Runner's contract, as the kubernetes runner does: a
+// claimed node that is no longer live is lost; a live node that no app
+// claims is ended (Orphaned counts it).
 func (r *Runner) Adopt(ctx context.Context, nodes map[string][]byte) (map[string]string, error) {
-	return map[string]string{}, nil
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	lost := map[string]string{}
+	for id := range nodes {
+		if n := r.nodes[id]; n == nil || !n.live {
+			lost[id] = "the node is gone"
+		}
+	}
+	for id, n := range r.nodes {
+		if _, claimed := nodes[id]; !claimed && n.live {
+			n.live = false
+			r.used.MemoryMiB -= n.spec.Hardware.MemoryMiB
+			r.used.Cores -= n.spec.Hardware.Cores
+			r.orphaned[id]++
+		}
+	}
+	return lost, nil
 }
 
 func (r *Runner) Capacity() (used, total runner.Resources) {
