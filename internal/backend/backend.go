@@ -32,6 +32,7 @@ import (
 	"github.com/mse-in-go/mse/internal/backend/runner"
 	"github.com/mse-in-go/mse/internal/backend/runner/local"
 	"github.com/mse-in-go/mse/internal/backend/service"
+	"github.com/mse-in-go/mse/internal/backend/store"
 	"github.com/mse-in-go/mse/internal/runtimes/image"
 )
 
@@ -320,7 +321,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	tokenFile, err := bootstrapAdmin(ctx, svc, cfg.DataDir, log)
+	tokenFile, err := bootstrapAdmin(ctx, svc.Store(), cfg.DataDir, log)
 	if err != nil {
 		return err
 	}
@@ -409,9 +410,9 @@ func Run(ctx context.Context, cfg Config) error {
 // bootstrapAdmin creates the first administrator and writes its token to a
 // 0600 file, once. The file is written before the user exists: a crash in
 // between leaves no user, and the next start does it again.
-func bootstrapAdmin(ctx context.Context, svc *service.Service, dataDir string, log *slog.Logger) (string, error) {
+func bootstrapAdmin(ctx context.Context, st store.Store, dataDir string, log *slog.Logger) (string, error) {
 	path := filepath.Join(dataDir, AdminTokenFile)
-	users, err := svc.Store().ListUsers(ctx)
+	users, err := st.ListUsers(ctx)
 	if err != nil {
 		return "", err
 	}
@@ -425,7 +426,14 @@ func bootstrapAdmin(ctx context.Context, svc *service.Service, dataDir string, l
 	if err := atomicfile.Write(path, []byte(tok+"\n"), 0o600); err != nil {
 		return "", fmt.Errorf("backend: write the admin token: %w", err)
 	}
-	if _, err := service.CreateUserWithToken(ctx, svc.Store(), "admin", true, tok, time.Now()); err != nil {
+	if _, err := service.CreateUserWithToken(ctx, st, "admin", true, tok, time.Now()); errors.Is(err, service.ErrConflict) {
+		// Another replica on the same database created it meanwhile (both
+		// start on an empty database): its token is the valid one.
+		_ = os.Remove(path)
+		log.Info("another replica created the administrator first; its API token is in that replica's data directory (`mse-backend user add NAME --admin` makes another)")
+		return path, nil
+	} else if err != nil {
+		_ = os.Remove(path)
 		return "", err
 	}
 	log.Info("created the administrator; its API token is in a file readable only by this user", "file", path)
