@@ -2,7 +2,6 @@ package testenv
 
 import (
 	"context"
-	"fmt"
 	"net"
 	"testing"
 	"time"
@@ -12,60 +11,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 )
-
-// ServeBanner listens on addr and answers each connection with one line,
-// "mse-probe NAME PORT", as a ProbePod does; it closes when t ends.
-func serveBanner(t testing.TB, addr, name string) (string, string) {
-	t.Helper()
-	l, err := net.Listen("tcp4", addr)
-	if err != nil {
-		t.Fatalf("listen on %s: %v", addr, err)
-	}
-	t.Cleanup(func() { l.Close() })
-	port := l.Addr().(*net.TCPAddr).Port
-	banner := fmt.Sprintf("mse-probe %s %d", name, port)
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			_, _ = c.Write([]byte(banner + "\n"))
-			c.Close()
-		}
-	}()
-	return l.Addr().String(), banner
-}
-
-// reach and blocked check one dial from inside a pod; blocked ones are
-// checked with a short timeout (kube-router rejects, so they fail fast).
-func reach(t *testing.T, from *ProbePod, addr, banner string) {
-	t.Helper()
-	r := from.Dial(t, addr, 5*time.Second)
-	if !r.Connected || (banner != "" && r.Banner != banner) {
-		t.Errorf("%s -> %s: %v; want connected, banner %q", from.Name, addr, r, banner)
-	}
-}
-
-func blocked(t *testing.T, from *ProbePod, addr string) {
-	t.Helper()
-	if r := from.Dial(t, addr, 3*time.Second); r.Connected {
-		t.Errorf("%s -> %s: %v; want it refused by the NetworkPolicy", from.Name, addr, r)
-	}
-}
-
-// waitDial polls a dial from inside a pod until its outcome is want
-// (policies are written a moment after the API server has them).
-func waitDial(t *testing.T, from *ProbePod, addr string, want bool, within time.Duration) {
-	t.Helper()
-	var r DialResult
-	for end := time.Now().Add(within); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
-		if r = from.Dial(t, addr, 2*time.Second); r.Connected == want {
-			return
-		}
-	}
-	t.Fatalf("%s -> %s still %v after %s (want connected=%v)", from.Name, addr, r, within, want)
-}
 
 // A NetworkPolicy is enforced on real pods of the kubelet's pod network
 // (kube-router's controller): ingress only from the selected peer on the
@@ -81,17 +26,17 @@ func TestKubeletNetworkPolicies(t *testing.T) {
 	a := kl.ProbePod(t, ns, "a", map[string]string{"netpol-test": "a"}, 8080, 8081)
 	b := kl.ProbePod(t, ns, "b", map[string]string{"netpol-test": "b", "peer": "yes"}, 8080)
 	c := kl.ProbePod(t, ns, "c", map[string]string{"netpol-test": "c"}, 8080)
-	hostAddr, hostBanner := serveBanner(t, net.JoinHostPort(PodGateway, "0"), "host")
+	hostAddr, hostBanner := ServeBanner(t, net.JoinHostPort(PodGateway, "0"), "host")
 	t.Logf("pods a %s, b %s, c %s; host listener %s; kubelet API %s", a.IP, b.IP, c.IP, hostAddr, kl.APIAddr)
 
 	// Controls: without a policy every pod reaches every other and this
 	// machine's ports.
-	reach(t, c, a.Addr(8080), a.Banner(8080))
-	reach(t, b, a.Addr(8081), a.Banner(8081))
-	reach(t, a, c.Addr(8080), c.Banner(8080))
-	reach(t, a, b.Addr(8080), b.Banner(8080))
-	reach(t, a, hostAddr, hostBanner)
-	reach(t, a, kl.APIAddr, "")
+	c.MustReach(t, a.Addr(8080), a.Banner(8080))
+	b.MustReach(t, a.Addr(8081), a.Banner(8081))
+	a.MustReach(t, c.Addr(8080), c.Banner(8080))
+	a.MustReach(t, b.Addr(8080), b.Banner(8080))
+	a.MustReach(t, hostAddr, hostBanner)
+	a.MustReach(t, kl.APIAddr, "")
 	if t.Failed() {
 		t.FailNow()
 	}
@@ -119,30 +64,30 @@ func TestKubeletNetworkPolicies(t *testing.T) {
 	if _, err := k.Client.NetworkingV1().NetworkPolicies(ns).Create(ctx, np, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitDial(t, c, a.Addr(8080), false, 30*time.Second)
+	c.WaitDial(t, a.Addr(8080), false, 30*time.Second)
 	t.Logf("policy enforced %s after it was created", time.Since(start).Round(time.Millisecond))
 
 	// Ingress: only the peer, only on its port; this machine always.
-	reach(t, b, a.Addr(8080), a.Banner(8080))
-	blocked(t, b, a.Addr(8081))
-	blocked(t, c, a.Addr(8081))
+	b.MustReach(t, a.Addr(8080), a.Banner(8080))
+	b.MustNotReach(t, a.Addr(8081))
+	c.MustNotReach(t, a.Addr(8081))
 	if r := DialHost(a.Addr(8081), 3*time.Second); !r.Connected || r.Banner != a.Banner(8081) {
 		t.Errorf("host -> a:8081: %v; kube-router admits the pod's own node", r)
 	}
 	// Egress: only b on 8080.
-	reach(t, a, b.Addr(8080), b.Banner(8080))
-	blocked(t, a, c.Addr(8080))
-	blocked(t, a, hostAddr)
-	blocked(t, a, kl.APIAddr)
+	a.MustReach(t, b.Addr(8080), b.Banner(8080))
+	a.MustNotReach(t, c.Addr(8080))
+	a.MustNotReach(t, hostAddr)
+	a.MustNotReach(t, kl.APIAddr)
 	// Pods the policy does not select are untouched.
-	reach(t, c, b.Addr(8080), b.Banner(8080))
-	reach(t, b, c.Addr(8080), c.Banner(8080))
+	c.MustReach(t, b.Addr(8080), b.Banner(8080))
+	b.MustReach(t, c.Addr(8080), c.Banner(8080))
 
 	if err := k.Client.NetworkingV1().NetworkPolicies(ns).Delete(ctx, np.Name, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitDial(t, c, a.Addr(8080), true, 30*time.Second)
-	reach(t, a, hostAddr, hostBanner)
+	c.WaitDial(t, a.Addr(8080), true, 30*time.Second)
+	a.MustReach(t, hostAddr, hostBanner)
 }
 
 // The rules kube-router leaves are recognized by their chains' names, and
