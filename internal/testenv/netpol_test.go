@@ -92,7 +92,7 @@ func TestKubeletNetworkPolicies(t *testing.T) {
 
 // The rules kube-router leaves are recognized by their chains' names, and
 // nothing else is.
-func TestKubeRouterChain(t *testing.T) {
+func TestPolicyChainNames(t *testing.T) {
 	for _, tc := range []struct {
 		chain string
 		want  bool
