@@ -88,6 +88,7 @@ type KubeCluster struct {
 	tokens    map[string]string // user -> token
 	procs     []*kubeProc
 	kubelet   *Kubelet // the real node, once started
+	netpol    *netpol  // the NetworkPolicy controller, once started
 	// kubeletClientCA issued the API server's client certificate towards
 	// kubelets (KubeletClientUser), which the real kubelet trusts.
 	kubeletClientCA *clusterCA
@@ -96,6 +97,9 @@ type KubeCluster struct {
 	// (--kubelet-certificate-authority).
 	kubeletServingCA *clusterCA
 }
+
+// kubeServiceCIDR is the cluster's service address range.
+const kubeServiceCIDR = "10.96.0.0/16"
 
 // KubeletClientUser is the identity of the API server's client certificate
 // towards the kubelets (pod logs, exec): the real kubelet authorizes it
@@ -322,7 +326,7 @@ func startKube() (*KubeCluster, error) {
 		"--authorization-mode", "RBAC",
 		"--endpoint-reconciler-type", "none", // it refuses a loopback advertise address otherwise
 		"--disable-admission-plugins", "ServiceAccount", // no token controller runs
-		"--service-cluster-ip-range", "10.96.0.0/16",
+		"--service-cluster-ip-range", kubeServiceCIDR,
 		"--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
 		"--service-account-key-file", saFile, "--service-account-signing-key-file", saFile,
 		"--allow-privileged=true",
@@ -655,6 +659,9 @@ func (k *KubeCluster) stop() {
 		close(p.release)
 	}
 	k.procs = nil
+	if k.netpol != nil {
+		k.netpol.stop() // kube-router has stopped: remove its rules
+	}
 	if k.kubelet != nil {
 		k.kubelet.removeDir()
 	}

@@ -39,11 +39,13 @@ const KubeletLabel = "mse.test/kubelet"
 // address is this machine's (the kubelet refuses a loopback node IP).
 const KubeletLoopback = "127.0.0.1"
 
-// podCIDR is the bridge network of the pods not on the host's network;
-// podGateway is the bridge's own address on the host.
+// PodCIDR is the kubelet's pod network (a bridge) of the pods not on the
+// host's network; PodGateway is the host's address on it (the bridge's):
+// what a pod dials to reach this machine, and the source of what this
+// machine sends to a pod.
 const (
-	podCIDR    = "10.245.0.0/24"
-	podGateway = "10.245.0.1"
+	PodCIDR    = "10.245.0.0/24"
+	PodGateway = "10.245.0.1"
 )
 
 // PauseImage is the pods' sandbox image, built by the test (no registry).
@@ -61,13 +63,10 @@ type Kubelet struct {
 	// NodeIP is the node's address (this machine's): pods on the pod
 	// network reach the host there.
 	NodeIP string
-	// PodCIDR is the pod network's subnet; the host reaches its pods from
-	// PodGateway, the bridge's address.
-	PodCIDR, PodGateway string
-	dir                 string
-	k                   *KubeCluster
-	ctr                 string
-	mu                  sync.Mutex
+	dir    string
+	k      *KubeCluster
+	ctr    string
+	mu     sync.Mutex
 }
 
 var (
@@ -132,7 +131,7 @@ func (k *KubeCluster) startKubelet() (*Kubelet, error) {
 	if err != nil {
 		return nil, err
 	}
-	kl := &Kubelet{Socket: filepath.Join(dir, "containerd.sock"), dir: dir, k: k, ctr: need["ctr"], PodCIDR: podCIDR, PodGateway: podGateway}
+	kl := &Kubelet{Socket: filepath.Join(dir, "containerd.sock"), dir: dir, k: k, ctr: need["ctr"]}
 	ok := false
 	defer func() {
 		if !ok {
@@ -201,7 +200,7 @@ func (kl *Kubelet) writeContainerdConfig(runc string) error {
   "name": "mse-test",
   "plugins": [
     {"type": "bridge", "bridge": "msetest0", "isGateway": true, "ipMasq": false,
-     "ipam": {"type": "host-local", "ranges": [[{"subnet": "`+podCIDR+`", "gateway": "`+podGateway+`"}]], "routes": [{"dst": "0.0.0.0/0"}]}},
+     "ipam": {"type": "host-local", "ranges": [[{"subnet": "`+PodCIDR+`", "gateway": "`+PodGateway+`"}]], "routes": [{"dst": "0.0.0.0/0"}]}},
     {"type": "loopback"}
   ]
 }

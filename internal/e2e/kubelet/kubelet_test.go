@@ -107,7 +107,7 @@ func TestDeployOnARealKubelet(t *testing.T) {
 	if want := testenv.Measure(t, nodeBin); measurement != want {
 		t.Fatalf("node image measurement %s, want %s", measurement, want)
 	}
-	_, podNet, err := net.ParseCIDR(kl.PodCIDR)
+	_, podNet, err := net.ParseCIDR(testenv.PodCIDR)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,10 +121,10 @@ func TestDeployOnARealKubelet(t *testing.T) {
 			t.Fatal(err)
 		}
 		deployOnKubelet(t, k, ref, measurement, nodeBin, testenv.Options{APIListener: api}, backend.KubeConfig{
-			BackendCIDRs: []string{kl.NodeIP + "/32", kl.PodGateway + "/32"},
+			BackendCIDRs: []string{kl.NodeIP + "/32", testenv.PodGateway + "/32"},
 		}, func(p *corev1.Pod) error {
 			if p.Spec.HostNetwork || !podNet.Contains(net.ParseIP(p.Status.PodIP)) {
-				return fmt.Errorf("pod IP %s (host network %v), want one of the pod network %s", p.Status.PodIP, p.Spec.HostNetwork, kl.PodCIDR)
+				return fmt.Errorf("pod IP %s (host network %v), want one of the pod network %s", p.Status.PodIP, p.Spec.HostNetwork, testenv.PodCIDR)
 			}
 			return nil
 		})
@@ -144,10 +144,10 @@ func TestDeployOnARealKubelet(t *testing.T) {
 		}
 		var fetchLog string
 		deployOnKubelet(t, k, ref, measurement, nodeBin, testenv.Options{APIListener: api, Blobs: store, BundlePresignTTL: 2 * time.Minute}, backend.KubeConfig{
-			BackendCIDRs: []string{kl.NodeIP + "/32", kl.PodGateway + "/32"}, BundleStoreCIDRs: []string{kl.NodeIP + "/32"},
+			BackendCIDRs: []string{kl.NodeIP + "/32", testenv.PodGateway + "/32"}, BundleStoreCIDRs: []string{kl.NodeIP + "/32"},
 		}, func(p *corev1.Pod) error {
 			if p.Spec.HostNetwork || !podNet.Contains(net.ParseIP(p.Status.PodIP)) {
-				return fmt.Errorf("pod IP %s (host network %v), want one of the pod network %s", p.Status.PodIP, p.Spec.HostNetwork, kl.PodCIDR)
+				return fmt.Errorf("pod IP %s (host network %v), want one of the pod network %s", p.Status.PodIP, p.Spec.HostNetwork, testenv.PodCIDR)
 			}
 			b, err := k.Client.CoreV1().Pods(p.Namespace).GetLogs(p.Name, &corev1.PodLogOptions{Container: "fetch"}).DoRaw(context.Background())
 			fetchLog = string(b)
