@@ -288,7 +288,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("backend: %w", err)
 	}
 	var svc *service.Service
-	operator, err := operatorTLS(cfg, platform, run.Measurement(), func(ctx context.Context, host string) (service.Route, error) {
+	operator, err := operatorTLS(cfg, platform, run.Measurement(), func(ctx context.Context, host string) (router.Route, error) {
 		return svc.Lookup(ctx, host)
 	}, log.With("component", "router"))
 	if err != nil {
@@ -334,7 +334,7 @@ func Run(ctx context.Context, cfg Config) error {
 			if errors.Is(err, service.ErrNoRoute) {
 				return router.Route{}, fmt.Errorf("%w: %v", router.ErrUnknownServerName, err)
 			}
-			return routerRoute(rt), err
+			return rt, err
 		},
 		Operator:    operator,
 		IdleTimeout: 10 * time.Minute,
