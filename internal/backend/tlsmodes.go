@@ -78,6 +78,8 @@ func operatorTLS(cfg Config, platform *sim.Platform, measurement string, lookup 
 		}
 		return nil, nil
 	}
+	// VerifyTTL and Now keep their defaults: a verified node certificate is trusted for
+	// router.DefaultVerifyTTL by the wall clock (the router's TestOperatorVerifyCache tests both).
 	op := &router.Operator{VerifyNode: nodeVerifier(platform, measurement)}
 	if fileSet {
 		if cfg.OperatorCert == "" || cfg.OperatorKey == "" {
