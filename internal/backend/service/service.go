@@ -111,7 +111,7 @@ type Service struct {
 	mTakeovers   prometheus.Counter
 
 	// orphans: bundles without an active app, and since when (sweepOrphans;
-	// only the leader's loop touches it).
+	// only Start and then the leader's loop touch it).
 	orphans map[string]time.Time
 }
 
@@ -732,25 +732,14 @@ func (s *Service) Kick() {
 // Run drives the loop.
 //
 // Start is for a backend alone on its store, before its API serves: it
-// removes orphan bundles at once, which would race with another replica's
-// uploads. A replica among several takes over in Lead instead.
+// removes orphan bundles at once (no grace), which would race with another
+// replica's uploads. A replica among several takes over in Lead instead.
 func (s *Service) Start(ctx context.Context) error {
-	active, err := s.adopt(ctx)
-	if err != nil {
+	if err := s.adopt(ctx); err != nil {
 		return err
 	}
 	s.sweep(ctx)
-	keys, err := s.cfg.Blobs.List(ctx)
-	if err != nil {
-		return err
-	}
-	for _, k := range keys {
-		if !active[k] {
-			s.log.Info("removing an orphan bundle", "key", k)
-			_ = s.cfg.Blobs.Delete(ctx, k)
-		}
-	}
-	return nil
+	return s.sweepOrphans(ctx, 0)
 }
 
 // Run reconciles until ctx ends.
@@ -768,7 +757,7 @@ func (s *Service) Run(ctx context.Context) {
 		case <-s.kick:
 		case <-sweep.C:
 			s.sweep(ctx)
-			s.sweepOrphans(ctx)
+			s.logSweepOrphans(ctx)
 		}
 	}
 }
