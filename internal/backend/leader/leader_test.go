@@ -305,26 +305,11 @@ func TestExclusive(t *testing.T) {
 	if want := fmt.Sprintf("process %d", os.Getpid()); !strings.Contains(err.Error(), want) {
 		t.Errorf("error %q does not name the holder (%s)", err, want)
 	}
-	// The holder always leads.
-	ctx, cancel := context.WithCancel(context.Background())
-	led := make(chan struct{})
-	go func() {
-		_ = l1.Run(ctx, func(context.Context) { close(led) })
-	}()
-	select {
-	case <-led:
-	case <-time.After(2 * time.Second):
-		t.Fatal("the exclusive holder did not lead")
-	}
-	cancel()
 	if err := l1.Close(); err != nil {
 		t.Fatal(err)
 	}
 	if err := l1.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
-	}
-	if err := l1.Run(context.Background(), func(context.Context) {}); err == nil {
-		t.Error("Run after Close: no error")
 	}
 	l2, err := leader.Exclusive(path)
 	if err != nil {
