@@ -18,17 +18,9 @@ import (
 	"github.com/mse-in-go/mse/internal/testenv"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	testenv.StopKube()
-	if err := pgtest.Stop(); err != nil {
-		fmt.Fprintln(os.Stderr, "pgtest:", err)
-		if code == 0 {
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
+// TestMain stops the components tests started: the throwaway PostgreSQL
+// and the Kubernetes test cluster (the Lease tests).
+func TestMain(m *testing.M) { pgtest.Main(m, testenv.StopKube) }
 
 // replica is one Postgres elector running in the test.
 type replica struct {
