@@ -107,6 +107,9 @@ func (r *record) ends() int {
 	return len(r.ended)
 }
 
+// lastStart and lastEnd are the times of the last lead call and of its
+// context's end: wait for leads or ends first (an elector's Leading turns
+// true before its lead call starts).
 func (r *record) lastStart() time.Time {
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -104,7 +104,7 @@ func TestPostgresReleaseHandsOverAtOnce(t *testing.T) {
 	l, f := theLeader(t, a, b)
 	at := time.Now()
 	l.stop(t)
-	waitFor(t, 500*time.Millisecond, f.name+" leads after "+l.name+" released", func() bool { return f.el.Leading() })
+	waitFor(t, 500*time.Millisecond, f.name+" leads after "+l.name+" released", func() bool { return f.el.Leading() && f.leads() == 1 })
 	t.Logf("handover after a clean release: %s", f.lastStart().Sub(at))
 	if m := tr.max.Load(); m != 1 {
 		t.Errorf("%d leads ran at once", m)

@@ -138,7 +138,7 @@ func TestLeasePartitionedLeaderHandsOver(t *testing.T) {
 	at := time.Now()
 	l.cut.Store(true)
 	waitFor(t, renewDeadline+2*retryPeriod+time.Second, l.name+"'s lead context ends", func() bool { return l.ends() == 1 })
-	waitFor(t, leaseDuration+2*retryPeriod+time.Second, f.name+" leads", func() bool { return f.el.Leading() })
+	waitFor(t, leaseDuration+2*retryPeriod+time.Second, f.name+" leads", func() bool { return f.el.Leading() && f.leads() == 1 })
 	lost, took := l.lastEnd().Sub(at), f.lastStart().Sub(at)
 	t.Logf("%s cut off: its loops stopped after %s; %s led after %s", l.name, lost, f.name, took)
 	if !f.lastStart().After(l.lastEnd()) {
@@ -197,7 +197,7 @@ func TestLeaseReleaseHandsOver(t *testing.T) {
 	l, f := theLeader(t, a, b)
 	at := time.Now()
 	l.stop(t)
-	waitFor(t, 2*retryPeriod+500*time.Millisecond, f.name+" leads after "+l.name+" stopped", func() bool { return f.el.Leading() })
+	waitFor(t, 2*retryPeriod+500*time.Millisecond, f.name+" leads after "+l.name+" stopped", func() bool { return f.el.Leading() && f.leads() == 1 })
 	t.Logf("%s stopped: %s led after %s", l.name, f.name, f.lastStart().Sub(at))
 	if !f.lastStart().After(l.lastEnd()) {
 		t.Errorf("%s led before %s's loops stopped", f.name, l.name)
