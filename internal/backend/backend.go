@@ -68,9 +68,10 @@ type Config struct {
 	RuntimeCatalog string
 	// Runc is the runc executable that sandboxes nodes (default: in PATH).
 	Runc string
-	// WarmPool is how many idle pre-warmed sandboxes the runner keeps per
-	// runtime and hardware entry (docs/runtimes.md "Warm pool"): default 1,
-	// negative for none (every node starts cold).
+	// WarmPool is how many idle pre-warmed sandboxes the local runner keeps
+	// per runtime and hardware entry (docs/runtimes.md "Warm pool"); 0 or
+	// less: none, every node starts cold. `mse-backend serve --warm-pool`
+	// defaults to DefaultWarmPool.
 	WarmPool int
 	// MaxStartTimeout caps apps' start timeouts (default 30 minutes).
 	MaxStartTimeout time.Duration
@@ -155,6 +156,9 @@ var DefaultHardware = []runner.Hardware{
 	{Name: "4g", MemoryMiB: 4096, Cores: 2, TEE: attest.TypeSim},
 	{Name: "8g", MemoryMiB: 8192, Cores: 4, TEE: attest.TypeSim},
 }
+
+// DefaultWarmPool is `mse-backend serve --warm-pool`'s default (Config.WarmPool).
+const DefaultWarmPool = 1
 
 // AdminTokenFile is the name of the file, in the data dir, that receives the
 // first administrator's token.
@@ -242,7 +246,7 @@ func Run(ctx context.Context, cfg Config) error {
 		run, err = local.New(local.Config{
 			Dir: filepath.Join(cfg.DataDir, "nodes"), NodeBinary: cfg.NodeBinary, Platform: platform, Runtimes: images, Runc: cfg.Runc,
 			Capacity: cfg.Capacity, TCBStatus: cfg.SimTCBStatus, Debug: cfg.SimDebug, Logger: log.With("component", "runner"),
-			Pool: warmPool(cfg.WarmPool), EgressPrivate: cfg.EgressPrivate,
+			Pool: cfg.WarmPool, EgressPrivate: cfg.EgressPrivate,
 		})
 	case RunnerKubernetes:
 		tee = catalogTEE(cfg.Hardware)
@@ -303,7 +307,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("backend: %w", err)
 	}
 	var svc *service.Service
-	operator, err := operatorTLS(cfg, platform, run.Measurement(), func(ctx context.Context, host string) (service.Route, error) {
+	operator, err := operatorTLS(cfg, platform, run.Measurement(), func(ctx context.Context, host string) (router.Route, error) {
 		return svc.Lookup(ctx, host)
 	}, log.With("component", "router"))
 	if err != nil {
@@ -349,7 +353,7 @@ func Run(ctx context.Context, cfg Config) error {
 			if errors.Is(err, service.ErrNoRoute) {
 				return router.Route{}, fmt.Errorf("%w: %v", router.ErrUnknownServerName, err)
 			}
-			return routerRoute(rt), err
+			return rt, err
 		},
 		Operator:    operator,
 		IdleTimeout: 10 * time.Minute,
@@ -454,15 +458,4 @@ func machineMemoryMiB() int64 {
 		}
 	}
 	return 8192
-}
-
-// warmPool is the runner's pool size for Config.WarmPool.
-func warmPool(n int) int {
-	switch {
-	case n == 0:
-		return 1
-	case n < 0:
-		return 0
-	}
-	return n
 }

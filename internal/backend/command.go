@@ -34,16 +34,12 @@ func Command() *cobra.Command {
 	var cfg Config
 	var capMem int64
 	var capCores int
-	var warmPoolFlag int
 	var logLevel, hardwareFile string
 	serve := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the backend (the default command)",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg.DataDir, cfg.DB = dataDir, db
-			if cfg.WarmPool = warmPoolFlag; warmPoolFlag <= 0 {
-				cfg.WarmPool = -1
-			}
 			if hardwareFile != "" {
 				hw, err := LoadHardware(hardwareFile)
 				if err != nil {
@@ -79,7 +75,7 @@ func Command() *cobra.Command {
 	f.StringVar(&cfg.RuntimeDir, "runtime-dir", os.Getenv("MSE_RUNTIME_DIR"), "runtime image store (default DATA_DIR/runtimes)")
 	f.StringVar(&cfg.RuntimeCatalog, "catalog", os.Getenv("MSE_RUNTIME_CATALOG"), "runtime catalog file (default DATA_DIR/runtimes.json)")
 	f.StringVar(&cfg.Runc, "runc", "", "runc executable that sandboxes nodes (default: runc in PATH)")
-	f.IntVar(&warmPoolFlag, "warm-pool", 1, "idle pre-warmed sandboxes kept per runtime and hardware entry (0: none, every node starts cold)")
+	f.IntVar(&cfg.WarmPool, "warm-pool", DefaultWarmPool, "idle pre-warmed sandboxes kept per runtime and hardware entry (0: none, every node starts cold)")
 	f.DurationVar(&cfg.MaxStartTimeout, "max-start-timeout", 30*time.Minute, "longest app start timeout (cloud.start_timeout) accepted")
 	f.Int64Var(&capMem, "capacity-memory-mib", 0, "memory offered to apps (default: the machine's)")
 	f.IntVar(&capCores, "capacity-cores", 0, "cores offered to apps (default: 4 per CPU)")

@@ -65,7 +65,7 @@ func domainCommand(dataDir, db *string) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return withStore(cmd.Context(), *dataDir, *db, func(st store.Store) error {
-				rs, err := st.ListDomainReservations(cmd.Context(), "")
+				rs, err := st.ListDomainReservations(cmd.Context())
 				if err != nil {
 					return err
 				}

@@ -218,3 +218,36 @@ func TestBackendImage(t *testing.T) {
 		t.Errorf("the image's mse-backend --help: %v\n%s", err, out)
 	}
 }
+
+// The node and backend images' digests are pinned for fixed inputs: the same
+// files give the same image whatever mse-backend builds it (a changed digest
+// here changes every operator's --node-image pin).
+func TestImageDigestsPinned(t *testing.T) {
+	dir := t.TempDir()
+	file := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	node, fetch, bin := file("node", "node\n"), file("fetch", "fetch\n"), file("backend", "backend\n")
+	ca := file("ca", "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n")
+	ctx := context.Background()
+	for _, c := range []struct {
+		epoch            int64
+		node, backendImg string
+	}{
+		{0, "sha256:b24b535ca99a32b5ead349cec6b9f93cc490011aa51db13b750110d8fb2e977f", "sha256:93de34498911894ad6b2cdaeddac8ad2a78dec4b3140d6966928b24c18371d61"},
+		{1700000000, "sha256:21d1e71ac9c5b31da13a651ec37ba339dab499b970d9eedcee4ca236c49badea", "sha256:5a48f9d676d0004ea0790d0ebdc33d093371daebc6a12485e736f04c79cf219d"},
+	} {
+		img, err := backend.BuildNodeImage(ctx, backend.NodeImageSpec{NodeBinary: node, FetchBinary: fetch, SourceDateEpoch: c.epoch}, "registry.example/mse/node:v1", io.Discard)
+		if err != nil || img.Digest != c.node || img.NodeSHA256 != sha256hex(t, node) {
+			t.Errorf("epoch %d: node image %+v, %v; want %s", c.epoch, img, err, c.node)
+		}
+		d, err := backend.BuildBackendImage(ctx, bin, ca, c.epoch, "registry.example/mse/backend:v1", io.Discard)
+		if err != nil || d != c.backendImg {
+			t.Errorf("epoch %d: backend image %s, %v; want %s", c.epoch, d, err, c.backendImg)
+		}
+	}
+}

@@ -35,21 +35,12 @@ type NodeImage struct {
 // user 65532) reproducibly and writes it to out as an OCI image layout tar
 // naming it ref (for `ctr images import`).
 func BuildNodeImage(ctx context.Context, spec NodeImageSpec, ref string, out io.Writer) (NodeImage, error) {
-	tmp, err := os.MkdirTemp("", "mse-node-image-")
-	if err != nil {
-		return NodeImage{}, err
-	}
-	defer os.RemoveAll(tmp)
-	st, err := image.Open(tmp, image.DefaultLimits())
-	if err != nil {
-		return NodeImage{}, err
-	}
 	m, err := sim.MeasureFile(spec.NodeBinary)
 	if err != nil {
 		return NodeImage{}, fmt.Errorf("node image: mse-node: %w", err)
 	}
 	nodeSum := hex.EncodeToString(m[:])
-	d, err := st.AddFiles(ctx, image.FilesSpec{
+	d, err := buildImage(ctx, "node image", image.FilesSpec{
 		Files: []image.File{
 			{Path: "/mse-node", Mode: 0o555, Source: spec.NodeBinary},
 			{Path: "/mse-fetch", Mode: 0o555, Source: spec.FetchBinary},
@@ -57,14 +48,66 @@ func BuildNodeImage(ctx context.Context, spec NodeImageSpec, ref string, out io.
 		Labels:          map[string]string{"io.mse.node.sha256": nodeSum},
 		User:            "65532",
 		SourceDateEpoch: spec.SourceDateEpoch,
-	})
+	}, ref, out)
 	if err != nil {
-		return NodeImage{}, fmt.Errorf("node image: %w", err)
-	}
-	if err := st.ExportRef(ctx, d, ref, out); err != nil {
-		return NodeImage{}, fmt.Errorf("node image: %w", err)
+		return NodeImage{}, err
 	}
 	return NodeImage{Digest: d, NodeSHA256: nodeSum}, nil
+}
+
+// BuildBackendImage builds the backend's own image (deploy/backend.yaml):
+// /usr/local/bin/mse-backend as the entrypoint and the CA certificates it
+// verifies PostgreSQL, S3 and ACME servers with, reproducibly, written to
+// out as an OCI image layout tar naming it ref.
+func BuildBackendImage(ctx context.Context, backendBinary, caCerts string, epoch int64, ref string, out io.Writer) (string, error) {
+	return buildImage(ctx, "backend image", image.FilesSpec{
+		Files: []image.File{
+			{Path: "/usr/local/bin/mse-backend", Mode: 0o555, Source: backendBinary},
+			{Path: "/etc/ssl/certs/ca-certificates.crt", Mode: 0o444, Source: caCerts},
+		},
+		Entrypoint:      []string{"/usr/local/bin/mse-backend"},
+		Env:             []string{"PATH=/usr/local/bin", "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt"},
+		User:            "65532",
+		SourceDateEpoch: epoch,
+	}, ref, out)
+}
+
+// buildImage builds the image files describes (what names it in errors) in a
+// throwaway image store, and writes it to out as an OCI image layout tar
+// naming it ref. It returns the manifest digest, "sha256:…": the same files
+// give the same digest.
+func buildImage(ctx context.Context, what string, files image.FilesSpec, ref string, out io.Writer) (string, error) {
+	tmp, err := os.MkdirTemp("", "mse-image-")
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", what, err)
+	}
+	defer os.RemoveAll(tmp)
+	st, err := image.Open(tmp, image.DefaultLimits())
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", what, err)
+	}
+	d, err := st.AddFiles(ctx, files)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", what, err)
+	}
+	if err := st.ExportRef(ctx, d, ref, out); err != nil {
+		return "", fmt.Errorf("%s: %w", what, err)
+	}
+	return d, nil
+}
+
+// exportImage checks ref (--ref: a registry/repository:tag) and writes the
+// image build makes under that name to path (--out) atomically. It returns
+// the name as checked and its repository (for REPOSITORY@DIGEST).
+func exportImage(path, ref string, build func(ref string, w io.Writer) error) (name, repo string, err error) {
+	r, err := imageRef(ref)
+	if err != nil {
+		return "", "", err
+	}
+	if err := writeImage(path, func(w io.Writer) error { return build(r.String(), w) }); err != nil {
+		return "", "", err
+	}
+	return r.String(), strings.TrimSuffix(r.String(), ":"+r.TagStr()), nil
 }
 
 // writeImage writes the image built by build to path atomically.
@@ -114,19 +157,15 @@ func nodeImageCommand() *cobra.Command {
 			if spec.FetchBinary == "" {
 				spec.FetchBinary = filepath.Join(filepath.Dir(exe), "mse-fetch")
 			}
-			r, err := imageRef(ref)
+			var res NodeImage
+			name, repo, err := exportImage(out, ref, func(ref string, w io.Writer) (err error) {
+				res, err = BuildNodeImage(cmd.Context(), spec, ref, w)
+				return err
+			})
 			if err != nil {
 				return err
 			}
-			var res NodeImage
-			if err := writeImage(out, func(w io.Writer) (err error) {
-				res, err = BuildNodeImage(cmd.Context(), spec, r.String(), w)
-				return err
-			}); err != nil {
-				return err
-			}
-			repo := strings.TrimSuffix(r.String(), ":"+r.TagStr())
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: %s as %s\n  --node-image %s@%s --node-measurement %s\n", out, res.Digest, r.String(), repo, res.Digest, res.NodeSHA256)
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: %s as %s\n  --node-image %s@%s --node-measurement %s\n", out, res.Digest, name, repo, res.Digest, res.NodeSHA256)
 			return nil
 		},
 	}
@@ -138,39 +177,6 @@ func nodeImageCommand() *cobra.Command {
 	f.Int64Var(&spec.SourceDateEpoch, "source-date-epoch", 0, "timestamp of the image's files and config (default: image.DefaultSourceDateEpoch)")
 	_ = cmd.MarkFlagRequired("out")
 	return cmd
-}
-
-// BuildBackendImage builds the backend's own image (deploy/backend.yaml):
-// /usr/local/bin/mse-backend as the entrypoint and the CA certificates it
-// verifies PostgreSQL, S3 and ACME servers with, reproducibly, written to
-// out as an OCI image layout tar naming it ref.
-func BuildBackendImage(ctx context.Context, backendBinary, caCerts string, epoch int64, ref string, out io.Writer) (string, error) {
-	tmp, err := os.MkdirTemp("", "mse-backend-image-")
-	if err != nil {
-		return "", err
-	}
-	defer os.RemoveAll(tmp)
-	st, err := image.Open(tmp, image.DefaultLimits())
-	if err != nil {
-		return "", err
-	}
-	d, err := st.AddFiles(ctx, image.FilesSpec{
-		Files: []image.File{
-			{Path: "/usr/local/bin/mse-backend", Mode: 0o555, Source: backendBinary},
-			{Path: "/etc/ssl/certs/ca-certificates.crt", Mode: 0o444, Source: caCerts},
-		},
-		Entrypoint:      []string{"/usr/local/bin/mse-backend"},
-		Env:             []string{"PATH=/usr/local/bin", "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt"},
-		User:            "65532",
-		SourceDateEpoch: epoch,
-	})
-	if err != nil {
-		return "", fmt.Errorf("backend image: %w", err)
-	}
-	if err := st.ExportRef(ctx, d, ref, out); err != nil {
-		return "", fmt.Errorf("backend image: %w", err)
-	}
-	return d, nil
 }
 
 func backendImageCommand() *cobra.Command {
@@ -188,19 +194,15 @@ func backendImageCommand() *cobra.Command {
 				}
 				bin = exe
 			}
-			r, err := imageRef(ref)
+			var d string
+			name, repo, err := exportImage(out, ref, func(ref string, w io.Writer) (err error) {
+				d, err = BuildBackendImage(cmd.Context(), bin, ca, epoch, ref, w)
+				return err
+			})
 			if err != nil {
 				return err
 			}
-			var d string
-			if err := writeImage(out, func(w io.Writer) (err error) {
-				d, err = BuildBackendImage(cmd.Context(), bin, ca, epoch, r.String(), w)
-				return err
-			}); err != nil {
-				return err
-			}
-			repo := strings.TrimSuffix(r.String(), ":"+r.TagStr())
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: %s as %s\n  image: %s@%s\n", out, d, r.String(), repo, d)
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: %s as %s\n  image: %s@%s\n", out, d, name, repo, d)
 			return nil
 		},
 	}

@@ -18,7 +18,6 @@ import (
 	"github.com/mse-in-go/mse/internal/attest"
 	"github.com/mse-in-go/mse/internal/attest/sim"
 	"github.com/mse-in-go/mse/internal/backend/router"
-	"github.com/mse-in-go/mse/internal/backend/service"
 	"github.com/mse-in-go/mse/internal/spec"
 )
 
@@ -67,7 +66,7 @@ func readPEMRoots(path, flag string) ([]byte, error) {
 
 // operatorTLS builds the router's Operator from --operator-cert/--operator-key or
 // --operator-acme-directory; nil when neither is set (tls_mode operator is then refused).
-func operatorTLS(cfg Config, platform *sim.Platform, measurement string, lookup func(context.Context, string) (service.Route, error), log *slog.Logger) (*router.Operator, error) {
+func operatorTLS(cfg Config, platform *sim.Platform, measurement string, lookup func(context.Context, string) (router.Route, error), log *slog.Logger) (*router.Operator, error) {
 	fileSet := cfg.OperatorCert != "" || cfg.OperatorKey != ""
 	acmeSet := cfg.OperatorACMEDirectory != ""
 	switch {
@@ -79,6 +78,8 @@ func operatorTLS(cfg Config, platform *sim.Platform, measurement string, lookup 
 		}
 		return nil, nil
 	}
+	// VerifyTTL and Now keep their defaults: a verified node certificate is trusted for
+	// router.DefaultVerifyTTL by the wall clock (the router's TestOperatorVerifyCache tests both).
 	op := &router.Operator{VerifyNode: nodeVerifier(platform, measurement)}
 	if fileSet {
 		if cfg.OperatorCert == "" || cfg.OperatorKey == "" {
@@ -146,10 +147,4 @@ func nodeVerifier(platform *sim.Platform, measurement string) func(context.Conte
 	}
 	policy := &attest.Policy{TEETypes: []string{attest.TypeSim}, AllowSimulation: true, Measurements: []string{measurement}}
 	return router.RATLSVerifier(verifiers, policy, nil)
-}
-
-// routerRoute is the router's view of a service.Route.
-func routerRoute(rt service.Route) router.Route {
-	return router.Route{Addr: rt.Addr, TLSMode: rt.TLSMode, AppID: rt.AppID, Domain: rt.Domain,
-		CodeDigest: rt.CodeDigest, ConfigDigest: rt.ConfigDigest, RuntimeDigest: rt.RuntimeDigest}
 }

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/mse-in-go/mse/internal/attest/sim"
+	"github.com/mse-in-go/mse/internal/backend/router"
 	"github.com/mse-in-go/mse/internal/backend/service"
 )
 
@@ -75,14 +76,14 @@ func TestOperatorTLS(t *testing.T) {
 	plat, _ := sim.NewPlatformInMemory()
 	cert, key := writeCertKey(t, dir, "*.mse.test")
 	discard := slog.New(slog.NewTextHandler(io.Discard, nil))
-	lookup := func(_ context.Context, host string) (service.Route, error) {
+	lookup := func(_ context.Context, host string) (router.Route, error) {
 		switch host {
 		case "op.mse.test":
-			return service.Route{TLSMode: "operator"}, nil
+			return router.Route{TLSMode: "operator"}, nil
 		case "self.mse.test":
-			return service.Route{TLSMode: "self"}, nil
+			return router.Route{TLSMode: "self"}, nil
 		}
-		return service.Route{}, service.ErrNoRoute
+		return router.Route{}, service.ErrNoRoute
 	}
 	base := Config{DataDir: dir, BaseDomain: "mse.test"}
 	for _, c := range []struct {
@@ -129,7 +130,7 @@ func TestOperatorTLS(t *testing.T) {
 			t.Errorf("GetCertificate(%s) = %v, want %q", host, err, want)
 		}
 	}
-	if err := op.VerifyNode(context.Background(), c.Leaf, routerRoute(service.Route{AppID: "a", Domain: "op.mse.test"})); err == nil ||
+	if err := op.VerifyNode(context.Background(), c.Leaf, router.Route{AppID: "a", Domain: "op.mse.test"}); err == nil ||
 		!strings.Contains(err.Error(), "verification failed") {
 		t.Errorf("VerifyNode of a certificate without evidence: %v", err)
 	}

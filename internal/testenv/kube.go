@@ -155,7 +155,7 @@ func KubeMain(m *testing.M) {
 }
 
 // StopKube stops the cluster if one was started: for a TestMain that also
-// stops other components (pgtest.Stop) after m.Run.
+// stops other components after m.Run (pgtest.Main(m, testenv.StopKube)).
 func StopKube() {
 	if kube != nil {
 		kube.stop()

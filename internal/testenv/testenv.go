@@ -97,7 +97,8 @@ type Options struct {
 	NoCatalog bool
 	// RuntimeDir is the runtime image store (default: the shared RuntimeDir).
 	RuntimeDir string
-	// WarmPool is backend.Config.WarmPool (default 1; negative: no pool).
+	// WarmPool is backend.Config.WarmPool (default backend.DefaultWarmPool;
+	// negative: no pool).
 	WarmPool int
 	// OwnerCAFiles are backend.Config.OwnerCAFiles: PEM roots owner-mode
 	// certificates may chain to, beside the system roots.
@@ -183,6 +184,9 @@ func Start(t testing.TB, o Options) *Backend {
 	}
 	if o.Capacity == (runner.Resources{}) {
 		o.Capacity = runner.Resources{MemoryMiB: 64 << 10, Cores: 64}
+	}
+	if o.WarmPool == 0 {
+		o.WarmPool = backend.DefaultWarmPool
 	}
 	ready := make(chan backend.Info, 1)
 	ctx, cancel := context.WithCancel(context.Background())

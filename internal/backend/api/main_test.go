@@ -1,8 +1,6 @@
 package api_test
 
 import (
-	"fmt"
-	"os"
 	"testing"
 
 	"github.com/mse-in-go/mse/internal/backend/store/pgtest"
@@ -12,14 +10,4 @@ import (
 // TestMain stops the components tests started: the Kubernetes test cluster
 // (node bundle tests) and the throwaway PostgreSQL (the 1,000-app
 // benchmarks).
-func TestMain(m *testing.M) {
-	code := m.Run()
-	testenv.StopKube()
-	if err := pgtest.Stop(); err != nil {
-		fmt.Fprintln(os.Stderr, "pgtest:", err)
-		if code == 0 {
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { pgtest.Main(m, testenv.StopKube) }

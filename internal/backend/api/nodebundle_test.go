@@ -44,7 +44,14 @@ func TestNodeBundleWithoutBundleServer(t *testing.T) {
 // fetchReq GETs app id's bundle with token ("" for none).
 func fetchReq(t *testing.T, base, id, token string) (*http.Response, []byte) {
 	t.Helper()
-	req, _ := http.NewRequest("GET", base+"/v1/nodes/"+id+"/bundle", nil)
+	return nodeReq(t, "GET", base+"/v1/nodes/"+id+"/bundle", token, nil)
+}
+
+// nodeReq sends a node's request with token ("" for none) and returns the
+// answer with its body read.
+func nodeReq(t *testing.T, method, url, token string, body io.Reader) (*http.Response, []byte) {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, body)
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
@@ -177,16 +184,7 @@ func TestNodeBundleOnKubernetes(t *testing.T) {
 	// node image's mse-node and the app's runtime, and binds the node's
 	// report data; another node's credential gets none.
 	post := func(id, token string, body []byte) (int, string) {
-		req, _ := http.NewRequest("POST", srv.URL+"/v1/nodes/"+id+"/quote", bytes.NewReader(body))
-		if token != "" {
-			req.Header.Set("Authorization", "Bearer "+token)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
+		resp, b := nodeReq(t, "POST", srv.URL+"/v1/nodes/"+id+"/quote", token, bytes.NewReader(body))
 		return resp.StatusCode, string(b)
 	}
 	rd := bytes.Repeat([]byte{7}, 64)

@@ -1,7 +1,6 @@
 package leader
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -16,11 +15,11 @@ var ErrHeld = errors.New("another process holds the lock")
 
 // ExclusiveLock is the one process allowed on a store that only one process
 // may drive (a SQLite database: its single writer connection is what makes
-// the loops safe). It always leads while it holds its lock file.
+// the loops safe). Its holder needs no election: it leads (Always) while it
+// holds the lock file.
 type ExclusiveLock struct {
-	path string
-	mu   sync.Mutex
-	f    *os.File
+	mu sync.Mutex
+	f  *os.File
 }
 
 // Exclusive takes the lock file path (created if needed, kept afterwards)
@@ -44,7 +43,7 @@ func Exclusive(path string) (*ExclusiveLock, error) {
 	if err := f.Truncate(0); err == nil {
 		_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
 	}
-	return &ExclusiveLock{path: path, f: f}, nil
+	return &ExclusiveLock{f: f}, nil
 }
 
 func readPID(f *os.File) string {
@@ -56,17 +55,6 @@ func readPID(f *os.File) string {
 		}
 	}
 	return "(unknown pid)"
-}
-
-// Run implements Elector: the holder of the lock always leads.
-func (l *ExclusiveLock) Run(ctx context.Context, lead func(ctx context.Context)) error {
-	l.mu.Lock()
-	held := l.f != nil
-	l.mu.Unlock()
-	if !held {
-		return fmt.Errorf("leader: the lock on %s was released", l.path)
-	}
-	return Always{}.Run(ctx, lead)
 }
 
 // Close releases the lock. It is idempotent.

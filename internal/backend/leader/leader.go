@@ -5,9 +5,9 @@
 //
 // Implementations: Postgres (a session-level advisory lock held on a
 // dedicated connection), Lease (a Kubernetes Lease through client-go's
-// leaderelection), Exclusive (one process per SQLite database: it always
-// leads, and a second process is refused), and Always (tests, or a store no
-// other process can open).
+// leaderelection), and Always (tests, or a store no other process can open:
+// a SQLite database, whose one process Exclusive's lock file guarantees; a
+// second process is refused).
 package leader
 
 import (

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -72,20 +71,16 @@ func (c cuttable) RoundTrip(r *http.Request) (*http.Response, error) {
 
 // leaseReplica is one Lease elector running in the test.
 type leaseReplica struct {
-	name   string
-	el     *leader.Lease
-	cut    atomic.Bool
-	cancel context.CancelFunc
-	done   chan struct{}
-
-	mu      sync.Mutex
-	started []time.Time
-	ended   []time.Time
+	*record
+	el  *leader.Lease
+	cut atomic.Bool
 }
+
+func (r *leaseReplica) leading() bool { return r.el.Leading() }
 
 func (e *leaseEnv) replica(tb testing.TB, name string, tr *tracker) *leaseReplica {
 	tb.Helper()
-	r := &leaseReplica{name: name, done: make(chan struct{})}
+	r := &leaseReplica{}
 	cfg := e.k.UserConfig("mse-backend")
 	cfg.WrapTransport = func(rt http.RoundTripper) http.RoundTripper { return cuttable{rt: rt, cut: &r.cut} }
 	c, err := clientset.NewForConfig(cfg)
@@ -97,80 +92,8 @@ func (e *leaseEnv) replica(tb testing.TB, name string, tr *tracker) *leaseReplic
 	if err != nil {
 		tb.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	r.cancel = cancel
-	go func() {
-		defer close(r.done)
-		if err := r.el.Run(ctx, func(lctx context.Context) {
-			tr.enter()
-			r.mu.Lock()
-			r.started = append(r.started, time.Now())
-			r.mu.Unlock()
-			<-lctx.Done()
-			r.mu.Lock()
-			r.ended = append(r.ended, time.Now())
-			r.mu.Unlock()
-			tr.running.Add(-1)
-		}); err != nil {
-			tb.Errorf("%s: Run: %v", name, err)
-		}
-	}()
-	tb.Cleanup(func() { r.stop(tb) })
+	r.record = campaign(tb, name, r.el, tr, 3*renewDeadline)
 	return r
-}
-
-func (r *leaseReplica) stop(tb testing.TB) {
-	r.cancel()
-	select {
-	case <-r.done:
-	case <-time.After(3 * renewDeadline):
-		tb.Errorf("%s: Run did not return %s after its context ended", r.name, 3*renewDeadline)
-	}
-}
-
-func (r *leaseReplica) leads() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return len(r.started)
-}
-
-func (r *leaseReplica) lastStart() time.Time {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.started[len(r.started)-1]
-}
-
-func (r *leaseReplica) lastEnd() time.Time {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.ended[len(r.ended)-1]
-}
-
-func (r *leaseReplica) ends() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return len(r.ended)
-}
-
-func waitForTB(tb testing.TB, within time.Duration, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("not within %s: %s", within, what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
-func leaseLeader(tb testing.TB, a, b *leaseReplica) (l, f *leaseReplica) {
-	tb.Helper()
-	// A first acquisition needs no expiry: within a few retry periods.
-	waitForTB(tb, 5*time.Second, "one replica leads", func() bool { return a.el.Leading() != b.el.Leading() })
-	if a.el.Leading() {
-		return a, b
-	}
-	return b, a
 }
 
 func (e *leaseEnv) lease(tb testing.TB) *coordinationv1.Lease {
@@ -186,7 +109,7 @@ func TestLeaseExactlyOneLeads(t *testing.T) {
 	e := newLeaseEnv(t)
 	tr := &tracker{}
 	a, b := e.replica(t, "a", tr), e.replica(t, "b", tr)
-	l, f := leaseLeader(t, a, b)
+	l, f := theLeader(t, a, b)
 	// Longer than a lease duration: the follower's attempts change nothing.
 	time.Sleep(leaseDuration + time.Second)
 	if !l.el.Leading() || f.el.Leading() || l.leads() != 1 || f.leads() != 0 {
@@ -211,11 +134,11 @@ func TestLeasePartitionedLeaderHandsOver(t *testing.T) {
 	e := newLeaseEnv(t)
 	tr := &tracker{}
 	a, b := e.replica(t, "a", tr), e.replica(t, "b", tr)
-	l, f := leaseLeader(t, a, b)
+	l, f := theLeader(t, a, b)
 	at := time.Now()
 	l.cut.Store(true)
-	waitForTB(t, renewDeadline+2*retryPeriod+time.Second, l.name+"'s lead context ends", func() bool { return l.ends() == 1 })
-	waitForTB(t, leaseDuration+2*retryPeriod+time.Second, f.name+" leads", func() bool { return f.el.Leading() })
+	waitFor(t, renewDeadline+2*retryPeriod+time.Second, l.name+"'s lead context ends", func() bool { return l.ends() == 1 })
+	waitFor(t, leaseDuration+2*retryPeriod+time.Second, f.name+" leads", func() bool { return f.el.Leading() && f.leads() == 1 })
 	lost, took := l.lastEnd().Sub(at), f.lastStart().Sub(at)
 	t.Logf("%s cut off: its loops stopped after %s; %s led after %s", l.name, lost, f.name, took)
 	if !f.lastStart().After(l.lastEnd()) {
@@ -238,7 +161,7 @@ func TestLeaseStolenLeaderStops(t *testing.T) {
 	e := newLeaseEnv(t)
 	tr := &tracker{}
 	a, b := e.replica(t, "a", tr), e.replica(t, "b", tr)
-	l, _ := leaseLeader(t, a, b)
+	l, _ := theLeader(t, a, b)
 	intruder := "intruder"
 	var at time.Time
 	// The leader renews the Lease meanwhile: read it again on a conflict.
@@ -254,9 +177,9 @@ func TestLeaseStolenLeaderStops(t *testing.T) {
 	if err != nil {
 		t.Fatalf("steal the Lease: %v", err)
 	}
-	waitForTB(t, renewDeadline+2*retryPeriod+time.Second, l.name+"'s lead context ends", func() bool { return l.ends() == 1 })
+	waitFor(t, renewDeadline+2*retryPeriod+time.Second, l.name+"'s lead context ends", func() bool { return l.ends() == 1 })
 	t.Logf("the Lease stolen: %s's loops stopped after %s", l.name, l.lastEnd().Sub(at))
-	waitForTB(t, leaseDuration+2*retryPeriod+time.Second, "a replica leads again", func() bool { return a.el.Leading() || b.el.Leading() })
+	waitFor(t, leaseDuration+2*retryPeriod+time.Second, "a replica leads again", func() bool { return a.el.Leading() || b.el.Leading() })
 	if h := e.lease(t).Spec.HolderIdentity; h == nil || *h == intruder {
 		t.Errorf("the Lease's holder = %v after the intruder's lease expired", h)
 	}
@@ -271,10 +194,10 @@ func TestLeaseReleaseHandsOver(t *testing.T) {
 	e := newLeaseEnv(t)
 	tr := &tracker{}
 	a, b := e.replica(t, "a", tr), e.replica(t, "b", tr)
-	l, f := leaseLeader(t, a, b)
+	l, f := theLeader(t, a, b)
 	at := time.Now()
 	l.stop(t)
-	waitForTB(t, 2*retryPeriod+500*time.Millisecond, f.name+" leads after "+l.name+" stopped", func() bool { return f.el.Leading() })
+	waitFor(t, 2*retryPeriod+500*time.Millisecond, f.name+" leads after "+l.name+" stopped", func() bool { return f.el.Leading() && f.leads() == 1 })
 	t.Logf("%s stopped: %s led after %s", l.name, f.name, f.lastStart().Sub(at))
 	if !f.lastStart().After(l.lastEnd()) {
 		t.Errorf("%s led before %s's loops stopped", f.name, l.name)
@@ -372,7 +295,7 @@ func BenchmarkLeaseFailover(b *testing.B) {
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				b.StopTimer()
-				l, f := leaseLeader(b, reps["a"], reps["b"])
+				l, f := theLeader(b, reps["a"], reps["b"])
 				before := f.leads()
 				b.StartTimer()
 				at := time.Now()
@@ -381,7 +304,7 @@ func BenchmarkLeaseFailover(b *testing.B) {
 				} else {
 					l.cut.Store(true)
 				}
-				waitForTB(b, leaseDuration+time.Second+2*retryPeriod, fmt.Sprintf("%s leads (iteration %d)", f.name, i), func() bool { return f.leads() > before })
+				waitFor(b, leaseDuration+time.Second+2*retryPeriod, fmt.Sprintf("%s leads (iteration %d)", f.name, i), func() bool { return f.leads() > before })
 				total += f.lastStart().Sub(at)
 				b.StopTimer()
 				if mode == "release" {
@@ -391,7 +314,7 @@ func BenchmarkLeaseFailover(b *testing.B) {
 					reps[lkey(reps, l)] = e.replica(b, name, tr)
 				} else {
 					l.cut.Store(false)
-					waitForTB(b, 2*leaseDuration, l.name+" stops leading", func() bool { return !l.el.Leading() })
+					waitFor(b, 2*leaseDuration, l.name+" stops leading", func() bool { return !l.el.Leading() })
 				}
 				b.StartTimer()
 			}

@@ -16,7 +16,7 @@ const (
 	MaxClientHelloLen = 16 << 10
 	// MaxClientHelloRecords bounds how many TLS records a fragmented ClientHello may span.
 	MaxClientHelloRecords = 32
-	// MaxClientHelloBytes bounds the raw bytes ReadClientHello ever reads (records and their headers).
+	// MaxClientHelloBytes bounds the raw bytes ReadHello ever reads (records and their headers).
 	MaxClientHelloBytes = MaxClientHelloLen + MaxClientHelloRecords*recordHeaderLen
 
 	recordHeaderLen    = 5
@@ -51,7 +51,7 @@ func (h Hello) Offers(proto string) bool {
 	return false
 }
 
-// Errors returned by ReadClientHello and ParseClientHello. Malformed input wraps ErrMalformed.
+// Errors returned by ReadHello and ParseHello. Malformed input wraps ErrMalformed.
 var (
 	// ErrNotTLS: the first bytes are not a TLS handshake record (plain HTTP, SSLv2, garbage).
 	ErrNotTLS = errors.New("router: not a TLS handshake record")
@@ -65,12 +65,6 @@ var (
 
 func malformed(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrMalformed, fmt.Sprintf(format, args...))
-}
-
-// ReadClientHello is ReadHello for the server name alone.
-func ReadClientHello(r io.Reader) (raw []byte, serverName string, err error) {
-	raw, h, err := ReadHello(r)
-	return raw, h.ServerName, err
 }
 
 // ReadHello reads, from the start of a TLS connection, exactly the TLS record(s) that carry the
@@ -157,15 +151,8 @@ func unexpectedEOF(err error) error {
 	return err
 }
 
-// ParseClientHello is the pure form of ReadClientHello: hello must be exactly the TLS record(s) carrying a
-// ClientHello (what ReadClientHello returns as raw), with no bytes after them. It returns the validated,
-// lowercased SNI host_name.
-func ParseClientHello(hello []byte) (serverName string, err error) {
-	h, err := ParseHello(hello)
-	return h.ServerName, err
-}
-
-// ParseHello is the pure form of ReadHello, with ParseClientHello's rules.
+// ParseHello is the pure form of ReadHello: hello must be exactly the TLS record(s) carrying a ClientHello
+// (what ReadHello returns as raw), with no bytes after them.
 func ParseHello(hello []byte) (Hello, error) {
 	br := bytes.NewReader(hello)
 	_, h, err := ReadHello(br)
@@ -218,7 +205,7 @@ func (c *cursor) vec8() []byte  { return c.bytes(c.u8()) }
 func (c *cursor) vec16() []byte { return c.bytes(c.u16()) }
 
 // parseClientHelloMessage parses a complete ClientHello handshake message (type, uint24 length, body),
-// whose type and length ReadClientHello has checked.
+// whose type and length ReadHello has checked.
 func parseClientHelloMessage(msg []byte) (Hello, error) {
 	c := &cursor{b: msg[4:]}
 	version := c.u16()

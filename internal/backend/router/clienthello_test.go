@@ -13,7 +13,7 @@ import (
 	"testing/iotest"
 )
 
-func TestReadClientHelloRealClients(t *testing.T) {
+func TestReadHelloRealClients(t *testing.T) {
 	want := map[string]string{
 		"default":    "app-1.example.com",
 		"tls12":      "mixed.case.example",
@@ -28,13 +28,14 @@ func TestReadClientHelloRealClients(t *testing.T) {
 				in := hello
 				if frag > 0 {
 					if (len(hello)-5+frag-1)/frag > MaxClientHelloRecords {
-						continue // more records than allowed; covered by TestReadClientHelloLimits
+						continue // more records than allowed; covered by TestReadHelloLimits
 					}
 					in = fragment(t, hello, frag)
 				}
 				// Trailing bytes (the rest of the connection) must not be consumed.
 				r := io.MultiReader(iotest.HalfReader(bytes.NewReader(in)), strings.NewReader("TRAILER"))
-				raw, sni, err := ReadClientHello(r)
+				raw, h, err := ReadHello(r)
+				sni := h.ServerName
 				if w, ok := want[name]; ok {
 					if err != nil || sni != w {
 						t.Fatalf("frag %d: got %q, %v; want %q", frag, sni, err, w)
@@ -49,16 +50,16 @@ func TestReadClientHelloRealClients(t *testing.T) {
 				if string(rest) != "TRAILER" {
 					t.Fatalf("frag %d: trailing bytes consumed: %q", frag, rest)
 				}
-				sni2, err2 := ParseClientHello(in)
-				if sni2 != sni || (err == nil) != (err2 == nil) || err != nil && !errors.Is(err2, err) {
-					t.Fatalf("ParseClientHello = %q, %v; ReadClientHello = %q, %v", sni2, err2, sni, err)
+				h2, err2 := ParseHello(in)
+				if sni2 := h2.ServerName; sni2 != sni || (err == nil) != (err2 == nil) || err != nil && !errors.Is(err2, err) {
+					t.Fatalf("ParseHello = %q, %v; ReadHello = %q, %v", sni2, err2, sni, err)
 				}
 			}
 		})
 	}
 }
 
-func TestReadClientHelloErrors(t *testing.T) {
+func TestReadHelloErrors(t *testing.T) {
 	hello := captureClientHello(t, helloConfigs()["default"])
 	mod := func(f func(b []byte) []byte) []byte { return f(append([]byte(nil), hello...)) }
 	cases := []struct {
@@ -86,7 +87,7 @@ func TestReadClientHelloErrors(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			raw, _, err := ReadClientHello(bytes.NewReader(c.in))
+			raw, _, err := ReadHello(bytes.NewReader(c.in))
 			if !errors.Is(err, c.want) {
 				t.Fatalf("err = %v, want %v", err, c.want)
 			}
@@ -97,17 +98,17 @@ func TestReadClientHelloErrors(t *testing.T) {
 	}
 }
 
-func TestReadClientHelloLimits(t *testing.T) {
+func TestReadHelloLimits(t *testing.T) {
 	hello := captureClientHello(t, helloConfigs()["default"])
 	// One byte per record: more than MaxClientHelloRecords records.
-	if _, _, err := ReadClientHello(bytes.NewReader(fragment(t, hello, 1))); !errors.Is(err, ErrMalformed) {
+	if _, _, err := ReadHello(bytes.NewReader(fragment(t, hello, 1))); !errors.Is(err, ErrMalformed) {
 		t.Fatalf("1-byte records: %v", err)
 	}
 	// An endless stream of records never reads past MaxClientHelloBytes.
 	rec := append([]byte{0x16, 3, 1, 0x40, 0x00}, make([]byte, 1<<14)...)
 	rec[5] = 1                             // client_hello
 	rec[6], rec[7], rec[8] = 0, 0xff, 0xff // claims 64 KiB
-	raw, _, err := ReadClientHello(io.MultiReader(bytes.NewReader(rec), bytes.NewReader(rec), bytes.NewReader(rec)))
+	raw, _, err := ReadHello(io.MultiReader(bytes.NewReader(rec), bytes.NewReader(rec), bytes.NewReader(rec)))
 	if !errors.Is(err, ErrMalformed) || len(raw) > MaxClientHelloBytes {
 		t.Fatalf("err %v, read %d", err, len(raw))
 	}
@@ -149,7 +150,7 @@ func hostEntry(typ byte, name string) []byte {
 	return append(e, name...)
 }
 
-func TestParseClientHelloServerName(t *testing.T) {
+func TestParseHelloServerName(t *testing.T) {
 	other := []byte{0, 0x2b, 0, 3, 2, 3, 4} // supported_versions
 	cases := []struct {
 		name string
@@ -189,13 +190,13 @@ func TestParseClientHelloServerName(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			got, err := ParseClientHello(buildHello(c.exts))
-			if got != c.want || !errors.Is(err, c.err) || (c.err == nil) != (err == nil) {
+			h, err := ParseHello(buildHello(c.exts))
+			if got := h.ServerName; got != c.want || !errors.Is(err, c.err) || (c.err == nil) != (err == nil) {
 				t.Fatalf("got %q, %v; want %q, %v", got, err, c.want, c.err)
 			}
 		})
 	}
-	if _, err := ParseClientHello(append(buildHello(sniExt(hostEntry(0, "a.b"))), 0x16)); !errors.Is(err, ErrMalformed) {
+	if _, err := ParseHello(append(buildHello(sniExt(hostEntry(0, "a.b"))), 0x16)); !errors.Is(err, ErrMalformed) {
 		t.Fatalf("trailing byte: %v", err)
 	}
 }

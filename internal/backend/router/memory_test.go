@@ -76,12 +76,7 @@ func runMemBackend() {
 		}
 		go func() {
 			defer c.Close()
-			buf := make([]byte, 4)
-			if _, err := io.ReadFull(c, buf); err != nil {
-				return
-			}
-			c.Write(buf)
-			io.Copy(io.Discard, c)
+			echoPingThenRead(c)
 		}()
 	}
 }
@@ -207,6 +202,25 @@ func checkFileLimit(tb testing.TB, need uint64) {
 	}
 }
 
+// echoPingThenRead is the backend of idleConns' connections: it echoes their
+// 4-byte ping, then reads until the connection ends.
+func echoPingThenRead(c io.ReadWriter) {
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(c, buf); err != nil {
+		return
+	}
+	c.Write(buf)
+	io.Copy(io.Discard, c)
+}
+
+// startIdleRouter starts a router that relays idle.example to a backend
+// (echoPingThenRead) in this process, for idleConns.
+func startIdleRouter(tb testing.TB) *testRouter {
+	tb.Helper()
+	backend := startTLSBackend(tb, "idle.example", func(c *tls.Conn) { echoPingThenRead(c) })
+	return startRouter(tb, (&staticLookup{m: map[string]string{"idle.example": backend.addr}}).lookup, nil)
+}
+
 // idleConns opens n TLS sessions through the router at addr to the backend,
 // each with one request and answer, and returns them open and idle.
 func idleConns(tb testing.TB, addr string, n int) []*tls.Conn {
@@ -307,15 +321,7 @@ func BenchmarkIdleConns(b *testing.B) {
 // TestIdleConnsHoldNoBuffer: relayed connections that moved bytes and then
 // went idle hold no copy buffer (before, each held two of 32 KiB).
 func TestIdleConnsHoldNoBuffer(t *testing.T) {
-	backend := startTLSBackend(t, "idle.example", func(c *tls.Conn) {
-		buf := make([]byte, 4)
-		if _, err := io.ReadFull(c, buf); err != nil {
-			return
-		}
-		c.Write(buf)
-		io.Copy(io.Discard, c)
-	})
-	tr := startRouter(t, (&staticLookup{m: map[string]string{"idle.example": backend.addr}}).lookup, nil)
+	tr := startIdleRouter(t)
 	conns := idleConns(t, tr.addr, 50)
 	defer func() {
 		for _, c := range conns {

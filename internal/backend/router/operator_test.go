@@ -384,3 +384,62 @@ func TestOperatorShutdown(t *testing.T) {
 	}
 	waitFor(t, "connections to end", func() bool { return e.tr.metric(t, "mse_router_connections_active") == 0 })
 }
+
+// TestOperatorVerifyCache: a node certificate verified for a route is trusted for VerifyTTL by the
+// Operator's clock (DefaultVerifyTTL when zero), never past its NotAfter, and only for that route; a
+// failed verification is not remembered.
+func TestOperatorVerifyCache(t *testing.T) {
+	cert, _ := testCert(t, "app.mse.test")
+	rt := opRoute("127.0.0.1:1", "app.mse.test")
+	other := rt
+	other.AppID = "app-other"
+	type step struct {
+		at    time.Duration // after the first verification's time
+		rt    Route
+		calls int // VerifyNode calls so far, want
+	}
+	for _, c := range []struct {
+		name string
+		ttl  time.Duration
+		// start is the first verification's time, before the certificate's NotAfter.
+		start time.Duration
+		fail  bool
+		steps []step
+	}{
+		{"ttl", time.Minute, time.Hour, false, []step{{0, rt, 1}, {59 * time.Second, rt, 1}, {time.Minute, rt, 2}, {time.Minute + 59*time.Second, rt, 2}, {2 * time.Minute, rt, 3}}},
+		{"default ttl", 0, time.Hour, false, []step{{0, rt, 1}, {DefaultVerifyTTL - time.Second, rt, 1}, {DefaultVerifyTTL, rt, 2}}},
+		{"not after", time.Minute, 30 * time.Second, false, []step{{0, rt, 1}, {29 * time.Second, rt, 1}, {30 * time.Second, rt, 2}, {31 * time.Second, rt, 3}}},
+		{"per route", time.Minute, time.Hour, false, []step{{0, rt, 1}, {time.Second, other, 2}, {2 * time.Second, rt, 2}, {3 * time.Second, other, 2}}},
+		{"failure not cached", time.Minute, time.Hour, true, []step{{0, rt, 1}, {time.Second, rt, 2}}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			start := cert.Leaf.NotAfter.Add(-c.start)
+			now := start
+			calls := 0
+			term := &terminator{verified: map[string]time.Time{}, op: &Operator{
+				VerifyTTL: c.ttl,
+				Now:       func() time.Time { return now },
+				VerifyNode: func(_ context.Context, got *x509.Certificate, _ Route) error {
+					calls++
+					if !got.Equal(cert.Leaf) {
+						t.Error("VerifyNode got another certificate")
+					}
+					if c.fail {
+						return fmt.Errorf("the node attests another config")
+					}
+					return nil
+				},
+			}}
+			for _, s := range c.steps {
+				now = start.Add(s.at)
+				err := term.verify(context.Background(), cert.Leaf, s.rt)
+				if (err != nil) != c.fail {
+					t.Fatalf("at +%s: verify = %v, want failure %v", s.at, err, c.fail)
+				}
+				if calls != s.calls {
+					t.Fatalf("at +%s (app %s): VerifyNode called %d times, want %d", s.at, s.rt.AppID, calls, s.calls)
+				}
+			}
+		})
+	}
+}

@@ -140,18 +140,6 @@ func (ep *poller) arm(d *direction) error {
 	return cerr
 }
 
-func rawConnOf(c net.Conn) syscall.RawConn {
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return nil
-	}
-	raw, err := sc.SyscallConn()
-	if err != nil {
-		return nil
-	}
-	return raw
-}
-
 // relayParked starts relaying c (its ClientHello already forwarded) with parked directions, and reports
 // whether it did (false: the sockets are not ones it can park, or there is no epoll; nothing was done).
 func (r *Router) relayParked(c *conn, idle time.Duration, finish func()) bool {

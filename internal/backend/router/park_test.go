@@ -3,8 +3,6 @@
 package router
 
 import (
-	"crypto/tls"
-	"io"
 	"runtime"
 	"strings"
 	"syscall"
@@ -83,15 +81,7 @@ func TestIdleConnsNoGoroutines(t *testing.T) {
 	for _, m := range relayModes {
 		t.Run(m.name, func(t *testing.T) {
 			m.set(t)
-			backend := startTLSBackend(t, "idle.example", func(c *tls.Conn) {
-				buf := make([]byte, 4)
-				if _, err := io.ReadFull(c, buf); err != nil {
-					return
-				}
-				c.Write(buf)
-				io.Copy(io.Discard, c)
-			})
-			tr := startRouter(t, (&staticLookup{m: map[string]string{"idle.example": backend.addr}}).lookup, nil)
+			tr := startIdleRouter(t)
 			conns := idleConns(t, tr.addr, n)
 			want := 2 * n
 			if m.name == "parked" {

@@ -48,7 +48,8 @@ type Route struct {
 	// TLSMode is the app's TLS mode; TLSModeOperator makes the router terminate TLS (see Operator).
 	TLSMode string
 	// AppID, Domain, CodeDigest, ConfigDigest and RuntimeDigest are what the node's RA-TLS certificate must
-	// attest (operator mode; empty digests are not checked). Domain is the name looked up.
+	// attest (operator mode; empty digests are not checked). Domain is the name looked up, lowercase and
+	// without a trailing dot.
 	AppID                                   string
 	Domain                                  string
 	CodeDigest, ConfigDigest, RuntimeDigest []byte

@@ -13,12 +13,8 @@ import (
 // a connection it cannot wait on this way (the caller's Read then waits,
 // holding a buffer).
 func waitReadable(c net.Conn) error {
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return nil
-	}
-	raw, err := sc.SyscallConn()
-	if err != nil {
+	raw := rawConnOf(c)
+	if raw == nil {
 		return nil
 	}
 	var b [1]byte
@@ -35,4 +31,18 @@ func waitReadable(c net.Conn) error {
 			}
 		}
 	})
+}
+
+// rawConnOf is c's socket (nil for a connection that is not one: a TLS
+// connection, a test's pipe).
+func rawConnOf(c net.Conn) syscall.RawConn {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return raw
 }

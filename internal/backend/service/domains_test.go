@@ -75,7 +75,7 @@ func TestOwnerChainVerified(t *testing.T) {
 			noTrace(t, e, u, name)
 		})
 	}
-	if rs, _ := e.Store.ListDomainReservations(ctx, ""); len(rs) != 0 {
+	if rs, _ := e.Store.ListDomainReservations(ctx); len(rs) != 0 {
 		t.Errorf("refused requests reserved %+v", rs)
 	}
 	// A wildcard certificate covers the domain; the chain may come without its root.
@@ -133,7 +133,7 @@ func TestOwnerDomainReserved(t *testing.T) {
 	if !errors.Is(err, service.ErrConflict) || !strings.Contains(err.Error(), "reserved by another account") {
 		t.Errorf("bob after alice's restart: %v", err)
 	}
-	if rs, _ := e.Store.ListDomainReservations(ctx, ""); len(rs) != 1 {
+	if rs, _ := e.Store.ListDomainReservations(ctx); len(rs) != 1 {
 		t.Errorf("reservations %+v, want alice's only", rs)
 	}
 	// Released by the operator, the domain goes to the next tenant that proves it.

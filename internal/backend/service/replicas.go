@@ -62,7 +62,7 @@ func (s *Service) Lead(ctx context.Context, el leader.Elector, started bool) err
 // then): it may wait for spawns in flight, which the loop need not.
 func (s *Service) takeOver(ctx context.Context) <-chan struct{} {
 	s.sweep(ctx)
-	s.sweepOrphans(ctx)
+	s.logSweepOrphans(ctx)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -113,60 +113,56 @@ func (s *Service) adoptGuarded(ctx context.Context) error {
 		}
 		defer release()
 	}
-	_, err := s.adopt(ctx)
-	return err
+	return s.adopt(ctx)
 }
 
 // adopt hands the runner the nodes of active apps; those it cannot reattach
-// are on_error. It returns the ids of the active apps left.
-func (s *Service) adopt(ctx context.Context) (map[string]bool, error) {
+// are on_error, and their bundles deleted.
+func (s *Service) adopt(ctx context.Context) error {
 	apps, err := s.st.ListApps(ctx, store.AppFilter{Statuses: store.ActiveStatuses})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	nodes := map[string][]byte{}
-	active := map[string]bool{}
 	for _, a := range apps {
-		active[a.ID] = true
 		if len(a.Node) > 0 {
 			nodes[a.ID] = a.Node
 		}
 	}
 	lost, err := s.cfg.Runner.Adopt(ctx, nodes)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	for id, why := range lost {
 		if s.transition(ctx, id, store.ActiveStatuses, store.StatusOnError, why) {
 			_ = s.cfg.Blobs.Delete(ctx, id)
 		}
-		delete(active, id)
 	}
-	return active, nil
+	return nil
 }
 
-// sweepOrphans deletes bundles that no active app has claimed for
-// OrphanGrace (seen so by two sweeps at least that far apart): what a crash
+// sweepOrphans deletes bundles that no active app has claimed for grace
+// (seen so by two sweeps at least that far apart; 0: at once): what a crash
 // between storing a bundle and recording its app, or between a stop and its
 // bundle's deletion, left. A concurrent sweeper (a replica that led before)
-// is harmless: deleting a deleted blob succeeds.
-func (s *Service) sweepOrphans(ctx context.Context) {
+// is harmless: deleting a deleted blob succeeds. It fails only when it
+// cannot list the bundles or the apps; a bundle it cannot delete is logged,
+// and tried again at the next sweep.
+func (s *Service) sweepOrphans(ctx context.Context, grace time.Duration) error {
 	keys, err := s.cfg.Blobs.List(ctx)
 	if err != nil {
-		s.log.Error("sweep orphan bundles: list", "err", err)
-		return
+		return fmt.Errorf("list the bundles for the orphan sweep: %w", err)
 	}
 	if len(keys) == 0 {
 		clear(s.orphans)
-		return
+		return nil
 	}
 	// Keys first, then apps: a bundle stored after the list of keys is not
 	// looked at; one whose app is recorded after the list of apps is seen
 	// again at the next sweep, long before its grace ends.
 	apps, err := s.st.ListApps(ctx, store.AppFilter{Statuses: store.ActiveStatuses})
 	if err != nil {
-		s.log.Error("sweep orphan bundles: list apps", "err", err)
-		return
+		return fmt.Errorf("list the active apps for the orphan sweep: %w", err)
 	}
 	active := make(map[string]bool, len(apps))
 	for _, a := range apps {
@@ -182,10 +178,10 @@ func (s *Service) sweepOrphans(ctx context.Context) {
 		}
 		first, ok := s.orphans[k]
 		if !ok {
+			first = now
 			s.orphans[k] = now
-			continue
 		}
-		if now.Sub(first) < s.cfg.OrphanGrace {
+		if now.Sub(first) < grace {
 			continue
 		}
 		s.log.Info("removing an orphan bundle", "key", k, "orphan_since", first.UTC().Format(time.RFC3339))
@@ -199,6 +195,15 @@ func (s *Service) sweepOrphans(ctx context.Context) {
 		if !seen[k] {
 			delete(s.orphans, k)
 		}
+	}
+	return nil
+}
+
+// logSweepOrphans is sweepOrphans for the leader's loop: with OrphanGrace,
+// and its failure logged (the next sweep tries again).
+func (s *Service) logSweepOrphans(ctx context.Context) {
+	if err := s.sweepOrphans(ctx, s.cfg.OrphanGrace); err != nil {
+		s.log.Error("sweep orphan bundles", "err", err)
 	}
 }
 

@@ -11,10 +11,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mse-in-go/mse/internal/backend/leader"
+	"github.com/mse-in-go/mse/internal/backend/leader/leadertest"
 	"github.com/mse-in-go/mse/internal/backend/runner"
 	"github.com/mse-in-go/mse/internal/backend/service"
 	"github.com/mse-in-go/mse/internal/backend/service/servicetest"
@@ -144,40 +144,6 @@ func leaderOf(tb testing.TB, a, b *replica) (l, f *replica) {
 		return a, b
 	}
 	return b, a
-}
-
-// killLeader ends the session that holds the election lock, from a third
-// connection, as a crash of the leader's machine or a network cut seen by
-// the server would.
-func killLeader(tb testing.TB, url string) time.Time {
-	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	c, err := pgx.Connect(ctx, url)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer c.Close(ctx)
-	// The follower must be waiting for the lock (not reconnecting after an
-	// earlier kill), or the killed leader may win it back first.
-	for waiting := 0; waiting == 0; {
-		if err := c.QueryRow(ctx, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
-			AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`).Scan(&waiting); err != nil {
-			tb.Fatalf("waiting for a follower to wait for the lock: %v", err)
-		}
-		if waiting == 0 {
-			time.Sleep(time.Millisecond)
-		}
-	}
-	at := time.Now()
-	var ok bool
-	err = c.QueryRow(ctx, `SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1
-		AND classid = ($1::bigint >> 32)::oid AND objid = ($1::bigint & 4294967295)::oid
-		AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`, leader.DefaultKey).Scan(&ok)
-	if err != nil || !ok {
-		tb.Fatalf("terminate the leader's session: %v, %v", ok, err)
-	}
-	return at
 }
 
 // counter sums a counter of reg with the given label value.
@@ -339,7 +305,7 @@ func TestReplicasLeaderKilledMidLoop(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the leader did not stop an expired app")
 	}
-	killed := killLeader(t, url)
+	killed := leadertest.KillPostgresLeader(t, url)
 	eventually(t, 2*time.Second, f.name+" leads after "+l.name+"'s session was terminated", func() bool { return f.el.Leading() })
 	t.Logf("%s led %s after the termination", f.name, time.Since(killed))
 	// The new leader stops the other expired apps; the one in flight is
@@ -382,7 +348,7 @@ func TestReplicasLeaderKilledMidLoop(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the leader did not spawn the app without a node")
 	}
-	killLeader(t, url)
+	leadertest.KillPostgresLeader(t, url)
 	eventually(t, 2*time.Second, f.name+" leads", func() bool { return f.el.Leading() })
 	before := f.statuses.Load()
 	eventually(t, 2*time.Second, "the new leader's loop runs", func() bool { return f.statuses.Load() > before+3 })
@@ -443,7 +409,7 @@ func TestReplicasTakeOverSparesSpawnsInFlight(t *testing.T) {
 			t.Fatal("the creations did not reach their spawns")
 		}
 	}
-	killLeader(t, url)
+	leadertest.KillPostgresLeader(t, url)
 	eventually(t, 2*time.Second, f.name+" leads", func() bool { return f.el.Leading() })
 	time.Sleep(200 * time.Millisecond) // its take-over, were it not waiting
 	for _, id := range ids {
@@ -526,7 +492,7 @@ func BenchmarkFailover(b *testing.B) {
 			}
 		}
 		f.onStatus.Store(&fn)
-		killed := killLeader(b, url)
+		killed := leadertest.KillPostgresLeader(b, url)
 		select {
 		case at := <-seen:
 			total += at.Sub(killed)

@@ -25,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mse-in-go/mse/internal/backend/blob"
+	"github.com/mse-in-go/mse/internal/backend/router"
 	"github.com/mse-in-go/mse/internal/backend/runner"
 	"github.com/mse-in-go/mse/internal/backend/store"
 	"github.com/mse-in-go/mse/internal/client"
@@ -118,7 +119,7 @@ type Service struct {
 	mTakeovers   prometheus.Counter
 
 	// orphans: bundles without an active app, and since when (sweepOrphans;
-	// only the leader's loop touches it).
+	// only Start and then the leader's loop touch it).
 	orphans map[string]time.Time
 }
 
@@ -708,46 +709,34 @@ func (s *Service) NodeState(ctx context.Context, a *store.App) runner.NodeState 
 // ErrNoRoute is returned by Lookup for a name no active node serves.
 var ErrNoRoute = errors.New("no active app serves this name")
 
-// Route is what the router needs to know of the app serving a name.
-type Route struct {
-	// Addr is the node's address ("host:port" or "unix:PATH").
-	Addr    string
-	TLSMode string
-	AppID   string
-	// Domain is the name looked up (lowercase, no trailing dot).
-	Domain string
-	// CodeDigest, ConfigDigest and RuntimeDigest are what the node must
-	// attest (set for tls_mode operator, where the router verifies the node).
-	CodeDigest, ConfigDigest, RuntimeDigest []byte
-}
-
-// Lookup answers the router: the node and identity of an active app's domain.
-func (s *Service) Lookup(ctx context.Context, serverName string) (Route, error) {
+// Lookup answers the router: the node and identity of an active app's domain
+// (the digests only for tls_mode operator, where the router verifies the node).
+func (s *Service) Lookup(ctx context.Context, serverName string) (router.Route, error) {
 	a, err := s.st.AppByDomain(ctx, serverName)
 	if errors.Is(err, store.ErrNotFound) {
-		return Route{}, ErrNoRoute
+		return router.Route{}, ErrNoRoute
 	}
 	if err != nil {
-		return Route{}, err
+		return router.Route{}, err
 	}
 	if !a.Status.Active() || len(a.Node) == 0 {
-		return Route{}, fmt.Errorf("%w: app %s has no node yet", ErrNoRoute, a.ID)
+		return router.Route{}, fmt.Errorf("%w: app %s has no node yet", ErrNoRoute, a.ID)
 	}
 	addr, err := s.cfg.Runner.Addr(a.ID, a.Node)
 	if err != nil {
-		return Route{}, err
+		return router.Route{}, err
 	}
 	var sp config.Spec
 	if err := jsonUnmarshal(a.Spec, &sp); err != nil {
-		return Route{}, fmt.Errorf("app %s: corrupt spec: %w", a.ID, err)
+		return router.Route{}, fmt.Errorf("app %s: corrupt spec: %w", a.ID, err)
 	}
-	rt := Route{Addr: addr, TLSMode: sp.TLSMode, AppID: a.ID, Domain: strings.TrimSuffix(strings.ToLower(serverName), ".")}
+	rt := router.Route{Addr: addr, TLSMode: sp.TLSMode, AppID: a.ID, Domain: strings.TrimSuffix(strings.ToLower(serverName), ".")}
 	if sp.TLSMode == spec.TLSOperator {
 		if rt.CodeDigest, err = hex.DecodeString(a.CodeDigest); err != nil {
-			return Route{}, fmt.Errorf("app %s: corrupt code digest: %w", a.ID, err)
+			return router.Route{}, fmt.Errorf("app %s: corrupt code digest: %w", a.ID, err)
 		}
 		if rt.ConfigDigest, err = sp.Digest(); err != nil {
-			return Route{}, fmt.Errorf("app %s: config digest: %w", a.ID, err)
+			return router.Route{}, fmt.Errorf("app %s: config digest: %w", a.ID, err)
 		}
 		if h, ok := strings.CutPrefix(sp.Runtime.Digest, "sha256:"); ok {
 			rt.RuntimeDigest, _ = hex.DecodeString(h)
@@ -768,25 +757,14 @@ func (s *Service) Kick() {
 // Run drives the loop.
 //
 // Start is for a backend alone on its store, before its API serves: it
-// removes orphan bundles at once, which would race with another replica's
-// uploads. A replica among several takes over in Lead instead.
+// removes orphan bundles at once (no grace), which would race with another
+// replica's uploads. A replica among several takes over in Lead instead.
 func (s *Service) Start(ctx context.Context) error {
-	active, err := s.adopt(ctx)
-	if err != nil {
+	if err := s.adopt(ctx); err != nil {
 		return err
 	}
 	s.sweep(ctx)
-	keys, err := s.cfg.Blobs.List(ctx)
-	if err != nil {
-		return err
-	}
-	for _, k := range keys {
-		if !active[k] {
-			s.log.Info("removing an orphan bundle", "key", k)
-			_ = s.cfg.Blobs.Delete(ctx, k)
-		}
-	}
-	return nil
+	return s.sweepOrphans(ctx, 0)
 }
 
 // Run reconciles until ctx ends.
@@ -804,7 +782,7 @@ func (s *Service) Run(ctx context.Context) {
 		case <-s.kick:
 		case <-sweep.C:
 			s.sweep(ctx)
-			s.sweepOrphans(ctx)
+			s.logSweepOrphans(ctx)
 		}
 	}
 }

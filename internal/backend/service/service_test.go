@@ -8,10 +8,12 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/mse-in-go/mse/internal/backend/leader"
 	"github.com/mse-in-go/mse/internal/backend/runner"
 	"github.com/mse-in-go/mse/internal/backend/service"
 	"github.com/mse-in-go/mse/internal/backend/service/servicetest"
@@ -280,6 +282,81 @@ func TestStartSweepsPartialUploads(t *testing.T) {
 	}
 	if _, err := os.Stat(e.BlobDir + "/" + a.ID); err != nil {
 		t.Errorf("the active app's bundle went: %v", err)
+	}
+}
+
+// orphanBundle stores a bundle that no app claims, as a crash between
+// storing a bundle and recording its app leaves one.
+func orphanBundle(t *testing.T, e *servicetest.Env) string {
+	t.Helper()
+	const key = "app-orphan"
+	if _, err := e.Blobs.Put(ctx, key, bytes.NewReader(bundleBytes), 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	return key
+}
+
+func hasBlob(t *testing.T, e *servicetest.Env, key string) bool {
+	t.Helper()
+	keys, err := e.Blobs.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return slices.Contains(keys, key)
+}
+
+// TestStartRemovesOrphanBundles: a backend alone on its store removes, when
+// it starts, the bundles no active app claims at once; an active app's
+// bundle stays.
+func TestStartRemovesOrphanBundles(t *testing.T) {
+	e := servicetest.New(t)
+	u, _ := e.User(t, "alice", false)
+	a := create(t, e, u, request(e, "app"))
+	orphan := orphanBundle(t, e)
+	if err := e.Service.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if hasBlob(t, e, orphan) {
+		t.Error("the orphan bundle is still there after Start")
+	}
+	if !hasBlob(t, e, a.ID) {
+		t.Error("the active app's bundle went")
+	}
+}
+
+// TestLeaderSweepsOrphansAfterGrace: the leader's sweeps remove a bundle no
+// active app claims only once it has been an orphan for OrphanGrace by the
+// service's clock (another replica may be between storing a bundle and
+// recording its app); an active app's bundle stays.
+func TestLeaderSweepsOrphansAfterGrace(t *testing.T) {
+	const grace = 10 * time.Minute
+	e := servicetest.New(t, func(c *service.Config) { c.SweepInterval, c.OrphanGrace = 5*time.Millisecond, grace })
+	u, _ := e.User(t, "alice", false)
+	a := create(t, e, u, request(e, "app"))
+	orphan := orphanBundle(t, e)
+	stored := e.Now()
+	lctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- e.Service.Lead(lctx, leader.Always{}, false) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Lead: %v", err)
+		}
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for hasBlob(t, e, orphan) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the orphan bundle is still there %s after it was stored (grace %s)", e.Now().Sub(stored), grace)
+		}
+		e.Advance(grace / 4)
+		time.Sleep(20 * time.Millisecond)
+	}
+	if age := e.Now().Sub(stored); age < grace {
+		t.Errorf("the orphan bundle was removed %s after it was stored, before its grace (%s) ended", age, grace)
+	}
+	if !hasBlob(t, e, a.ID) {
+		t.Error("the active app's bundle went")
 	}
 }
 

@@ -182,9 +182,9 @@ type Store interface {
 	// DomainReservation returns the reservation of a domain (compared
 	// case-insensitively, trailing dot ignored); ErrNotFound when there is none.
 	DomainReservation(ctx context.Context, domain string) (*DomainReservation, error)
-	// ListDomainReservations lists the reservations of a user ("": of all
-	// users), by domain.
-	ListDomainReservations(ctx context.Context, userID string) ([]DomainReservation, error)
+	// ListDomainReservations lists every reservation, by domain (empty, not
+	// nil, when there is none).
+	ListDomainReservations(ctx context.Context) ([]DomainReservation, error)
 	// ReleaseDomain deletes a domain's reservation; ErrNotFound when there is none.
 	ReleaseDomain(ctx context.Context, domain string) error
 

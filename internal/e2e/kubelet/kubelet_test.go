@@ -85,9 +85,10 @@ func nodeImage(t *testing.T, kl *testenv.Kubelet, nodeBin string) (ref, measurem
 // (mse-fetch), gets its quote through the qe sidecar, is verified by the
 // CLI and serves through the router; `mse cloud verify` passes; `mse cloud
 // logs` has the app's access log (the pod log API, from the kubelet); stop
-// deletes the pod. Twice: on the pod network (the backend outside the
-// cluster, reached by the pods at the node's address, the router dialing
-// pod IPs) and in host-network mode.
+// deletes the pod. On the pod network with its NetworkPolicy enforced (the
+// backend outside the cluster, reached by the pods at the node's address,
+// the router dialing pod IPs), streaming the bundle or redirecting to a
+// presigned S3 URL; and in host-network mode.
 func TestDeployOnARealKubelet(t *testing.T) {
 	k := testenv.Kube(t)
 	kl := k.Kubelet(t)
@@ -107,6 +108,10 @@ func TestDeployOnARealKubelet(t *testing.T) {
 	if want := testenv.Measure(t, nodeBin); measurement != want {
 		t.Fatalf("node image measurement %s, want %s", measurement, want)
 	}
+	// The apps' NetworkPolicies are enforced (kube-router): the pods reach
+	// the backend, and in presigned mode S3, only through the rules the
+	// runner writes for them.
+	k.NetworkPolicies(t)
 	_, podNet, err := net.ParseCIDR(testenv.PodCIDR)
 	if err != nil {
 		t.Fatal(err)

@@ -114,9 +114,13 @@ func URL(t testing.TB) string {
 }
 
 // Main runs the tests and then stops the throwaway server, if one was
-// started: call it from TestMain.
-func Main(m *testing.M) {
+// started: call it from TestMain. alsoStop stop the other components the
+// tests may have started, first (testenv.StopKube, say).
+func Main(m *testing.M, alsoStop ...func()) {
 	code := m.Run()
+	for _, stop := range alsoStop {
+		stop()
+	}
 	if err := Stop(); err != nil {
 		fmt.Fprintln(os.Stderr, "pgtest:", err)
 		if code == 0 {

@@ -620,11 +620,8 @@ func (s *Store) DomainReservation(ctx context.Context, domain string) (*store.Do
 }
 
 // ListDomainReservations implements store.Store.
-func (s *Store) ListDomainReservations(ctx context.Context, userID string) ([]store.DomainReservation, error) {
-	if userID == "" {
-		return collect(ctx, s, scanReservation, "SELECT "+reservationCols+` FROM domain_reservations ORDER BY domain COLLATE "C"`)
-	}
-	return collect(ctx, s, scanReservation, "SELECT "+reservationCols+` FROM domain_reservations WHERE user_id = $1 ORDER BY domain COLLATE "C"`, userID)
+func (s *Store) ListDomainReservations(ctx context.Context) ([]store.DomainReservation, error) {
+	return collect(ctx, s, scanReservation, "SELECT "+reservationCols+` FROM domain_reservations ORDER BY domain COLLATE "C"`)
 }
 
 // ReleaseDomain implements store.Store.
