@@ -531,7 +531,7 @@ func (s *Service) CreateApp(ctx context.Context, u *store.User, req client.Creat
 	}
 	s.mCreated.Inc()
 	s.log.Info("app created", "app_id", id, "name", req.Name, "owner", u.Name, "bundle_bytes", info.Size)
-	if err := s.spawn(ctx, app, sp); err != nil {
+	if err := s.spawn(ctx, app, sp, false); err != nil {
 		if errors.Is(err, runner.ErrNoCapacity) || errors.Is(err, runner.ErrRuntime) {
 			return nil, errf(ErrUnavailable, "%v", err)
 		}
@@ -541,7 +541,11 @@ func (s *Service) CreateApp(ctx context.Context, u *store.User, req client.Creat
 	return s.st.GetApp(ctx, id)
 }
 
-func (s *Service) spawn(ctx context.Context, app *store.App, spec config.Spec) error {
+// spawn creates app's node and records it, unless another spawn of this
+// process did meanwhile. With leftovers (the loop's spawn of an app whose
+// earlier spawn never recorded a node: its replica died, or its claim
+// lapsed) it first ends what that spawn may have created.
+func (s *Service) spawn(ctx context.Context, app *store.App, spec config.Spec, leftovers bool) error {
 	// Once begun, a spawn is finished (or fails) within SpawnTimeout, even if
 	// the request or the leadership that began it ends: its claim lasts
 	// longer (SpawnClaim), so no other replica spawns the app meanwhile.
@@ -573,6 +577,13 @@ func (s *Service) spawn(ctx context.Context, app *store.App, spec config.Spec) e
 	path, err := s.bundlePath(app.ID)
 	if err != nil {
 		return err
+	}
+	if leftovers {
+		// Created but never recorded: no one else ends it. The claim
+		// makes this replica the only one spawning the app now.
+		if err := s.cfg.Runner.Stop(ctx, app.ID, nil); err != nil {
+			return fmt.Errorf("service: end what an earlier spawn of app %s left: %w", app.ID, err)
+		}
 	}
 	h, err := s.cfg.Runner.Spawn(ctx, app.ID, runner.SpawnSpec{App: spec, BundlePath: path, Hardware: hw, Tenant: app.OwnerID, CodeDigest: app.CodeDigest})
 	if err != nil {
@@ -821,7 +832,7 @@ func (s *Service) reconcileOne(ctx context.Context, a *store.App) {
 			if !s.claimSpawn(ctx, a) {
 				return
 			}
-			_ = s.spawn(ctx, a, spec)
+			_ = s.spawn(ctx, a, spec, true)
 		}
 		return
 	}

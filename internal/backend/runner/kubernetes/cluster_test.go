@@ -22,6 +22,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	clientset "k8s.io/client-go/kubernetes"
 
 	"github.com/mse-in-go/mse/internal/attest"
@@ -664,4 +665,56 @@ func TestLogs(t *testing.T) {
 	if _, err := r.Logs(context.Background(), id, hb, 0, false); err == nil || !strings.Contains(err.Error(), "no logs for app") {
 		t.Fatalf("logs of a stopped app: %v", err)
 	}
+}
+
+// A respawn after a Stop (what a dead replica's spawn left): the new pod
+// takes the old one's name, so Spawn waits while the old pod is being
+// deleted (held here by a finalizer, as a grace period would), then
+// creates the new node. A pod of the app that is not being deleted is
+// refused.
+func TestRespawnWaitsForTheEarlierPod(t *testing.T) {
+	e := newEnv(t)
+	r := e.runner(t, nil)
+	id, _ := e.spawn(t, r, hw2g)
+	old := e.waitRunning(t, id)
+	ctx := context.Background()
+	if _, err := r.Spawn(ctx, id, spawnSpec(id, hw2g)); err == nil || !strings.Contains(err.Error(), "exists already") {
+		t.Fatalf("spawn beside a running node: %v", err)
+	}
+	if _, err := e.admin.CoreV1().Pods(e.ns).Patch(ctx, old.Name, types.MergePatchType, []byte(`{"metadata":{"finalizers":["mse.test/hold"]}}`), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Stop(ctx, id, nil); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	var h []byte
+	go func() {
+		var err error
+		h, err = r.Spawn(ctx, id, spawnSpec(id, hw2g))
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("spawn did not wait for the pod being deleted: %v", err)
+	case <-time.After(time.Second):
+	}
+	if _, err := e.admin.CoreV1().Pods(e.ns).Patch(ctx, old.Name, types.MergePatchType, []byte(`{"metadata":{"finalizers":null}}`), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("respawn: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("respawn did not end 30 s after the old pod went")
+	}
+	if p := e.waitRunning(t, id); p.UID == old.UID {
+		t.Fatalf("the pod is the old one")
+	}
+	if err := r.Stop(ctx, id, h); err != nil {
+		t.Fatal(err)
+	}
+	e.gone(t, id)
 }

@@ -280,6 +280,9 @@ func (r *Runner) Spawn(ctx context.Context, appID string, s runner.SpawnSpec) ([
 	token := hex.EncodeToString(tok[:])
 	ns := r.cfg.Namespace
 	core := r.cfg.Client.CoreV1()
+	if err := r.awaitEarlierPod(ctx, appID); err != nil {
+		return nil, err
+	}
 
 	cm, err := core.ConfigMaps(ns).Create(ctx, anchor(ns, appID, s.Tenant, specJSON), metav1.CreateOptions{})
 	if err != nil {
@@ -327,6 +330,46 @@ func (r *Runner) Spawn(ctx context.Context, appID string, s runner.SpawnSpec) ([
 	ok = true
 	r.log.Info("node pod created", "app_id", appID, "namespace", ns, "pod", created.Name, "image", image, "hardware", s.Hardware.Name)
 	return b, nil
+}
+
+// awaitEarlierPod waits, within ctx, until the pod of an earlier node of
+// appID that is being deleted (a Stop before a respawn: its grace period) is
+// gone, since the new pod takes its name. A pod of the app not being deleted
+// is a node that runs: an error.
+func (r *Runner) awaitEarlierPod(ctx context.Context, appID string) error {
+	name := objectName(appID)
+	p, err := r.pods.Pods(r.cfg.Namespace).Get(name)
+	if apierrors.IsNotFound(err) {
+		return nil // as far as the cache knows; Create says if it lags
+	}
+	if err != nil {
+		return err
+	}
+	if p.DeletionTimestamp == nil {
+		// The cache may not have seen a Stop just made: ask.
+		if p, err = r.cfg.Client.CoreV1().Pods(r.cfg.Namespace).Get(ctx, name, metav1.GetOptions{}); apierrors.IsNotFound(err) {
+			return nil
+		} else if err != nil {
+			return fmt.Errorf("kubernetes runner: the pod of an earlier node of app %s: %s", appID, apiMessage(err))
+		}
+	}
+	for {
+		if p.DeletionTimestamp == nil {
+			return fmt.Errorf("kubernetes runner: the pod of app %s exists already (a node of this app runs; stop it first)", appID)
+		}
+		t := time.NewTimer(200 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("kubernetes runner: the pod of an earlier node of app %s is still being deleted: %w", appID, ctx.Err())
+		case <-t.C:
+		}
+		if p, err = r.cfg.Client.CoreV1().Pods(r.cfg.Namespace).Get(ctx, name, metav1.GetOptions{}); apierrors.IsNotFound(err) {
+			return nil
+		} else if err != nil {
+			return fmt.Errorf("kubernetes runner: the pod of an earlier node of app %s: %s", appID, apiMessage(err))
+		}
+	}
 }
 
 // createError explains a failed create: a namespace quota names itself.

@@ -93,6 +93,11 @@ func (r *Runner) spawn(appID string, s runner.SpawnSpec) ([]byte, error) {
 		r.SpawnErr = nil
 		return nil, err
 	}
+	if n := r.nodes[appID]; n != nil && n.live {
+		// As the real runners: the objects of an earlier spawn are there
+		// (the Kubernetes runner's AlreadyExists).
+		return nil, fmt.Errorf("fake runner: a node of app %s exists already (stop it first)", appID)
+	}
 	if r.used.MemoryMiB+s.Hardware.MemoryMiB > r.Total.MemoryMiB || r.used.Cores+s.Hardware.Cores > r.Total.Cores {
 		return nil, fmt.Errorf("%w: %s needs %d MiB and %d cores; %d MiB and %d cores are free", runner.ErrNoCapacity,
 			s.Hardware.Name, s.Hardware.MemoryMiB, s.Hardware.Cores, r.Total.MemoryMiB-r.used.MemoryMiB, r.Total.Cores-r.used.Cores)
