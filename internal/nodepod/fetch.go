@@ -50,16 +50,10 @@ type Config struct {
 }
 
 // Main runs mse-fetch with its command-line arguments (`mse-fetch
-// qe-proxy …` runs the qe sidecar, `mse-fetch qe-ready …` is its startup
-// probe); it returns the exit code.
+// qe-proxy …` runs the qe sidecar); it returns the exit code.
 func Main(args []string, stderr io.Writer) int {
-	if len(args) > 0 {
-		switch args[0] {
-		case "qe-proxy":
-			return qeMain(args[1:], stderr)
-		case "qe-ready":
-			return qeReadyMain(args[1:], stderr)
-		}
+	if len(args) > 0 && args[0] == "qe-proxy" {
+		return qeMain(args[1:], stderr)
 	}
 	fs := flag.NewFlagSet("mse-fetch", flag.ContinueOnError)
 	fs.SetOutput(stderr)

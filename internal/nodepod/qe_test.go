@@ -2,17 +2,13 @@ package nodepod
 
 import (
 	"bytes"
-	"context"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
-	"time"
 )
 
 // The relay's own answers, and what it makes of a broken backend (the
@@ -77,55 +73,5 @@ func TestQEHandler(t *testing.T) {
 	var out bytes.Buffer
 	if code := Main([]string{"qe-proxy"}, &out); code != 2 || !strings.Contains(out.String(), "--listen") {
 		t.Errorf("qe-proxy without --listen: exit %d %s", code, out.String())
-	}
-}
-
-// The startup probe: fails while nothing listens, or when something else
-// does; passes once ServeQE listens, without asking the backend.
-func TestQEReady(t *testing.T) {
-	var asked atomic.Bool
-	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { asked.Store(true) }))
-	defer backend.Close()
-	dir := t.TempDir()
-	os.WriteFile(filepath.Join(dir, TokenFile), []byte("tok"), 0o600)
-	os.WriteFile(filepath.Join(dir, QuoteURLFile), []byte(backend.URL+"/v1/nodes/app/quote"), 0o600)
-	sock := filepath.Join(t.TempDir(), "qe.sock")
-	var out bytes.Buffer
-	if code := Main([]string{"qe-ready", "--socket", sock}, &out); code != 1 || !strings.Contains(out.String(), "does not answer on "+sock) {
-		t.Fatalf("qe-ready with nothing listening: exit %d %s", code, out.String())
-	}
-	if code := Main([]string{"qe-ready"}, &out); code != 2 {
-		t.Errorf("qe-ready without --socket: exit %d", code)
-	}
-
-	// Something else on the socket.
-	other := filepath.Join(t.TempDir(), "other.sock")
-	ln, err := net.Listen("unix", other)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go http.Serve(ln, http.NotFoundHandler())
-	defer ln.Close()
-	if err := QEReady(context.Background(), other); err == nil || !strings.Contains(err.Error(), "404") {
-		t.Errorf("QEReady of another server: %v", err)
-	}
-
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- ServeQE(ctx, QEConfig{Credentials: dir, Listen: sock}) }()
-	defer func() { cancel(); <-done }()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		out.Reset()
-		if code := Main([]string{"qe-ready", "--socket", sock}, &out); code == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("qe-ready never passed: %s", out.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if asked.Load() {
-		t.Error("the probe asked the backend")
 	}
 }

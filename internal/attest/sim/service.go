@@ -3,11 +3,14 @@ package sim
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/mse-in-go/mse/internal/attest"
@@ -59,13 +62,32 @@ type issuer struct {
 func NewIssuer(socketPath string) attest.Issuer {
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", socketPath)
+			return dialWaiting(ctx, socketPath)
 		},
 		DisableCompression: true,
 		MaxIdleConns:       1,
 	}
 	return &issuer{socket: socketPath, client: &http.Client{Transport: tr, Timeout: IssuerTimeout}}
+}
+
+// dialWaiting dials the unix socket path, waiting within ctx while it is
+// not there yet or refuses: the quoting service may start beside the node
+// (on Kubernetes, the qe sidecar starts with the pod, not before it).
+func dialWaiting(ctx context.Context, path string) (net.Conn, error) {
+	var d net.Dialer
+	for delay := 10 * time.Millisecond; ; delay = min(2*delay, 500*time.Millisecond) {
+		c, err := d.DialContext(ctx, "unix", path)
+		if err == nil || !(errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED)) {
+			return c, err
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, err
+		case <-t.C:
+		}
+	}
 }
 
 func (i *issuer) Type() string { return attest.TypeSim }

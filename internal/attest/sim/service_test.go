@@ -115,8 +115,10 @@ func TestServiceRequests(t *testing.T) {
 func TestIssuerErrors(t *testing.T) {
 	a, _ := platforms(t)
 
-	// No service.
-	_, err := NewIssuer(filepath.Join(t.TempDir(), "none.sock")).Issue(context.Background(), [64]byte{})
+	// No service: the issuer waits for one within its context.
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	_, err := NewIssuer(filepath.Join(t.TempDir(), "none.sock")).Issue(ctx, [64]byte{})
+	cancel()
 	if err == nil || !strings.Contains(err.Error(), "sim quoting service at") {
 		t.Fatalf("no service: %v", err)
 	}
@@ -147,10 +149,39 @@ func TestIssuerErrors(t *testing.T) {
 	}
 
 	// A cancelled context.
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel = context.WithCancel(context.Background())
 	cancel()
 	_, err = NewIssuer(serve(t, NewQuotingService(a, testIdentity(), nil))).Issue(ctx, [64]byte{})
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled: %v", err)
+	}
+}
+
+// The quoting service starts after the node asks (the Kubernetes qe
+// sidecar beside the node): the issuer waits for its socket.
+func TestIssuerWaitsForTheService(t *testing.T) {
+	a, _ := platforms(t)
+	sock := filepath.Join(t.TempDir(), "late.sock")
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		ln, err := net.Listen("unix", sock)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		srv := &http.Server{Handler: NewQuotingService(a, testIdentity(), nil), ReadHeaderTimeout: 5 * time.Second}
+		go srv.Serve(ln)
+		t.Cleanup(func() { srv.Close() })
+	}()
+	start := time.Now()
+	q, err := NewIssuer(sock).Issue(context.Background(), [64]byte{9})
+	if err != nil {
+		t.Fatalf("issue while the service starts: %v", err)
+	}
+	if time.Since(start) < 300*time.Millisecond {
+		t.Fatal("answered before the service listened")
+	}
+	if p, err := ParseQuote(q); err != nil || p.ReportData != [64]byte{9} {
+		t.Fatalf("quote: %v", err)
 	}
 }

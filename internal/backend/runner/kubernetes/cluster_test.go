@@ -238,9 +238,6 @@ func TestSpawnMakesThePodAndItsObjects(t *testing.T) {
 	if got := strings.Join(qe.Command, " "); got != "/mse-fetch qe-proxy --credentials /run/mse/fetch --listen /run/mse/qe/qe.sock" {
 		t.Fatalf("qe sidecar command %q", got)
 	}
-	if sp := qe.StartupProbe; sp == nil || sp.Exec == nil || strings.Join(sp.Exec.Command, " ") != "/mse-fetch qe-ready --socket /run/mse/qe/qe.sock" {
-		t.Fatalf("qe sidecar startup probe %+v: want mse-fetch qe-ready on its socket, so that the node starts after it", sp)
-	}
 	for name, q := range wantRes {
 		var req, lim resource.Quantity
 		for _, cr := range []corev1.ResourceRequirements{c.Resources, qe.Resources} {

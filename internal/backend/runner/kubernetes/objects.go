@@ -241,8 +241,10 @@ func (r *Runner) pod(cm *corev1.ConfigMap, appID, tenant, image string, port int
 	}
 	if tee == attest.TypeSim {
 		// The quoting service's socket, relayed to the backend with the
-		// pod's credential (a native sidecar, started and probed before the
-		// fetch so that it listens when the node starts).
+		// pod's credential (a native sidecar, started before the fetch; the
+		// node's issuer waits for its socket). No startup probe: one holds
+		// the pod back by seconds (the kubelet's probe period and sync),
+		// where the relay listens within milliseconds.
 		always := corev1.ContainerRestartPolicyAlways
 		small := corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m"), corev1.ResourceMemory: resource.MustParse("16Mi")}
 		qe := corev1.Container{
@@ -251,14 +253,7 @@ func (r *Runner) pod(cm *corev1.ConfigMap, appID, tenant, image string, port int
 			Command: []string{"/mse-fetch", "qe-proxy",
 				"--credentials", dirFetch,
 				"--listen", dirQE + "/qe.sock"},
-			RestartPolicy: &always,
-			// The fetch, then the node, start only once the relay
-			// answers (a native sidecar's startup probe holds the next
-			// init container back).
-			StartupProbe: &corev1.Probe{
-				ProbeHandler:  corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"/mse-fetch", "qe-ready", "--socket", dirQE + "/qe.sock"}}},
-				PeriodSeconds: 1, FailureThreshold: 30, TimeoutSeconds: 3,
-			},
+			RestartPolicy:            &always,
 			Resources:                corev1.ResourceRequirements{Requests: small, Limits: small},
 			SecurityContext:          sc,
 			ImagePullPolicy:          r.cfg.PullPolicy,
