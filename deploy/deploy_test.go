@@ -3,9 +3,7 @@
 package deploy_test
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"io"
 	"log/slog"
 	"os"
@@ -23,13 +21,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
-	"k8s.io/client-go/discovery"
-	"k8s.io/client-go/discovery/cached/memory"
-	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/restmapper"
 	"sigs.k8s.io/yaml"
 
+	"github.com/mse-in-go/mse/deploy"
 	"github.com/mse-in-go/mse/internal/attest"
 	"github.com/mse-in-go/mse/internal/backend"
 	"github.com/mse-in-go/mse/internal/backend/runner"
@@ -41,53 +35,14 @@ import (
 
 func TestMain(m *testing.M) { testenv.KubeMain(m) }
 
-// objects are the kustomization's resources, in its order. Every YAML file
-// here must be listed, and the kustomization may only list files (no
-// generators or patches: the tests read the files as they are).
+// objects are the kustomization's resources (deploy.Objects).
 func objects(t *testing.T) []*unstructured.Unstructured {
 	t.Helper()
-	b, err := os.ReadFile("kustomization.yaml")
+	objs, err := deploy.Objects(".")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var k struct {
-		APIVersion string   `json:"apiVersion"`
-		Kind       string   `json:"kind"`
-		Resources  []string `json:"resources"`
-	}
-	if err := yaml.UnmarshalStrict(b, &k); err != nil {
-		t.Fatalf("kustomization.yaml: %v (it may list only resources)", err)
-	}
-	if k.Kind != "Kustomization" || len(k.Resources) == 0 {
-		t.Fatalf("kustomization.yaml: kind %q with %d resources", k.Kind, len(k.Resources))
-	}
-	files, _ := os.ReadDir(".")
-	for _, f := range files {
-		if n := f.Name(); strings.HasSuffix(n, ".yaml") && n != "kustomization.yaml" && !slices.Contains(k.Resources, n) {
-			t.Errorf("%s is not in kustomization.yaml's resources", n)
-		}
-	}
-	var out []*unstructured.Unstructured
-	for _, name := range k.Resources {
-		b, err := os.ReadFile(name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(b), 4096)
-		for {
-			var m map[string]any
-			if err := dec.Decode(&m); errors.Is(err, io.EOF) {
-				break
-			} else if err != nil {
-				t.Fatalf("%s: %v", name, err)
-			}
-			if m == nil {
-				continue
-			}
-			out = append(out, &unstructured.Unstructured{Object: m})
-		}
-	}
-	return out
+	return objs
 }
 
 func find(t *testing.T, objs []*unstructured.Unstructured, kind, ns, name string, into any) {
@@ -204,39 +159,13 @@ func TestManifestsMatchTheBackend(t *testing.T) {
 func TestManifestsApply(t *testing.T) {
 	k := testenv.Kube(t)
 	objs := objects(t)
-	dc, err := discovery.NewDiscoveryClientForConfig(k.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc))
-	dyn, err := dynamic.NewForConfig(k.Config)
+	ap, err := deploy.NewApplier(k.Config)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	apply := func(o *unstructured.Unstructured, dryRun bool) error {
-		gvk := o.GroupVersionKind()
-		m, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
-		if err != nil {
-			return err
-		}
-		var ri dynamic.ResourceInterface = dyn.Resource(m.Resource)
-		if m.Scope.Name() == "namespace" {
-			if o.GetNamespace() == "" {
-				return errors.New("namespaced object without a namespace")
-			}
-			ri = dyn.Resource(m.Resource).Namespace(o.GetNamespace())
-		} else if o.GetNamespace() != "" {
-			return errors.New("cluster-scoped object with a namespace")
-		}
-		opts := metav1.ApplyOptions{FieldManager: "mse-deploy-test", Force: true}
-		if dryRun {
-			opts.DryRun = []string{metav1.DryRunAll}
-		}
-		_, err = ri.Apply(ctx, o.GetName(), o, opts)
-		return err
-	}
+	apply := func(o *unstructured.Unstructured, dryRun bool) error { return ap.Apply(ctx, o, dryRun) }
 	namespaces := 0
 	for _, o := range objs {
 		if o.GetKind() == "Namespace" {

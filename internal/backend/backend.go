@@ -253,7 +253,7 @@ func Run(ctx context.Context, cfg Config) error {
 		if kube, err = kubeClient(cfg.Kube); err == nil {
 			kc := cfg.Kube
 			if cfg.BundlePresignTTL != 0 {
-				if kc.BundleStorePort, err = bundleStorePort(blobs); err != nil {
+				if kc.BundleStoreHost, kc.BundleStorePort, err = bundleStore(blobs); err != nil {
 					return err
 				}
 			}
@@ -435,7 +435,7 @@ func bootstrapAdmin(ctx context.Context, st store.Store, dataDir string, log *sl
 		// start on an empty database): its token is the valid one.
 		_ = os.Remove(path)
 		log.Info("another replica created the administrator first; its API token is in that replica's data directory (`mse-backend user add NAME --admin` makes another)")
-		return path, nil
+		return "", nil
 	} else if err != nil {
 		_ = os.Remove(path)
 		return "", err

@@ -20,7 +20,7 @@ import (
 	"github.com/mse-in-go/mse/internal/testenv"
 )
 
-func TestMain(m *testing.M) { testenv.KubeMain(m) }
+func TestMain(m *testing.M) { pgtest.Main(m, testenv.StopKube) }
 
 type syncBuf struct {
 	mu sync.Mutex

@@ -3,9 +3,6 @@ package backend
 import (
 	"errors"
 	"fmt"
-	"github.com/mse-in-go/mse/internal/backend/blob"
-	"github.com/mse-in-go/mse/internal/backend/blob/fs"
-	"github.com/mse-in-go/mse/internal/backend/blob/s3"
 	"log/slog"
 	"net"
 	"os"
@@ -18,6 +15,9 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/mse-in-go/mse/internal/attest/sim"
+	"github.com/mse-in-go/mse/internal/backend/blob"
+	"github.com/mse-in-go/mse/internal/backend/blob/fs"
+	"github.com/mse-in-go/mse/internal/backend/blob/s3"
 	"github.com/mse-in-go/mse/internal/backend/runner"
 	"github.com/mse-in-go/mse/internal/backend/runner/kubernetes"
 )
@@ -56,8 +56,10 @@ type KubeConfig struct {
 	BackendCIDRs []string
 	// BundleStoreCIDRs are the S3 server's addresses as the pods see them,
 	// which nodes sent to presigned bundle URLs may reach on
-	// BundleStorePort (the S3 endpoint's, set by Run).
+	// BundleStorePort; BundleStoreHost is the endpoint's host (a name needs
+	// DNS). Both are the S3 endpoint's, set by Run.
 	BundleStoreCIDRs []string
+	BundleStoreHost  string
 	BundleStorePort  int32
 }
 
@@ -86,13 +88,13 @@ func newKubeRunner(kc KubeConfig, cs clientset.Interface, hw []runner.Hardware, 
 	if err := kubernetes.ValidateHardware(hw); err != nil {
 		return nil, fmt.Errorf("backend: the hardware catalog does not suit the kubernetes runner: %w", err)
 	}
-	peers, err := cidrPeers(kc.BackendCIDRs)
+	peers, err := cidrPeers("--kube-backend-cidr", kc.BackendCIDRs)
 	if err != nil {
 		return nil, err
 	}
-	store, err := cidrPeers(kc.BundleStoreCIDRs)
+	store, err := cidrPeers("--kube-bundle-store-cidr", kc.BundleStoreCIDRs)
 	if err != nil {
-		return nil, fmt.Errorf("%w (--kube-bundle-store-cidr)", err)
+		return nil, err
 	}
 	if store != nil && kc.BundleStorePort == 0 {
 		return nil, errors.New("backend: --kube-bundle-store-cidr is for nodes sent to presigned URLs: pass --bundle-presign-ttl (and --blobs s3://…) too")
@@ -118,35 +120,40 @@ func newKubeRunner(kc KubeConfig, cs clientset.Interface, hw []runner.Hardware, 
 	return kubernetes.New(kubernetes.Config{
 		Client: cs, Namespace: kc.Namespace, NodeImage: kc.NodeImage, Measurement: kc.NodeMeasurement,
 		BundleURL: kc.BundleURL, ImagePrefix: kc.ImagePrefix, NodeSelector: kc.NodeSelector, HostNetwork: kc.HostNetwork, Logger: log,
-		RouterPeers: peers, Platform: platform, BundleStorePeers: store, BundleStorePort: kc.BundleStorePort,
+		RouterPeers: peers, Platform: platform, BundleStorePeers: store, BundleStoreHost: kc.BundleStoreHost, BundleStorePort: kc.BundleStorePort,
 	})
 }
 
-// cidrPeers are NetworkPolicy peers for the CIDRs of --kube-backend-cidr
-// (nil for none).
-func cidrPeers(cidrs []string) ([]networkingv1.NetworkPolicyPeer, error) {
+// cidrPeers are NetworkPolicy peers for the CIDRs of flag (nil for
+// none). A CIDR with host bits set is refused rather than widened to its
+// network: 10.1.2.3/8 would admit all of 10.0.0.0/8.
+func cidrPeers(flag string, cidrs []string) ([]networkingv1.NetworkPolicyPeer, error) {
 	var peers []networkingv1.NetworkPolicyPeer
 	for _, c := range cidrs {
-		_, n, err := net.ParseCIDR(c)
+		ip, n, err := net.ParseCIDR(c)
 		if err != nil {
-			return nil, fmt.Errorf("backend: --kube-backend-cidr %q is not a CIDR (like 192.0.2.10/32): %w", c, err)
+			return nil, fmt.Errorf("backend: %s %q is not a CIDR (like 192.0.2.10/32): %w", flag, c, err)
+		}
+		if !ip.Equal(n.IP) {
+			return nil, fmt.Errorf("backend: %s %q has host bits set: it would admit all of %s; give the address as %s/32, or the network as %s", flag, c, n, ip, n)
 		}
 		peers = append(peers, networkingv1.NetworkPolicyPeer{IPBlock: &networkingv1.IPBlock{CIDR: n.String()}})
 	}
 	return peers, nil
 }
 
-// bundleStorePort is the port of the S3 server of blobs (an S3 store, or a
-// cache of one), which nodes sent to presigned URLs reach.
-func bundleStorePort(blobs blob.Store) (int32, error) {
+// bundleStore is the host and port of the S3 server of blobs (an S3 store,
+// or a cache of one), which nodes sent to presigned URLs reach.
+func bundleStore(blobs blob.Store) (string, int32, error) {
 	if c, ok := blobs.(*fs.Cache); ok {
 		blobs = c.Remote
 	}
 	s, ok := blobs.(*s3.Store)
 	if !ok {
-		return 0, errors.New("backend: --bundle-presign-ttl needs an S3 bundle store (--blobs s3://…)")
+		return "", 0, errors.New("backend: --bundle-presign-ttl needs an S3 bundle store (--blobs s3://…)")
 	}
-	return s.Port(), nil
+	host, port := s.Server()
+	return host, port, nil
 }
 
 // serviceAccountNamespace is where a pod reads its namespace.

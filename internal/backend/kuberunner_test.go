@@ -69,11 +69,12 @@ func TestCIDRPeers(t *testing.T) {
 	}{
 		{nil, nil, ""},
 		{[]string{"192.0.2.2/32", "10.245.0.1/32"}, []string{"192.0.2.2/32", "10.245.0.1/32"}, ""},
-		{[]string{"10.1.2.3/8"}, []string{"10.0.0.0/8"}, ""}, // the network, as NetworkPolicy wants it
+		{[]string{"10.0.0.0/8"}, []string{"10.0.0.0/8"}, ""},
+		{[]string{"10.1.2.3/8"}, nil, `"10.1.2.3/8" has host bits set: it would admit all of 10.0.0.0/8; give the address as 10.1.2.3/32`},
 		{[]string{"192.0.2.2"}, nil, `--kube-backend-cidr "192.0.2.2" is not a CIDR`},
 		{[]string{"10.0.0.0/33"}, nil, "is not a CIDR"},
 	} {
-		p, err := cidrPeers(c.in)
+		p, err := cidrPeers("--kube-backend-cidr", c.in)
 		if c.wantErr != "" {
 			if err == nil || !strings.Contains(err.Error(), c.wantErr) {
 				t.Errorf("cidrPeers(%q) error %v, want %q", c.in, err, c.wantErr)

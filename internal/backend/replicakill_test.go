@@ -23,6 +23,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -1003,7 +1004,7 @@ func (f *fakeNodes) event(typ watch.EventType, p *corev1.Pod) {
 		f.errs = append(f.errs, fmt.Sprintf("pod %s without the app id label", p.Name))
 		return
 	}
-	if typ == watch.Added && !slicesContains(f.uids[id], uid) {
+	if typ == watch.Added && !slices.Contains(f.uids[id], uid) {
 		f.uids[id] = append(f.uids[id], uid)
 		if err := f.listen(id, uid, p); err != nil {
 			f.errs = append(f.errs, fmt.Sprintf("play the node of pod %s: %v", p.Name, err))
@@ -1027,15 +1028,6 @@ func (f *fakeNodes) event(typ watch.EventType, p *corev1.Pod) {
 			delete(f.ln, uid)
 		}
 	}
-}
-
-func slicesContains(s []string, v string) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }
 
 // listen plays the node of pod p (app id) on its host port.

@@ -218,9 +218,11 @@ func fetchOnce(ctx context.Context, client *http.Client, u, token, want string, 
 			return permanentError{errors.New("fetch the bundle: the backend's redirect is not a URL to GET")}
 		}
 		from = "the bundle store (" + loc.Host + ")"
-		if resp, err = client.Do(req); err != nil {
+		stored, err := client.Do(req)
+		if err != nil {
 			return fmt.Errorf("fetch the bundle from %s: %w", from, redact(err))
 		}
+		resp = stored // closed by the deferred Close
 		if resp.StatusCode != http.StatusOK {
 			// Retried: the next attempt asks the backend for a new URL
 			// (this one may have expired). Not the body: an S3 error may

@@ -199,6 +199,7 @@ func TestRunPresigned(t *testing.T) {
 			w.Write(append([]byte("X"), content[1:]...))
 		}},
 		{name: "not http", location: "file:///etc/passwd", err: "not an http(s) URL"},
+		{name: "store unreachable, retried", location: "http://127.0.0.1:1/bucket/app?X-Amz-Signature=s3cr3tsig", err: "the bundle store (127.0.0.1:1)", backend: 2},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -131,7 +131,7 @@ func TestKubeletRunsAPod(t *testing.T) {
 }
 
 // A pod on the bridge pod network (not the host's): it gets an address of
-// the test's pod subnet, the host reaches it there, and it reaches the host.
+// the test's pod subnet, and the host reaches it there.
 func TestKubeletPodNetwork(t *testing.T) {
 	k := Kube(t)
 	kl := k.Kubelet(t)
@@ -189,6 +189,9 @@ func TestKubeletPodNetwork(t *testing.T) {
 		}
 	}
 	t.Logf("pod IP %s, host IP %s", got.Status.PodIP, got.Status.HostIP)
+	if _, podNet, _ := net.ParseCIDR(PodCIDR); !podNet.Contains(net.ParseIP(got.Status.PodIP)) {
+		t.Fatalf("pod IP %q is not on the pod network %s", got.Status.PodIP, PodCIDR)
+	}
 	resp, err := http.Get("http://" + net.JoinHostPort(got.Status.PodIP, "8080") + "/os-release")
 	if err != nil {
 		t.Fatalf("GET from the pod: %v", err)

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/mse-in-go/mse/internal/attest/sim"
@@ -25,6 +26,7 @@ import (
 	"github.com/mse-in-go/mse/internal/backend/runner/kubernetes"
 	"github.com/mse-in-go/mse/internal/backend/service"
 	"github.com/mse-in-go/mse/internal/backend/service/servicetest"
+	"github.com/mse-in-go/mse/internal/backend/store"
 	"github.com/mse-in-go/mse/internal/nodepod"
 	"github.com/mse-in-go/mse/internal/testenv"
 )
@@ -39,6 +41,26 @@ func TestNodeBundleWithoutBundleServer(t *testing.T) {
 	if code, msg := f.call(t, "GET", "/v1/nodes/x/bundle", f.token, "", nil); code != 404 || !strings.Contains(msg, "nothing here for them") {
 		t.Errorf("a user's token: HTTP %d %q", code, msg)
 	}
+}
+
+// createOnKube creates an app of u with bundle through e's service, whose
+// runner is the kubernetes one in namespace ns, and returns its id and its
+// pod's fetch Secret.
+func createOnKube(t *testing.T, e *servicetest.Env, u *store.User, k *testenv.KubeCluster, ns, name string, bundle []byte) (string, *corev1.Secret) {
+	t.Helper()
+	ctx := context.Background()
+	d := sha256.Sum256(bundle)
+	req := (&fixture{env: e}).createReq()
+	req.Name, req.CodeDigest = name, hex.EncodeToString(d[:])
+	a, err := e.Service.CreateApp(ctx, u, req, bytes.NewReader(bundle))
+	if err != nil {
+		t.Fatalf("CreateApp: %v", err)
+	}
+	s, err := k.Client.CoreV1().Secrets(ns).Get(ctx, "mse-"+a.ID+"-fetch", metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("the pod's credential: %v", err)
+	}
+	return a.ID, s
 }
 
 // fetchReq GETs app id's bundle with token ("" for none).
@@ -98,21 +120,11 @@ func TestNodeBundleOnKubernetes(t *testing.T) {
 
 	create := func(name string, bundle []byte) (id, token string) {
 		t.Helper()
-		d := sha256.Sum256(bundle)
-		req := (&fixture{env: e}).createReq()
-		req.Name, req.CodeDigest = name, hex.EncodeToString(d[:])
-		a, err := e.Service.CreateApp(ctx, u, req, bytes.NewReader(bundle))
-		if err != nil {
-			t.Fatalf("CreateApp: %v", err)
-		}
-		s, err := k.Client.CoreV1().Secrets(ns).Get(ctx, "mse-"+a.ID+"-fetch", metav1.GetOptions{})
-		if err != nil {
-			t.Fatalf("the pod's credential: %v", err)
-		}
-		if want := "http://127.0.0.1:1/v1/nodes/" + a.ID + "/bundle"; string(s.Data["bundle-url"]) != want {
+		id, s := createOnKube(t, e, u, k, ns, name, bundle)
+		if want := "http://127.0.0.1:1/v1/nodes/" + id + "/bundle"; string(s.Data["bundle-url"]) != want {
 			t.Errorf("bundle-url %q, want %q", s.Data["bundle-url"], want)
 		}
-		return a.ID, string(s.Data["token"])
+		return id, string(s.Data["token"])
 	}
 	bundleA := bytes.Repeat([]byte("MSEBNDL A "), 100_000)
 	idA, tokA := create("a", bundleA)
@@ -297,18 +309,8 @@ func TestNodeBundlePresigned(t *testing.T) {
 	ctx := context.Background()
 	create := func(name string, bundle []byte) (id, token string) {
 		t.Helper()
-		d := sha256.Sum256(bundle)
-		req := (&fixture{env: e}).createReq()
-		req.Name, req.CodeDigest = name, hex.EncodeToString(d[:])
-		a, err := e.Service.CreateApp(ctx, u, req, bytes.NewReader(bundle))
-		if err != nil {
-			t.Fatalf("CreateApp: %v", err)
-		}
-		s, err := k.Client.CoreV1().Secrets(ns).Get(ctx, "mse-"+a.ID+"-fetch", metav1.GetOptions{})
-		if err != nil {
-			t.Fatalf("the pod's credential: %v", err)
-		}
-		return a.ID, string(s.Data["token"])
+		id, s := createOnKube(t, e, u, k, ns, name, bundle)
+		return id, string(s.Data["token"])
 	}
 	bundleA := bytes.Repeat([]byte("MSEBNDL A "), 100_000)
 	idA, tokA := create("a", bundleA)
@@ -337,10 +339,13 @@ func TestNodeBundlePresigned(t *testing.T) {
 	// The URL's signature covers its key: B's bundle under A's URL is refused.
 	other := *loc
 	other.Path = strings.Replace(other.Path, idA, idB, 1)
-	if r, err := http.Get(other.String()); err != nil || r.StatusCode != 403 {
-		t.Errorf("A's presigned URL for B's key: %v %v", r.Status, err)
+	if r, err := http.Get(other.String()); err != nil {
+		t.Errorf("A's presigned URL for B's key: %v", err)
 	} else {
 		r.Body.Close()
+		if r.StatusCode != 403 {
+			t.Errorf("A's presigned URL for B's key: %s, want 403", r.Status)
+		}
 	}
 
 	// mse-fetch follows it, as the init container does.

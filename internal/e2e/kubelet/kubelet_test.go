@@ -19,6 +19,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -28,11 +29,12 @@ import (
 	"github.com/mse-in-go/mse/internal/backend"
 	"github.com/mse-in-go/mse/internal/backend/blob/s3"
 	"github.com/mse-in-go/mse/internal/backend/runner"
+	"github.com/mse-in-go/mse/internal/backend/store/pgtest"
 	"github.com/mse-in-go/mse/internal/cli"
 	"github.com/mse-in-go/mse/internal/testenv"
 )
 
-func TestMain(m *testing.M) { testenv.KubeMain(m) }
+func TestMain(m *testing.M) { pgtest.Main(m, testenv.StopKube) }
 
 func run(t testing.TB, args ...string) (string, string, int) {
 	t.Helper()
@@ -50,6 +52,40 @@ func mustRun(t testing.TB, args ...string) string {
 		t.Fatalf("mse %s: exit %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), code, out, errs)
 	}
 	return out
+}
+
+var imported struct {
+	sync.Mutex
+	ref, measurement, nodeBin string
+}
+
+// importImages imports the test runtimes (as localhost/IMAGE@DIGEST, what
+// the pods name with --image-prefix localhost/) and the node image into
+// the kubelet's containerd, once per test binary, and returns the node
+// image's reference, its mse-node's measurement and that mse-node.
+func importImages(t *testing.T, kl *testenv.Kubelet) (ref, measurement, nodeBin string) {
+	t.Helper()
+	imported.Lock()
+	defer imported.Unlock()
+	if imported.ref != "" {
+		return imported.ref, imported.measurement, imported.nodeBin
+	}
+	for _, e := range testenv.Runtimes(t) {
+		// The pods name prefix+image@digest; containerd knows it by its
+		// canonical name, without the tag.
+		name := e.Image
+		if i := strings.LastIndexByte(name, ':'); i > strings.LastIndexByte(name, '/') {
+			name = name[:i]
+		}
+		kl.ImportRuntime(t, testenv.RuntimeDir(), e.Digest, "localhost/"+name+"@"+e.Digest)
+	}
+	nodeBin = testenv.Build(t, "mse-node")
+	ref, measurement = nodeImage(t, kl, nodeBin)
+	if want := testenv.Measure(t, nodeBin); measurement != want {
+		t.Fatalf("node image measurement %s, want %s", measurement, want)
+	}
+	imported.ref, imported.measurement, imported.nodeBin = ref, measurement, nodeBin
+	return ref, measurement, nodeBin
 }
 
 // nodeImage builds the node image (as scripts/node-image.sh does) from
@@ -92,22 +128,7 @@ func nodeImage(t *testing.T, kl *testenv.Kubelet, nodeBin string) (ref, measurem
 func TestDeployOnARealKubelet(t *testing.T) {
 	k := testenv.Kube(t)
 	kl := k.Kubelet(t)
-	rts := testenv.Runtimes(t)
-	const prefix = "localhost/"
-	for _, e := range rts {
-		// The pods name prefix+image@digest; containerd knows it by its
-		// canonical name, without the tag.
-		name := e.Image
-		if i := strings.LastIndexByte(name, ':'); i > strings.LastIndexByte(name, '/') {
-			name = name[:i]
-		}
-		kl.ImportRuntime(t, testenv.RuntimeDir(), e.Digest, prefix+name+"@"+e.Digest)
-	}
-	nodeBin := testenv.Build(t, "mse-node")
-	ref, measurement := nodeImage(t, kl, nodeBin)
-	if want := testenv.Measure(t, nodeBin); measurement != want {
-		t.Fatalf("node image measurement %s, want %s", measurement, want)
-	}
+	ref, measurement, nodeBin := importImages(t, kl)
 	// The apps' NetworkPolicies are enforced (kube-router): the pods reach
 	// the backend, and in presigned mode S3, only through the rules the
 	// runner writes for them.

@@ -174,18 +174,21 @@ func checkPrefix(p string) error {
 // Where says where the blobs are (no credentials).
 func (s *Store) Where() string { return s.where }
 
-// Port is the TCP port of the server (Config.Endpoint's, else 443, or 80
-// when Insecure): where nodes fetching presigned URLs connect.
-func (s *Store) Port() int32 {
-	if _, p, err := net.SplitHostPort(s.cfg.Endpoint); err == nil {
-		if n, err := strconv.ParseUint(p, 10, 16); err == nil && n > 0 {
-			return int32(n)
-		}
+// Server is the host and TCP port of the server (Config.Endpoint's; the
+// port 443 by default, or 80 when Insecure): where nodes fetching
+// presigned URLs connect.
+func (s *Store) Server() (host string, port int32) {
+	host, p, err := net.SplitHostPort(s.cfg.Endpoint)
+	if err != nil {
+		host = s.cfg.Endpoint
+	}
+	if n, err := strconv.ParseUint(p, 10, 16); err == nil && n > 0 {
+		return host, int32(n)
 	}
 	if s.cfg.Insecure {
-		return 80
+		return host, 80
 	}
-	return 443
+	return host, 443
 }
 
 func (s *Store) object(key string) (string, error) {

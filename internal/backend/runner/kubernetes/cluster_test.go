@@ -678,9 +678,17 @@ func TestRespawnWaitsForTheEarlierPod(t *testing.T) {
 	if _, err := r.Spawn(ctx, id, spawnSpec(id, hw2g)); err == nil || !strings.Contains(err.Error(), "exists already") {
 		t.Fatalf("spawn beside a running node: %v", err)
 	}
+	release := func() error {
+		_, err := e.admin.CoreV1().Pods(e.ns).Patch(ctx, old.Name, types.MergePatchType, []byte(`{"metadata":{"finalizers":null}}`), metav1.PatchOptions{})
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return err
+	}
 	if _, err := e.admin.CoreV1().Pods(e.ns).Patch(ctx, old.Name, types.MergePatchType, []byte(`{"metadata":{"finalizers":["mse.test/hold"]}}`), metav1.PatchOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = release() }) // a failure below must not hold the pod for the other tests
 	if err := r.Stop(ctx, id, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -696,7 +704,7 @@ func TestRespawnWaitsForTheEarlierPod(t *testing.T) {
 		t.Fatalf("spawn did not wait for the pod being deleted: %v", err)
 	case <-time.After(time.Second):
 	}
-	if _, err := e.admin.CoreV1().Pods(e.ns).Patch(ctx, old.Name, types.MergePatchType, []byte(`{"metadata":{"finalizers":null}}`), metav1.PatchOptions{}); err != nil {
+	if err := release(); err != nil {
 		t.Fatal(err)
 	}
 	select {

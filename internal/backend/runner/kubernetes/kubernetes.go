@@ -82,8 +82,10 @@ type Config struct {
 	BackendPeers []networkingv1.NetworkPolicyPeer
 	BackendPorts []int32
 	// BundleStorePeers, when set, may be reached by the nodes on
-	// BundleStorePort: the S3 server of presigned bundle URLs.
+	// BundleStorePort: the S3 server of presigned bundle URLs, whose host
+	// is BundleStoreHost (a name: the nodes get DNS too).
 	BundleStorePeers []networkingv1.NetworkPolicyPeer
+	BundleStoreHost  string
 	BundleStorePort  int32
 	// ClusterCIDRs are excluded from the egress a node in tls_mode acme gets
 	// towards its CA (default the private IPv4 ranges).

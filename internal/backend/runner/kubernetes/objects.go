@@ -310,7 +310,7 @@ func (r *Runner) networkPolicy(cm *corev1.ConfigMap, appID, tenant string, port 
 		egress = append(egress, networkingv1.NetworkPolicyEgressRule{To: r.cfg.BundleStorePeers, Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: &port}}})
 	}
 	// The presigned URLs' host may be a name too (the S3 endpoint's).
-	needDNS := !isIP(r.cfg.BundleURL) || len(r.cfg.BundleStorePeers) > 0
+	needDNS := !isIP(r.cfg.BundleURL) || (len(r.cfg.BundleStorePeers) > 0 && net.ParseIP(r.cfg.BundleStoreHost) == nil)
 	if acme {
 		https := intstr.FromInt32(443)
 		egress = append(egress, networkingv1.NetworkPolicyEgressRule{

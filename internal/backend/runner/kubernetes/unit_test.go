@@ -316,12 +316,15 @@ func TestNetworkPolicyBundleStore(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
 		store     []networkingv1.NetworkPolicyPeer
+		host      string
 		wantRules int
 	}{
-		{"streamed", nil, 1},
-		{"presigned", store, 3}, // backend, store, DNS
+		{"streamed", nil, "", 1},
+		{"presigned, S3 by name", store, "s3.example", 3}, // backend, store, DNS
+		{"presigned, S3 by address", store, "198.51.100.7", 2},
 	} {
-		r := &Runner{cfg: Config{BundleURL: "http://192.0.2.2:8080", BackendPeers: backend, BackendPorts: []int32{8080}, BundleStorePeers: tc.store, BundleStorePort: 9000}}
+		r := &Runner{cfg: Config{BundleURL: "http://192.0.2.2:8080", BackendPeers: backend, BackendPorts: []int32{8080},
+			BundleStorePeers: tc.store, BundleStoreHost: tc.host, BundleStorePort: 9000}}
 		np := r.networkPolicy(cm, "a", "", 7443, false)
 		if len(np.Spec.Egress) != tc.wantRules {
 			t.Fatalf("%s: %d egress rules %+v, want %d", tc.name, len(np.Spec.Egress), np.Spec.Egress, tc.wantRules)
@@ -333,8 +336,10 @@ func TestNetworkPolicyBundleStore(t *testing.T) {
 		if len(e.To) != 1 || e.To[0].IPBlock.CIDR != "198.51.100.0/24" || len(e.Ports) != 1 || e.Ports[0].Port.IntVal != 9000 {
 			t.Errorf("%s: bundle store rule %+v", tc.name, e)
 		}
-		if dns := np.Spec.Egress[2]; dns.Ports[0].Port.IntVal != 53 {
-			t.Errorf("%s: third rule %+v, want DNS", tc.name, dns)
+		if tc.wantRules == 3 {
+			if dns := np.Spec.Egress[2]; dns.Ports[0].Port.IntVal != 53 {
+				t.Errorf("%s: third rule %+v, want DNS", tc.name, dns)
+			}
 		}
 	}
 }
