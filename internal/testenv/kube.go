@@ -397,7 +397,7 @@ spec:
 	}
 	if _, err := k.run(bin, "kube-controller-manager", "--kubeconfig", k.Kubeconfig,
 		"--authentication-kubeconfig", k.Kubeconfig, "--authorization-kubeconfig", k.Kubeconfig,
-		"--controllers", "garbagecollector,namespace", "--leader-elect=false",
+		"--controllers", "garbagecollector,namespace,deployment,replicaset", "--leader-elect=false",
 		"--bind-address", "127.0.0.1", "--secure-port", "0", "--use-service-account-credentials=false", "--v", "0"); err != nil {
 		return nil, err
 	}
