@@ -21,6 +21,31 @@ var content = bytes.Repeat([]byte("encrypted "), 1000)
 
 func sum(b []byte) string { d := sha256.Sum256(b); return hex.EncodeToString(d[:]) }
 
+// testConfig is a fetch in dir: credentials (token "tok", bundleURL, and
+// the expected digest want unless empty) in dir/creds, an mse-node in
+// dir/node-in, outputs in dir, a 1 MiB bound.
+func testConfig(t *testing.T, dir, bundleURL, want string) Config {
+	t.Helper()
+	creds := filepath.Join(dir, "creds")
+	files := map[string]string{TokenFile: "tok\n", URLFile: bundleURL}
+	if want != "" {
+		files[SHA256File] = want
+	}
+	if err := os.Mkdir(creds, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for name, v := range files {
+		if err := os.WriteFile(filepath.Join(creds, name), []byte(v), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nodeIn := filepath.Join(dir, "node-in")
+	if err := os.WriteFile(nodeIn, []byte("ELF node"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	return Config{Credentials: creds, BundleOut: filepath.Join(dir, "bundle"), NodeIn: nodeIn, NodeOut: filepath.Join(dir, "mse-node"), MaxSize: 1 << 20}
+}
+
 // The backend's side is tested in internal/backend/api (the real endpoint);
 // these are the answers a broken or hostile backend may give.
 func TestRun(t *testing.T) {
@@ -85,18 +110,9 @@ func TestRun(t *testing.T) {
 			}))
 			defer srv.Close()
 			dir := t.TempDir()
-			creds := filepath.Join(dir, "creds")
-			os.Mkdir(creds, 0o700)
-			os.WriteFile(filepath.Join(creds, TokenFile), []byte("tok\n"), 0o600)
-			os.WriteFile(filepath.Join(creds, URLFile), []byte(srv.URL+"/v1/nodes/app/bundle"), 0o600)
-			if c.want != "" {
-				os.WriteFile(filepath.Join(creds, SHA256File), []byte(c.want), 0o600)
-			}
-			nodeIn := filepath.Join(dir, "node-in")
-			os.WriteFile(nodeIn, []byte("ELF node"), 0o700)
-			cfg := Config{Credentials: creds, BundleOut: filepath.Join(dir, "bundle"), NodeIn: nodeIn, NodeOut: filepath.Join(dir, "mse-node"), MaxSize: c.max}
-			if cfg.MaxSize == 0 {
-				cfg.MaxSize = 1 << 20
+			cfg := testConfig(t, dir, srv.URL+"/v1/nodes/app/bundle", c.want)
+			if c.max != 0 {
+				cfg.MaxSize = c.max
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 			defer cancel()
@@ -227,15 +243,7 @@ func TestRunPresigned(t *testing.T) {
 				http.Redirect(w, r, loc, http.StatusTemporaryRedirect)
 			}))
 			defer srv.Close()
-			dir := t.TempDir()
-			creds := filepath.Join(dir, "creds")
-			os.Mkdir(creds, 0o700)
-			os.WriteFile(filepath.Join(creds, TokenFile), []byte("tok\n"), 0o600)
-			os.WriteFile(filepath.Join(creds, URLFile), []byte(srv.URL+"/v1/nodes/app/bundle"), 0o600)
-			os.WriteFile(filepath.Join(creds, SHA256File), []byte(sum(content)), 0o600)
-			nodeIn := filepath.Join(dir, "node-in")
-			os.WriteFile(nodeIn, []byte("ELF node"), 0o700)
-			cfg := Config{Credentials: creds, BundleOut: filepath.Join(dir, "bundle"), NodeIn: nodeIn, NodeOut: filepath.Join(dir, "mse-node"), MaxSize: 1 << 20}
+			cfg := testConfig(t, t.TempDir(), srv.URL+"/v1/nodes/app/bundle", sum(content))
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			defer cancel()
 			err := Run(ctx, cfg)

@@ -25,18 +25,7 @@ func TestMain(m *testing.M) { KubeMain(m) }
 func TestKubeletRunsAPod(t *testing.T) {
 	k := Kube(t)
 	kl := k.Kubelet(t)
-	var flask string
-	var digest string
-	for _, e := range Runtimes(t) {
-		if e.Name == "flask" {
-			digest = e.Digest
-		}
-	}
-	if digest == "" {
-		t.Fatal("no flask runtime among the test runtimes")
-	}
-	flask = "localhost/mse/flask@" + digest
-	kl.ImportRuntime(t, RuntimeDir(), digest, flask)
+	flask := kl.probeImage(t)
 
 	ports, err := freePorts(1)
 	if err != nil {
@@ -64,28 +53,8 @@ func TestKubeletRunsAPod(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	if _, err := k.Client.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
 	start := time.Now()
-	var got *corev1.Pod
-	for {
-		got, err = k.Client.CoreV1().Pods(ns).Get(ctx, "smoke", metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got.Status.Phase == corev1.PodRunning && got.Status.PodIP != "" && len(got.Status.ContainerStatuses) == 1 && got.Status.ContainerStatuses[0].Ready {
-			break
-		}
-		if got.Status.Phase == corev1.PodFailed || got.Status.Phase == corev1.PodSucceeded {
-			t.Fatalf("pod ended: %+v", got.Status)
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("pod not Running and ready within 3 min: %+v\nkubelet log:\n%s", got.Status, tailFile(k.dir+"/kubelet.log", 4000))
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
+	got := kl.runPod(t, pod)
 	t.Logf("pod Running and ready in %s on %s (pod IP %s)", time.Since(start).Round(time.Millisecond), got.Spec.NodeName, got.Status.PodIP)
 	if got.Spec.NodeName != KubeletNode || got.Status.PodIP == "" || got.Status.PodIP != got.Status.HostIP {
 		t.Fatalf("pod on %q with IP %q (host %q), want %s and the host's IP", got.Spec.NodeName, got.Status.PodIP, got.Status.HostIP, KubeletNode)
@@ -135,17 +104,7 @@ func TestKubeletRunsAPod(t *testing.T) {
 func TestKubeletPodNetwork(t *testing.T) {
 	k := Kube(t)
 	kl := k.Kubelet(t)
-	var digest string
-	for _, e := range Runtimes(t) {
-		if e.Name == "flask" {
-			digest = e.Digest
-		}
-	}
-	if digest == "" {
-		t.Fatal("no flask runtime among the test runtimes")
-	}
-	flask := "localhost/mse/flask@" + digest
-	kl.ImportRuntime(t, RuntimeDir(), digest, flask)
+	flask := kl.probeImage(t)
 	ns := k.Namespace(t)
 	no := false
 	uid := int64(65532)
@@ -164,30 +123,7 @@ func TestKubeletPodNetwork(t *testing.T) {
 			}},
 		},
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	if _, err := k.Client.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	var got *corev1.Pod
-	var err error
-	for {
-		got, err = k.Client.CoreV1().Pods(ns).Get(ctx, "podnet", metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got.Status.Phase == corev1.PodRunning && len(got.Status.ContainerStatuses) == 1 && got.Status.ContainerStatuses[0].Ready {
-			break
-		}
-		if got.Status.Phase == corev1.PodFailed || got.Status.Phase == corev1.PodSucceeded {
-			t.Fatalf("pod ended: %+v", got.Status)
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("pod not Running and ready within 3 min: %+v\nkubelet log:\n%s", got.Status, tailFile(k.dir+"/kubelet.log", 4000))
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
+	got := kl.runPod(t, pod)
 	t.Logf("pod IP %s, host IP %s", got.Status.PodIP, got.Status.HostIP)
 	if _, podNet, _ := net.ParseCIDR(PodCIDR); !podNet.Contains(net.ParseIP(got.Status.PodIP)) {
 		t.Fatalf("pod IP %q is not on the pod network %s", got.Status.PodIP, PodCIDR)

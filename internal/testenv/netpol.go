@@ -408,29 +408,37 @@ func (kl *Kubelet) ProbePod(t testing.TB, ns, name string, labels map[string]str
 			}},
 		},
 	}
+	got := kl.runPod(t, pod)
+	if got.Status.PodIP == got.Status.HostIP {
+		t.Fatalf("probe pod %s/%s is on the host's network (IP %s), want the pod network", ns, name, got.Status.PodIP)
+	}
+	return &ProbePod{kl: kl, Name: name, Namespace: ns, IP: got.Status.PodIP, Ports: ports}
+}
+
+// runPod creates pod (one container) and waits, up to 3 minutes, until it
+// is Running with an IP and its container ready; a pod that ends fails t.
+func (kl *Kubelet) runPod(t testing.TB, pod *corev1.Pod) *corev1.Pod {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	pods := kl.k.Client.CoreV1().Pods(ns)
+	pods := kl.k.Client.CoreV1().Pods(pod.Namespace)
 	if _, err := pods.Create(ctx, pod, metav1.CreateOptions{}); err != nil {
-		t.Fatalf("create probe pod %s/%s: %v", ns, name, err)
+		t.Fatalf("create pod %s/%s: %v", pod.Namespace, pod.Name, err)
 	}
 	for {
-		got, err := pods.Get(ctx, name, metav1.GetOptions{})
+		got, err := pods.Get(ctx, pod.Name, metav1.GetOptions{})
 		if err != nil {
-			t.Fatalf("probe pod %s/%s: %v", ns, name, err)
+			t.Fatalf("pod %s/%s: %v", pod.Namespace, pod.Name, err)
 		}
 		if got.Status.Phase == corev1.PodRunning && got.Status.PodIP != "" && len(got.Status.ContainerStatuses) == 1 && got.Status.ContainerStatuses[0].Ready {
-			if got.Status.PodIP == got.Status.HostIP {
-				t.Fatalf("probe pod %s/%s is on the host's network (IP %s), want the pod network", ns, name, got.Status.PodIP)
-			}
-			return &ProbePod{kl: kl, Name: name, Namespace: ns, IP: got.Status.PodIP, Ports: ports}
+			return got
 		}
 		if got.Status.Phase == corev1.PodFailed || got.Status.Phase == corev1.PodSucceeded {
-			t.Fatalf("probe pod %s/%s ended: %+v", ns, name, got.Status)
+			t.Fatalf("pod %s/%s ended: %+v", pod.Namespace, pod.Name, got.Status)
 		}
 		select {
 		case <-ctx.Done():
-			t.Fatalf("probe pod %s/%s not Running and ready within 3 min: %+v\nkubelet log:\n%s", ns, name, got.Status, tailFile(filepath.Join(kl.k.dir, "kubelet.log"), 4000))
+			t.Fatalf("pod %s/%s not Running and ready within 3 min: %+v\nkubelet log:\n%s", pod.Namespace, pod.Name, got.Status, tailFile(filepath.Join(kl.k.dir, "kubelet.log"), 4000))
 		case <-time.After(200 * time.Millisecond):
 		}
 	}

@@ -158,22 +158,10 @@ func TestNodeBundleOnKubernetes(t *testing.T) {
 
 	// mse-fetch, as the init container runs it, with the Secret's files.
 	dir := t.TempDir()
-	creds := filepath.Join(dir, "fetch")
-	os.Mkdir(creds, 0o700)
-	os.WriteFile(filepath.Join(creds, "token"), []byte(tokA), 0o600)
-	os.WriteFile(filepath.Join(creds, "bundle-url"), []byte(srv.URL+"/v1/nodes/"+idA+"/bundle"), 0o600)
-	nodeIn := filepath.Join(dir, "mse-node-in")
-	os.WriteFile(nodeIn, []byte("#!/bin/true\n"), 0o755)
-	cfg := nodepod.Config{Credentials: creds, BundleOut: filepath.Join(dir, "bundle"), NodeIn: nodeIn,
-		NodeOut: filepath.Join(dir, "mse-node"), MaxSize: 10 << 20}
+	cfg := fetchConfig(t, dir, tokA, srv.URL+"/v1/nodes/"+idA+"/bundle", "")
 	fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if err := nodepod.Run(fctx, cfg); err != nil {
-		t.Fatalf("mse-fetch: %v", err)
-	}
-	if got, _ := os.ReadFile(cfg.BundleOut); !bytes.Equal(got, bundleA) {
-		t.Errorf("mse-fetch wrote %d bytes, want the bundle's %d", len(got), len(bundleA))
-	}
+	fetchAndCheck(t, fctx, cfg, bundleA)
 	// Too small a bound: refused before anything is written.
 	cfg.BundleOut, cfg.MaxSize = filepath.Join(dir, "small"), 1000
 	if err := nodepod.Run(fctx, cfg); err == nil || !strings.Contains(err.Error(), "over the bound") {
@@ -183,7 +171,7 @@ func TestNodeBundleOnKubernetes(t *testing.T) {
 		t.Errorf("a refused fetch left %s: %v", cfg.BundleOut, err)
 	}
 	// Another node's credential: refused at once, not retried.
-	os.WriteFile(filepath.Join(creds, "token"), []byte(tokB), 0o600)
+	os.WriteFile(filepath.Join(cfg.Credentials, "token"), []byte(tokB), 0o600)
 	cfg.BundleOut, cfg.MaxSize = filepath.Join(dir, "other"), 10<<20
 	start := time.Now()
 	if err := nodepod.Run(fctx, cfg); err == nil || !strings.Contains(err.Error(), "403") {
@@ -349,22 +337,44 @@ func TestNodeBundlePresigned(t *testing.T) {
 	}
 
 	// mse-fetch follows it, as the init container does.
-	dir := t.TempDir()
-	creds := filepath.Join(dir, "fetch")
-	os.Mkdir(creds, 0o700)
-	os.WriteFile(filepath.Join(creds, "token"), []byte(tokA), 0o600)
-	os.WriteFile(filepath.Join(creds, "bundle-url"), []byte(srv.URL+"/v1/nodes/"+idA+"/bundle"), 0o600)
-	os.WriteFile(filepath.Join(creds, "bundle-sha256"), []byte(hex.EncodeToString(d[:])), 0o600)
-	nodeIn := filepath.Join(dir, "mse-node-in")
-	os.WriteFile(nodeIn, []byte("#!/bin/true\n"), 0o755)
-	cfg := nodepod.Config{Credentials: creds, BundleOut: filepath.Join(dir, "bundle"), NodeIn: nodeIn,
-		NodeOut: filepath.Join(dir, "mse-node"), MaxSize: 10 << 20}
 	fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if err := nodepod.Run(fctx, cfg); err != nil {
+	fetchAndCheck(t, fctx, fetchConfig(t, t.TempDir(), tokA, srv.URL+"/v1/nodes/"+idA+"/bundle", hex.EncodeToString(d[:])), bundleA)
+}
+
+// fetchConfig is mse-fetch's configuration in dir as the init container
+// runs it: the Secret's files (token, bundle-url, and bundle-sha256 unless
+// empty) and an mse-node to copy.
+func fetchConfig(t *testing.T, dir, token, bundleURL, sha string) nodepod.Config {
+	t.Helper()
+	creds := filepath.Join(dir, "fetch")
+	files := map[string]string{"token": token, "bundle-url": bundleURL}
+	if sha != "" {
+		files["bundle-sha256"] = sha
+	}
+	if err := os.Mkdir(creds, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for name, v := range files {
+		if err := os.WriteFile(filepath.Join(creds, name), []byte(v), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nodeIn := filepath.Join(dir, "mse-node-in")
+	if err := os.WriteFile(nodeIn, []byte("#!/bin/true\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return nodepod.Config{Credentials: creds, BundleOut: filepath.Join(dir, "bundle"), NodeIn: nodeIn,
+		NodeOut: filepath.Join(dir, "mse-node"), MaxSize: 10 << 20}
+}
+
+// fetchAndCheck runs mse-fetch with cfg and checks it wrote want.
+func fetchAndCheck(t *testing.T, ctx context.Context, cfg nodepod.Config, want []byte) {
+	t.Helper()
+	if err := nodepod.Run(ctx, cfg); err != nil {
 		t.Fatalf("mse-fetch: %v", err)
 	}
-	if got, _ := os.ReadFile(cfg.BundleOut); !bytes.Equal(got, bundleA) {
-		t.Errorf("mse-fetch wrote %d bytes, want the bundle's %d", len(got), len(bundleA))
+	if got, _ := os.ReadFile(cfg.BundleOut); !bytes.Equal(got, want) {
+		t.Errorf("mse-fetch wrote %d bytes, want the bundle's %d", len(got), len(want))
 	}
 }
