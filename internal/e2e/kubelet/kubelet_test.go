@@ -325,6 +325,8 @@ func podReport(t *testing.T, k *testenv.KubeCluster, ns string) string {
 		fmt.Fprintf(&b, "pod %s on %s: %s\n", p.Name, p.Spec.NodeName, p.Status.Phase)
 		for _, c := range append(p.Status.InitContainerStatuses, p.Status.ContainerStatuses...) {
 			fmt.Fprintf(&b, "  %s ready=%v state=%+v\n", c.Name, c.Ready, c.State)
+			logs, err := k.Client.CoreV1().Pods(ns).GetLogs(p.Name, &corev1.PodLogOptions{Container: c.Name, TailLines: ptr(int64(30))}).DoRaw(context.Background())
+			fmt.Fprintf(&b, "  %s log (%v):\n%s\n", c.Name, err, logs)
 		}
 	}
 	return b.String()
