@@ -22,6 +22,8 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/restmapper"
+	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
 )
 
@@ -71,6 +73,24 @@ func Objects(dir string) ([]*unstructured.Unstructured, error) {
 				out = append(out, &unstructured.Unstructured{Object: m})
 			}
 		}
+	}
+	return out, nil
+}
+
+// Build is what `kubectl apply -k dir` applies: the kustomization in dir
+// (an overlay of deploy/, say) built with kustomize, as objects.
+func Build(dir string) ([]*unstructured.Unstructured, error) {
+	rm, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(filesys.MakeFsOnDisk(), dir)
+	if err != nil {
+		return nil, fmt.Errorf("kustomize build %s: %w", dir, err)
+	}
+	var out []*unstructured.Unstructured
+	for _, r := range rm.Resources() {
+		m, err := r.Map()
+		if err != nil {
+			return nil, fmt.Errorf("kustomize build %s: %w", dir, err)
+		}
+		out = append(out, &unstructured.Unstructured{Object: m})
 	}
 	return out, nil
 }

@@ -35,14 +35,32 @@ import (
 
 func TestMain(m *testing.M) { testenv.KubeMain(m) }
 
-// objects are the kustomization's resources (deploy.Objects).
-func objects(t *testing.T) []*unstructured.Unstructured {
+// exampleOverlay is the operator's overlay docs/kubernetes.md shows.
+const exampleOverlay = "../examples/kubernetes-overlay"
+
+// sources are what the tests check: deploy/'s resources as they are
+// (deploy.Objects), and the example overlay as `kubectl apply -k` builds it
+// (deploy.Build, kustomize).
+func sources(t *testing.T) []struct {
+	name string
+	objs []*unstructured.Unstructured
+} {
 	t.Helper()
-	objs, err := deploy.Objects(".")
+	base, err := deploy.Objects(".")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return objs
+	example, err := deploy.Build(exampleOverlay)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(example) != len(base) {
+		t.Errorf("the example overlay builds %d objects, deploy/ has %d", len(example), len(base))
+	}
+	return []struct {
+		name string
+		objs []*unstructured.Unstructured
+	}{{"deploy", base}, {"example overlay", example}}
 }
 
 func find(t *testing.T, objs []*unstructured.Unstructured, kind, ns, name string, into any) {
@@ -62,7 +80,12 @@ func find(t *testing.T, objs []*unstructured.Unstructured, kind, ns, name string
 // the Deployment tells the runner to use, and the pods carry the label the
 // apps' network policies admit.
 func TestManifestsMatchTheBackend(t *testing.T) {
-	objs := objects(t)
+	for _, src := range sources(t) {
+		t.Run(src.name, func(t *testing.T) { manifestsMatchTheBackend(t, src.objs) })
+	}
+}
+
+func manifestsMatchTheBackend(t *testing.T, objs []*unstructured.Unstructured) {
 	var d appsv1.Deployment
 	find(t, objs, "Deployment", "mse", "mse-backend", &d)
 	if d.Spec.Replicas == nil || *d.Spec.Replicas != 2 {
@@ -158,7 +181,12 @@ func TestManifestsMatchTheBackend(t *testing.T) {
 // (Pod Security "restricted" included) accept them.
 func TestManifestsApply(t *testing.T) {
 	k := testenv.Kube(t)
-	objs := objects(t)
+	for _, src := range sources(t) {
+		t.Run(src.name, func(t *testing.T) { manifestsApply(t, k, src.objs) })
+	}
+}
+
+func manifestsApply(t *testing.T, k *testenv.KubeCluster, objs []*unstructured.Unstructured) {
 	ap, err := deploy.NewApplier(k.Config)
 	if err != nil {
 		t.Fatal(err)
@@ -224,5 +252,35 @@ func TestManifestsApply(t *testing.T) {
 		if err := r.Stop(ctx, id, h); err != nil {
 			t.Error(err)
 		}
+	}
+}
+
+// The example overlay changes what it says: the backend's image (pinned by
+// digest), its arguments and the catalogs; the rest is deploy/'s.
+func TestExampleOverlay(t *testing.T) {
+	objs, err := deploy.Build(exampleOverlay)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d appsv1.Deployment
+	find(t, objs, "Deployment", "mse", "mse-backend", &d)
+	c := d.Spec.Template.Spec.Containers[0]
+	if want := "registry.acme.example/mse/backend@sha256:4f3c6b0a9d1e2f3a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f901a2b"; c.Image != want {
+		t.Errorf("backend image %q, want %q", c.Image, want)
+	}
+	for _, a := range []string{"--image-prefix=registry.acme.example/", "--base-domain=apps.acme.example",
+		"--node-image=registry.acme.example/mse/node@sha256:9a8b7c6d5e4f30211f2e3d4c5b6a79881f2e3d4c5b6a798800112233445566aa"} {
+		if !slices.Contains(c.Args, a) {
+			t.Errorf("backend args %q lack %s", c.Args, a)
+		}
+	}
+	if d.Spec.Replicas == nil || *d.Spec.Replicas != 2 || len(c.Env) != 2 || len(c.VolumeMounts) == 0 {
+		t.Errorf("the overlay lost deploy/'s replicas, env or mounts: %+v", d.Spec)
+	}
+	var cm corev1.ConfigMap
+	find(t, objs, "ConfigMap", "mse", "mse-catalogs", &cm)
+	hw, err := backend.ParseHardware([]byte(cm.Data["hardware.json"]))
+	if err != nil || len(hw) != 3 || hw[1].TEE != "sgx" {
+		t.Errorf("the example's hardware.json: %d entries, %v", len(hw), err)
 	}
 }
