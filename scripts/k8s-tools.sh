@@ -35,7 +35,7 @@ build() {
 	echo "k8s-tools: $name built in $((SECONDS - start))s"
 }
 
-for name in etcd kube-apiserver kube-scheduler kube-controller-manager kubelet; do
+for name in etcd kube-apiserver kube-scheduler kube-controller-manager kubelet kube-proxy; do
 	build "$name"
 done
 

@@ -87,8 +87,9 @@ type KubeCluster struct {
 	caData    []byte
 	tokens    map[string]string // user -> token
 	procs     []*kubeProc
-	kubelet   *Kubelet // the real node, once started
-	netpol    *netpol  // the NetworkPolicy controller, once started
+	kubelet   *Kubelet  // the real node, once started
+	netpol    *netpol   // the NetworkPolicy controller, once started
+	svcProxy  *svcProxy // the service proxy, once started
 	// kubeletClientCA issued the API server's client certificate towards
 	// kubelets (KubeletClientUser), which the real kubelet trusts.
 	kubeletClientCA *clusterCA
@@ -98,8 +99,12 @@ type KubeCluster struct {
 	kubeletServingCA *clusterCA
 }
 
-// kubeServiceCIDR is the cluster's service address range.
-const kubeServiceCIDR = "10.96.0.0/16"
+// kubeServiceCIDR is the cluster's service address range; kubeServiceIP is
+// the kubernetes Service's address in it.
+const (
+	kubeServiceCIDR = "10.96.0.0/16"
+	kubeServiceIP   = "10.96.0.1"
+)
 
 // KubeletClientUser is the identity of the API server's client certificate
 // towards the kubelets (pod logs, exec): the real kubelet authorizes it
@@ -317,11 +322,29 @@ func startKube() (*KubeCluster, error) {
 	if k.kubeletServingCA, err = newClusterCA(dir, "kubelet-serving"); err != nil {
 		return nil, err
 	}
+	// The API server's certificate names where pods reach it too: the
+	// kubernetes Service's cluster IP and this machine's address
+	// (KubeCluster.ServiceProxy routes the one to the other).
+	apiCA, err := newClusterCA(dir, "apiserver")
+	if err != nil {
+		return nil, err
+	}
+	hosts := []string{"127.0.0.1", kubeServiceIP, "localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"}
+	if ip, err := hostIP(); err == nil {
+		hosts = append(hosts, ip)
+	}
+	apiCert, apiKey, err := apiCA.issue(dir, "apiserver-serving", "kube-apiserver", hosts...)
+	if err != nil {
+		return nil, err
+	}
+	if k.caData, err = os.ReadFile(apiCA.file); err != nil {
+		return nil, err
+	}
 	k.host = fmt.Sprintf("https://127.0.0.1:%d", ports[2])
 	if _, err := k.run(bin, "kube-apiserver",
 		"--etcd-servers", etcdURL,
 		"--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1", "--secure-port", strconv.Itoa(ports[2]),
-		"--cert-dir", certDir,
+		"--cert-dir", certDir, "--tls-cert-file", apiCert, "--tls-private-key-file", apiKey,
 		"--token-auth-file", tokenFile,
 		"--authorization-mode", "RBAC",
 		"--endpoint-reconciler-type", "none", // it refuses a loopback advertise address otherwise
@@ -376,7 +399,7 @@ spec:
 `, k.PodLogFile), 0o644); err != nil {
 		return nil, err
 	}
-	certFile, keyFile, err := k.kubeletServingCA.issue(dir, "kwok", "kwok", net.IPv4(127, 0, 0, 1))
+	certFile, keyFile, err := k.kubeletServingCA.issue(dir, "kwok", "kwok", "127.0.0.1")
 	if err != nil {
 		return nil, err
 	}
@@ -397,7 +420,7 @@ spec:
 	}
 	if _, err := k.run(bin, "kube-controller-manager", "--kubeconfig", k.Kubeconfig,
 		"--authentication-kubeconfig", k.Kubeconfig, "--authorization-kubeconfig", k.Kubeconfig,
-		"--controllers", "garbagecollector,namespace,deployment,replicaset", "--leader-elect=false",
+		"--controllers", "garbagecollector,namespace,deployment,replicaset,endpointslice", "--leader-elect=false",
 		"--bind-address", "127.0.0.1", "--secure-port", "0", "--use-service-account-credentials=false", "--v", "0"); err != nil {
 		return nil, err
 	}
@@ -662,6 +685,9 @@ func (k *KubeCluster) stop() {
 	if k.netpol != nil {
 		k.netpol.stop() // kube-router has stopped: remove its rules
 	}
+	if k.svcProxy != nil {
+		k.svcProxy.stop() // kube-proxy has stopped: remove its rules
+	}
 	if k.kubelet != nil {
 		k.kubelet.removeDir()
 	}
@@ -711,10 +737,10 @@ func newClusterCA(dir, name string) (*clusterCA, error) {
 	return ca, os.WriteFile(ca.file, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
 }
 
-// issue writes a certificate for cn (a client certificate when ips is
-// empty, else a serving certificate for ips) and its key as dir/name.crt
-// and dir/name.key.
-func (ca *clusterCA) issue(dir, name, cn string, ips ...net.IP) (certFile, keyFile string, err error) {
+// issue writes a certificate for cn (a client certificate when hosts is
+// empty, else a serving certificate for hosts: IP addresses and DNS names)
+// and its key as dir/name.crt and dir/name.key.
+func (ca *clusterCA) issue(dir, name, cn string, hosts ...string) (certFile, keyFile string, err error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return "", "", err
@@ -728,8 +754,15 @@ func (ca *clusterCA) issue(dir, name, cn string, ips ...net.IP) (certFile, keyFi
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
 		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}
-	if len(ips) > 0 {
-		tmpl.IPAddresses, tmpl.ExtKeyUsage = ips, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+	if len(hosts) > 0 {
+		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+		for _, h := range hosts {
+			if ip := net.ParseIP(h); ip != nil {
+				tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+			} else {
+				tmpl.DNSNames = append(tmpl.DNSNames, h)
+			}
+		}
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
 	if err != nil {

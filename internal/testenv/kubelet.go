@@ -64,9 +64,11 @@ type Kubelet struct {
 	// network reach the host there.
 	NodeIP string
 	dir    string
-	k      *KubeCluster
-	ctr    string
-	mu     sync.Mutex
+	// cgroupRoot is the pods' cgroup root (under each v1 hierarchy).
+	cgroupRoot string
+	k          *KubeCluster
+	ctr        string
+	mu         sync.Mutex
 }
 
 var (
@@ -162,16 +164,22 @@ func (k *KubeCluster) startKubelet() (*Kubelet, error) {
 	if err := k.grantKubeletAPI(); err != nil {
 		return nil, err
 	}
+	// Pods' cgroups under a root of this kubelet's own: another test
+	// binary's kubelet on this machine kills the pod cgroups it does not
+	// know under its root.
+	if err := kl.makeCgroupRoot(); err != nil {
+		return nil, err
+	}
 	kl.APIAddr = net.JoinHostPort(nodeIP, strconv.Itoa(ports[0]))
 	kl.NodeIP = nodeIP
 	// Its serving certificate, for the node's address, from the CA the API
 	// server verifies kubelets with.
-	servingCert, servingKey, err := k.kubeletServingCA.issue(dir, "kubelet-serving", KubeletNode, net.ParseIP(nodeIP))
+	servingCert, servingKey, err := k.kubeletServingCA.issue(dir, "kubelet-serving", KubeletNode, nodeIP)
 	if err != nil {
 		return nil, err
 	}
 	cfg := filepath.Join(dir, "kubelet.yaml")
-	if err := os.WriteFile(cfg, kubeletConfig(kl.Socket, nodeIP, k.kubeletClientCA.file, servingCert, servingKey, ports[0], ports[1]), 0o600); err != nil {
+	if err := os.WriteFile(cfg, kubeletConfig(kl.Socket, nodeIP, kl.cgroupRoot, k.kubeletClientCA.file, servingCert, servingKey, ports[0], ports[1]), 0o600); err != nil {
 		return nil, err
 	}
 	if _, err := k.run(bin, "kubelet", "--config", cfg, "--kubeconfig", k.Kubeconfig,
@@ -260,7 +268,7 @@ func (kl *Kubelet) waitContainerd(within time.Duration) error {
 // API server's, KubeletClientUser), each request authorized by the API
 // server (Webhook), no image garbage collection (the images cannot be
 // pulled again) and eviction only when the disk is all but full.
-func kubeletConfig(socket, nodeIP, caFile, certFile, keyFile string, port, healthz int) []byte {
+func kubeletConfig(socket, nodeIP, cgroupRoot, caFile, certFile, keyFile string, port, healthz int) []byte {
 	return fmt.Appendf(nil, `apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 containerRuntimeEndpoint: unix://%s
@@ -278,6 +286,7 @@ authentication:
 authorization:
   mode: Webhook
 cgroupDriver: cgroupfs
+cgroupRoot: %q
 failCgroupV1: false
 failSwapOn: false
 cpuManagerPolicy: none
@@ -292,7 +301,7 @@ registerWithTaints:
 serializeImagePulls: false
 rotateCertificates: false
 serverTLSBootstrap: false
-`, socket, nodeIP, port, certFile, keyFile, healthz, caFile, KubeletLabel)
+`, socket, nodeIP, port, certFile, keyFile, healthz, caFile, cgroupRoot, KubeletLabel)
 }
 
 // hostIP is the address the kubelet registers for its node and serves its
@@ -484,7 +493,50 @@ func (kl *Kubelet) stop() {
 }
 
 // removeDir removes the kubelet's directory once nothing is mounted there.
+// cgroupMount is where this machine's cgroup (v1) hierarchies are.
+const cgroupMount = "/sys/fs/cgroup"
+
+// makeCgroupRoot makes the kubelet's cgroup root in every hierarchy (the
+// kubelet wants it to exist).
+func (kl *Kubelet) makeCgroupRoot() error {
+	kl.cgroupRoot = "/" + filepath.Base(kl.dir)
+	hs, err := os.ReadDir(cgroupMount)
+	if err != nil {
+		return err
+	}
+	for _, h := range hs {
+		if h.IsDir() {
+			if err := os.Mkdir(filepath.Join(cgroupMount, h.Name(), kl.cgroupRoot), 0o755); err != nil && !os.IsExist(err) {
+				return fmt.Errorf("the kubelet's cgroup root: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+// removeCgroupRoot removes the cgroup root's directories, deepest first
+// (what still holds a process stays).
+func (kl *Kubelet) removeCgroupRoot() {
+	if kl.cgroupRoot == "" {
+		return
+	}
+	hs, _ := os.ReadDir(cgroupMount)
+	for _, h := range hs {
+		var dirs []string
+		_ = filepath.WalkDir(filepath.Join(cgroupMount, h.Name(), kl.cgroupRoot), func(p string, d os.DirEntry, err error) error {
+			if err == nil && d.IsDir() {
+				dirs = append(dirs, p)
+			}
+			return nil
+		})
+		for i := len(dirs) - 1; i >= 0; i-- {
+			_ = syscall.Rmdir(dirs[i])
+		}
+	}
+}
+
 func (kl *Kubelet) removeDir() {
+	kl.removeCgroupRoot()
 	for _, m := range mountsUnder(kl.dir) {
 		_ = syscall.Unmount(m, syscall.MNT_DETACH)
 	}

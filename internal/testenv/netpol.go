@@ -124,7 +124,7 @@ func (k *KubeCluster) startNetworkPolicies() error {
 			return fmt.Errorf("turn on %s: %w", bridgeNF, err)
 		}
 	}
-	lock, err := lockNetpol()
+	lock, err := machineLock(netpolLock, "kube-router", "the host's KUBE-ROUTER-* chains")
 	if err != nil {
 		return err
 	}
@@ -155,15 +155,16 @@ func (k *KubeCluster) startNetworkPolicies() error {
 	return nil
 }
 
-// lockNetpol takes netpolLock, waiting for another test binary's
-// kube-router to end (at most netpolWait).
-func lockNetpol() (*os.File, error) {
-	if err := os.MkdirAll(filepath.Dir(netpolLock), 0o755); err != nil {
+// machineLock takes the flock at path, waiting (at most netpolWait) for
+// another test binary that holds it; what names the component it guards,
+// owner says what it owns, for the messages.
+func machineLock(path, what, owner string) (*os.File, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, err
 	}
-	f, err := os.OpenFile(netpolLock, os.O_CREATE|os.O_RDWR, 0o600)
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", netpolLock, err)
+		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	deadline := time.Now().Add(netpolWait)
 	said := false
@@ -174,14 +175,14 @@ func lockNetpol() (*os.File, error) {
 		}
 		if !errors.Is(err, syscall.EWOULDBLOCK) {
 			f.Close()
-			return nil, fmt.Errorf("lock %s: %w", netpolLock, err)
+			return nil, fmt.Errorf("lock %s: %w", path, err)
 		}
 		if time.Now().After(deadline) {
 			f.Close()
-			return nil, fmt.Errorf("another test binary's kube-router has held %s for %s: one runs per machine (it owns the host's KUBE-ROUTER-* chains); run the NetworkPolicy tests again when it is done", netpolLock, netpolWait)
+			return nil, fmt.Errorf("another test binary's %s has held %s for %s: one runs per machine (it owns %s); run these tests again when it is done", what, path, netpolWait, owner)
 		}
 		if !said {
-			fmt.Fprintf(os.Stderr, "testenv: waiting for another test binary's kube-router (%s)\n", netpolLock)
+			fmt.Fprintf(os.Stderr, "testenv: waiting for another test binary's %s (%s)\n", what, path)
 			said = true
 		}
 		time.Sleep(time.Second)

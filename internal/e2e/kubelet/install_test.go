@@ -35,22 +35,25 @@ import (
 // The operator's install, as docs/kubernetes.md "Installing" says: the
 // backend image (`mse-backend backend-image`), the Secrets the Deployment
 // references (PostgreSQL, S3, the shared sim platform), then every object
-// of deploy/ applied for real. The backend then runs as a pod on the real
-// kubelet with the in-cluster service account and deploy/'s RBAC, and an
-// owner's `mse cloud deploy` goes through it to a node pod, verified and
-// served through its router.
+// of deploy/ applied for real. Its two replicas then run as pods on the
+// real kubelet's pod network (Pod Security "restricted") with the
+// in-cluster service account and deploy/'s RBAC, behind its Services
+// (kube-proxy), one leading; an owner's `mse cloud deploy` goes through
+// them to a node pod, verified and served through the router Service, with
+// the app's NetworkPolicy enforced (the router is the backend's pods). The
+// leader's pod is then deleted: the other replica leads, the app keeps
+// serving, and its stop goes through.
 //
-// The test's overlay changes only what an operator's overlay would, plus
-// what this test cluster needs, each said where it is done: the images,
-// catalogs and addresses; one replica on the host's network, because the
-// test API server, PostgreSQL and S3 listen on this machine's loopback (the
-// kill test runs two replicas); and the service account token mounted by
-// the test, because this API server runs without the ServiceAccount
-// admission plugin.
+// The test's overlay changes only what an operator's overlay would (images,
+// arguments, catalogs) plus, for this test cluster: the cluster IP in
+// --bundle-url (there is no cluster DNS), and the service account token,
+// mounted by the test from a TokenRequest (this API server runs without the
+// ServiceAccount admission plugin).
 func TestInstallFromDeploy(t *testing.T) {
 	k := testenv.Kube(t)
 	kl := k.Kubelet(t)
 	k.NetworkPolicies(t)
+	k.ServiceProxy(t)
 	nodeRef, measurement, _ := importImages(t, kl)
 	backendRef := backendImage(t, kl)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
@@ -66,10 +69,6 @@ func TestInstallFromDeploy(t *testing.T) {
 	}
 	for _, o := range objs {
 		if o.GetKind() == "Namespace" {
-			if o.GetName() == "mse" {
-				// The backend pod is on the host's network (above).
-				o.SetLabels(map[string]string{"pod-security.kubernetes.io/enforce": "privileged"})
-			}
 			if err := ap.Apply(ctx, o, false); err != nil {
 				t.Fatalf("namespace %s: %v", o.GetName(), err)
 			}
@@ -81,9 +80,10 @@ func TestInstallFromDeploy(t *testing.T) {
 		}
 	})
 
-	// The operator's secrets.
-	db := pgtest.URL(t)
-	s3srv := testenv.S3(t)
+	// The operator's secrets: PostgreSQL and S3 where pods reach them
+	// (this machine's address).
+	db := podReachableDB(t, pgtest.URL(t), kl.NodeIP)
+	s3srv := testenv.S3On(t, kl.NodeIP)
 	simDir := t.TempDir()
 	if _, err := sim.LoadOrCreatePlatform(simDir); err != nil {
 		t.Fatal(err)
@@ -116,8 +116,6 @@ func TestInstallFromDeploy(t *testing.T) {
 	saDir := "/var/run/secrets/kubernetes.io/serviceaccount"
 
 	// The test's overlay.
-	ports := freeHostPorts(t, kl.NodeIP, 2)
-	apiAddr, routerAddr := net.JoinHostPort(kl.NodeIP, strconv.Itoa(ports[0])), net.JoinHostPort(kl.NodeIP, strconv.Itoa(ports[1]))
 	hardware := `[{"name": "1g", "memory_mib": 1024, "cores": 1, "tee": "sim", "kubernetes": {"node_selector": {"` + testenv.KubeletLabel +
 		`": "true"}, "tolerations": [{"key": "` + testenv.KubeletLabel + `", "operator": "Exists", "effect": "NoSchedule"}]}}]`
 	catFile := filepath.Join(t.TempDir(), "runtimes.json")
@@ -126,18 +124,20 @@ func TestInstallFromDeploy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var deployment *unstructured.Unstructured
 	for _, o := range objs {
 		switch o.GetKind() {
 		case "Namespace":
 			continue // applied above
+		case "Deployment":
+			deployment = o // once the Services have their addresses
+			continue
 		case "ConfigMap":
 			if o.GetName() == "mse-catalogs" {
 				if err := unstructured.SetNestedStringMap(o.Object, map[string]string{"hardware.json": hardware, "runtimes.json": string(catalog)}, "data"); err != nil {
 					t.Fatal(err)
 				}
 			}
-		case "Deployment":
-			overlayBackend(t, o, backendRef, nodeRef, measurement, apiAddr, routerAddr, kl.NodeIP, k.Config.Host, saDir)
 		}
 		if err := ap.Apply(ctx, o, false); err != nil {
 			t.Fatalf("apply %s %s/%s: %v", o.GetKind(), o.GetNamespace(), o.GetName(), err)
@@ -154,6 +154,20 @@ func TestInstallFromDeploy(t *testing.T) {
 			}
 		}
 	}
+	api, err := k.Client.CoreV1().Services("mse").Get(ctx, "mse-backend-api", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	router, err := k.Client.CoreV1().Services("mse").Get(ctx, "mse-router", metav1.GetOptions{})
+	if err != nil || len(router.Spec.Ports) != 1 || router.Spec.Ports[0].NodePort == 0 {
+		t.Fatalf("the router Service: %+v, %v", router, err)
+	}
+	apiAddr := net.JoinHostPort(api.Spec.ClusterIP, "8080")
+	routerAddr := net.JoinHostPort(kl.NodeIP, strconv.Itoa(int(router.Spec.Ports[0].NodePort))) // no load balancer here: its node port
+	overlayBackend(t, deployment, backendRef, nodeRef, measurement, apiAddr, routerAddr, saDir)
+	if err := ap.Apply(ctx, deployment, false); err != nil {
+		t.Fatalf("apply the Deployment: %v", err)
+	}
 
 	// The backend's pod becomes ready (its startup probe: /healthz).
 	var d *appsv1.Deployment
@@ -162,7 +176,7 @@ func TestInstallFromDeploy(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if d.Status.AvailableReplicas == 1 {
+		if d.Status.AvailableReplicas == 2 {
 			break
 		}
 		select {
@@ -221,24 +235,107 @@ func TestInstallFromDeploy(t *testing.T) {
 	if page, err := getVia(routerAddr, res.Domain, &tls.Config{RootCAs: roots}); err != nil || page != "Hello world!" {
 		t.Fatalf("GET via the installed router = %q, %v", page, err)
 	}
+
+	// The leader's pod goes: the other replica leads, the app keeps
+	// serving through the router Service, and its stop goes through.
+	leader := leaderPod(t, k)
+	if err := k.Client.CoreV1().Pods("mse").Delete(ctx, leader, metav1.DeleteOptions{GracePeriodSeconds: ptr(int64(0))}); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	for {
+		if l := leaderPod(t, k); l != "" && l != leader {
+			t.Logf("%s leads %s after %s's deletion", l, time.Since(killed).Round(time.Millisecond), leader)
+			break
+		}
+		if time.Since(killed) > 60*time.Second {
+			t.Fatalf("no other replica leads 60 s after the leader's pod was deleted\n%s", backendReport(k))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	// The router Service follows once kube-proxy has the endpoints' change
+	// (a connection in that window may be refused).
+	for {
+		page, err := getVia(routerAddr, res.Domain, &tls.Config{RootCAs: roots})
+		if err == nil && page == "Hello world!" {
+			t.Logf("served through the router Service %s after the leader's deletion", time.Since(killed).Round(time.Millisecond))
+			break
+		}
+		if time.Since(killed) > 30*time.Second {
+			t.Fatalf("GET via the installed router 30 s after the failover = %q, %v", page, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 	mustRun(t, "cloud", "stop", res.AppID)
+	for end := time.Now().Add(60 * time.Second); ; {
+		if _, err := k.Client.CoreV1().Pods("mse-apps").Get(ctx, "mse-"+res.AppID, metav1.GetOptions{}); err != nil {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatal("the app's pod is still there 60 s after stop")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// leaderPod is the backend pod whose log last says it leads (among the
+// running ones), or "".
+func leaderPod(t *testing.T, k *testenv.KubeCluster) string {
+	t.Helper()
+	ctx := context.Background()
+	pods, err := k.Client.CoreV1().Pods("mse").List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=mse-backend"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pods.Items {
+		if p.DeletionTimestamp != nil || p.Status.Phase != corev1.PodRunning {
+			continue
+		}
+		logs, err := k.Client.CoreV1().Pods("mse").GetLogs(p.Name, &corev1.PodLogOptions{Container: "backend"}).DoRaw(ctx)
+		if err == nil && bytes.Contains(logs, []byte("leader election: this replica leads")) {
+			return p.Name
+		}
+	}
+	return ""
+}
+
+// podReachableDB is url (a pgtest database on loopback) through a relay on
+// host, where pods reach it.
+func podReachableDB(t *testing.T, dbURL, host string) string {
+	t.Helper()
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := u.Host
+	testenv.ServeConns(t, ln, func(c net.Conn) {
+		up, err := net.DialTimeout("tcp", target, 5*time.Second)
+		if err != nil {
+			return
+		}
+		defer up.Close()
+		go func() { _, _ = io.Copy(up, c); up.(*net.TCPConn).CloseWrite() }()
+		_, _ = io.Copy(c, up)
+	})
+	u.Host = ln.Addr().String()
+	return u.String()
 }
 
 // overlayBackend is the test's overlay of deploy/'s backend Deployment:
-// its images, node measurement and addresses (an operator's overlay), one
-// replica on the host's network beside the loopback-only test API server,
-// PostgreSQL and S3, on the real kubelet, with the service account token
-// the test made.
-func overlayBackend(t *testing.T, o *unstructured.Unstructured, backendRef, nodeRef, measurement, apiAddr, routerAddr, nodeIP, apiServer, saDir string) {
+// its images, node measurement, addresses and image prefix (an operator's
+// overlay), its pods on the real kubelet, and the service account token the
+// test made.
+func overlayBackend(t *testing.T, o *unstructured.Unstructured, backendRef, nodeRef, measurement, apiAddr, routerAddr, saDir string) {
 	t.Helper()
 	var d appsv1.Deployment
 	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, &d); err != nil {
 		t.Fatal(err)
 	}
-	one := int32(1)
-	d.Spec.Replicas = &one
 	ps := &d.Spec.Template.Spec
-	ps.HostNetwork = true
 	ps.NodeSelector = map[string]string{testenv.KubeletLabel: "true"}
 	ps.Tolerations = []corev1.Toleration{{Key: testenv.KubeletLabel, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule}}
 	ps.AutomountServiceAccountToken = ptr(false)
@@ -246,26 +343,12 @@ func overlayBackend(t *testing.T, o *unstructured.Unstructured, backendRef, node
 	c := &ps.Containers[0]
 	c.Image = backendRef
 	c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: "sa", MountPath: saDir, ReadOnly: true})
-	_, apiPort, _ := net.SplitHostPort(apiAddr)
-	_, routerPort, _ := net.SplitHostPort(routerAddr)
-	// In-cluster config finds the API server by these (the kubelet's own
-	// would name the kubernetes Service's cluster IP, which nothing here
-	// routes).
-	u, err := url.Parse(apiServer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.Env = append(c.Env,
-		corev1.EnvVar{Name: "KUBERNETES_SERVICE_HOST", Value: u.Hostname()},
-		corev1.EnvVar{Name: "KUBERNETES_SERVICE_PORT", Value: u.Port()})
 	set := map[string]string{
 		"--node-image":         nodeRef,
 		"--node-measurement":   measurement,
 		"--bundle-url":         "http://" + apiAddr,
 		"--base-domain":        "apps.mse.test",
 		"--public-router-addr": routerAddr,
-		"--api-addr":           "0.0.0.0:" + apiPort,
-		"--router-addr":        "0.0.0.0:" + routerPort,
 	}
 	for i, a := range c.Args {
 		if k, _, ok := strings.Cut(a, "="); ok {
@@ -278,16 +361,7 @@ func overlayBackend(t *testing.T, o *unstructured.Unstructured, backendRef, node
 	if len(set) > 0 {
 		t.Fatalf("deploy/'s backend has no %v arguments to set", set)
 	}
-	c.Args = append(c.Args, "--image-prefix=localhost/", "--kube-node-selector="+testenv.KubeletLabel+"=true",
-		"--kube-backend-cidr="+nodeIP+"/32,"+testenv.PodGateway+"/32")
-	for i := range c.Ports {
-		switch c.Ports[i].Name {
-		case "api":
-			c.Ports[i].ContainerPort = int32(mustAtoi(t, apiPort))
-		case "router":
-			c.Ports[i].ContainerPort = int32(mustAtoi(t, routerPort))
-		}
-	}
+	c.Args = append(c.Args, "--image-prefix=localhost/", "--kube-node-selector="+testenv.KubeletLabel+"=true")
 	m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&d)
 	if err != nil {
 		t.Fatal(err)
@@ -340,31 +414,6 @@ func backendReport(k *testenv.KubeCluster) string {
 	return b.String()
 }
 
-func freeHostPorts(t *testing.T, host string, n int) []int {
-	t.Helper()
-	var out []int
-	var lns []net.Listener
-	for range n {
-		l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		lns = append(lns, l)
-		out = append(out, l.Addr().(*net.TCPAddr).Port)
-	}
-	for _, l := range lns {
-		l.Close()
-	}
-	return out
-}
 
-func mustAtoi(t *testing.T, s string) int {
-	t.Helper()
-	n, err := strconv.Atoi(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
 
 func ptr[T any](v T) *T { return &v }

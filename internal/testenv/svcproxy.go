@@ -1,0 +1,189 @@
+package testenv
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+var (
+	svcProxyOnce sync.Once
+	svcProxyErr  error
+)
+
+// svcProxyLock is the machine-wide lock held while a test binary's
+// kube-proxy runs: kube-proxy owns the host's nat table KUBE-* chains and
+// rewrites them whole, so two cannot run at once.
+const svcProxyLock = "/run/lock/mse-test-kube-proxy.lock"
+
+// svcProxy is the running service proxy.
+type svcProxy struct {
+	lock *os.File
+	ln   net.Listener // the API server at this machine's address
+	bin  string
+}
+
+// ServiceProxy makes the cluster's Services work on the real kubelet's
+// node (KubeCluster.Kubelet, started here if it is not): kube-proxy
+// (iptables mode) runs on this machine against the test cluster, once per
+// test binary, and routes each Service's cluster IP (and node ports) to its
+// pods. The kubernetes Service routes to the API server at this machine's
+// address (a relay to its loopback port), so that pods with the in-cluster
+// configuration reach it; its certificate names that Service's IP. Without
+// kube-proxy (scripts/k8s-tools.sh), iptables or root the test is skipped,
+// or fails under CI=true.
+func (k *KubeCluster) ServiceProxy(t testing.TB) {
+	t.Helper()
+	kl := k.Kubelet(t)
+	svcProxyOnce.Do(func() { svcProxyErr = k.startServiceProxy(kl) })
+	if errors.Is(svcProxyErr, errKubeMissing) {
+		msg := fmt.Sprintf("%v; build it with scripts/k8s-tools.sh, run as root", svcProxyErr)
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg)
+		}
+		t.Skip("SKIPPED: " + msg)
+	}
+	if svcProxyErr != nil {
+		t.Fatalf("testenv: service proxy: %v", svcProxyErr)
+	}
+}
+
+func (k *KubeCluster) startServiceProxy(kl *Kubelet) error {
+	bin := KubeToolsDir()
+	var missing []string
+	if fi, err := os.Stat(filepath.Join(bin, "kube-proxy")); err != nil || fi.Mode()&0o111 == 0 {
+		missing = append(missing, filepath.Join(bin, "kube-proxy"))
+	}
+	for _, b := range []string{"iptables", "iptables-save", "iptables-restore"} {
+		if _, err := exec.LookPath(b); err != nil {
+			missing = append(missing, b)
+		}
+	}
+	if os.Geteuid() != 0 {
+		missing = append(missing, "root")
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("%w: %s", errKubeMissing, strings.Join(missing, ", "))
+	}
+	lock, err := machineLock(svcProxyLock, "kube-proxy", "the host's nat table KUBE-* chains")
+	if err != nil {
+		return err
+	}
+	sp := &svcProxy{lock: lock, bin: filepath.Join(bin, "kube-proxy")}
+	ok := false
+	defer func() {
+		if !ok {
+			sp.stop()
+		}
+	}()
+	sp.cleanup() // the lock was free: what is left is a dead test binary's
+	// The API server where the kubernetes Service leads: this machine's
+	// address, relayed to its loopback port.
+	if sp.ln, err = net.Listen("tcp", net.JoinHostPort(kl.NodeIP, "0")); err != nil {
+		return err
+	}
+	target := k.host[len("https://"):]
+	go relay(sp.ln, target)
+	k.svcProxy = sp
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	port := int32(sp.ln.Addr().(*net.TCPAddr).Port)
+	ready, https, tcp := true, "https", corev1.ProtocolTCP
+	slice := &discoveryv1.EndpointSlice{
+		ObjectMeta: metav1.ObjectMeta{Name: "kubernetes-test", Namespace: "default", Labels: map[string]string{
+			discoveryv1.LabelServiceName: "kubernetes", discoveryv1.LabelManagedBy: "mse-testenv"}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{kl.NodeIP}, Conditions: discoveryv1.EndpointConditions{Ready: &ready}}},
+		Ports:       []discoveryv1.EndpointPort{{Name: &https, Port: &port, Protocol: &tcp}},
+	}
+	if _, err := k.Client.DiscoveryV1().EndpointSlices("default").Create(ctx, slice, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("the kubernetes Service's endpoints: %w", err)
+	}
+	ports, err := freePorts(2)
+	if err != nil {
+		return err
+	}
+	if _, err := k.run(bin, "kube-proxy", "--kubeconfig", k.Kubeconfig, "--hostname-override", KubeletNode,
+		"--proxy-mode", "iptables", "--cluster-cidr", PodCIDR, "--conntrack-max-per-core", "0",
+		"--metrics-bind-address", "127.0.0.1:"+strconv.Itoa(ports[0]), "--healthz-bind-address", "127.0.0.1:"+strconv.Itoa(ports[1]),
+		"--v", "1"); err != nil {
+		return err
+	}
+	// Ready once it has written the kubernetes Service's rule.
+	for deadline := time.Now().Add(60 * time.Second); ; {
+		if err := k.exited(); err != nil {
+			return err
+		}
+		out, err := exec.Command("iptables", "-w", "-t", "nat", "-S", "KUBE-SERVICES").Output()
+		if err == nil && bytes.Contains(out, []byte(kubeServiceIP+"/32")) {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("kube-proxy wrote no rule for the kubernetes Service within 60 s:\n%s", tailFile(filepath.Join(k.dir, "kube-proxy.log"), 3000))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	ok = true
+	return nil
+}
+
+// relay forwards ln's connections to target until ln is closed.
+func relay(ln net.Listener, target string) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			u, err := net.DialTimeout("tcp", target, 5*time.Second)
+			if err != nil {
+				return
+			}
+			defer u.Close()
+			go func() { _, _ = io.Copy(u, c); u.(*net.TCPConn).CloseWrite() }()
+			_, _ = io.Copy(c, u)
+		}()
+	}
+}
+
+// cleanup removes kube-proxy's rules (`kube-proxy --cleanup`).
+func (sp *svcProxy) cleanup() {
+	if out, err := exec.Command(sp.bin, "--cleanup").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "testenv: kube-proxy --cleanup: %v\n%s\n", err, tailString(string(out), 2000))
+	}
+}
+
+// stop removes kube-proxy's rules (it has been stopped) and frees the lock.
+func (sp *svcProxy) stop() {
+	if sp.ln != nil {
+		sp.ln.Close()
+	}
+	sp.cleanup()
+	if sp.lock != nil {
+		sp.lock.Close()
+	}
+}
+
+func tailString(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
