@@ -414,6 +414,4 @@ func backendReport(k *testenv.KubeCluster) string {
 	return b.String()
 }
 
-
-
 func ptr[T any](v T) *T { return &v }
