@@ -126,11 +126,19 @@ func readEndpoint(dir, name string) (token string, u *url.URL, err error) {
 	if err != nil {
 		return "", nil, err
 	}
-	u, err = url.Parse(raw)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
+	if u = httpURL(raw); u == nil {
 		return "", nil, fmt.Errorf("%s: not an http(s) URL without user info", filepath.Join(dir, name))
 	}
 	return token, u, nil
+}
+
+// httpURL is raw as an absolute http(s) URL without user info, or nil.
+func httpURL(raw string) *url.URL {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
+		return nil
+	}
+	return u
 }
 
 func readCredential(dir, name string) (string, error) {
@@ -208,8 +216,8 @@ func fetchOnce(ctx context.Context, client *http.Client, u, token, want string, 
 		// A presigned URL of the bundle store, for this bundle alone and
 		// for a short while: GET it without the pod's credential. It is a
 		// credential itself: never in a log or an error.
-		loc, err := url.Parse(resp.Header.Get("Location"))
-		if err != nil || (loc.Scheme != "http" && loc.Scheme != "https") || loc.Host == "" || loc.User != nil {
+		loc := httpURL(resp.Header.Get("Location"))
+		if loc == nil {
 			return permanentError{errors.New("fetch the bundle: the backend redirects to something that is not an http(s) URL")}
 		}
 		resp.Body.Close()

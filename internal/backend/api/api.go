@@ -12,7 +12,6 @@ import (
 	"mime/multipart"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -115,14 +114,9 @@ func (a *api) counted(route string, h http.Handler) http.Handler {
 
 func (a *api) auth(h func(http.ResponseWriter, *http.Request, *store.User)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var tok string
-		if h := r.Header.Get("Authorization"); h != "" {
-			scheme, rest, ok := strings.Cut(h, " ")
-			if !ok || !strings.EqualFold(scheme, "Bearer") {
-				writeErr(w, http.StatusUnauthorized, "the Authorization header must be \"Bearer TOKEN\"")
-				return
-			}
-			tok = strings.TrimSpace(rest)
+		tok, ok := bearerToken(w, r)
+		if !ok {
+			return
 		}
 		u, err := a.Service.Authenticate(r.Context(), tok)
 		if err != nil {

@@ -18,7 +18,7 @@ const (
 // node to a presigned URL of the bundle store (307), which
 // authenticates with its fetch credential (not a user's API token).
 func (a *api) nodeBundle(w http.ResponseWriter, r *http.Request) {
-	tok, ok := nodeToken(w, r)
+	tok, ok := bearerToken(w, r)
 	if !ok {
 		return
 	}
@@ -50,9 +50,10 @@ func (a *api) nodeBundle(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// nodeToken is the node's credential of the Authorization header ("" for
-// none); a header of another scheme is answered 401.
-func nodeToken(w http.ResponseWriter, r *http.Request) (string, bool) {
+// bearerToken is the token of the Authorization header ("" for none): a
+// user's API token, or a node's fetch credential; a header of another
+// scheme is answered 401.
+func bearerToken(w http.ResponseWriter, r *http.Request) (string, bool) {
 	h := r.Header.Get("Authorization")
 	if h == "" {
 		return "", true
@@ -68,7 +69,7 @@ func nodeToken(w http.ResponseWriter, r *http.Request) (string, bool) {
 // nodeQuote answers a sim node's quote request (docs/sim.md's quoting
 // service protocol over HTTP): the body is the 64 bytes of report data.
 func (a *api) nodeQuote(w http.ResponseWriter, r *http.Request) {
-	tok, ok := nodeToken(w, r)
+	tok, ok := bearerToken(w, r)
 	if !ok {
 		return
 	}
