@@ -262,7 +262,6 @@ func Run(ctx context.Context, cfg Config) error {
 	default:
 		err = fmt.Errorf("backend: unknown runner %q (local or kubernetes)", cfg.Runner)
 	}
-
 	if err != nil {
 		return err
 	}

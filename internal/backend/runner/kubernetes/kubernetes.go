@@ -340,22 +340,21 @@ func (r *Runner) Spawn(ctx context.Context, appID string, s runner.SpawnSpec) ([
 // is a node that runs: an error.
 func (r *Runner) awaitEarlierPod(ctx context.Context, appID string) error {
 	name := objectName(appID)
-	p, err := r.pods.Pods(r.cfg.Namespace).Get(name)
-	if apierrors.IsNotFound(err) {
-		return nil // as far as the cache knows; Create says if it lags
-	}
-	if err != nil {
+	if _, err := r.pods.Pods(r.cfg.Namespace).Get(name); apierrors.IsNotFound(err) {
+		return nil // as far as the cache knows (most spawns); Create says if it lags
+	} else if err != nil {
 		return err
 	}
-	if p.DeletionTimestamp == nil {
-		// The cache may not have seen a Stop just made: ask.
-		if p, err = r.cfg.Client.CoreV1().Pods(r.cfg.Namespace).Get(ctx, name, metav1.GetOptions{}); apierrors.IsNotFound(err) {
+	for {
+		// The API server, not the cache, which may not have seen a Stop
+		// just made.
+		p, err := r.cfg.Client.CoreV1().Pods(r.cfg.Namespace).Get(ctx, name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
 			return nil
-		} else if err != nil {
+		}
+		if err != nil {
 			return fmt.Errorf("kubernetes runner: the pod of an earlier node of app %s: %s", appID, apiMessage(err))
 		}
-	}
-	for {
 		if p.DeletionTimestamp == nil {
 			return fmt.Errorf("kubernetes runner: the pod of app %s exists already (a node of this app runs; stop it first)", appID)
 		}
@@ -365,11 +364,6 @@ func (r *Runner) awaitEarlierPod(ctx context.Context, appID string) error {
 			t.Stop()
 			return fmt.Errorf("kubernetes runner: the pod of an earlier node of app %s is still being deleted: %w", appID, ctx.Err())
 		case <-t.C:
-		}
-		if p, err = r.cfg.Client.CoreV1().Pods(r.cfg.Namespace).Get(ctx, name, metav1.GetOptions{}); apierrors.IsNotFound(err) {
-			return nil
-		} else if err != nil {
-			return fmt.Errorf("kubernetes runner: the pod of an earlier node of app %s: %s", appID, apiMessage(err))
 		}
 	}
 }
