@@ -23,10 +23,6 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
-	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/mse-in-go/mse/internal/atomicfile"
 )
@@ -222,43 +218,15 @@ func (s *Store) Build(ctx context.Context, spec BuildSpec, log io.Writer) (Build
 		return BuildResult{}, err
 	}
 	os.Remove(rootTar)
-	layer, err := tarball.LayerFromFile(gzPath, tarball.WithMediaType(types.OCILayer))
-	if err != nil {
-		return BuildResult{}, fmt.Errorf("build: making the layer: %w", err)
-	}
-	created := v1.Time{Time: time.Unix(sp.SourceDateEpoch, 0).UTC()}
-	img := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
-	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
-	img, err = mutate.ConfigFile(img, &v1.ConfigFile{
-		Architecture: "amd64",
-		OS:           "linux",
-		Created:      created,
-		RootFS:       v1.RootFS{Type: "layers"},
-		Config: v1.Config{
-			Env: []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
-			Labels: map[string]string{
-				"io.mse.runtime.suite":    sp.Suite,
-				"io.mse.runtime.packages": strings.Join(sp.Packages, ","),
-			},
+	digest, err := s.addLayerImage(ctx, gzPath, time.Unix(sp.SourceDateEpoch, 0).UTC(), v1.Config{
+		Env: []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
+		Labels: map[string]string{
+			"io.mse.runtime.suite":    sp.Suite,
+			"io.mse.runtime.packages": strings.Join(sp.Packages, ","),
 		},
-	})
+	}, "mmdebstrap "+strings.Join(args[:len(args)-1-len(mirrors)], " ")+" "+sp.Suite)
 	if err != nil {
 		return BuildResult{}, fmt.Errorf("build: %w", err)
-	}
-	img, err = mutate.Append(img, mutate.Addendum{
-		Layer:     layer,
-		MediaType: types.OCILayer,
-		History: v1.History{
-			Created:   created,
-			CreatedBy: "mmdebstrap " + strings.Join(args[:len(args)-1-len(mirrors)], " ") + " " + sp.Suite,
-		},
-	})
-	if err != nil {
-		return BuildResult{}, fmt.Errorf("build: %w", err)
-	}
-	digest, err := s.add(ctx, img)
-	if err != nil {
-		return BuildResult{}, fmt.Errorf("build: adding the image: %w", err)
 	}
 	res := BuildResult{Digest: digest, Size: size, Packages: pkgs}
 	b, _ := json.MarshalIndent(recipeFile{Recipe: rc, Result: res}, "", "  ")

@@ -81,32 +81,41 @@ func (s *Store) AddFiles(ctx context.Context, spec FilesSpec) (string, error) {
 	if err := writeFilesLayer(ctx, gzPath, files, slices.Sorted(maps.Keys(dirs)), mtime, s.lim); err != nil {
 		return "", err
 	}
-	layer, err := tarball.LayerFromFile(gzPath, tarball.WithMediaType(types.OCILayer))
-	if err != nil {
-		return "", fmt.Errorf("image of files: making the layer: %w", err)
-	}
-	created := v1.Time{Time: mtime}
-	img := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
-	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
-	img, err = mutate.ConfigFile(img, &v1.ConfigFile{
-		Architecture: "amd64", OS: "linux", Created: created, RootFS: v1.RootFS{Type: "layers"},
-		Config: v1.Config{User: spec.User, Labels: spec.Labels, Entrypoint: spec.Entrypoint, Env: spec.Env},
-	})
-	if err != nil {
-		return "", fmt.Errorf("image of files: %w", err)
-	}
 	names := make([]string, len(files))
 	for i, f := range files {
 		names[i] = "/" + f.Path
 	}
-	img, err = mutate.Append(img, mutate.Addendum{Layer: layer, MediaType: types.OCILayer,
-		History: v1.History{Created: created, CreatedBy: "mse files " + strings.Join(names, " ")}})
+	d, err := s.addLayerImage(ctx, gzPath, mtime, v1.Config{User: spec.User, Labels: spec.Labels, Entrypoint: spec.Entrypoint, Env: spec.Env},
+		"mse files "+strings.Join(names, " "))
 	if err != nil {
 		return "", fmt.Errorf("image of files: %w", err)
 	}
+	return d, nil
+}
+
+// addLayerImage adds to the store the linux/amd64 OCI image of the one
+// gzipped layer at gzPath with config cfg, created at created (the layer's
+// history says createdBy), and returns its manifest digest: the same
+// inputs give the same digest.
+func (s *Store) addLayerImage(ctx context.Context, gzPath string, created time.Time, cfg v1.Config, createdBy string) (string, error) {
+	layer, err := tarball.LayerFromFile(gzPath, tarball.WithMediaType(types.OCILayer))
+	if err != nil {
+		return "", fmt.Errorf("making the layer: %w", err)
+	}
+	at := v1.Time{Time: created}
+	img := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
+	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
+	img, err = mutate.ConfigFile(img, &v1.ConfigFile{Architecture: "amd64", OS: "linux", Created: at, RootFS: v1.RootFS{Type: "layers"}, Config: cfg})
+	if err != nil {
+		return "", err
+	}
+	img, err = mutate.Append(img, mutate.Addendum{Layer: layer, MediaType: types.OCILayer, History: v1.History{Created: at, CreatedBy: createdBy}})
+	if err != nil {
+		return "", err
+	}
 	d, err := s.add(ctx, img)
 	if err != nil {
-		return "", fmt.Errorf("image of files: adding the image: %w", err)
+		return "", fmt.Errorf("adding the image: %w", err)
 	}
 	return d, nil
 }
