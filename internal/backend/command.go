@@ -204,8 +204,11 @@ func Command() *cobra.Command {
 
 // withStore opens the store for an offline administration command.
 func withStore(ctx context.Context, dataDir, db string, fn func(store.Store) error) error {
-	if err := os.MkdirAll(dataDir, 0o700); err != nil {
-		return err
+	if !isPostgres(db) {
+		// SQLite lives in the data dir (PostgreSQL does not need it).
+		if err := os.MkdirAll(dataDir, 0o700); err != nil {
+			return err
+		}
 	}
 	st, err := OpenStore(ctx, dataDir, db)
 	if err != nil {

@@ -3,7 +3,6 @@ package backend
 import (
 	"context"
 	"path/filepath"
-	"strings"
 
 	"github.com/mse-in-go/mse/internal/backend/store"
 	"github.com/mse-in-go/mse/internal/backend/store/sqlite"
@@ -13,7 +12,7 @@ import (
 // a SQLite file path, or a postgres:// URL.
 func OpenStore(ctx context.Context, dataDir, db string) (store.Store, error) {
 	switch {
-	case strings.HasPrefix(db, "postgres://"), strings.HasPrefix(db, "postgresql://"):
+	case isPostgres(db):
 		return openPostgres(ctx, db)
 	case db == "":
 		return sqlite.Open(filepath.Join(dataDir, "mse.db"))

@@ -196,7 +196,7 @@ func TestInstallFromDeploy(t *testing.T) {
 	cmd := backend.Command()
 	cmd.SetOut(&tokOut)
 	cmd.SetErr(&tokErr)
-	cmd.SetArgs([]string{"user", "add", "operator", "--admin", "--db", db})
+	cmd.SetArgs([]string{"user", "add", "operator", "--admin", "--db", db, "--data-dir", t.TempDir()})
 	if err := cmd.ExecuteContext(ctx); err != nil {
 		t.Fatalf("mse-backend user add: %v\n%s", err, tokErr.String())
 	}
