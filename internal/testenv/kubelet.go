@@ -492,7 +492,6 @@ func (kl *Kubelet) stop() {
 	}
 }
 
-// removeDir removes the kubelet's directory once nothing is mounted there.
 // cgroupMount is where this machine's cgroup (v1) hierarchies are.
 const cgroupMount = "/sys/fs/cgroup"
 
@@ -517,13 +516,18 @@ func (kl *Kubelet) makeCgroupRoot() error {
 // removeCgroupRoot removes the cgroup root's directories, deepest first
 // (what still holds a process stays).
 func (kl *Kubelet) removeCgroupRoot() {
-	if kl.cgroupRoot == "" {
-		return
+	if kl.cgroupRoot != "" {
+		removeCgroupRoot(kl.cgroupRoot)
 	}
+}
+
+// removeCgroupRoot removes cgroup root root (as "/mse-kubelet-…") from
+// every hierarchy.
+func removeCgroupRoot(root string) {
 	hs, _ := os.ReadDir(cgroupMount)
 	for _, h := range hs {
 		var dirs []string
-		_ = filepath.WalkDir(filepath.Join(cgroupMount, h.Name(), kl.cgroupRoot), func(p string, d os.DirEntry, err error) error {
+		_ = filepath.WalkDir(filepath.Join(cgroupMount, h.Name(), root), func(p string, d os.DirEntry, err error) error {
 			if err == nil && d.IsDir() {
 				dirs = append(dirs, p)
 			}
@@ -535,6 +539,8 @@ func (kl *Kubelet) removeCgroupRoot() {
 	}
 }
 
+// removeDir removes the kubelet's cgroup root, and its directory once
+// nothing is mounted there.
 func (kl *Kubelet) removeDir() {
 	kl.removeCgroupRoot()
 	for _, m := range mountsUnder(kl.dir) {
@@ -596,6 +602,7 @@ func sweepKubelet() {
 	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "mse-kubelet-*"))
 	for _, d := range dirs {
 		if fi, err := os.Stat(d); err == nil && time.Since(fi.ModTime()) > time.Hour && len(mountsUnder(d)) == 0 {
+			removeCgroupRoot("/" + filepath.Base(d)) // a dead run's pods' cgroups (makeCgroupRoot)
 			_ = os.RemoveAll(d)
 		}
 	}

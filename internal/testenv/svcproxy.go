@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -143,7 +142,8 @@ func (k *KubeCluster) startServiceProxy(kl *Kubelet) error {
 	return nil
 }
 
-// relay forwards ln's connections to target until ln is closed.
+// relay forwards ln's connections to target until ln is closed (for the
+// test binary's life: TCPProxy's are for one test).
 func relay(ln net.Listener, target string) {
 	for {
 		c, err := ln.Accept()
@@ -151,14 +151,12 @@ func relay(ln net.Listener, target string) {
 			return
 		}
 		go func() {
-			defer c.Close()
 			u, err := net.DialTimeout("tcp", target, 5*time.Second)
 			if err != nil {
+				c.Close()
 				return
 			}
-			defer u.Close()
-			go func() { _, _ = io.Copy(u, c); u.(*net.TCPConn).CloseWrite() }()
-			_, _ = io.Copy(c, u)
+			splice(c, u)
 		}()
 	}
 }

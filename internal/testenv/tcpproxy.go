@@ -23,7 +23,14 @@ type TCPProxy struct {
 // until t ends.
 func StartTCPProxy(t testing.TB, target string) *TCPProxy {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return StartTCPProxyOn(t, "127.0.0.1", target)
+}
+
+// StartTCPProxyOn is StartTCPProxy listening on host (an address of this
+// machine's, e.g. one pods reach).
+func StartTCPProxyOn(t testing.TB, host, target string) *TCPProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
 		t.Fatalf("proxy listen: %v", err)
 	}
@@ -34,7 +41,7 @@ func StartTCPProxy(t testing.TB, target string) *TCPProxy {
 	return p
 }
 
-// Addr is the proxy's "127.0.0.1:port".
+// Addr is the proxy's "host:port".
 func (p *TCPProxy) Addr() string { return p.ln.Addr().String() }
 
 // Cut closes the proxied connections and refuses new ones until Heal.
@@ -83,6 +90,16 @@ func (p *TCPProxy) forward(c net.Conn) {
 		u.Close()
 		return
 	}
+	splice(c, u)
+	p.mu.Lock()
+	delete(p.conns, c)
+	delete(p.conns, u)
+	p.mu.Unlock()
+}
+
+// splice copies between c and u both ways until either side ends, then
+// closes both.
+func splice(c, u net.Conn) {
 	done := make(chan struct{}, 2)
 	pipe := func(dst, src net.Conn) {
 		_, _ = io.Copy(dst, src)
@@ -93,8 +110,4 @@ func (p *TCPProxy) forward(c net.Conn) {
 	<-done
 	c.Close()
 	u.Close()
-	p.mu.Lock()
-	delete(p.conns, c)
-	delete(p.conns, u)
-	p.mu.Unlock()
 }

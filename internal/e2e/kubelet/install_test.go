@@ -307,21 +307,7 @@ func podReachableDB(t *testing.T, dbURL, host string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	target := u.Host
-	testenv.ServeConns(t, ln, func(c net.Conn) {
-		up, err := net.DialTimeout("tcp", target, 5*time.Second)
-		if err != nil {
-			return
-		}
-		defer up.Close()
-		go func() { _, _ = io.Copy(up, c); up.(*net.TCPConn).CloseWrite() }()
-		_, _ = io.Copy(c, up)
-	})
-	u.Host = ln.Addr().String()
+	u.Host = testenv.StartTCPProxyOn(t, host, u.Host).Addr()
 	return u.String()
 }
 
