@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the Kubernetes control plane the tests start (kube-apiserver,
-# kube-scheduler, kube-controller-manager, kubelet, etcd from the tools/k8s
+# kube-scheduler, kube-controller-manager, kubelet, kube-proxy, etcd from the tools/k8s
 # module, and kwok with its stage files) into one cache directory keyed by version,
 # skipping what is already there. Nothing is downloaded but Go modules.
 #

@@ -107,7 +107,7 @@ func Command() *cobra.Command {
 	f.StringVar(&cfg.Kube.Kubeconfig, "kubeconfig", os.Getenv("KUBECONFIG"), "kubernetes runner: kubeconfig file (default: the in-cluster service account)")
 	f.StringVar(&cfg.Kube.Namespace, "namespace", envOr("MSE_NAMESPACE", "mse-apps"), "kubernetes runner: namespace of the apps' pods")
 	f.StringVar(&cfg.Kube.NodeImage, "node-image", os.Getenv("MSE_NODE_IMAGE"), "kubernetes runner: image with /mse-node and /mse-fetch, pinned by digest")
-	f.StringVar(&cfg.Kube.NodeMeasurement, "node-measurement", "", "kubernetes runner: SHA-256 (hex) of the mse-node in --node-image, for display")
+	f.StringVar(&cfg.Kube.NodeMeasurement, "node-measurement", "", "kubernetes runner: SHA-256 (hex) of the mse-node in --node-image: the measurement the backend's sim quotes state and the router's operator mode verifies (required with sim hardware)")
 	f.StringVar(&cfg.Kube.BundleURL, "bundle-url", os.Getenv("MSE_BUNDLE_URL"), "kubernetes runner: this backend's base URL as pods reach it (they fetch their bundle there)")
 	f.StringVar(&cfg.Kube.ImagePrefix, "image-prefix", "", `kubernetes runner: prefix of runtime image references (a registry, "registry.example/mse/")`)
 	f.StringVar(&cfg.LeaderElection, "leader-election", envOr("MSE_LEADER_ELECTION", LeaderPostgres), "replicas on one PostgreSQL database: who runs the loops, by an advisory lock (postgres) or a Kubernetes Lease in --namespace (lease; kubernetes runner)")

@@ -36,7 +36,8 @@ type KubeConfig struct {
 	Namespace string
 	// NodeImage is the image with /mse-node and /mse-fetch.
 	NodeImage string
-	// NodeMeasurement is the hex SHA-256 of that mse-node, for display.
+	// NodeMeasurement is the hex SHA-256 of that mse-node: what sim quotes
+	// state and operator mode verifies.
 	NodeMeasurement string
 	// BundleURL is the backend's base URL as pods reach it.
 	BundleURL string
