@@ -257,7 +257,7 @@ func Run(ctx context.Context, cfg Config) error {
 					return err
 				}
 			}
-			run, err = newKubeRunner(kc, kube, cfg.Hardware, platform, log.With("component", "runner"))
+			run, err = newKubeRunner(kc, kube, cfg.Hardware, platform, cfg.MaxBundleSize, log.With("component", "runner"))
 		}
 	default:
 		err = fmt.Errorf("backend: unknown runner %q (local or kubernetes)", cfg.Runner)

@@ -85,7 +85,7 @@ func kubeClient(kc KubeConfig) (clientset.Interface, error) {
 	return cs, nil
 }
 
-func newKubeRunner(kc KubeConfig, cs clientset.Interface, hw []runner.Hardware, platform *sim.Platform, log *slog.Logger) (runner.Runner, error) {
+func newKubeRunner(kc KubeConfig, cs clientset.Interface, hw []runner.Hardware, platform *sim.Platform, maxBundle int64, log *slog.Logger) (runner.Runner, error) {
 	if err := kubernetes.ValidateHardware(hw); err != nil {
 		return nil, fmt.Errorf("backend: the hardware catalog does not suit the kubernetes runner: %w", err)
 	}
@@ -121,7 +121,7 @@ func newKubeRunner(kc KubeConfig, cs clientset.Interface, hw []runner.Hardware, 
 	return kubernetes.New(kubernetes.Config{
 		Client: cs, Namespace: kc.Namespace, NodeImage: kc.NodeImage, Measurement: kc.NodeMeasurement,
 		BundleURL: kc.BundleURL, ImagePrefix: kc.ImagePrefix, NodeSelector: kc.NodeSelector, HostNetwork: kc.HostNetwork, Logger: log,
-		RouterPeers: peers, Platform: platform, BundleStorePeers: store, BundleStoreHost: kc.BundleStoreHost, BundleStorePort: kc.BundleStorePort,
+		RouterPeers: peers, Platform: platform, BundleStorePeers: store, BundleStoreHost: kc.BundleStoreHost, BundleStorePort: kc.BundleStorePort, MaxBundleSize: maxBundle,
 	})
 }
 

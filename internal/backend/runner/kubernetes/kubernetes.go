@@ -81,6 +81,9 @@ type Config struct {
 	// RouterPeers, on BundleURL's port).
 	BackendPeers []networkingv1.NetworkPolicyPeer
 	BackendPorts []int32
+	// MaxBundleSize is the largest bundle the backend accepts, which the
+	// pods' mse-fetch must accept too (--max-size; 0: its default, 2 GiB).
+	MaxBundleSize int64
 	// BundleStorePeers, when set, may be reached by the nodes on
 	// BundleStorePort: the S3 server of presigned bundle URLs, whose host
 	// is BundleStoreHost (a name: the nodes get DNS too).

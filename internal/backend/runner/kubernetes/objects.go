@@ -174,6 +174,13 @@ func (r *Runner) pod(cm *corev1.ConfigMap, appID, tenant, image string, port int
 	memory := s.Hardware.MemoryMiB << 20
 	grace := int64(10)
 	var k *runner.KubeScheduling = s.Hardware.Kubernetes
+	fetch := []string{"/mse-fetch",
+		"--credentials", dirFetch,
+		"--bundle-out", dirBundle + "/bundle",
+		"--node-out", dirBin + "/mse-node"}
+	if r.cfg.MaxBundleSize > 0 {
+		fetch = append(fetch, "--max-size", strconv.FormatInt(r.cfg.MaxBundleSize, 10))
+	}
 	p := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: objectName(appID), Namespace: cm.Namespace, Labels: labels(appID, tenant), OwnerReferences: ownedBy(cm),
 			Annotations: map[string]string{"mse.hardware": s.Hardware.Name, "mse.runtime": s.App.Runtime.Name}},
@@ -187,10 +194,7 @@ func (r *Runner) pod(cm *corev1.ConfigMap, appID, tenant, image string, port int
 			InitContainers: []corev1.Container{{
 				Name:  containerFetch,
 				Image: r.cfg.NodeImage,
-				Command: []string{"/mse-fetch",
-					"--credentials", dirFetch,
-					"--bundle-out", dirBundle + "/bundle",
-					"--node-out", dirBin + "/mse-node"},
+				Command: fetch,
 				Resources:                corev1.ResourceRequirements{Requests: res, Limits: res},
 				SecurityContext:          sc,
 				ImagePullPolicy:          r.cfg.PullPolicy,

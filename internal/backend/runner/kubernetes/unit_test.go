@@ -343,3 +343,29 @@ func TestNetworkPolicyBundleStore(t *testing.T) {
 		}
 	}
 }
+
+// The pod's mse-fetch accepts the bundles the backend accepts
+// (Config.MaxBundleSize), or its own default when none is given.
+func TestFetchMaxSize(t *testing.T) {
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "mse-a", Namespace: "ns"}}
+	spec := runner.SpawnSpec{Hardware: runner.Hardware{Name: "1g", MemoryMiB: 1024, Cores: 1, TEE: "sim"}}
+	for _, tc := range []struct {
+		max  int64
+		want string
+	}{{3 << 30, "--max-size 3221225472"}, {0, ""}} {
+		r := &Runner{cfg: Config{Port: 7443, MaxBundleSize: tc.max}}
+		p, err := r.pod(cm, "a", "", "img@sha256:00", 7443, spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var cmd string
+		for _, c := range p.Spec.InitContainers {
+			if c.Name == containerFetch {
+				cmd = strings.Join(c.Command, " ")
+			}
+		}
+		if got := strings.Contains(cmd, "--max-size"); got != (tc.want != "") || !strings.Contains(cmd, tc.want) {
+			t.Errorf("MaxBundleSize %d: fetch command %q, want %q", tc.max, cmd, tc.want)
+		}
+	}
+}
