@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/mse-in-go/mse/internal/backend"
+	"github.com/mse-in-go/mse/internal/backend/leader"
 	"github.com/mse-in-go/mse/internal/backend/store/pgtest"
 	"github.com/mse-in-go/mse/internal/testenv"
 )
@@ -143,7 +144,7 @@ func TestServeLeaseElection(t *testing.T) {
 	// replicas are this process: their identities differ by a random
 	// suffix).
 	holder := func() string {
-		l, err := k.Client.CoordinationV1().Leases(ns).Get(context.Background(), "mse-backend-leader", metav1.GetOptions{})
+		l, err := k.Client.CoordinationV1().Leases(ns).Get(context.Background(), leader.DefaultLeaseName, metav1.GetOptions{})
 		if err != nil || l.Spec.HolderIdentity == nil {
 			return ""
 		}

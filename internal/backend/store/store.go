@@ -6,6 +6,7 @@ package store
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 )
 
@@ -32,9 +33,7 @@ const (
 var ActiveStatuses = []AppStatus{StatusSpawning, StatusInitializing, StatusRunning}
 
 // Active reports whether an app in this status holds resources and routes.
-func (s AppStatus) Active() bool {
-	return s == StatusSpawning || s == StatusInitializing || s == StatusRunning
-}
+func (s AppStatus) Active() bool { return slices.Contains(ActiveStatuses, s) }
 
 // User is a tenant.
 type User struct {

@@ -41,7 +41,6 @@ type Runner struct {
 	Total  runner.Resources
 	nodes  map[string]*fakeNode
 	used   runner.Resources
-	Spawns int
 	// SpawnErr, when set, is returned by the next Spawn.
 	SpawnErr error
 	// StatusErr, while set, is returned by every Status (the runner cannot
@@ -105,7 +104,6 @@ func (r *Runner) spawn(appID string, s runner.SpawnSpec) ([]byte, error) {
 	r.used.MemoryMiB += s.Hardware.MemoryMiB
 	r.used.Cores += s.Hardware.Cores
 	r.nodes[appID] = &fakeNode{spec: s, state: runner.NodeState{State: nodeapi.StateStarting}, live: true}
-	r.Spawns++
 	return json.Marshal(handle{App: appID})
 }
 
