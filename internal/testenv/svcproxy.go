@@ -185,3 +185,62 @@ func tailString(s string, n int) string {
 	}
 	return s
 }
+
+// AwaitService waits until addr (a Service's cluster IP or node port and
+// port) accepts a TCP connection through kube-proxy. A Deployment is
+// available before the endpointslice controller and kube-proxy have its
+// pods: until then kube-proxy rejects the Service's connections. It fails
+// the test after within, with the Service's EndpointSlices and
+// kube-proxy's log.
+func (k *KubeCluster) AwaitService(t testing.TB, ns, service, addr string, within time.Duration) {
+	t.Helper()
+	start := time.Now()
+	var err error
+	for {
+		var c net.Conn
+		if c, err = net.DialTimeout("tcp", addr, 2*time.Second); err == nil {
+			c.Close()
+			t.Logf("testenv: Service %s/%s answers at %s after %s", ns, service, addr, time.Since(start).Round(time.Millisecond))
+			return
+		}
+		if time.Since(start) > within {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	var slices strings.Builder
+	if l, lerr := k.Client.DiscoveryV1().EndpointSlices(ns).List(context.Background(), metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=" + service}); lerr != nil {
+		fmt.Fprintf(&slices, "(listing them: %v)", lerr)
+	} else {
+		for _, s := range l.Items {
+			for _, e := range s.Endpoints {
+				fmt.Fprintf(&slices, "  %s: %v ready=%v\n", s.Name, e.Addresses, e.Conditions.Ready != nil && *e.Conditions.Ready)
+			}
+		}
+	}
+	t.Fatalf("Service %s/%s at %s refuses connections %s after its pods were ready: %v\nits endpoints:\n%s\nkube-proxy log:\n%s",
+		ns, service, addr, within, err, slices.String(), tailFile(filepath.Join(k.dir, "kube-proxy.log"), 3000))
+}
+
+// AwaitProxyForgets waits until kube-proxy no longer routes any Service to
+// ip (a deleted pod's address): until then a Service connection may still
+// go to it. It fails the test after within.
+func (k *KubeCluster) AwaitProxyForgets(t testing.TB, ip string, within time.Duration) {
+	t.Helper()
+	start := time.Now()
+	needle := []byte("--to-destination " + ip + ":")
+	for {
+		out, err := exec.Command("iptables-save", "-t", "nat").Output()
+		if err != nil {
+			t.Fatalf("iptables-save -t nat: %v", err)
+		}
+		if !bytes.Contains(out, needle) {
+			t.Logf("testenv: kube-proxy forgot %s after %s", ip, time.Since(start).Round(time.Millisecond))
+			return
+		}
+		if time.Since(start) > within {
+			t.Fatalf("kube-proxy still routes to %s %s after its pod went\nkube-proxy log:\n%s", ip, within, tailFile(filepath.Join(k.dir, "kube-proxy.log"), 3000))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

@@ -191,6 +191,11 @@ func TestInstallFromDeploy(t *testing.T) {
 		}
 	})
 
+	// Its Services answer once kube-proxy has the pods (they may refuse
+	// connections for a moment after the Deployment is available).
+	k.AwaitService(t, "mse", "mse-backend-api", apiAddr, 60*time.Second)
+	k.AwaitService(t, "mse", "mse-router", routerAddr, 60*time.Second)
+
 	// The operator's first user, on the database directly.
 	var tokOut, tokErr bytes.Buffer
 	cmd := backend.Command()
@@ -239,6 +244,13 @@ func TestInstallFromDeploy(t *testing.T) {
 	// The leader's pod goes: the other replica leads, the app keeps
 	// serving through the router Service, and its stop goes through.
 	leader := leaderPod(t, k)
+	lp, err := k.Client.CoreV1().Pods("mse").Get(ctx, leader, metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("the leader's pod %s: %v", leader, err)
+	}
+	if lp.Status.PodIP == "" {
+		t.Fatalf("the leader's pod %s has no IP", leader)
+	}
 	if err := k.Client.CoreV1().Pods("mse").Delete(ctx, leader, metav1.DeleteOptions{GracePeriodSeconds: ptr(int64(0))}); err != nil {
 		t.Fatal(err)
 	}
@@ -266,6 +278,9 @@ func TestInstallFromDeploy(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+	// The stop goes through the API Service: once kube-proxy has dropped
+	// the deleted pod, none of its connections can go there.
+	k.AwaitProxyForgets(t, lp.Status.PodIP, 30*time.Second)
 	mustRun(t, "cloud", "stop", res.AppID)
 	for end := time.Now().Add(60 * time.Second); ; {
 		if _, err := k.Client.CoreV1().Pods("mse-apps").Get(ctx, "mse-"+res.AppID, metav1.GetOptions{}); err != nil {
