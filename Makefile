@@ -6,10 +6,15 @@ export CGO_ENABLED := 0
 
 .PHONY: build demo test test-short bench fuzz clean examples
 
+# Reproducible builds (no VCS stamp, no build id), as scripts/node-image.sh
+# builds the node image: on linux/amd64, bin/mse-node is byte for byte the
+# image's /mse-node, so both have one measurement.
+REPRO   := -trimpath -buildvcs=false -ldflags=-buildid=
+
 # mse-node is built first: the CLI's default trust policy accepts exactly the
 # measurement (SHA-256) of the mse-node built with it.
 build:
-	$(GO) build -trimpath -o $(BIN)/mse-node ./cmd/mse-node
+	$(GO) build $(REPRO) -o $(BIN)/mse-node ./cmd/mse-node
 	$(GO) build -trimpath -o $(BIN)/mse-backend ./cmd/mse-backend
 	M=$$(sha256sum $(BIN)/mse-node | cut -d' ' -f1); \
 	$(GO) build -trimpath -ldflags "-X $(PKG)/internal/cli.NodeMeasurement=$$M" -o $(BIN)/mse ./cmd/mse
