@@ -251,3 +251,25 @@ func TestImageDigestsPinned(t *testing.T) {
 		}
 	}
 }
+
+// `make build` and scripts/node-image.sh build mse-node with the same
+// reproducible flags, so that bin/mse-node is the image's /mse-node and an
+// owner rebuilding the operator's commit gets its --node-measurement.
+func TestNodeBuildFlagsAgree(t *testing.T) {
+	const flags = "-trimpath -buildvcs=false -ldflags=-buildid="
+	mk, err := os.ReadFile("../../Makefile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`(?m)^REPRO\s*:=\s*` + regexp.QuoteMeta(flags) + `\s*$`).Match(mk) ||
+		!strings.Contains(string(mk), "$(GO) build $(REPRO) -o $(BIN)/mse-node ./cmd/mse-node") {
+		t.Errorf("the Makefile does not build bin/mse-node with REPRO := %s", flags)
+	}
+	sh, err := os.ReadFile("../../scripts/node-image.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(sh), "go build "+flags+" -o ") {
+		t.Errorf("scripts/node-image.sh does not build with %s", flags)
+	}
+}
