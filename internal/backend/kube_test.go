@@ -50,7 +50,7 @@ func TestServeWithTheKubernetesRunner(t *testing.T) {
 	cmd.SetArgs([]string{"serve", "--data-dir", filepath.Join(dir, "data"), "--api-addr", "127.0.0.1:0", "--router-addr", "127.0.0.1:0",
 		"--runner", "kubernetes", "--kubeconfig", k.Kubeconfig, "--namespace", ns, "--hardware", hw,
 		"--node-image", "mse/node@sha256:1111111111111111111111111111111111111111111111111111111111111111",
-		"--bundle-url", "https://mse-backend.mse.svc:8081", "--node-measurement", "ab12"})
+		"--bundle-url", "https://mse-backend.mse.svc:8081", "--node-measurement", testMeasurement})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- cmd.ExecuteContext(ctx) }()
@@ -83,7 +83,7 @@ func TestServeWithTheKubernetesRunner(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if !strings.Contains(out.String(), "ab12") {
+	if !strings.Contains(out.String(), testMeasurement) {
 		t.Fatalf("the node measurement is not shown:\n%s", out.String())
 	}
 	resp, err := http.Get(url + "/v1/platform")
@@ -120,7 +120,7 @@ func TestServeLeaseElection(t *testing.T) {
 		cmd.SetArgs([]string{"serve", "--data-dir", dir, "--db", db, "--api-addr", "127.0.0.1:0", "--router-addr", "127.0.0.1:0",
 			"--runner", "kubernetes", "--kubeconfig", k.Kubeconfig, "--namespace", ns, "--leader-election", "lease",
 			"--node-image", "mse/node@sha256:1111111111111111111111111111111111111111111111111111111111111111",
-			"--bundle-url", "https://mse-backend.mse.svc:8081"})
+			"--bundle-url", "https://mse-backend.mse.svc:8081", "--node-measurement", testMeasurement})
 		ctx, cancel := context.WithCancel(context.Background())
 		r.cancel = cancel
 		go func() { r.done <- cmd.ExecuteContext(ctx) }()
@@ -178,3 +178,6 @@ func TestServeLeaseElection(t *testing.T) {
 	// a released the Lease: b takes over at its next attempt.
 	wait(5*time.Second, "b holds the Lease after a stopped", func() bool { h := holder(); return h != "" && h != first })
 }
+
+// testMeasurement plays the node image's mse-node SHA-256 (--node-measurement).
+const testMeasurement = "ab12000000000000000000000000000000000000000000000000000000000000"

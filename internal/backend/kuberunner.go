@@ -1,6 +1,8 @@
 package backend
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,6 +16,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/mse-in-go/mse/internal/attest"
 	"github.com/mse-in-go/mse/internal/attest/sim"
 	"github.com/mse-in-go/mse/internal/backend/blob"
 	"github.com/mse-in-go/mse/internal/backend/blob/fs"
@@ -104,6 +107,9 @@ func newKubeRunner(kc KubeConfig, cs clientset.Interface, hw []runner.Hardware, 
 		log.Warn("kubernetes runner: nodes fetch their bundles from presigned S3 URLs, but the apps' NetworkPolicies let them reach only the backend: " +
 			"where the cluster enforces NetworkPolicies the fetch fails; pass --kube-bundle-store-cidr with the S3 server's addresses")
 	}
+	if err := checkNodeMeasurement(kc.NodeMeasurement, hw); err != nil {
+		return nil, err
+	}
 	switch {
 	case peers != nil:
 	case kc.Kubeconfig == "":
@@ -123,6 +129,29 @@ func newKubeRunner(kc KubeConfig, cs clientset.Interface, hw []runner.Hardware, 
 		BundleURL: kc.BundleURL, ImagePrefix: kc.ImagePrefix, NodeSelector: kc.NodeSelector, HostNetwork: kc.HostNetwork, Logger: log,
 		RouterPeers: peers, Platform: platform, BundleStorePeers: store, BundleStoreHost: kc.BundleStoreHost, BundleStorePort: kc.BundleStorePort, MaxBundleSize: maxBundle,
 	})
+}
+
+// checkNodeMeasurement refuses a --node-measurement that is not a SHA-256,
+// and none with sim entries in the catalog: their quotes, signed by the
+// backend, state it, and without it every sim node would fail at its first
+// quote.
+func checkNodeMeasurement(m string, hw []runner.Hardware) error {
+	if m != "" {
+		if b, err := hex.DecodeString(m); err != nil || len(b) != sha256.Size {
+			return fmt.Errorf("backend: --node-measurement %q is not a SHA-256 (64 hex digits): pass the one scripts/node-image.sh printed for --node-image", m)
+		}
+		return nil
+	}
+	var simEntries []string
+	for _, h := range hw {
+		if h.TEE == attest.TypeSim {
+			simEntries = append(simEntries, h.Name)
+		}
+	}
+	if len(simEntries) > 0 {
+		return fmt.Errorf("backend: the hardware catalog has sim entries (%s), whose quotes state the node image's mse-node: pass --node-measurement with its SHA-256 (scripts/node-image.sh prints it)", strings.Join(simEntries, ", "))
+	}
+	return nil
 }
 
 // cidrPeers are NetworkPolicy peers for the CIDRs of flag (nil for

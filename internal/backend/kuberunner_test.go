@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mse-in-go/mse/internal/attest"
+	"github.com/mse-in-go/mse/internal/backend/runner"
 	"github.com/mse-in-go/mse/internal/runtimes/image"
 )
 
@@ -88,6 +90,37 @@ func TestCIDRPeers(t *testing.T) {
 			if p[i].IPBlock == nil || p[i].IPBlock.CIDR != w || p[i].PodSelector != nil {
 				t.Errorf("cidrPeers(%q)[%d] = %+v, want ipBlock %s", c.in, i, p[i], w)
 			}
+		}
+	}
+}
+
+func TestCheckNodeMeasurement(t *testing.T) {
+	sum := strings.Repeat("ab", 32)
+	simHW := []runner.Hardware{{Name: "1g", TEE: attest.TypeSim}, {Name: "sgx-4g", TEE: attest.TypeSGX}, {Name: "2g", TEE: attest.TypeSim}}
+	sgxHW := []runner.Hardware{{Name: "sgx-4g", TEE: attest.TypeSGX}}
+	for _, c := range []struct {
+		name    string
+		m       string
+		hw      []runner.Hardware
+		wantErr string
+	}{
+		{"sim entries with it", sum, simHW, ""},
+		{"sgx only, none", "", sgxHW, ""},
+		{"sgx only, with it", sum, sgxHW, ""},
+		{"sim entries, none", "", simHW, "the hardware catalog has sim entries (1g, 2g), whose quotes state the node image's mse-node: pass --node-measurement"},
+		{"too short", "ab12", sgxHW, `--node-measurement "ab12" is not a SHA-256 (64 hex digits)`},
+		{"not hex", strings.Repeat("zz", 32), simHW, "is not a SHA-256"},
+		{"too long", sum + "00", simHW, "is not a SHA-256"},
+	} {
+		err := checkNodeMeasurement(c.m, c.hw)
+		if c.wantErr == "" {
+			if err != nil {
+				t.Errorf("%s: %v", c.name, err)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), c.wantErr) {
+			t.Errorf("%s: error %v, want %q", c.name, err, c.wantErr)
 		}
 	}
 }

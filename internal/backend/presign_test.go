@@ -19,7 +19,7 @@ func TestServeRefusesPresignWhereItCannotWork(t *testing.T) {
 	ns := k.Namespace(t)
 	kube := []string{"--runner", "kubernetes", "--kubeconfig", k.Kubeconfig, "--namespace", ns,
 		"--node-image", "mse/node@sha256:1111111111111111111111111111111111111111111111111111111111111111",
-		"--bundle-url", "https://mse-backend.mse.svc:8081"}
+		"--bundle-url", "https://mse-backend.mse.svc:8081", "--node-measurement", testMeasurement}
 	for _, c := range []struct {
 		name string
 		args []string

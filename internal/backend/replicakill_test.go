@@ -76,7 +76,7 @@ func testReplicasKilled(t *testing.T, election string) {
 		"--runner", "kubernetes", "--kubeconfig", k.Kubeconfig, "--namespace", e.ns, "--kube-host-network",
 		"--leader-election", election,
 		"--node-image", "mse/node@sha256:1111111111111111111111111111111111111111111111111111111111111111",
-		"--bundle-url", "http://127.0.0.1:9/", "--catalog", e.catalog(), "--hardware", e.hardware(),
+		"--bundle-url", "http://127.0.0.1:9/", "--catalog", e.catalog(), "--hardware", e.hardware(), "--node-measurement", testMeasurement,
 		"--blobs", fmt.Sprintf("s3://%s/bundles?endpoint=%s&region=%s&tls=false", s3.Bucket, s3.Endpoint, s3.Region),
 		"--poll-interval", killPoll.String(), "--key-timeout", killKeyTimeout.String(),
 		"--max-conns-per-client", "4096", "--warm-pool", "0"}
