@@ -420,6 +420,11 @@ func bootstrapAdmin(ctx context.Context, st store.Store, dataDir string, log *sl
 		return "", err
 	}
 	if len(users) > 0 {
+		// Named only where it is: another replica's data directory holds
+		// it, or the operator has moved it away.
+		if _, err := os.Stat(path); err != nil {
+			return "", nil
+		}
 		return path, nil
 	}
 	tok, _, err := service.NewToken()

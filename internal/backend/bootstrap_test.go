@@ -56,4 +56,12 @@ func TestBootstrapAdminRace(t *testing.T) {
 	if len(users) != 1 {
 		t.Errorf("%d users, want the one administrator", len(users))
 	}
+	// Restarts: the first still names its file; a replica starting later
+	// on another data directory names none (it has none).
+	if p, err := bootstrapAdmin(ctx, st, first, log); err != nil || p != p1 {
+		t.Errorf("the first replica restarted: %q, %v; want %s", p, err, p1)
+	}
+	if p, err := bootstrapAdmin(ctx, st, t.TempDir(), log); err != nil || p != "" {
+		t.Errorf("a replica started later names %q (%v), a file it does not have", p, err)
+	}
 }

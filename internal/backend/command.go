@@ -57,7 +57,7 @@ func Command() *cobra.Command {
 			cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
 			cfg.Ready = func(i Info) {
 				if i.AdminTokenFile == "" {
-					i.AdminTokenFile = "none here (another replica created the administrator)"
+					i.AdminTokenFile = "none here (the administrator exists: its token is where it was created; `mse-backend user add NAME --admin` makes another)"
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "mse-backend ready\n  API:     %s\n  router:  %s\n  admin token file: %s\n  node measurement (sim): %s\n  sim root sha256:  %s\n",
 					i.APIURL, i.RouterAddr, i.AdminTokenFile, i.Measurement, i.SimRootSHA256)
