@@ -136,6 +136,11 @@ type Config struct {
 	// or "lease" (a Kubernetes Lease in Kube.Namespace; kubernetes runner
 	// only).
 	LeaderElection string
+	// LeaderLeaseDuration is the Lease's duration with "lease" (0:
+	// leader.DefaultLeaseDuration): how long a killed leader's loops wait
+	// for a follower. The leader renews within two thirds of it, and tries
+	// every two fifteenths (client-go's 15 s, 10 s, 2 s).
+	LeaderLeaseDuration time.Duration
 	// Ready, if set, is called once the backend serves.
 	Ready func(Info)
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/mse-in-go/mse/internal/backend/leader"
 	"github.com/mse-in-go/mse/internal/backend/netlimit"
 	"github.com/mse-in-go/mse/internal/backend/runner"
 	"github.com/mse-in-go/mse/internal/backend/service"
@@ -110,6 +111,7 @@ func Command() *cobra.Command {
 	f.StringVar(&cfg.Kube.NodeMeasurement, "node-measurement", "", "kubernetes runner: SHA-256 (hex) of the mse-node in --node-image: the measurement the backend's sim quotes state and the router's operator mode verifies (required with sim hardware)")
 	f.StringVar(&cfg.Kube.BundleURL, "bundle-url", os.Getenv("MSE_BUNDLE_URL"), "kubernetes runner: this backend's base URL as pods reach it (they fetch their bundle there)")
 	f.StringVar(&cfg.Kube.ImagePrefix, "image-prefix", "", `kubernetes runner: prefix of runtime image references (a registry, "registry.example/mse/")`)
+	f.DurationVar(&cfg.LeaderLeaseDuration, "leader-lease-duration", leader.DefaultLeaseDuration, "--leader-election lease: the Lease's duration, how long the loops wait after a leader dies (at least 3s; the leader renews within two thirds of it)")
 	f.StringVar(&cfg.LeaderElection, "leader-election", envOr("MSE_LEADER_ELECTION", LeaderPostgres), "replicas on one PostgreSQL database: who runs the loops, by an advisory lock (postgres) or a Kubernetes Lease in --namespace (lease; kubernetes runner)")
 	f.StringVar(&cfg.Kube.NodeSelector, "kube-node-selector", "", "kubernetes runner: label selector of the cluster nodes counted as capacity (default all)")
 	f.StringSliceVar(&cfg.Kube.BackendCIDRs, "kube-backend-cidr", nil, "kubernetes runner, backend outside the cluster: its addresses as the pods see them (CIDRs, repeatable): the apps' NetworkPolicies admit the router from them and let nodes reach the API there")

@@ -261,7 +261,7 @@ func TestNodeBuildFlagsAgree(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !regexp.MustCompile(`(?m)^REPRO\s*:=\s*` + regexp.QuoteMeta(flags) + `\s*$`).Match(mk) ||
+	if !regexp.MustCompile(`(?m)^REPRO\s*:=\s*`+regexp.QuoteMeta(flags)+`\s*$`).Match(mk) ||
 		!strings.Contains(string(mk), "$(GO) build $(REPRO) -o $(BIN)/mse-node ./cmd/mse-node") {
 		t.Errorf("the Makefile does not build bin/mse-node with REPRO := %s", flags)
 	}

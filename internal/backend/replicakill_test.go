@@ -64,6 +64,10 @@ func TestReplicasKilledOnKubernetes(t *testing.T) {
 const (
 	killKeyTimeout = 3 * time.Second
 	killPoll       = 100 * time.Millisecond
+	// killLease is the lease election's --leader-lease-duration: shorter
+	// than the 15 s default, and long enough for a loaded machine (the
+	// leader renews within 4 s).
+	killLease = 6 * time.Second
 )
 
 func testReplicasKilled(t *testing.T, election string) {
@@ -80,6 +84,9 @@ func testReplicasKilled(t *testing.T, election string) {
 		"--blobs", fmt.Sprintf("s3://%s/bundles?endpoint=%s&region=%s&tls=false", s3.Bucket, s3.Endpoint, s3.Region),
 		"--poll-interval", killPoll.String(), "--key-timeout", killKeyTimeout.String(),
 		"--max-conns-per-client", "4096", "--warm-pool", "0"}
+	if election == "lease" {
+		e.args = append(e.args, "--leader-lease-duration", killLease.String())
+	}
 	e.env = []string{"AWS_ACCESS_KEY_ID=" + s3.AccessKey, "AWS_SECRET_ACCESS_KEY=" + s3.SecretKey}
 	e.bin = bin
 	e.watchPods()
@@ -121,7 +128,7 @@ func testReplicasKilled(t *testing.T, election string) {
 	e.waitObjectsGone(nokey, 10*time.Second)
 	e.routed(running)
 	if election == "lease" {
-		// A lease failover costs a lease duration (15 s): one kill is enough.
+		// A lease failover costs a lease duration: one kill is enough.
 		e.finish(running, b)
 		return
 	}
@@ -449,7 +456,7 @@ func (e *killEnv) failover(old, survivor *replicaProc, killed time.Time, during 
 	t.Helper()
 	within := 5 * time.Second
 	if e.election == "lease" {
-		within = 25 * time.Second // the lease duration (15 s) and a retry or two
+		within = killLease + 10*time.Second // the lease duration and a few retries
 	}
 	var lead, step time.Time
 	deadline := time.Now().Add(within)

@@ -87,6 +87,26 @@ const (
 	LeaderLease    = "lease"
 )
 
+// minLeaseDuration is the shortest --leader-lease-duration: below it, a
+// pause of the API server of a second or two makes the leader resign.
+const minLeaseDuration = 3 * time.Second
+
+// leaseTimes are the Lease's timings from cfg.LeaderLeaseDuration, which
+// only the lease election takes.
+func leaseTimes(cfg Config) (leader.LeaseConfig, error) {
+	d := cfg.LeaderLeaseDuration
+	if d == 0 || d == leader.DefaultLeaseDuration {
+		return leader.LeaseConfig{}, nil // the defaults
+	}
+	if cfg.LeaderElection != LeaderLease {
+		return leader.LeaseConfig{}, errors.New("backend: --leader-lease-duration is for --leader-election lease (the postgres election hands over as soon as the leader's session ends)")
+	}
+	if d < minLeaseDuration {
+		return leader.LeaseConfig{}, fmt.Errorf("backend: --leader-lease-duration %s is below %s: a short pause of the API server would make the leader resign", d, minLeaseDuration)
+	}
+	return leader.LeaseConfig{LeaseDuration: d, RenewDeadline: d * 2 / 3, RetryPeriod: d * 2 / 15}, nil
+}
+
 // openReplicas sets up the election for a backend on db; kube is the
 // kubernetes runner's client (nil with another runner).
 func openReplicas(cfg Config, run runner.Runner, kube clientset.Interface, log *slog.Logger) (*replicas, error) {
@@ -101,6 +121,10 @@ func openReplicas(cfg Config, run runner.Runner, kube clientset.Interface, log *
 		}
 	default:
 		return nil, fmt.Errorf("backend: unknown --leader-election %q (postgres or lease)", cfg.LeaderElection)
+	}
+	lease, err := leaseTimes(cfg)
+	if err != nil {
+		return nil, err
 	}
 	if !isPostgres(cfg.DB) {
 		// SQLite: the lock taken before the store opened makes this
@@ -118,7 +142,8 @@ func openReplicas(cfg Config, run runner.Runner, kube clientset.Interface, log *
 		}
 	}
 	if cfg.LeaderElection == LeaderLease && sharedRunner(run) {
-		el, err := leader.NewLease(leader.LeaseConfig{Client: kube, Namespace: cfg.Kube.Namespace, Logger: log.With("component", "leader")})
+		lease.Client, lease.Namespace, lease.Logger = kube, cfg.Kube.Namespace, log.With("component", "leader")
+		el, err := leader.NewLease(lease)
 		if err != nil {
 			return nil, fmt.Errorf("backend: %w", err)
 		}

@@ -151,6 +151,8 @@ func TestReplicasLeaseElection(t *testing.T) {
 		{"lease without the kubernetes runner", Config{DB: "postgres://x/y", LeaderElection: LeaderLease}, nil, "needs the kubernetes runner"},
 		{"lease on SQLite", Config{DB: filepath.Join(t.TempDir(), "mse.db"), LeaderElection: LeaderLease}, kube, "one PostgreSQL database"},
 		{"lease without a namespace", Config{DB: "postgres://x/y", LeaderElection: LeaderLease}, kube, "no namespace for the Lease"},
+		{"lease duration with the postgres election", Config{DB: "postgres://x/y", LeaderLeaseDuration: 5 * time.Second}, kube, "--leader-lease-duration is for --leader-election lease"},
+		{"lease duration too short", Config{DB: "postgres://x/y", LeaderElection: LeaderLease, LeaderLeaseDuration: time.Second, Kube: KubeConfig{Namespace: "mse-apps"}}, kube, "--leader-lease-duration 1s is below 3s"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r, err := openReplicas(tc.cfg, run, tc.kube, discard())
@@ -170,5 +172,23 @@ func TestReplicasLeaseElection(t *testing.T) {
 	defer r.close()
 	if _, ok := r.elector.(*leader.Lease); !ok || r.started || r.spawnClaim <= 0 {
 		t.Fatalf("lease: elector %T, started %v, spawn claim %s", r.elector, r.started, r.spawnClaim)
+	}
+}
+
+func TestLeaseTimes(t *testing.T) {
+	for _, c := range []struct {
+		d                   time.Duration
+		lease, renew, retry time.Duration
+	}{
+		{0, 0, 0, 0}, // leader.NewLease's defaults
+		{leader.DefaultLeaseDuration, 0, 0, 0},
+		{6 * time.Second, 6 * time.Second, 4 * time.Second, 800 * time.Millisecond},
+		{3 * time.Second, 3 * time.Second, 2 * time.Second, 400 * time.Millisecond},
+		{time.Minute, time.Minute, 40 * time.Second, 8 * time.Second},
+	} {
+		lc, err := leaseTimes(Config{LeaderElection: LeaderLease, LeaderLeaseDuration: c.d})
+		if err != nil || lc.LeaseDuration != c.lease || lc.RenewDeadline != c.renew || lc.RetryPeriod != c.retry {
+			t.Errorf("leaseTimes(%s) = %s/%s/%s, %v; want %s/%s/%s", c.d, lc.LeaseDuration, lc.RenewDeadline, lc.RetryPeriod, err, c.lease, c.renew, c.retry)
+		}
 	}
 }

@@ -192,9 +192,9 @@ func (r *Runner) pod(cm *corev1.ConfigMap, appID, tenant, image string, port int
 			SecurityContext:               &corev1.PodSecurityContext{RunAsNonRoot: &yes, RunAsUser: &uid, RunAsGroup: &uid, FSGroup: &uid},
 			Tolerations:                   tolerations(k),
 			InitContainers: []corev1.Container{{
-				Name:  containerFetch,
-				Image: r.cfg.NodeImage,
-				Command: fetch,
+				Name:                     containerFetch,
+				Image:                    r.cfg.NodeImage,
+				Command:                  fetch,
 				Resources:                corev1.ResourceRequirements{Requests: res, Limits: res},
 				SecurityContext:          sc,
 				ImagePullPolicy:          r.cfg.PullPolicy,

@@ -37,10 +37,10 @@ var Hardware = []runner.Hardware{
 // resources; its state is what the test sets with SetState (starting at
 // first).
 type Runner struct {
-	mu     sync.Mutex
-	Total  runner.Resources
-	nodes  map[string]*fakeNode
-	used   runner.Resources
+	mu    sync.Mutex
+	Total runner.Resources
+	nodes map[string]*fakeNode
+	used  runner.Resources
 	// SpawnErr, when set, is returned by the next Spawn.
 	SpawnErr error
 	// StatusErr, while set, is returned by every Status (the runner cannot
