@@ -20,6 +20,7 @@ import (
 	"github.com/mse-in-go/mse/internal/backend/router"
 	"github.com/mse-in-go/mse/internal/backend/store"
 	"github.com/mse-in-go/mse/internal/client"
+	"github.com/mse-in-go/mse/internal/e2e/e2eutil"
 	"github.com/mse-in-go/mse/internal/testenv"
 )
 
@@ -220,7 +221,7 @@ func TestRouterSwap(t *testing.T) {
 		// A second platform, same simulated hardware root, whose node binary
 		// differs by a few bytes: its measurement differs.
 		dir2 := t.TempDir()
-		copyTree(t, filepath.Join(dir, "sim"), filepath.Join(dir2, "sim"))
+		e2eutil.CopyTree(t, filepath.Join(dir, "sim"), filepath.Join(dir2, "sim"))
 		for _, f := range []string{"sim-root.key", "sim-ak.key"} {
 			_ = os.Chmod(filepath.Join(dir2, "sim", f), 0o600)
 		}

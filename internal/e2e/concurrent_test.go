@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mse-in-go/mse/internal/e2e/e2eutil"
 	"github.com/mse-in-go/mse/internal/testenv"
 )
 
@@ -47,7 +48,7 @@ func TestConcurrentDeploys(t *testing.T) {
 			t.Errorf("deploy %d failed:\n%s", i, errs[i])
 			continue
 		}
-		if page, err := getVia(t, b.RouterAddr, d.Domain, &tls.Config{RootCAs: certPool(t, d.Certificate)}); err != nil || page != "Hello world!" {
+		if page, err := e2eutil.GetVia(b.RouterAddr, d.Domain, &tls.Config{RootCAs: e2eutil.CertPool(t, d.Certificate)}); err != nil || page != "Hello world!" {
 			t.Errorf("app %d: GET = %q, %v", i, page, err)
 		}
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/mse-in-go/mse/internal/bundle"
 	"github.com/mse-in-go/mse/internal/bundle/pack"
 	"github.com/mse-in-go/mse/internal/client"
+	"github.com/mse-in-go/mse/internal/e2e/e2eutil"
 	"github.com/mse-in-go/mse/internal/testenv"
 )
 
@@ -135,7 +136,7 @@ func TestBackendCrash(t *testing.T) {
 	_ = p.cmd.Wait()
 
 	// The node outlived the backend: it still serves, straight to its port.
-	page, err := getVia(t, nodeAddr(t, dir, d.AppID), d.Domain, &tls.Config{RootCAs: certPool(t, d.Certificate)})
+	page, err := e2eutil.GetVia(nodeAddr(t, dir, d.AppID), d.Domain, &tls.Config{RootCAs: e2eutil.CertPool(t, d.Certificate)})
 	if err != nil || page != "Hello world!" {
 		t.Fatalf("the node did not outlive the backend: %q, %v", page, err)
 	}
@@ -147,7 +148,7 @@ func TestBackendCrash(t *testing.T) {
 	if err != nil || a.Status != "running" {
 		t.Fatalf("after the crash: %+v %v", a, err)
 	}
-	page, err = getVia(t, p2.router, d.Domain, &tls.Config{RootCAs: certPool(t, d.Certificate)})
+	page, err = e2eutil.GetVia(p2.router, d.Domain, &tls.Config{RootCAs: e2eutil.CertPool(t, d.Certificate)})
 	if err != nil || page != "Hello world!" {
 		t.Fatalf("GET after the crash = %q, %v", page, err)
 	}

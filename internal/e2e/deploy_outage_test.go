@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/mse-in-go/mse/internal/client"
+	"github.com/mse-in-go/mse/internal/e2e/e2eutil"
 	"github.com/mse-in-go/mse/internal/testenv"
 )
 
@@ -117,7 +118,7 @@ func TestDeployBackendGoneAfterKey(t *testing.T) {
 	}
 	mustRun(t, "cloud", "login", "--url", b2.APIURL, "--token", b.AdminToken)
 	mustRun(t, "cloud", "verify", a.Domains[0], "--context", ctxFile, "--addr", b2.RouterAddr, "--policy", policy)
-	page, err := getVia(t, b2.RouterAddr, a.Domains[0], &tls.Config{RootCAs: certPool(t, filepath.Join(cfg, "contexts", id+".pem"))})
+	page, err := e2eutil.GetVia(b2.RouterAddr, a.Domains[0], &tls.Config{RootCAs: e2eutil.CertPool(t, filepath.Join(cfg, "contexts", id+".pem"))})
 	if err != nil || page != "Hello world!" {
 		t.Fatalf("GET after the restart = %q, %v", page, err)
 	}

@@ -31,26 +31,19 @@ import (
 	"github.com/mse-in-go/mse/internal/backend/store/pgtest"
 	"github.com/mse-in-go/mse/internal/cli"
 	"github.com/mse-in-go/mse/internal/client"
+	"github.com/mse-in-go/mse/internal/e2e/e2eutil"
 	"github.com/mse-in-go/mse/internal/testenv"
 )
 
 // run runs the CLI in-process and returns stdout, stderr and the exit code.
 func run(t testing.TB, args ...string) (string, string, int) {
 	t.Helper()
-	var out, errb bytes.Buffer
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	code := cli.Main(ctx, args, &out, &errb)
-	return out.String(), errb.String(), code
+	return e2eutil.CLI(t, 2*time.Minute, args...)
 }
 
 func mustRun(t testing.TB, args ...string) (string, string) {
 	t.Helper()
-	out, errs, code := run(t, args...)
-	if code != 0 {
-		t.Fatalf("mse %s: exit %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), code, out, errs)
-	}
-	return out, errs
+	return e2eutil.MustCLI(t, 2*time.Minute, args...)
 }
 
 // login points the CLI at b with a fresh config dir.
@@ -70,42 +63,13 @@ func helloApp(t testing.TB, name, extraToml string) string {
 	t.Helper()
 	dst := t.TempDir()
 	src := filepath.Join(testenv.RepoRoot(), "examples", "helloworld")
-	copyTree(t, filepath.Join(src, "mse_src"), filepath.Join(dst, "mse_src"))
+	e2eutil.CopyTree(t, filepath.Join(src, "mse_src"), filepath.Join(dst, "mse_src"))
 	conf := fmt.Sprintf("name = %q\npython_application = \"app:app\"\nhealthcheck_endpoint = \"/health\"\n\n[cloud]\ncode = \"mse_src\"\nhardware = \"1g\"\n%s", name, extraToml)
 	p := filepath.Join(dst, "mse.toml")
 	if err := os.WriteFile(p, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return p
-}
-
-func copyTree(t testing.TB, src, dst string) {
-	t.Helper()
-	err := filepath.WalkDir(src, func(p string, d os.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(src, p)
-		if strings.Contains(rel, "__pycache__") {
-			return nil
-		}
-		target := filepath.Join(dst, rel)
-		if d.IsDir() {
-			return os.MkdirAll(target, 0o755)
-		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		return os.WriteFile(target, b, info.Mode().Perm())
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
 }
 
 type deployed struct {
@@ -137,42 +101,6 @@ func mustDeploy(t testing.TB, args ...string) *deployed {
 
 func apiFor(b *testenv.Backend, token string) *client.Client { return client.New(b.APIURL, token) }
 
-// getVia fetches https://domain/ through addr with the given TLS config.
-func getVia(t *testing.T, addr, domain string, tc *tls.Config) (string, error) {
-	t.Helper()
-	tc = tc.Clone()
-	tc.ServerName = domain
-	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			if p, ok := strings.CutPrefix(addr, "unix:"); ok {
-				return (&net.Dialer{}).DialContext(ctx, "unix", p) // a sandboxed node's socket
-			}
-			return (&net.Dialer{}).DialContext(ctx, "tcp", addr)
-		},
-		TLSClientConfig: tc,
-	}}
-	resp, err := hc.Get("https://" + domain + "/")
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return string(b), err
-}
-
-func certPool(t *testing.T, pemFile string) *x509.CertPool {
-	t.Helper()
-	b, err := os.ReadFile(pemFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := x509.NewCertPool()
-	if !p.AppendCertsFromPEM(b) {
-		t.Fatalf("no certificate in %s", pemFile)
-	}
-	return p
-}
-
 // TestScenario1 is the main job: deploy with verification in simulation,
 // serve over the enclave's own certificate, third-party verification,
 // status/list/logs/stop.
@@ -198,7 +126,7 @@ func TestScenario1(t *testing.T) {
 	}
 
 	// The app serves its page with the verified RA-TLS certificate.
-	page, err := getVia(t, b.RouterAddr, d.Domain, &tls.Config{RootCAs: certPool(t, d.Certificate)})
+	page, err := e2eutil.GetVia(b.RouterAddr, d.Domain, &tls.Config{RootCAs: e2eutil.CertPool(t, d.Certificate)})
 	if err != nil || page != "Hello world!" {
 		t.Fatalf("GET via router = %q, %v", page, err)
 	}
@@ -279,7 +207,7 @@ func TestScenario1(t *testing.T) {
 		followed <- o.String()
 	}()
 	time.Sleep(500 * time.Millisecond)
-	if _, err := getVia(t, b.RouterAddr, d.Domain, &tls.Config{RootCAs: certPool(t, d.Certificate)}); err != nil {
+	if _, err := e2eutil.GetVia(b.RouterAddr, d.Domain, &tls.Config{RootCAs: e2eutil.CertPool(t, d.Certificate)}); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(500 * time.Millisecond)
@@ -301,7 +229,7 @@ func TestScenario1(t *testing.T) {
 	if !strings.Contains(out, d.AppID) || !strings.Contains(out, "stopped") {
 		t.Fatalf("list --all:\n%s", out)
 	}
-	if _, err := getVia(t, b.RouterAddr, d.Domain, &tls.Config{RootCAs: certPool(t, d.Certificate)}); err == nil {
+	if _, err := e2eutil.GetVia(b.RouterAddr, d.Domain, &tls.Config{RootCAs: e2eutil.CertPool(t, d.Certificate)}); err == nil {
 		t.Fatal("a stopped app is still routed")
 	}
 	// The decrypted code and secrets are gone from the node's directory.
@@ -393,7 +321,7 @@ func TestScenario2(t *testing.T) {
 	if d.Domain != domain || !d.Verified {
 		t.Fatalf("deploy result %+v", d.DeployResult)
 	}
-	page, err := getVia(t, b.RouterAddr, domain, &tls.Config{RootCAs: certPool(t, ca)})
+	page, err := e2eutil.GetVia(b.RouterAddr, domain, &tls.Config{RootCAs: e2eutil.CertPool(t, ca)})
 	if err != nil || page != "Hello world!" {
 		t.Fatalf("GET with the owner's CA = %q, %v", page, err)
 	}
@@ -438,7 +366,7 @@ func TestScenario1Postgres(t *testing.T) {
 	b := testenv.Start(t, testenv.Options{DB: pgtest.URL(t)})
 	login(t, b, b.AdminToken)
 	d := mustDeploy(t, "--path", helloApp(t, "pg1", ""), "--policy", b.PolicyFile(t, ""))
-	page, err := getVia(t, b.RouterAddr, d.Domain, &tls.Config{RootCAs: certPool(t, d.Certificate)})
+	page, err := e2eutil.GetVia(b.RouterAddr, d.Domain, &tls.Config{RootCAs: e2eutil.CertPool(t, d.Certificate)})
 	if err != nil || page != "Hello world!" {
 		t.Fatalf("GET via router = %q, %v", page, err)
 	}
@@ -451,7 +379,7 @@ func TestGoHelloEntrypoint(t *testing.T) {
 	b := testenv.Start(t, testenv.Options{})
 	login(t, b, b.AdminToken)
 	dir := t.TempDir()
-	copyTree(t, filepath.Join(testenv.RepoRoot(), "examples", "go-hello", "code"), filepath.Join(dir, "code"))
+	e2eutil.CopyTree(t, filepath.Join(testenv.RepoRoot(), "examples", "go-hello", "code"), filepath.Join(dir, "code"))
 	src, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "examples", "go-hello", "mse.toml"))
 	if err != nil {
 		t.Fatal(err)
@@ -466,7 +394,7 @@ func TestGoHelloEntrypoint(t *testing.T) {
 		t.Fatalf("build go-hello: %v\n%s", err, out)
 	}
 	d := mustDeploy(t, "--path", filepath.Join(dir, "mse.toml"), "--policy", b.PolicyFile(t, ""))
-	page, err := getVia(t, b.RouterAddr, d.Domain, &tls.Config{RootCAs: certPool(t, d.Certificate)})
+	page, err := e2eutil.GetVia(b.RouterAddr, d.Domain, &tls.Config{RootCAs: e2eutil.CertPool(t, d.Certificate)})
 	if err != nil || page != "Hello from Go!\n" {
 		t.Fatalf("GET = %q, %v", page, err)
 	}

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mse-in-go/mse/internal/e2e/e2eutil"
 	"github.com/mse-in-go/mse/internal/testenv"
 )
 
@@ -14,7 +15,7 @@ import (
 func exampleApp(t *testing.T, name string) string {
 	t.Helper()
 	dst := filepath.Join(t.TempDir(), name)
-	copyTree(t, filepath.Join(testenv.RepoRoot(), "examples", name), dst)
+	e2eutil.CopyTree(t, filepath.Join(testenv.RepoRoot(), "examples", name), dst)
 	return filepath.Join(dst, "mse.toml")
 }
 

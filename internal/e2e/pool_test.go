@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/mse-in-go/mse/internal/client"
+	"github.com/mse-in-go/mse/internal/e2e/e2eutil"
 	"github.com/mse-in-go/mse/internal/testenv"
 )
 
@@ -106,7 +107,7 @@ func TestWarmPool(t *testing.T) {
 		if err != nil || st.Status != "running" {
 			t.Fatalf("%s after the crash: %+v %v", d.AppID, st, err)
 		}
-		page, err := getVia(t, p2.router, d.Domain, &tls.Config{RootCAs: certPool(t, d.Certificate)})
+		page, err := e2eutil.GetVia(p2.router, d.Domain, &tls.Config{RootCAs: e2eutil.CertPool(t, d.Certificate)})
 		if err != nil || page != "Hello world!" {
 			t.Fatalf("GET %s after the crash = %q, %v", d.AppID, page, err)
 		}
@@ -122,7 +123,7 @@ func TestWarmPool(t *testing.T) {
 	if ids := runcIDs(t, dir); slices.Contains(ids, idle) {
 		t.Fatalf("the stopped pooled node's container %s is still there: %v", idle, ids)
 	}
-	if _, err := getVia(t, p2.router, b.Domain, &tls.Config{RootCAs: certPool(t, b.Certificate)}); err == nil {
+	if _, err := e2eutil.GetVia(p2.router, b.Domain, &tls.Config{RootCAs: e2eutil.CertPool(t, b.Certificate)}); err == nil {
 		t.Fatal("a stopped pooled app is still routed")
 	}
 	mustRun(t, "cloud", "stop", a.AppID)

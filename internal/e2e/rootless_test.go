@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mse-in-go/mse/internal/e2e/e2eutil"
 	"github.com/mse-in-go/mse/internal/testenv"
 )
 
@@ -249,7 +250,7 @@ func TestRootless(t *testing.T) {
 		var d *deployed
 		if first == nil {
 			d = mustDeploy(t, "--path", helloApp(t, name, ""), "--policy", policyPath)
-			page, err := getVia(t, router, d.Domain, &tls.Config{RootCAs: certPool(t, d.Certificate)})
+			page, err := e2eutil.GetVia(router, d.Domain, &tls.Config{RootCAs: e2eutil.CertPool(t, d.Certificate)})
 			if err != nil || page != "Hello world!" {
 				t.Fatalf("GET https://%s/ through the router = %q, %v", d.Domain, page, err)
 			}

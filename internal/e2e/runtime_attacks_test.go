@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/mse-in-go/mse/internal/client"
+	"github.com/mse-in-go/mse/internal/e2e/e2eutil"
 	"github.com/mse-in-go/mse/internal/testenv"
 )
 
@@ -109,7 +110,7 @@ func TestNodeBinaryReplaced(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := mustDeploy(t, "--path", helloApp(t, "swapped", ""), "--policy", b.PolicyFile(t, ""))
-	if page, err := getVia(t, b.RouterAddr, d.Domain, &tls.Config{RootCAs: certPool(t, d.Certificate)}); err != nil || page != "Hello world!" {
+	if page, err := e2eutil.GetVia(b.RouterAddr, d.Domain, &tls.Config{RootCAs: e2eutil.CertPool(t, d.Certificate)}); err != nil || page != "Hello world!" {
 		t.Fatalf("GET = %q, %v", page, err)
 	}
 	logs, _ := mustRun(t, "cloud", "logs", d.AppID)

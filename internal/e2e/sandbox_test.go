@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mse-in-go/mse/internal/e2e/e2eutil"
 	"github.com/mse-in-go/mse/internal/testenv"
 )
 
@@ -39,7 +40,7 @@ type probeResult struct {
 func probeApp(t *testing.T, name string, targets any) string {
 	t.Helper()
 	dir := t.TempDir()
-	copyTree(t, filepath.Join(testenv.RepoRoot(), "internal", "e2e", "testdata", "probe"), filepath.Join(dir, "code"))
+	e2eutil.CopyTree(t, filepath.Join(testenv.RepoRoot(), "internal", "e2e", "testdata", "probe"), filepath.Join(dir, "code"))
 	b, err := json.Marshal(targets)
 	if err != nil {
 		t.Fatal(err)
@@ -59,7 +60,7 @@ func probeApp(t *testing.T, name string, targets any) string {
 // app's verified certificate.
 func getPath(t *testing.T, routerAddr string, d *deployed, path string) (int, []byte) {
 	t.Helper()
-	tc := &tls.Config{RootCAs: certPool(t, d.Certificate), ServerName: d.Domain}
+	tc := &tls.Config{RootCAs: e2eutil.CertPool(t, d.Certificate), ServerName: d.Domain}
 	hc := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return (&net.Dialer{}).DialContext(ctx, "tcp", routerAddr)

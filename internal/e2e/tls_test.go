@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/mse-in-go/mse/internal/cli"
+	"github.com/mse-in-go/mse/internal/e2e/e2eutil"
 	"github.com/mse-in-go/mse/internal/testenv"
 )
 
@@ -158,7 +159,7 @@ func TestOperatorMode(t *testing.T) {
 	if !d.Verified || d.TLSMode != "operator" || !strings.Contains(errs, "operator") || !strings.Contains(strings.ToLower(errs), "read") {
 		t.Fatalf("deploy result %+v\n%s", d.DeployResult, errs)
 	}
-	page, err := getVia(t, b.RouterAddr, d.Domain, &tls.Config{RootCAs: certPool(t, caFile)})
+	page, err := e2eutil.GetVia(b.RouterAddr, d.Domain, &tls.Config{RootCAs: e2eutil.CertPool(t, caFile)})
 	if err != nil || page != "Hello world!" {
 		t.Fatalf("GET through the operator's TLS = %q, %v", page, err)
 	}
@@ -195,7 +196,7 @@ func TestOperatorModeACME(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("deploy --untrusted-ssl: exit %d\n%s\nCA log:\n%s", code, errs, ca.Log())
 	}
-	page, err := getVia(t, b.RouterAddr, d.Domain, &tls.Config{RootCAs: ca.IssuerRoots()})
+	page, err := e2eutil.GetVia(b.RouterAddr, d.Domain, &tls.Config{RootCAs: ca.IssuerRoots()})
 	if err != nil || page != "Hello world!" {
 		t.Fatalf("GET through the router's ACME certificate = %q, %v", page, err)
 	}

@@ -29,6 +29,7 @@ import (
 	"github.com/mse-in-go/mse/internal/backend"
 	"github.com/mse-in-go/mse/internal/backend/store/pgtest"
 	"github.com/mse-in-go/mse/internal/cli"
+	"github.com/mse-in-go/mse/internal/e2e/e2eutil"
 	"github.com/mse-in-go/mse/internal/testenv"
 )
 
@@ -216,7 +217,7 @@ func TestInstallFromDeploy(t *testing.T) {
 		t.Fatal(err)
 	}
 	app := t.TempDir()
-	copyTree(t, filepath.Join(testenv.RepoRoot(), "examples", "helloworld", "mse_src"), filepath.Join(app, "mse_src"))
+	e2eutil.CopyTree(t, filepath.Join(testenv.RepoRoot(), "examples", "helloworld", "mse_src"), filepath.Join(app, "mse_src"))
 	toml := filepath.Join(app, "mse.toml")
 	if err := os.WriteFile(toml, []byte("name = \"hello-installed\"\npython_application = \"app:app\"\nhealthcheck_endpoint = \"/health\"\n\n[cloud]\ncode = \"mse_src\"\nhardware = \"1g\"\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -237,7 +238,7 @@ func TestInstallFromDeploy(t *testing.T) {
 	}
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(pem)
-	if page, err := getVia(routerAddr, res.Domain, &tls.Config{RootCAs: roots}); err != nil || page != "Hello world!" {
+	if page, err := e2eutil.GetVia(routerAddr, res.Domain, &tls.Config{RootCAs: roots}); err != nil || page != "Hello world!" {
 		t.Fatalf("GET via the installed router = %q, %v", page, err)
 	}
 
@@ -268,7 +269,7 @@ func TestInstallFromDeploy(t *testing.T) {
 	// The router Service follows once kube-proxy has the endpoints' change
 	// (a connection in that window may be refused).
 	for {
-		page, err := getVia(routerAddr, res.Domain, &tls.Config{RootCAs: roots})
+		page, err := e2eutil.GetVia(routerAddr, res.Domain, &tls.Config{RootCAs: roots})
 		if err == nil && page == "Hello world!" {
 			t.Logf("served through the router Service %s after the leader's deletion", time.Since(killed).Round(time.Millisecond))
 			break

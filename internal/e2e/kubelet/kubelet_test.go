@@ -6,7 +6,6 @@
 package kubelet
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -15,7 +14,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -31,6 +29,7 @@ import (
 	"github.com/mse-in-go/mse/internal/backend/runner"
 	"github.com/mse-in-go/mse/internal/backend/store/pgtest"
 	"github.com/mse-in-go/mse/internal/cli"
+	"github.com/mse-in-go/mse/internal/e2e/e2eutil"
 	"github.com/mse-in-go/mse/internal/testenv"
 )
 
@@ -38,19 +37,12 @@ func TestMain(m *testing.M) { pgtest.Main(m, testenv.StopKube) }
 
 func run(t testing.TB, args ...string) (string, string, int) {
 	t.Helper()
-	var out, errb bytes.Buffer
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	code := cli.Main(ctx, args, &out, &errb)
-	return out.String(), errb.String(), code
+	return e2eutil.CLI(t, 5*time.Minute, args...)
 }
 
 func mustRun(t testing.TB, args ...string) string {
 	t.Helper()
-	out, errs, code := run(t, args...)
-	if code != 0 {
-		t.Fatalf("mse %s: exit %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), code, out, errs)
-	}
+	out, _ := e2eutil.MustCLI(t, 5*time.Minute, args...)
 	return out
 }
 
@@ -222,7 +214,7 @@ func deployOnKubelet(t *testing.T, k *testenv.KubeCluster, ref, measurement, nod
 
 	app := t.TempDir()
 	src := filepath.Join(testenv.RepoRoot(), "examples", "helloworld")
-	copyTree(t, filepath.Join(src, "mse_src"), filepath.Join(app, "mse_src"))
+	e2eutil.CopyTree(t, filepath.Join(src, "mse_src"), filepath.Join(app, "mse_src"))
 	toml := filepath.Join(app, "mse.toml")
 	if err := os.WriteFile(toml, []byte("name = \"hello-kubelet\"\npython_application = \"app:app\"\nhealthcheck_endpoint = \"/health\"\n\n[cloud]\ncode = \"mse_src\"\nhardware = \"1g\"\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -268,7 +260,7 @@ func deployOnKubelet(t *testing.T, k *testenv.KubeCluster, ref, measurement, nod
 	}
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(pem)
-	page, err := getVia(b.RouterAddr, d.Domain, &tls.Config{RootCAs: roots})
+	page, err := e2eutil.GetVia(b.RouterAddr, d.Domain, &tls.Config{RootCAs: roots})
 	if err != nil || page != "Hello world!" {
 		t.Fatalf("GET via router = %q, %v", page, err)
 	}
@@ -309,7 +301,7 @@ func deployOnKubelet(t *testing.T, k *testenv.KubeCluster, ref, measurement, nod
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	if _, err := getVia(b.RouterAddr, d.Domain, &tls.Config{RootCAs: roots}); err == nil {
+	if _, err := e2eutil.GetVia(b.RouterAddr, d.Domain, &tls.Config{RootCAs: roots}); err == nil {
 		t.Fatal("a stopped app is still served")
 	}
 }
@@ -330,47 +322,4 @@ func podReport(t *testing.T, k *testenv.KubeCluster, ns string) string {
 		}
 	}
 	return b.String()
-}
-
-func getVia(addr, domain string, tc *tls.Config) (string, error) {
-	tc = tc.Clone()
-	tc.ServerName = domain
-	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "tcp", addr)
-		},
-		TLSClientConfig: tc,
-	}}
-	resp, err := hc.Get("https://" + domain + "/")
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return string(b), err
-}
-
-func copyTree(t *testing.T, src, dst string) {
-	t.Helper()
-	err := filepath.WalkDir(src, func(p string, d os.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(src, p)
-		if strings.Contains(rel, "__pycache__") {
-			return nil
-		}
-		target := filepath.Join(dst, rel)
-		if d.IsDir() {
-			return os.MkdirAll(target, 0o755)
-		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		return os.WriteFile(target, b, 0o644)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
 }
