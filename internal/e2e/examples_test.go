@@ -8,6 +8,8 @@ import (
 
 	"github.com/mse-in-go/mse/internal/e2e/e2eutil"
 	"github.com/mse-in-go/mse/internal/testenv"
+
+	"github.com/mse-in-go/mse/internal/testenv/ciskip"
 )
 
 // exampleApp copies examples/NAME (mse.toml, code, tests, secrets) into a
@@ -24,10 +26,7 @@ func exampleApp(t *testing.T, name string) string {
 func needPytest(t *testing.T) {
 	t.Helper()
 	if _, err := os.Stat("/usr/bin/pytest"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("pytest is not installed (apt-get install python3-pytest python3-requests): the examples' own tests need it")
-		}
-		t.Skip("SKIPPED: pytest is not installed (apt-get install python3-pytest python3-requests)")
+		ciskip.Missing(t, "pytest is not installed (apt-get install python3-pytest python3-requests): the examples' own tests need it")
 	}
 	t.Setenv("PATH", "/usr/bin:"+os.Getenv("PATH")) // Debian's pytest, with requests
 }
@@ -71,10 +70,7 @@ func TestExamples(t *testing.T) {
 func TestLocaltest(t *testing.T) {
 	needPytest(t)
 	if _, err := os.Stat("/usr/bin/bwrap"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("bubblewrap is not installed (apt-get install bubblewrap): localtest needs it")
-		}
-		t.Skip("SKIPPED: bubblewrap is not installed")
+		ciskip.Missing(t, "bubblewrap is not installed (apt-get install bubblewrap): localtest needs it")
 	}
 	b := testenv.Start(t, testenv.Options{})
 	login(t, b, b.AdminToken)

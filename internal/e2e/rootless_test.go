@@ -19,6 +19,8 @@ import (
 
 	"github.com/mse-in-go/mse/internal/e2e/e2eutil"
 	"github.com/mse-in-go/mse/internal/testenv"
+
+	"github.com/mse-in-go/mse/internal/testenv/ciskip"
 )
 
 // rootlessUser is the unprivileged system user the rootless backend runs
@@ -33,11 +35,7 @@ func needRootless(t *testing.T, cred *syscall.Credential) {
 	t.Helper()
 	fail := func(format string, args ...any) {
 		t.Helper()
-		msg := fmt.Sprintf(format, args...)
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip("SKIPPED: " + msg)
+		ciskip.Missing(t, format, args...)
 	}
 	if cred == nil {
 		fail("this test runs mse-backend as another, unprivileged user, and needs root to add that user and give it a data directory")

@@ -31,6 +31,8 @@ import (
 	"github.com/mse-in-go/mse/internal/nodeapi"
 	"github.com/mse-in-go/mse/internal/ratls"
 	"github.com/mse-in-go/mse/internal/spec"
+
+	"github.com/mse-in-go/mse/internal/testenv/ciskip"
 )
 
 const testAppID = "3f1d1a8e-0000-4000-8000-000000000001"
@@ -173,10 +175,7 @@ type nodeOpt func(*Config)
 func needPython(t testing.TB) {
 	t.Helper()
 	if _, err := exec.LookPath("python3"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("python3 is not installed (apt-get install python3): the node serves python_application with it")
-		}
-		t.Skip("python3 is not installed")
+		ciskip.Missing(t, "python3 is not installed (apt-get install python3): the node serves python_application with it")
 	}
 }
 

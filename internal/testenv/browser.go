@@ -20,6 +20,8 @@ import (
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/cdproto/security"
 	"github.com/chromedp/chromedp"
+
+	"github.com/mse-in-go/mse/internal/testenv/ciskip"
 )
 
 // BrowserOptions configure a headless Chromium for a test.
@@ -118,10 +120,7 @@ func findChromium() (chromium, certutil, missing string) {
 func NeedChromium(t testing.TB) {
 	t.Helper()
 	if _, _, missing := findChromium(); missing != "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("this test drives a headless browser and needs %s; CI=true, so this FAILS: %s", missing, chromiumInstallHint)
-		}
-		t.Skipf("SKIPPED: this test drives a headless browser and needs %s; to run it: %s", missing, chromiumInstallHint)
+		ciskip.Missing(t, "this test drives a headless browser and needs %s; to run it: %s", missing, chromiumInstallHint)
 	}
 }
 

@@ -12,6 +12,8 @@ import (
 
 	"github.com/mse-in-go/mse/internal/runtimes"
 	"github.com/mse-in-go/mse/internal/runtimes/image"
+
+	"github.com/mse-in-go/mse/internal/testenv/ciskip"
 )
 
 // TestRuntimes are the runtimes test backends offer, built from the presets
@@ -52,10 +54,7 @@ func NeedSandbox(t testing.TB) {
 	if missing == "" {
 		return
 	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("this test runs nodes in sandboxed runtimes and needs %s; .ci/run installs it", missing)
-	}
-	t.Skipf("SKIPPED: this test runs nodes in sandboxed runtimes and needs %s", missing)
+	ciskip.Missing(t, "this test runs nodes in sandboxed runtimes and needs %s", missing)
 }
 
 func onPath(name string) bool {

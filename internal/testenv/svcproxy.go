@@ -19,6 +19,8 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/mse-in-go/mse/internal/testenv/ciskip"
 )
 
 var (
@@ -52,11 +54,7 @@ func (k *KubeCluster) ServiceProxy(t testing.TB) {
 	kl := k.Kubelet(t)
 	svcProxyOnce.Do(func() { svcProxyErr = k.startServiceProxy(kl) })
 	if errors.Is(svcProxyErr, errKubeMissing) {
-		msg := fmt.Sprintf("%v; build it with scripts/k8s-tools.sh, run as root", svcProxyErr)
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip("SKIPPED: " + msg)
+		ciskip.Missing(t, "%v; build it with scripts/k8s-tools.sh, run as root", svcProxyErr)
 	}
 	if svcProxyErr != nil {
 		t.Fatalf("testenv: service proxy: %v", svcProxyErr)

@@ -48,6 +48,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/mse-in-go/mse/internal/testenv/ciskip"
 )
 
 // EnvURL names the environment variable with an existing server's URL.
@@ -83,10 +85,7 @@ func URL(t testing.TB) string {
 			}
 		})
 		if errors.Is(srvErr, ErrNotInstalled) {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("pgtest: %v; CI=true, so this FAILS: %s", srvErr, installHint)
-			}
-			t.Skipf("\n*** pgtest: SKIPPING a PostgreSQL test: %v.\n*** To run it, %s.", srvErr, installHint)
+			ciskip.Missing(t, "pgtest: a PostgreSQL test: %v; to run it, %s", srvErr, installHint)
 		}
 		if srvErr != nil {
 			t.Fatalf("pgtest: starting a throwaway PostgreSQL: %v", srvErr)
