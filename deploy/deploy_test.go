@@ -206,6 +206,7 @@ func manifestsApply(t *testing.T, k *testenv.KubeCluster, objs []*unstructured.U
 	if namespaces != 2 {
 		t.Errorf("%d namespaces, want mse and mse-apps", namespaces)
 	}
+	k.AwaitNamespace(t, "mse-apps")
 	kinds := map[string]int{}
 	for _, o := range objs {
 		kinds[o.GetKind()]++

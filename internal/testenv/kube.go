@@ -186,7 +186,33 @@ func (k *KubeCluster) Namespace(t testing.TB) string {
 			t.Errorf("delete namespace %s: %v", name, err)
 		}
 	})
+	k.AwaitNamespace(t, name)
 	return name
+}
+
+// AwaitNamespace waits until namespace ns takes pods: the ServiceAccount
+// admission plugin refuses them until the serviceaccount controller has
+// made the namespace's default account (in a real cluster, namespaces are
+// older than the pods put in them). Namespace does it; a test that creates
+// namespaces itself calls it.
+func (k *KubeCluster) AwaitNamespace(t testing.TB, ns string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for {
+		_, err := k.Client.CoreV1().ServiceAccounts(ns).Get(ctx, "default", metav1.GetOptions{})
+		if err == nil {
+			return
+		}
+		if !apierrors.IsNotFound(err) && ctx.Err() == nil {
+			t.Fatalf("namespace %s: its default service account: %v", ns, err)
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("namespace %s has no default service account after 30 s: is the controller manager's serviceaccount controller running?\n%s", ns, tailFile(filepath.Join(k.dir, "kube-controller-manager.log"), 3000))
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // UserConfig is a config for user, a token identity with no permissions
@@ -347,7 +373,6 @@ func startKube() (*KubeCluster, error) {
 		"--token-auth-file", tokenFile,
 		"--authorization-mode", "RBAC",
 		"--endpoint-reconciler-type", "none", // it refuses a loopback advertise address otherwise
-		"--disable-admission-plugins", "ServiceAccount", // no token controller runs
 		"--service-cluster-ip-range", kubeServiceCIDR,
 		"--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
 		"--service-account-key-file", saFile, "--service-account-signing-key-file", saFile,
@@ -419,7 +444,12 @@ spec:
 	}
 	if _, err := k.run(bin, "kube-controller-manager", "--kubeconfig", k.Kubeconfig,
 		"--authentication-kubeconfig", k.Kubeconfig, "--authorization-kubeconfig", k.Kubeconfig,
-		"--controllers", "garbagecollector,namespace,deployment,replicaset,endpointslice", "--leader-elect=false",
+		// serviceaccount makes each namespace's default account, which the
+		// ServiceAccount admission plugin wants before it admits a pod;
+		// root-ca-cert-publisher the kube-root-ca.crt ConfigMap that pods'
+		// projected service-account volumes hold.
+		"--controllers", "garbagecollector,namespace,deployment,replicaset,endpointslice,serviceaccount,root-ca-cert-publisher",
+		"--root-ca-file", apiCA.file, "--leader-elect=false",
 		"--bind-address", "127.0.0.1", "--secure-port", "0", "--use-service-account-credentials=false", "--v", "0"); err != nil {
 		return nil, err
 	}

@@ -18,7 +18,6 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
-	authnv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -46,10 +45,9 @@ import (
 // serving, and its stop goes through.
 //
 // The test's overlay changes only what an operator's overlay would (images,
-// arguments, catalogs) plus, for this test cluster: the cluster IP in
-// --bundle-url (there is no cluster DNS), and the service account token,
-// mounted by the test from a TokenRequest (this API server runs without the
-// ServiceAccount admission plugin).
+// arguments, catalogs) plus, for this test cluster, the cluster IP in
+// --bundle-url (there is no cluster DNS). The service account token is the
+// one the ServiceAccount admission plugin and the kubelet mount.
 func TestInstallFromDeploy(t *testing.T) {
 	k := testenv.Kube(t)
 	kl := k.Kubelet(t)
@@ -73,6 +71,7 @@ func TestInstallFromDeploy(t *testing.T) {
 			if err := ap.Apply(ctx, o, false); err != nil {
 				t.Fatalf("namespace %s: %v", o.GetName(), err)
 			}
+			k.AwaitNamespace(t, o.GetName())
 		}
 	}
 	t.Cleanup(func() {
@@ -111,11 +110,6 @@ func TestInstallFromDeploy(t *testing.T) {
 			t.Fatalf("secret %s: %v", s.Name, err)
 		}
 	}
-	// What the ServiceAccount admission plugin would mount: a token of
-	// mse-backend (made after deploy/ creates the account, below), the API
-	// server's CA, the namespace.
-	saDir := "/var/run/secrets/kubernetes.io/serviceaccount"
-
 	// The test's overlay.
 	hardware := `[{"name": "1g", "memory_mib": 1024, "cores": 1, "tee": "sim", "kubernetes": {"node_selector": {"` + testenv.KubeletLabel +
 		`": "true"}, "tolerations": [{"key": "` + testenv.KubeletLabel + `", "operator": "Exists", "effect": "NoSchedule"}]}}]`
@@ -143,17 +137,6 @@ func TestInstallFromDeploy(t *testing.T) {
 		if err := ap.Apply(ctx, o, false); err != nil {
 			t.Fatalf("apply %s %s/%s: %v", o.GetKind(), o.GetNamespace(), o.GetName(), err)
 		}
-		if o.GetKind() == "ServiceAccount" {
-			tok, err := k.Client.CoreV1().ServiceAccounts("mse").CreateToken(ctx, o.GetName(), &authnv1.TokenRequest{
-				Spec: authnv1.TokenRequestSpec{ExpirationSeconds: ptr(int64(3600))}}, metav1.CreateOptions{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := k.Client.CoreV1().Secrets("mse").Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "mse-backend-token"},
-				Data: map[string][]byte{"token": []byte(tok.Status.Token), "ca.crt": k.Config.CAData, "namespace": []byte("mse")}}, metav1.CreateOptions{}); err != nil {
-				t.Fatal(err)
-			}
-		}
 	}
 	api, err := k.Client.CoreV1().Services("mse").Get(ctx, "mse-backend-api", metav1.GetOptions{})
 	if err != nil {
@@ -165,7 +148,7 @@ func TestInstallFromDeploy(t *testing.T) {
 	}
 	apiAddr := net.JoinHostPort(api.Spec.ClusterIP, "8080")
 	routerAddr := net.JoinHostPort(kl.NodeIP, strconv.Itoa(int(router.Spec.Ports[0].NodePort))) // no load balancer here: its node port
-	overlayBackend(t, deployment, backendRef, nodeRef, measurement, apiAddr, routerAddr, saDir)
+	overlayBackend(t, deployment, backendRef, nodeRef, measurement, apiAddr, routerAddr)
 	if err := ap.Apply(ctx, deployment, false); err != nil {
 		t.Fatalf("apply the Deployment: %v", err)
 	}
@@ -331,7 +314,7 @@ func podReachableDB(t *testing.T, dbURL, host string) string {
 // its images, node measurement, addresses and image prefix (an operator's
 // overlay), its pods on the real kubelet, and the service account token the
 // test made.
-func overlayBackend(t *testing.T, o *unstructured.Unstructured, backendRef, nodeRef, measurement, apiAddr, routerAddr, saDir string) {
+func overlayBackend(t *testing.T, o *unstructured.Unstructured, backendRef, nodeRef, measurement, apiAddr, routerAddr string) {
 	t.Helper()
 	var d appsv1.Deployment
 	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, &d); err != nil {
@@ -340,11 +323,8 @@ func overlayBackend(t *testing.T, o *unstructured.Unstructured, backendRef, node
 	ps := &d.Spec.Template.Spec
 	ps.NodeSelector = map[string]string{testenv.KubeletLabel: "true"}
 	ps.Tolerations = []corev1.Toleration{{Key: testenv.KubeletLabel, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule}}
-	ps.AutomountServiceAccountToken = ptr(false)
-	ps.Volumes = append(ps.Volumes, corev1.Volume{Name: "sa", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "mse-backend-token"}}})
 	c := &ps.Containers[0]
 	c.Image = backendRef
-	c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: "sa", MountPath: saDir, ReadOnly: true})
 	set := map[string]string{
 		"--node-image":         nodeRef,
 		"--node-measurement":   measurement,
