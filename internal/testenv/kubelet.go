@@ -266,7 +266,8 @@ func (kl *Kubelet) waitContainerd(within time.Duration) error {
 // API server verifies, admitting only client certificates of caFile (the
 // API server's, KubeletClientUser), each request authorized by the API
 // server (Webhook), no image garbage collection (the images cannot be
-// pulled again) and eviction only when the disk is all but full.
+// pulled again), eviction only when the disk is all but full, and the
+// cluster DNS at ClusterDNSIP (it answers once a test asks for ClusterDNS).
 func kubeletConfig(socket, nodeIP, cgroupRoot, caFile, certFile, keyFile string, port, healthz int) []byte {
 	return fmt.Appendf(nil, `apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
@@ -300,7 +301,9 @@ registerWithTaints:
 serializeImagePulls: false
 rotateCertificates: false
 serverTLSBootstrap: false
-`, socket, nodeIP, port, certFile, keyFile, healthz, caFile, cgroupRoot, KubeletLabel)
+clusterDNS: [%s]
+clusterDomain: %s
+`, socket, nodeIP, port, certFile, keyFile, healthz, caFile, cgroupRoot, KubeletLabel, ClusterDNSIP, ClusterDomain)
 }
 
 // hostIP is the address the kubelet registers for its node and serves its
@@ -439,30 +442,38 @@ func (kl *Kubelet) importPause() error {
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("go build ./internal/testenv/pause: %v\n%s", err, b)
 	}
+	return kl.importFiles(image.FilesSpec{Files: []image.File{{Path: "/pause", Mode: 0o555, Source: bin}}, Entrypoint: []string{"/pause"}, User: "65535"}, PauseImage)
+}
+
+// importFiles builds the one-layer image spec describes and imports it
+// into the node's containerd named ref.
+func (kl *Kubelet) importFiles(spec image.FilesSpec, ref string) error {
 	st, err := image.Open(filepath.Join(kl.dir, "images"), image.DefaultLimits())
 	if err != nil {
 		return err
 	}
 	ctx := context.Background()
-	d, err := st.AddFiles(ctx, image.FilesSpec{Files: []image.File{{Path: "/pause", Mode: 0o555, Source: bin}}, Entrypoint: []string{"/pause"}, User: "65535"})
+	d, err := st.AddFiles(ctx, spec)
 	if err != nil {
-		return fmt.Errorf("pause image: %w", err)
+		return fmt.Errorf("image %s: %w", ref, err)
 	}
-	p := filepath.Join(kl.dir, "pause.tar")
-	f, err := os.Create(p)
+	f, err := os.CreateTemp(kl.dir, "image-*.tar")
 	if err != nil {
 		return err
 	}
-	err = st.ExportRef(ctx, d, PauseImage, f)
+	defer os.Remove(f.Name())
+	err = st.ExportRef(ctx, d, ref, f)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
 		return err
 	}
+	kl.mu.Lock()
+	defer kl.mu.Unlock()
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	_, err = kl.runCtr(cctx, "images", "import", "--snapshotter", "overlayfs", p)
+	_, err = kl.runCtr(cctx, "images", "import", "--snapshotter", "overlayfs", f.Name())
 	return err
 }
 

@@ -184,40 +184,87 @@ func tailString(s string, n int) string {
 	return s
 }
 
-// AwaitService waits until addr (a Service's cluster IP or node port and
-// port) accepts a TCP connection through kube-proxy. A Deployment is
-// available before the endpointslice controller and kube-proxy have its
-// pods: until then kube-proxy rejects the Service's connections. It fails
-// the test after within, with the Service's EndpointSlices and
-// kube-proxy's log.
-func (k *KubeCluster) AwaitService(t testing.TB, ns, service, addr string, within time.Duration) {
+// AwaitService waits until kube-proxy routes Service ns/service to its
+// ready endpoints: a Deployment is available before the endpointslice
+// controller and kube-proxy have its pods, and until then kube-proxy
+// rejects the Service's connections. A TCP connection is no sign here: on
+// this machine's network, something on the default route accepts
+// connections to any address kube-proxy has no rule for yet. So the wait is
+// on kube-proxy's rules: a DNAT to each ready endpoint of the Service's
+// EndpointSlices, and no "has no endpoints" rejection. It fails the test
+// after within, with the endpoints and kube-proxy's log.
+func (k *KubeCluster) AwaitService(t testing.TB, ns, service string, within time.Duration) {
 	t.Helper()
 	start := time.Now()
-	var err error
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	var why string
 	for {
-		var c net.Conn
-		if c, err = net.DialTimeout("tcp", addr, 2*time.Second); err == nil {
-			c.Close()
-			t.Logf("testenv: Service %s/%s answers at %s after %s", ns, service, addr, time.Since(start).Round(time.Millisecond))
+		if why = k.serviceRouted(ctx, ns, service); why == "" {
+			t.Logf("testenv: kube-proxy routes Service %s/%s to its endpoints %s after the wait began", ns, service, time.Since(start).Round(time.Millisecond))
 			return
 		}
-		if time.Since(start) > within {
-			break
+		select {
+		case <-ctx.Done():
+			t.Fatalf("kube-proxy does not route Service %s/%s %s after its pods were ready: %s\nkube-proxy log:\n%s",
+				ns, service, within, why, tailFile(filepath.Join(k.dir, "kube-proxy.log"), 3000))
+		case <-time.After(100 * time.Millisecond):
 		}
-		time.Sleep(100 * time.Millisecond)
 	}
-	var slices strings.Builder
-	if l, lerr := k.Client.DiscoveryV1().EndpointSlices(ns).List(context.Background(), metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=" + service}); lerr != nil {
-		fmt.Fprintf(&slices, "(listing them: %v)", lerr)
-	} else {
-		for _, s := range l.Items {
-			for _, e := range s.Endpoints {
-				fmt.Fprintf(&slices, "  %s: %v ready=%v\n", s.Name, e.Addresses, e.Conditions.Ready != nil && *e.Conditions.Ready)
+}
+
+// serviceRouted is "" once kube-proxy's rules route ns/service to every
+// ready endpoint of its EndpointSlices, else what is missing.
+func (k *KubeCluster) serviceRouted(ctx context.Context, ns, service string) string {
+	l, err := k.Client.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=" + service})
+	if err != nil {
+		return fmt.Sprintf("listing its EndpointSlices: %v", err)
+	}
+	var want []string
+	for _, s := range l.Items {
+		for _, e := range s.Endpoints {
+			if e.Conditions.Ready == nil || !*e.Conditions.Ready {
+				continue
+			}
+			for _, a := range e.Addresses {
+				for _, p := range s.Ports {
+					if p.Port != nil {
+						want = append(want, net.JoinHostPort(a, strconv.Itoa(int(*p.Port))))
+					}
+				}
 			}
 		}
 	}
-	t.Fatalf("Service %s/%s at %s refuses connections %s after its pods were ready: %v\nits endpoints:\n%s\nkube-proxy log:\n%s",
-		ns, service, addr, within, err, slices.String(), tailFile(filepath.Join(k.dir, "kube-proxy.log"), 3000))
+	if len(want) == 0 {
+		return "its EndpointSlices have no ready endpoint"
+	}
+	out, err := exec.Command("iptables-save").Output()
+	if err != nil {
+		return fmt.Sprintf("iptables-save: %v", err)
+	}
+	comment := `--comment "` + ns + "/" + service
+	var missing []string
+	for _, w := range want {
+		found := false
+		for _, line := range strings.Split(string(out), "\n") {
+			if strings.Contains(line, comment) && strings.HasSuffix(line, "--to-destination "+w) {
+				found = true
+				break
+			}
+		}
+		if !found {
+			missing = append(missing, w)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Sprintf("no DNAT rule yet to %v (ready endpoints %v)", missing, want)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.Contains(line, comment) && strings.Contains(line, "has no endpoints") {
+			return "a rule still rejects it: " + line
+		}
+	}
+	return ""
 }
 
 // AwaitProxyForgets waits until kube-proxy no longer routes any Service to

@@ -45,14 +45,17 @@ import (
 // serving, and its stop goes through.
 //
 // The test's overlay changes only what an operator's overlay would (images,
-// arguments, catalogs) plus, for this test cluster, the cluster IP in
-// --bundle-url (there is no cluster DNS). The service account token is the
-// one the ServiceAccount admission plugin and the kubelet mount.
+// arguments, catalogs). The cluster is a real one's in what deploy/ relies
+// on: the service account token is the one the ServiceAccount admission
+// plugin and the kubelet mount, and the node pod finds the backend by
+// deploy/'s --bundle-url, mse-backend-api.mse.svc, through the cluster DNS
+// (CoreDNS), which its NetworkPolicy's DNS rule lets it ask.
 func TestInstallFromDeploy(t *testing.T) {
 	k := testenv.Kube(t)
 	kl := k.Kubelet(t)
 	k.NetworkPolicies(t)
 	k.ServiceProxy(t)
+	k.ClusterDNS(t)
 	nodeRef, measurement, _ := importImages(t, kl)
 	backendRef := backendImage(t, kl)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
@@ -148,7 +151,7 @@ func TestInstallFromDeploy(t *testing.T) {
 	}
 	apiAddr := net.JoinHostPort(api.Spec.ClusterIP, "8080")
 	routerAddr := net.JoinHostPort(kl.NodeIP, strconv.Itoa(int(router.Spec.Ports[0].NodePort))) // no load balancer here: its node port
-	overlayBackend(t, deployment, backendRef, nodeRef, measurement, apiAddr, routerAddr)
+	overlayBackend(t, deployment, backendRef, nodeRef, measurement, routerAddr)
 	if err := ap.Apply(ctx, deployment, false); err != nil {
 		t.Fatalf("apply the Deployment: %v", err)
 	}
@@ -175,10 +178,10 @@ func TestInstallFromDeploy(t *testing.T) {
 		}
 	})
 
-	// Its Services answer once kube-proxy has the pods (they may refuse
+	// Its Services answer once kube-proxy has the pods (it rejects their
 	// connections for a moment after the Deployment is available).
-	k.AwaitService(t, "mse", "mse-backend-api", apiAddr, 60*time.Second)
-	k.AwaitService(t, "mse", "mse-router", routerAddr, 60*time.Second)
+	k.AwaitService(t, "mse", "mse-backend-api", 60*time.Second)
+	k.AwaitService(t, "mse", "mse-router", 60*time.Second)
 
 	// The operator's first user, on the database directly.
 	var tokOut, tokErr bytes.Buffer
@@ -312,9 +315,8 @@ func podReachableDB(t *testing.T, dbURL, host string) string {
 
 // overlayBackend is the test's overlay of deploy/'s backend Deployment:
 // its images, node measurement, addresses and image prefix (an operator's
-// overlay), its pods on the real kubelet, and the service account token the
-// test made.
-func overlayBackend(t *testing.T, o *unstructured.Unstructured, backendRef, nodeRef, measurement, apiAddr, routerAddr string) {
+// overlay), and its pods on the real kubelet.
+func overlayBackend(t *testing.T, o *unstructured.Unstructured, backendRef, nodeRef, measurement, routerAddr string) {
 	t.Helper()
 	var d appsv1.Deployment
 	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, &d); err != nil {
@@ -328,7 +330,6 @@ func overlayBackend(t *testing.T, o *unstructured.Unstructured, backendRef, node
 	set := map[string]string{
 		"--node-image":         nodeRef,
 		"--node-measurement":   measurement,
-		"--bundle-url":         "http://" + apiAddr,
 		"--base-domain":        "apps.mse.test",
 		"--public-router-addr": routerAddr,
 	}

@@ -10,12 +10,15 @@ package kubernetes_test
 import (
 	"context"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 
 	. "github.com/mse-in-go/mse/internal/backend/runner/kubernetes"
 	"github.com/mse-in-go/mse/internal/testenv"
@@ -28,19 +31,25 @@ const nodePort = 7443
 // app.kubernetes.io/name=mse-backend (the router) reach the node, on its
 // port; the node reaches those pods on the bundle URL's port and nothing
 // else: no other pod, no other port of the backend's, no port of this
-// machine (the kubelet API, a listener on the pod network's gateway).
-// Stopping the app removes the policy.
+// machine (the kubelet API, a listener on the pod network's gateway). The
+// bundle URL being a name, the node also asks the cluster DNS (CoreDNS,
+// testenv.ClusterDNS): it reaches the router's pods through a Service by
+// name, as a node reaches the backend by --bundle-url. Stopping the app
+// removes the policy.
 func TestNetworkPolicyEnforcedInCluster(t *testing.T) {
 	e := newEnv(t)
 	e.k.NetworkPolicies(t)
+	e.k.ClusterDNS(t)
 	kl := e.k.Kubelet(t)
 	id := uuid.NewString()
 	node := kl.ProbePod(t, e.ns, "node-standin", map[string]string{LabelRole: RoleNode, LabelAppID: id}, nodePort, 8080)
 	router := kl.ProbePod(t, e.ns, "router", map[string]string{"app.kubernetes.io/name": "mse-backend"}, 8081, 8082) // testBundleURL's port, and another
 	other := kl.ProbePod(t, e.ns, "other", map[string]string{"app.kubernetes.io/name": "someone-else"}, 8080, nodePort)
 	hostAddr, hostBanner := testenv.ServeBanner(t, net.JoinHostPort(testenv.PodGateway, "0"), "host")
+	routerSvc := e.service(t, "router-svc", map[string]string{"app.kubernetes.io/name": "mse-backend"}, 8081) + ":8081"
 
 	// Controls: no policy yet, all of it is reachable.
+	node.MustReach(t, routerSvc, router.Banner(8081))
 	other.MustReach(t, node.Addr(nodePort), node.Banner(nodePort))
 	router.MustReach(t, node.Addr(8080), node.Banner(8080))
 	node.MustReach(t, router.Addr(8082), router.Banner(8082))
@@ -65,6 +74,7 @@ func TestNetworkPolicyEnforcedInCluster(t *testing.T) {
 	router.MustNotReach(t, node.Addr(8080))
 	other.MustNotReach(t, node.Addr(8080))
 	node.MustReach(t, router.Addr(8081), router.Banner(8081))
+	node.MustReach(t, routerSvc, router.Banner(8081)) // the DNS rule, and the Service to a peer
 	node.MustNotReach(t, router.Addr(8082))
 	node.MustNotReach(t, other.Addr(8080))
 	node.MustNotReach(t, other.Addr(nodePort))
@@ -89,6 +99,7 @@ func TestNetworkPolicyEnforcedInCluster(t *testing.T) {
 func TestNetworkPolicyEnforcedBackendOutside(t *testing.T) {
 	e := newEnv(t)
 	e.k.NetworkPolicies(t)
+	e.k.ClusterDNS(t)
 	kl := e.k.Kubelet(t)
 	id := uuid.NewString()
 	node := kl.ProbePod(t, e.ns, "node-standin", map[string]string{LabelRole: RoleNode, LabelAppID: id}, nodePort)
@@ -96,7 +107,9 @@ func TestNetworkPolicyEnforcedBackendOutside(t *testing.T) {
 	backendAddr, backendBanner := testenv.ServeBanner(t, net.JoinHostPort(testenv.PodGateway, "0"), "backend")
 	hostAddr, hostBanner := testenv.ServeBanner(t, net.JoinHostPort(testenv.PodGateway, "0"), "host")
 	_, bport, _ := net.SplitHostPort(backendAddr)
+	otherSvc := e.service(t, "other-svc", map[string]string{"app.kubernetes.io/name": "mse-backend"}, 8080) + ":8080"
 
+	node.MustReach(t, otherSvc, other.Banner(8080))
 	other.MustReach(t, node.Addr(nodePort), node.Banner(nodePort))
 	node.MustReach(t, other.Addr(8080), other.Banner(8080))
 	node.MustReach(t, backendAddr, backendBanner)
@@ -131,4 +144,35 @@ func TestNetworkPolicyEnforcedBackendOutside(t *testing.T) {
 	node.MustNotReach(t, kl.APIAddr)
 	node.MustNotReach(t, other.Addr(8080))
 	other.MustNotReach(t, node.Addr(nodePort))
+	// No DNS rule: the node cannot even resolve a name.
+	if r := node.Dial(t, otherSvc, 10*time.Second); r.Connected || !strings.Contains(r.Error, "gaierror") {
+		t.Errorf("node -> %s: %v; want the name unresolved (no DNS rule for an IP bundle URL)", otherSvc, r)
+	}
+}
+
+// service creates Service name in the env's namespace, port to the same
+// port of the pods with labels, and waits until kube-proxy routes it and
+// the cluster DNS answers for it; it returns the short name pods resolve.
+func (e *env) service(t *testing.T, name string, labels map[string]string, port int32) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	svc, err := e.admin.CoreV1().Services(e.ns).Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: corev1.ServiceSpec{Selector: labels, Ports: []corev1.ServicePort{{Port: port, TargetPort: intstr.FromInt32(port)}}}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.k.AwaitService(t, e.ns, name, time.Minute)
+	fqdn := name + "." + e.ns + ".svc." + testenv.ClusterDomain
+	for {
+		addrs, err := testenv.ClusterResolver().LookupHost(ctx, fqdn)
+		if err == nil && len(addrs) == 1 && addrs[0] == svc.Spec.ClusterIP {
+			return name
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%s does not resolve to %s: %v %v", fqdn, svc.Spec.ClusterIP, addrs, err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
