@@ -717,6 +717,7 @@ func (k *KubeCluster) stop() {
 	if k.svcProxy != nil {
 		k.svcProxy.stop() // kube-proxy has stopped: remove its rules
 	}
+	releaseHostNet()
 	if k.kubelet != nil {
 		k.kubelet.removeDir()
 	}

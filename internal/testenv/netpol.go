@@ -56,19 +56,53 @@ var (
 // errNetpolMissing: a component of the policy enforcement is not installed.
 var errNetpolMissing = errors.New("the NetworkPolicy test components are missing")
 
-// netpolLock is the machine-wide lock held while a test binary's
-// kube-router runs: kube-router owns the host's filter table chains
-// KUBE-ROUTER-*, KUBE-POD-FW-*, KUBE-NWPLCY-* and the ipsets KUBE-SRC-*,
-// KUBE-DST-*, and removes those it did not make, so two cannot run at once.
-const netpolLock = "/run/lock/mse-test-kube-router.lock"
+// hostNetLock is the machine-wide lock a test binary holds from its first
+// kube-router or kube-proxy to its end. kube-router owns the host's filter
+// table chains KUBE-ROUTER-*, KUBE-POD-FW-*, KUBE-NWPLCY-* and the ipsets
+// KUBE-SRC-*, KUBE-DST-*, and removes those it did not make; kube-proxy
+// rewrites the nat table's KUBE-* chains whole; both act for their own
+// cluster. So one test binary at a time has them, and one lock guards both:
+// with a lock each, two binaries that need both could each hold one and
+// wait for the other.
+const hostNetLock = "/run/lock/mse-test-hostnet.lock"
 
-// netpolWait bounds the wait for another test binary's kube-router.
-const netpolWait = 10 * time.Minute
+// hostNetWait bounds the wait for another test binary's hold.
+const hostNetWait = 10 * time.Minute
+
+var (
+	hostNetMu sync.Mutex
+	hostNet   *os.File // the held lock, or nil
+)
+
+// takeHostNet takes hostNetLock for this test binary, if it does not hold
+// it already; what is the component that needs it, for the messages.
+func takeHostNet(what string) error {
+	hostNetMu.Lock()
+	defer hostNetMu.Unlock()
+	if hostNet != nil {
+		return nil
+	}
+	f, err := machineLock(hostNetLock, what, "the host's iptables chains and ipsets of kube-router and kube-proxy")
+	if err != nil {
+		return err
+	}
+	hostNet = f
+	return nil
+}
+
+// releaseHostNet frees hostNetLock (the components it guards have
+// stopped and their rules are gone).
+func releaseHostNet() {
+	hostNetMu.Lock()
+	defer hostNetMu.Unlock()
+	if hostNet != nil {
+		hostNet.Close() // releases the flock
+		hostNet = nil
+	}
+}
 
 // netpol is the running policy controller.
-type netpol struct {
-	lock *os.File
-}
+type netpol struct{}
 
 // NetworkPolicies makes the cluster's NetworkPolicies enforced on the real
 // kubelet's pods (KubeCluster.Kubelet, started here if it is not):
@@ -123,18 +157,18 @@ func (k *KubeCluster) startNetworkPolicies() error {
 			return fmt.Errorf("turn on %s: %w", bridgeNF, err)
 		}
 	}
-	lock, err := machineLock(netpolLock, "kube-router", "the host's KUBE-ROUTER-* chains")
-	if err != nil {
+	if err := takeHostNet("kube-router"); err != nil {
 		return err
 	}
-	np := &netpol{lock: lock}
+	np := &netpol{}
 	ok := false
 	defer func() {
 		if !ok {
 			np.stop()
 		}
 	}()
-	// The lock was free: what is left is a dead test binary's.
+	// No kube-router of this binary ran yet: what is left is a dead test
+	// binary's.
 	if err := cleanupKubeRouter(); err != nil {
 		return fmt.Errorf("remove a previous kube-router's rules: %w", err)
 	}
@@ -154,7 +188,7 @@ func (k *KubeCluster) startNetworkPolicies() error {
 	return nil
 }
 
-// machineLock takes the flock at path, waiting (at most netpolWait) for
+// machineLock takes the flock at path, waiting (at most hostNetWait) for
 // another test binary that holds it; what names the component it guards,
 // owner says what it owns, for the messages.
 func machineLock(path, what, owner string) (*os.File, error) {
@@ -165,7 +199,7 @@ func machineLock(path, what, owner string) (*os.File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
-	deadline := time.Now().Add(netpolWait)
+	deadline := time.Now().Add(hostNetWait)
 	said := false
 	for {
 		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
@@ -178,7 +212,7 @@ func machineLock(path, what, owner string) (*os.File, error) {
 		}
 		if time.Now().After(deadline) {
 			f.Close()
-			return nil, fmt.Errorf("another test binary's %s has held %s for %s: one runs per machine (it owns %s); run these tests again when it is done", what, path, netpolWait, owner)
+			return nil, fmt.Errorf("another test binary has held %s for %s: one at a time runs %s on this machine (it owns %s); run these tests again when it is done", path, hostNetWait, what, owner)
 		}
 		if !said {
 			fmt.Fprintf(os.Stderr, "testenv: waiting for another test binary's %s (%s)\n", what, path)
@@ -206,13 +240,10 @@ func (k *KubeCluster) waitKubeRouter(within time.Duration) error {
 	return fmt.Errorf("kube-router did not set up its chains within %s:\n%s", within, tailFile(filepath.Join(k.dir, "kube-router.log"), 3000))
 }
 
-// stop removes kube-router's rules (it has been stopped) and frees the lock.
+// stop removes kube-router's rules (it has been stopped).
 func (n *netpol) stop() {
 	if err := cleanupKubeRouter(); err != nil {
 		fmt.Fprintf(os.Stderr, "testenv: removing kube-router's iptables rules and ipsets: %v\n", err)
-	}
-	if n.lock != nil {
-		n.lock.Close() // releases the flock
 	}
 }
 

@@ -28,14 +28,8 @@ var (
 	svcProxyErr  error
 )
 
-// svcProxyLock is the machine-wide lock held while a test binary's
-// kube-proxy runs: kube-proxy owns the host's nat table KUBE-* chains and
-// rewrites them whole, so two cannot run at once.
-const svcProxyLock = "/run/lock/mse-test-kube-proxy.lock"
-
 // svcProxy is the running service proxy.
 type svcProxy struct {
-	lock *os.File
 	ln   net.Listener // the API server at this machine's address
 	bin  string
 }
@@ -78,20 +72,22 @@ func (k *KubeCluster) startServiceProxy(kl *Kubelet) error {
 	if len(missing) > 0 {
 		return fmt.Errorf("%w: %s", errKubeMissing, strings.Join(missing, ", "))
 	}
-	lock, err := machineLock(svcProxyLock, "kube-proxy", "the host's nat table KUBE-* chains")
-	if err != nil {
+	// kube-proxy owns the host's nat table KUBE-* chains and rewrites them
+	// whole: one runs per machine.
+	if err := takeHostNet("kube-proxy"); err != nil {
 		return err
 	}
-	sp := &svcProxy{lock: lock, bin: filepath.Join(bin, "kube-proxy")}
+	sp := &svcProxy{bin: filepath.Join(bin, "kube-proxy")}
 	ok := false
 	defer func() {
 		if !ok {
 			sp.stop()
 		}
 	}()
-	sp.cleanup() // the lock was free: what is left is a dead test binary's
+	sp.cleanup() // no kube-proxy of this binary ran yet: what is left is a dead test binary's
 	// The API server where the kubernetes Service leads: this machine's
 	// address, relayed to its loopback port.
+	var err error
 	if sp.ln, err = net.Listen("tcp", net.JoinHostPort(kl.NodeIP, "0")); err != nil {
 		return err
 	}
@@ -166,15 +162,12 @@ func (sp *svcProxy) cleanup() {
 	}
 }
 
-// stop removes kube-proxy's rules (it has been stopped) and frees the lock.
+// stop removes kube-proxy's rules (it has been stopped).
 func (sp *svcProxy) stop() {
 	if sp.ln != nil {
 		sp.ln.Close()
 	}
 	sp.cleanup()
-	if sp.lock != nil {
-		sp.lock.Close()
-	}
 }
 
 func tailString(s string, n int) string {
