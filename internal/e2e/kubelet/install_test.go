@@ -359,26 +359,9 @@ func overlayBackend(t *testing.T, o *unstructured.Unstructured, backendRef, node
 func backendImage(t *testing.T, kl *testenv.Kubelet) string {
 	t.Helper()
 	bin := testenv.Build(t, "mse-backend")
-	const certs = "/etc/ssl/certs/ca-certificates.crt"
-	d, err := backend.BuildBackendImage(context.Background(), bin, certs, 0, "localhost/mse/backend:test", io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref := "localhost/mse/backend@" + d
-	p := filepath.Join(t.TempDir(), "backend-image.tar")
-	f, err := os.Create(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	again, err := backend.BuildBackendImage(context.Background(), bin, certs, 0, ref, f)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil || again != d {
-		t.Fatalf("backend image again: %v (digest %s, then %s)", err, d, again)
-	}
-	kl.Import(t, p)
-	return ref
+	return importByDigest(t, kl, "localhost/mse/backend", func(ref string, w io.Writer) (string, error) {
+		return backend.BuildBackendImage(context.Background(), bin, "/etc/ssl/certs/ca-certificates.crt", 0, ref, w)
+	})
 }
 
 // backendReport is the backend pod's state and log (for a failure).

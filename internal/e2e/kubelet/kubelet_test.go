@@ -85,27 +85,39 @@ func importImages(t *testing.T, kl *testenv.Kubelet) (ref, measurement, nodeBin 
 func nodeImage(t *testing.T, kl *testenv.Kubelet, nodeBin string) (ref, measurement string) {
 	t.Helper()
 	spec := backend.NodeImageSpec{NodeBinary: nodeBin, FetchBinary: testenv.Build(t, "mse-fetch")}
-	// The same binaries give the same digest: build once to learn it, then
-	// again naming the image by it (what the pods name).
-	img, err := backend.BuildNodeImage(context.Background(), spec, "localhost/mse/node:test", io.Discard)
+	ref = importByDigest(t, kl, "localhost/mse/node", func(ref string, w io.Writer) (string, error) {
+		img, err := backend.BuildNodeImage(context.Background(), spec, ref, w)
+		measurement = img.NodeSHA256
+		return img.Digest, err
+	})
+	return ref, measurement
+}
+
+// importByDigest imports the image build makes into the kubelet's
+// containerd as repo@DIGEST, what the pods name. The same inputs give the
+// same digest: build once (to io.Discard) to learn it, then again naming
+// the image by it.
+func importByDigest(t *testing.T, kl *testenv.Kubelet, repo string, build func(ref string, w io.Writer) (digest string, err error)) string {
+	t.Helper()
+	d, err := build(repo+":test", io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ref = "localhost/mse/node@" + img.Digest
-	p := filepath.Join(t.TempDir(), "node-image.tar")
+	ref := repo + "@" + d
+	p := filepath.Join(t.TempDir(), "image.tar")
 	f, err := os.Create(p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	again, err := backend.BuildNodeImage(context.Background(), spec, ref, f)
+	again, err := build(ref, f)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
-	if err != nil || again.Digest != img.Digest {
-		t.Fatalf("node image again: %v (digest %s, then %s)", err, img.Digest, again.Digest)
+	if err != nil || again != d {
+		t.Fatalf("image %s again: %v (digest %s, then %s)", repo, err, d, again)
 	}
 	kl.Import(t, p)
-	return ref, img.NodeSHA256
+	return ref
 }
 
 // `mse cloud deploy` of examples/helloworld against a backend with
