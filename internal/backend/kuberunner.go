@@ -1,6 +1,7 @@
 package backend
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -137,8 +138,12 @@ func newKubeRunner(kc KubeConfig, cs clientset.Interface, hw []runner.Hardware, 
 // quote.
 func checkNodeMeasurement(m string, hw []runner.Hardware) error {
 	if m != "" {
-		if b, err := hex.DecodeString(m); err != nil || len(b) != sha256.Size {
+		b, err := hex.DecodeString(m)
+		if err != nil || len(b) != sha256.Size {
 			return fmt.Errorf("backend: --node-measurement %q is not a SHA-256 (64 hex digits): pass the one scripts/node-image.sh printed for --node-image", m)
+		}
+		if bytes.Count(b, []byte{0}) == len(b) {
+			return errors.New("backend: --node-measurement is all zeros, deploy/backend.yaml's placeholder: set it in your overlay to the one scripts/node-image.sh printed for --node-image")
 		}
 		return nil
 	}

@@ -111,6 +111,7 @@ func TestCheckNodeMeasurement(t *testing.T) {
 		{"too short", "ab12", sgxHW, `--node-measurement "ab12" is not a SHA-256 (64 hex digits)`},
 		{"not hex", strings.Repeat("zz", 32), simHW, "is not a SHA-256"},
 		{"too long", sum + "00", simHW, "is not a SHA-256"},
+		{"deploy/'s placeholder", strings.Repeat("0", 64), sgxHW, "is all zeros, deploy/backend.yaml's placeholder"},
 	} {
 		err := checkNodeMeasurement(c.m, c.hw)
 		if c.wantErr == "" {

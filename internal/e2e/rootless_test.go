@@ -19,7 +19,6 @@ import (
 
 	"github.com/mse-in-go/mse/internal/e2e/e2eutil"
 	"github.com/mse-in-go/mse/internal/testenv"
-
 	"github.com/mse-in-go/mse/internal/testenv/ciskip"
 )
 

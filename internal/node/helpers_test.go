@@ -31,7 +31,6 @@ import (
 	"github.com/mse-in-go/mse/internal/nodeapi"
 	"github.com/mse-in-go/mse/internal/ratls"
 	"github.com/mse-in-go/mse/internal/spec"
-
 	"github.com/mse-in-go/mse/internal/testenv/ciskip"
 )
 

@@ -22,9 +22,7 @@ func TestClusterDNS(t *testing.T) {
 	k.ClusterDNS(t)
 	ns := k.Namespace(t)
 	srv := kl.ProbePod(t, ns, "srv", map[string]string{"app": "srv"}, 8080)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	svc, err := k.Client.CoreV1().Services(ns).Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "echo"},
+	svc, err := k.Client.CoreV1().Services(ns).Create(context.Background(), &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "echo"},
 		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "srv"}, Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080)}}}},
 		metav1.CreateOptions{})
 	if err != nil {
@@ -33,13 +31,15 @@ func TestClusterDNS(t *testing.T) {
 	k.AwaitService(t, ns, "echo", time.Minute)
 	fqdn := "echo." + ns + ".svc." + ClusterDomain
 	// CoreDNS answers for the Service once its watch has it.
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
 	for start := time.Now(); ; time.Sleep(100 * time.Millisecond) {
 		addrs, err := ClusterResolver().LookupHost(ctx, fqdn)
 		if err == nil && len(addrs) == 1 && addrs[0] == svc.Spec.ClusterIP {
 			t.Logf("%s resolves through %s %s after the Service's creation", fqdn, ClusterDNSIP, time.Since(start).Round(time.Millisecond))
 			break
 		}
-		if time.Since(start) > 20*time.Second {
+		if time.Since(start) > 30*time.Second {
 			t.Fatalf("%s through %s = %v, %v; want %s", fqdn, ClusterDNSIP, addrs, err, svc.Spec.ClusterIP)
 		}
 	}

@@ -642,31 +642,48 @@ func (k *KubeCluster) makeNodes() error {
 		return fmt.Errorf("create runtime class: %w", err)
 	}
 	for _, n := range append(nodes, manual) {
-		for {
-			got, err := k.Client.CoreV1().Nodes().Get(ctx, n.Name, metav1.GetOptions{})
-			if err == nil && isReady(got) {
-				// Admission taints a new node not-ready; the node
-				// lifecycle controller, which does not run here, would
-				// lift that once it is Ready.
-				err := untaint(ctx, k.Client, got)
-				if err == nil {
-					break
-				}
-				if !apierrors.IsConflict(err) { // kwok wrote its status meanwhile: again
-					return fmt.Errorf("node %s: %w", n.Name, err)
-				}
-			}
-			if err := k.exited(); err != nil {
-				return err
-			}
-			select {
-			case <-ctx.Done():
+		if _, err := k.awaitNodeReady(ctx, n.Name, 50*time.Millisecond); err != nil {
+			if ctx.Err() != nil {
 				return fmt.Errorf("kwok did not make node %s Ready:\n%s", n.Name, tailFile(filepath.Join(k.dir, "kwok.log"), 3000))
-			case <-time.After(50 * time.Millisecond):
 			}
+			return err
 		}
 	}
 	return nil
+}
+
+// awaitNodeReady waits, polling every interval, until node name is Ready,
+// then lifts the not-ready taint admission put on it: no node lifecycle
+// controller runs here to do it (a failed update, a conflict with the
+// node's own status writes among them, is tried again). It returns the
+// node as last seen and an error when ctx ends (ctx.Err() is then set, and
+// the error names the last failed update) or a component of the cluster
+// exits.
+func (k *KubeCluster) awaitNodeReady(ctx context.Context, name string, interval time.Duration) (*corev1.Node, error) {
+	var last *corev1.Node
+	var untaintErr error
+	for {
+		got, err := k.Client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+		if err == nil {
+			last = got
+			if isReady(got) {
+				if untaintErr = untaint(ctx, k.Client, got); untaintErr == nil {
+					return got, nil
+				}
+			}
+		}
+		if err := k.exited(); err != nil {
+			return last, err
+		}
+		select {
+		case <-ctx.Done():
+			if untaintErr != nil {
+				return last, fmt.Errorf("node %s: lifting its not-ready taint: %w (%w)", name, untaintErr, ctx.Err())
+			}
+			return last, ctx.Err()
+		case <-time.After(interval):
+		}
+	}
 }
 
 // untaint removes the node.kubernetes.io/ taints from n.
@@ -843,23 +860,10 @@ func (k *KubeCluster) AddKwokNode(t testing.TB, name string, cores int, memory i
 			t.Errorf("delete node %s: %v", name, err)
 		}
 	})
-	for {
-		got, err := k.Client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
-		if err == nil && isReady(got) {
-			// As in makeNodes: no node lifecycle controller lifts the
-			// not-ready taint admission put on the new node.
-			err := untaint(ctx, k.Client, got)
-			if err == nil {
-				return
-			}
-			if !apierrors.IsConflict(err) {
-				t.Fatalf("node %s: %v", name, err)
-			}
-		}
-		select {
-		case <-ctx.Done():
+	if _, err := k.awaitNodeReady(ctx, name, 50*time.Millisecond); err != nil {
+		if ctx.Err() != nil {
 			t.Fatalf("kwok did not make node %s Ready:\n%s", name, tailFile(filepath.Join(k.dir, "kwok.log"), 3000))
-		case <-time.After(50 * time.Millisecond):
 		}
+		t.Fatal(err)
 	}
 }

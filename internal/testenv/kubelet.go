@@ -24,7 +24,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/mse-in-go/mse/internal/runtimes/image"
-
 	"github.com/mse-in-go/mse/internal/testenv/ciskip"
 )
 
@@ -267,7 +266,10 @@ func (kl *Kubelet) waitContainerd(within time.Duration) error {
 // API server's, KubeletClientUser), each request authorized by the API
 // server (Webhook), no image garbage collection (the images cannot be
 // pulled again), eviction only when the disk is all but full, and the
-// cluster DNS at ClusterDNSIP (it answers once a test asks for ClusterDNS).
+// cluster DNS at ClusterDNSIP. That DNS answers only once the test binary
+// asks for ClusterDNS: until then pods on the pod network resolve no names
+// at all (not even through this machine's resolver), and nothing in the
+// tests needs them to.
 func kubeletConfig(socket, nodeIP, cgroupRoot, caFile, certFile, keyFile string, port, healthz int) []byte {
 	return fmt.Appendf(nil, `apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
@@ -357,30 +359,19 @@ func (k *KubeCluster) grantKubeletAPI() error {
 func (kl *Kubelet) waitReady(within time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.Background(), within)
 	defer cancel()
-	for {
-		n, err := kl.k.Client.CoreV1().Nodes().Get(ctx, KubeletNode, metav1.GetOptions{})
-		if err == nil && isReady(n) {
-			if err := untaint(ctx, kl.k.Client, n); err == nil {
-				return nil
+	n, err := kl.k.awaitNodeReady(ctx, KubeletNode, 200*time.Millisecond)
+	if err == nil || ctx.Err() == nil {
+		return err
+	}
+	why := "not registered"
+	if n != nil {
+		for _, c := range n.Status.Conditions {
+			if c.Type == corev1.NodeReady {
+				why = c.Reason + ": " + c.Message
 			}
-		}
-		if err := kl.k.exited(); err != nil {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			why := "not registered"
-			if n != nil {
-				for _, c := range n.Status.Conditions {
-					if c.Type == corev1.NodeReady {
-						why = c.Reason + ": " + c.Message
-					}
-				}
-			}
-			return fmt.Errorf("the kubelet's node %s is not Ready within %s (%s):\n%s", KubeletNode, within, why, tailFile(filepath.Join(kl.k.dir, "kubelet.log"), 4000))
-		case <-time.After(200 * time.Millisecond):
 		}
 	}
+	return fmt.Errorf("the kubelet's node %s is not Ready within %s (%s):\n%s", KubeletNode, within, why, tailFile(filepath.Join(kl.k.dir, "kubelet.log"), 4000))
 }
 
 func (kl *Kubelet) runCtr(ctx context.Context, args ...string) ([]byte, error) {

@@ -66,8 +66,10 @@ var errNetpolMissing = errors.New("the NetworkPolicy test components are missing
 // wait for the other.
 const hostNetLock = "/run/lock/mse-test-hostnet.lock"
 
-// hostNetWait bounds the wait for another test binary's hold.
-const hostNetWait = 10 * time.Minute
+// hostNetWait bounds the wait for another test binary's hold: one holds
+// it for its whole run (a few minutes here), and under go test's 30 min
+// timeout a waiter may wait for two others.
+const hostNetWait = 20 * time.Minute
 
 var (
 	hostNetMu sync.Mutex
@@ -204,6 +206,9 @@ func machineLock(path, what, owner string) (*os.File, error) {
 	for {
 		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
 		if err == nil {
+			// Who holds it, for the messages of those who wait.
+			_ = f.Truncate(0)
+			_, _ = f.WriteAt(fmt.Appendf(nil, "pid %d (%s)\n", os.Getpid(), filepath.Base(os.Args[0])), 0)
 			return f, nil
 		}
 		if !errors.Is(err, syscall.EWOULDBLOCK) {
@@ -212,14 +217,23 @@ func machineLock(path, what, owner string) (*os.File, error) {
 		}
 		if time.Now().After(deadline) {
 			f.Close()
-			return nil, fmt.Errorf("another test binary has held %s for %s: one at a time runs %s on this machine (it owns %s); run these tests again when it is done", path, hostNetWait, what, owner)
+			return nil, fmt.Errorf("another test binary (%s) has held %s for %s: one at a time runs %s on this machine (it owns %s); run these tests again when it is done", holder(path), path, hostNetWait, what, owner)
 		}
 		if !said {
-			fmt.Fprintf(os.Stderr, "testenv: waiting for another test binary's %s (%s)\n", what, path)
+			fmt.Fprintf(os.Stderr, "testenv: waiting for %s, which another test binary (%s) holds, to run %s\n", path, holder(path), what)
 			said = true
 		}
 		time.Sleep(time.Second)
 	}
+}
+
+// holder is what the holder of the lock at path wrote there.
+func holder(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil || len(bytes.TrimSpace(b)) == 0 {
+		return "unknown"
+	}
+	return string(bytes.TrimSpace(b))
 }
 
 // waitKubeRouter waits for kube-router's first sync: its chains hooked

@@ -12,7 +12,6 @@ import (
 
 	"github.com/mse-in-go/mse/internal/runtimes"
 	"github.com/mse-in-go/mse/internal/runtimes/image"
-
 	"github.com/mse-in-go/mse/internal/testenv/ciskip"
 )
 

@@ -14,7 +14,6 @@ import (
 	"github.com/minio/minio-go/v7/pkg/credentials"
 
 	"github.com/mse-in-go/mse/internal/apphost"
-
 	"github.com/mse-in-go/mse/internal/testenv/ciskip"
 )
 

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -30,8 +31,8 @@ var (
 
 // svcProxy is the running service proxy.
 type svcProxy struct {
-	ln   net.Listener // the API server at this machine's address
-	bin  string
+	ln  net.Listener // the API server at this machine's address
+	bin string
 }
 
 // ServiceProxy makes the cluster's Services work on the real kubelet's
@@ -235,12 +236,14 @@ func (k *KubeCluster) serviceRouted(ctx context.Context, ns, service string) str
 	if err != nil {
 		return fmt.Sprintf("iptables-save: %v", err)
 	}
-	comment := `--comment "` + ns + "/" + service
+	// kube-proxy's comments start "NS/NAME" then a space, a colon (the
+	// port's name) or the closing quote: not NS/NAME-OTHER.
+	comment := regexp.MustCompile(`--comment "` + regexp.QuoteMeta(ns+"/"+service) + `[ :"]`)
 	var missing []string
 	for _, w := range want {
 		found := false
 		for _, line := range strings.Split(string(out), "\n") {
-			if strings.Contains(line, comment) && strings.HasSuffix(line, "--to-destination "+w) {
+			if comment.MatchString(line) && strings.HasSuffix(line, "--to-destination "+w) {
 				found = true
 				break
 			}
@@ -253,7 +256,7 @@ func (k *KubeCluster) serviceRouted(ctx context.Context, ns, service string) str
 		return fmt.Sprintf("no DNAT rule yet to %v (ready endpoints %v)", missing, want)
 	}
 	for _, line := range strings.Split(string(out), "\n") {
-		if strings.Contains(line, comment) && strings.Contains(line, "has no endpoints") {
+		if comment.MatchString(line) && strings.Contains(line, "has no endpoints") {
 			return "a rule still rejects it: " + line
 		}
 	}

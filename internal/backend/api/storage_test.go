@@ -17,7 +17,6 @@ import (
 	"github.com/mse-in-go/mse/internal/backend/service"
 	"github.com/mse-in-go/mse/internal/backend/service/servicetest"
 	"github.com/mse-in-go/mse/internal/client"
-
 	"github.com/mse-in-go/mse/internal/testenv/ciskip"
 )
 

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/mse-in-go/mse/internal/bundle"
-
 	"github.com/mse-in-go/mse/internal/testenv/ciskip"
 )
 
@@ -308,5 +307,5 @@ func TestPackLimits(t *testing.T) {
 // unix sockets), except under CI=true, where such a machine is an error.
 func skipUnlessCI(t *testing.T, err error) {
 	t.Helper()
-	ciskip.Missing(t, "cannot set up the case: %v", err)
+	ciskip.Missing(t, "cannot set up the case (run the tests as root, on a filesystem that takes FIFOs, devices and sockets): %v", err)
 }

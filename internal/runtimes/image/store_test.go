@@ -21,6 +21,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/mse-in-go/mse/internal/testenv/ciskip"
 )
 
 // testImage builds an image in-process from crafted layer tarballs.
@@ -261,7 +263,7 @@ func modifications() []modify {
 		}},
 		{"chown", "app/lib.py", "is owned by 4242:4242", func(t *testing.T, root string) {
 			if os.Geteuid() != 0 {
-				t.Skip("chown needs root")
+				ciskip.Missing(t, "chown needs root (run the tests as root)")
 			}
 			os.Lchown(filepath.Join(root, "app/lib.py"), 4242, 4242)
 		}},

@@ -17,7 +17,7 @@ func Missing(t testing.TB, format string, args ...any) {
 	t.Helper()
 	msg := fmt.Sprintf(format, args...)
 	if CI() {
-		t.Fatalf("%s; CI=true, so this FAILS (.ci/run installs it)", msg)
+		t.Fatalf("%s; CI=true, so this FAILS: CI runs every test (.ci/run installs the tools, as root)", msg)
 		return
 	}
 	t.Skip("SKIPPED: " + msg)

@@ -21,7 +21,7 @@ func TestMissing(t *testing.T) {
 		ci          string
 		fatal, skip string
 	}{
-		{"true", "tar is not installed (apt-get install tar); CI=true, so this FAILS (.ci/run installs it)", ""},
+		{"true", "tar is not installed (apt-get install tar); CI=true, so this FAILS: CI runs every test (.ci/run installs the tools, as root)", ""},
 		{"", "", "SKIPPED: tar is not installed (apt-get install tar)"},
 		{"false", "", "SKIPPED: tar is not installed (apt-get install tar)"},
 	} {

@@ -15,7 +15,6 @@ import (
 
 	"github.com/mse-in-go/mse/internal/backend/blob"
 	"github.com/mse-in-go/mse/internal/backend/blob/blobtest"
-
 	"github.com/mse-in-go/mse/internal/testenv/ciskip"
 )
 

@@ -155,14 +155,14 @@ func TestNetworkPolicyEnforcedBackendOutside(t *testing.T) {
 // the cluster DNS answers for it; it returns the short name pods resolve.
 func (e *env) service(t *testing.T, name string, labels map[string]string, port int32) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	svc, err := e.admin.CoreV1().Services(e.ns).Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: name},
+	svc, err := e.admin.CoreV1().Services(e.ns).Create(context.Background(), &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: name},
 		Spec: corev1.ServiceSpec{Selector: labels, Ports: []corev1.ServicePort{{Port: port, TargetPort: intstr.FromInt32(port)}}}}, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	e.k.AwaitService(t, e.ns, name, time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
 	fqdn := name + "." + e.ns + ".svc." + testenv.ClusterDomain
 	for {
 		addrs, err := testenv.ClusterResolver().LookupHost(ctx, fqdn)
