@@ -21,7 +21,10 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	. "github.com/mse-in-go/mse/internal/backend/runner/kubernetes"
+	"github.com/mse-in-go/mse/internal/config"
+	"github.com/mse-in-go/mse/internal/spec"
 	"github.com/mse-in-go/mse/internal/testenv"
+	"github.com/mse-in-go/mse/internal/testenv/ciskip"
 )
 
 // nodePort is the node's port in its pod (Config.Port's default).
@@ -174,5 +177,51 @@ func (e *env) service(t *testing.T, name string, labels map[string]string, port 
 			t.Fatalf("%s does not resolve to %s: %v %v", fqdn, svc.Spec.ClusterIP, addrs, err)
 		case <-time.After(100 * time.Millisecond):
 		}
+	}
+}
+
+// tls_mode acme: besides the backend, the node reaches its ACME CA outside
+// the cluster, on port 443 only, and the cluster DNS to find it; not port
+// 443 inside the cluster's ranges, nor another port of the CA's host. This
+// machine's address plays the CA's host (outside the private ranges the
+// runner excludes: it is 192.0.2.2 here); the pod network's gateway is
+// inside them.
+func TestNetworkPolicyEnforcedACME(t *testing.T) {
+	e := newEnv(t)
+	e.k.NetworkPolicies(t)
+	e.k.ClusterDNS(t)
+	kl := e.k.Kubelet(t)
+	if ip := net.ParseIP(kl.NodeIP); ip == nil || ip.IsPrivate() {
+		ciskip.Missing(t, "this machine's address %s is in a private range, which the runner keeps the CA rule out of: the test plays the CA on this machine and needs an address outside them", kl.NodeIP)
+	}
+	id := uuid.NewString()
+	node := kl.ProbePod(t, e.ns, "node-standin", map[string]string{LabelRole: RoleNode, LabelAppID: id}, nodePort)
+	caAddr, caBanner := testenv.ServeBanner(t, net.JoinHostPort(kl.NodeIP, "443"), "ca")
+	otherAddr, otherBanner := testenv.ServeBanner(t, net.JoinHostPort(kl.NodeIP, "0"), "ca-host-other-port")
+	inside, insideBanner := testenv.ServeBanner(t, net.JoinHostPort(testenv.PodGateway, "443"), "inside")
+	name := "kubernetes.default.svc:443" // resolves, through the DNS rule; its port is the API server relay's, not 443
+
+	node.MustReach(t, caAddr, caBanner)
+	node.MustReach(t, otherAddr, otherBanner)
+	node.MustReach(t, inside, insideBanner)
+	node.MustReach(t, name, "")
+	if t.Failed() {
+		t.FailNow()
+	}
+
+	r := e.runner(t, nil)
+	s := spawnSpec(id, hw2g)
+	s.App.TLSMode = config.TLSACME
+	s.App.ACME = &spec.ACME{DirectoryURL: "https://ca.mse.test/dir"}
+	if _, err := r.Spawn(context.Background(), id, s); err != nil {
+		t.Fatalf("spawn: %v", err)
+	}
+	node.WaitDial(t, otherAddr, false, 30*time.Second)
+
+	node.MustReach(t, caAddr, caBanner)
+	node.MustNotReach(t, otherAddr)
+	node.MustNotReach(t, inside)
+	if r := node.Dial(t, name, 5*time.Second); r.Connected || strings.Contains(r.Error, "gaierror") {
+		t.Errorf("node -> %s: %v; want the name resolved (the DNS rule) and the connection refused (not 443 outside)", name, r)
 	}
 }
