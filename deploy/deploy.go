@@ -4,11 +4,9 @@
 package deploy
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -16,7 +14,6 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
@@ -27,9 +24,10 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-// Objects are the resources of the kustomization in dir, in its order.
-// Every YAML file of dir must be listed, and the kustomization may only
-// list files (no generators or patches: the files are read as they are).
+// Objects are the resources of deploy/'s kustomization in dir, as
+// `kubectl apply -k dir` applies them (Build), after checking that the base
+// stays plain: every YAML file of dir is listed, and the kustomization only
+// lists files (no generators or patches: an operator's overlay adds those).
 func Objects(dir string) ([]*unstructured.Unstructured, error) {
 	b, err := os.ReadFile(filepath.Join(dir, "kustomization.yaml"))
 	if err != nil {
@@ -55,26 +53,7 @@ func Objects(dir string) ([]*unstructured.Unstructured, error) {
 			return nil, fmt.Errorf("%s is not in kustomization.yaml's resources", n)
 		}
 	}
-	var out []*unstructured.Unstructured
-	for _, name := range k.Resources {
-		b, err := os.ReadFile(filepath.Join(dir, name))
-		if err != nil {
-			return nil, err
-		}
-		dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(b), 4096)
-		for {
-			var m map[string]any
-			if err := dec.Decode(&m); errors.Is(err, io.EOF) {
-				break
-			} else if err != nil {
-				return nil, fmt.Errorf("%s: %w", name, err)
-			}
-			if m != nil {
-				out = append(out, &unstructured.Unstructured{Object: m})
-			}
-		}
-	}
-	return out, nil
+	return Build(dir)
 }
 
 // Build is what `kubectl apply -k dir` applies: the kustomization in dir

@@ -38,9 +38,8 @@ func TestMain(m *testing.M) { testenv.KubeMain(m) }
 // exampleOverlay is the operator's overlay docs/kubernetes.md shows.
 const exampleOverlay = "../examples/kubernetes-overlay"
 
-// sources are what the tests check: deploy/'s resources as they are
-// (deploy.Objects), and the example overlay as `kubectl apply -k` builds it
-// (deploy.Build, kustomize).
+// sources are what the tests check: deploy/'s resources (deploy.Objects)
+// and the example overlay, each as `kubectl apply -k` builds it (kustomize).
 func sources(t *testing.T) []struct {
 	name string
 	objs []*unstructured.Unstructured
