@@ -42,15 +42,7 @@ const coreDNSImage = "localhost/mse-test/coredns:" + CoreDNSVersion
 
 // CoreDNSDir is where coredns is: $MSE_COREDNS, or the cache directory
 // scripts/coredns.sh fills by default.
-func CoreDNSDir() string {
-	if d := os.Getenv(CoreDNSEnv); d != "" {
-		return d
-	}
-	if d, err := os.UserCacheDir(); err == nil {
-		return filepath.Join(d, "mse", "coredns-"+CoreDNSVersion)
-	}
-	return filepath.Join(os.TempDir(), "mse-coredns-"+CoreDNSVersion)
-}
+func CoreDNSDir() string { return cacheDir(CoreDNSEnv, "coredns-"+CoreDNSVersion) }
 
 var (
 	dnsOnce sync.Once

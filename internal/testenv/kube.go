@@ -125,15 +125,7 @@ var errKubeMissing = errors.New("the Kubernetes test binaries are missing")
 
 // KubeToolsDir is where the binaries are: $MSE_K8S_TOOLS, or the cache
 // directory scripts/k8s-tools.sh fills by default.
-func KubeToolsDir() string {
-	if d := os.Getenv(KubeToolsEnv); d != "" {
-		return d
-	}
-	if d, err := os.UserCacheDir(); err == nil {
-		return filepath.Join(d, "mse", "k8s-"+KubeVersion)
-	}
-	return filepath.Join(os.TempDir(), "mse-k8s-"+KubeVersion)
-}
+func KubeToolsDir() string { return cacheDir(KubeToolsEnv, "k8s-"+KubeVersion) }
 
 // Kube returns the test binary's cluster, started on first use (one per
 // test binary: call KubeMain from TestMain to stop it at the end). Without

@@ -38,15 +38,7 @@ const KubeRouterVersion = "v2.1.0"
 
 // KubeRouterDir is where kube-router is: $MSE_KUBE_ROUTER, or the cache
 // directory scripts/kube-router.sh fills by default.
-func KubeRouterDir() string {
-	if d := os.Getenv(KubeRouterEnv); d != "" {
-		return d
-	}
-	if d, err := os.UserCacheDir(); err == nil {
-		return filepath.Join(d, "mse", "kube-router-"+KubeRouterVersion)
-	}
-	return filepath.Join(os.TempDir(), "mse-kube-router-"+KubeRouterVersion)
-}
+func KubeRouterDir() string { return cacheDir(KubeRouterEnv, "kube-router-"+KubeRouterVersion) }
 
 var (
 	netpolOnce sync.Once

@@ -27,14 +27,19 @@ var (
 
 // RuntimeDir is the image store tests share (and `make demo`): built once
 // per machine, then cached. MSE_RUNTIME_DIR overrides it.
-func RuntimeDir() string {
-	if d := os.Getenv("MSE_RUNTIME_DIR"); d != "" {
+func RuntimeDir() string { return cacheDir("MSE_RUNTIME_DIR", "runtimes") }
+
+// cacheDir is $env, or the directory name under this machine's cache
+// (~/.cache/mse/NAME), where the scripts that build the tests' tools put
+// them by default.
+func cacheDir(env, name string) string {
+	if d := os.Getenv(env); d != "" {
 		return d
 	}
 	if d, err := os.UserCacheDir(); err == nil {
-		return filepath.Join(d, "mse", "runtimes")
+		return filepath.Join(d, "mse", name)
 	}
-	return filepath.Join(os.TempDir(), "mse-runtimes")
+	return filepath.Join(os.TempDir(), "mse-"+name)
 }
 
 // NeedSandbox fails (under CI=true) or skips the test when this machine
