@@ -100,7 +100,7 @@ func unreachable(context.Context, string, string) (runner.NodeState, error) {
 func (e *env) runner(t testing.TB, mut func(*Config)) *Runner {
 	t.Helper()
 	cfg := Config{Client: e.user, Namespace: e.ns, NodeImage: testNodeImage, BundleURL: testBundleURL, NodeStatus: unreachable,
-		Measurement: "ab", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+		Measurement: strings.Repeat("ab", 32), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	if testing.Verbose() {
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}

@@ -59,8 +59,10 @@ type Config struct {
 	// PullPolicy of the pods' images (default IfNotPresent: images are
 	// pinned by digest).
 	PullPolicy corev1.PullPolicy
-	// Measurement is the hex SHA-256 of the mse-node the node image holds,
-	// for display.
+	// Measurement is the hex SHA-256 of the mse-node the node image holds:
+	// what the sim quotes of SimQuote state ("" for none: no sim quotes).
+	// New refuses one that is not 64 hex digits, or all zeros (deploy/'s
+	// placeholder).
 	Measurement string
 	// BundleURL is the base URL nodes fetch their bundle from with their
 	// credential: BundleURL/v1/nodes/APP_ID/bundle.
@@ -114,8 +116,9 @@ type Config struct {
 
 // Runner is the kubernetes runner.
 type Runner struct {
-	cfg     Config
-	log     *slog.Logger
+	cfg         Config
+	measurement *[32]byte // Config.Measurement, nil for none
+	log         *slog.Logger
 	pods    corelisters.PodLister
 	nodes   corelisters.NodeLister // nil when the nodes cannot be listed
 	podInf  cache.SharedIndexInformer
@@ -206,6 +209,16 @@ func New(cfg Config) (*Runner, error) {
 		return nil, fmt.Errorf("kubernetes runner: node selector %q: %w", cfg.NodeSelector, err)
 	}
 	r := &Runner{cfg: cfg, log: cfg.Logger, stop: make(chan struct{})}
+	if cfg.Measurement != "" {
+		m, err := hex.DecodeString(cfg.Measurement)
+		if err != nil || len(m) != 32 {
+			return nil, fmt.Errorf("kubernetes runner: node measurement %q is not a SHA-256 (64 hex digits): pass the one scripts/node-image.sh printed for the node image (--node-measurement)", cfg.Measurement)
+		}
+		r.measurement = (*[32]byte)(m)
+		if *r.measurement == [32]byte{} {
+			return nil, errors.New("kubernetes runner: node measurement is all zeros, deploy/backend.yaml's placeholder: set --node-measurement in your overlay to the one scripts/node-image.sh printed for the node image")
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.SyncTimeout)
 	defer cancel()
 	// Fail early and clearly on the first call, rather than in an informer
@@ -957,12 +970,10 @@ func (r *Runner) SimQuote(hb []byte, reportData [64]byte) ([]byte, error) {
 	if r.cfg.Platform == nil {
 		return nil, errors.New("kubernetes runner: no simulated platform to sign quotes with")
 	}
-	id := sim.Identity{Signer: sim.DevSigner}
-	if m, err := hex.DecodeString(r.cfg.Measurement); err != nil || len(m) != len(id.Measurement) {
+	if r.measurement == nil {
 		return nil, errors.New("kubernetes runner: sim quotes need the node image's mse-node SHA-256 (--node-measurement, 64 hex digits)")
-	} else {
-		copy(id.Measurement[:], m)
 	}
+	id := sim.Identity{Signer: sim.DevSigner, Measurement: *r.measurement}
 	if d, ok := strings.CutPrefix(h.RuntimeDigest, "sha256:"); ok {
 		b, err := hex.DecodeString(d)
 		if err != nil || len(b) != len(id.RuntimeDigest) {

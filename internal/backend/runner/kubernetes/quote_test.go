@@ -29,7 +29,8 @@ func TestSimQuote(t *testing.T) {
 	var rd [64]byte
 	copy(rd[:], "report data of the node")
 
-	r := &Runner{cfg: Config{Platform: p, Measurement: meas}}
+	m, _ := hex.DecodeString(meas)
+	r := &Runner{cfg: Config{Platform: p, Measurement: meas}, measurement: (*[32]byte)(m)}
 	q, err := r.SimQuote(hb(attest.TypeSim, rt), rd)
 	if err != nil {
 		t.Fatal(err)
@@ -50,7 +51,7 @@ func TestSimQuote(t *testing.T) {
 		err  string
 	}{
 		{"sgx node", r, hb(attest.TypeSGX, rt), "quotes for itself"},
-		{"no platform", &Runner{cfg: Config{Measurement: meas}}, hb(attest.TypeSim, rt), "no simulated platform"},
+		{"no platform", &Runner{cfg: Config{Measurement: meas}, measurement: r.measurement}, hb(attest.TypeSim, rt), "no simulated platform"},
 		{"no measurement", &Runner{cfg: Config{Platform: p}}, hb(attest.TypeSim, rt), "--node-measurement"},
 		{"bad runtime digest", r, hb(attest.TypeSim, "sha256:zz"), "bad runtime digest"},
 		{"bad handle", r, []byte("{}"), "bad node handle"},

@@ -3,9 +3,11 @@ package kubernetes
 import (
 	"context"
 	"crypto/tls"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -18,6 +20,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/mse-in-go/mse/internal/attest"
 	"github.com/mse-in-go/mse/internal/backend/runner"
@@ -366,6 +369,39 @@ func TestFetchMaxSize(t *testing.T) {
 		}
 		if got := strings.Contains(cmd, "--max-size"); got != (tc.want != "") || !strings.Contains(cmd, tc.want) {
 			t.Errorf("MaxBundleSize %d: fetch command %q, want %q", tc.max, cmd, tc.want)
+		}
+	}
+}
+
+// New takes the node measurement once, and refuses one that is not a
+// SHA-256 or is deploy/'s all-zeros placeholder.
+func TestNewRefusesBadMeasurements(t *testing.T) {
+	sum := strings.Repeat("ab", 32)
+	for _, c := range []struct {
+		name, m, wantErr string
+	}{
+		{"a SHA-256", sum, ""},
+		{"none", "", ""},
+		{"too short", "ab12", `node measurement "ab12" is not a SHA-256 (64 hex digits)`},
+		{"not hex", strings.Repeat("zz", 32), "is not a SHA-256"},
+		{"too long", sum + "00", "is not a SHA-256"},
+		{"deploy/'s placeholder", strings.Repeat("0", 64), "is all zeros, deploy/backend.yaml's placeholder"},
+	} {
+		r, err := New(Config{Client: fake.NewClientset(), Namespace: "ns", NodeImage: "mse/node@sha256:" + strings.Repeat("1", 64),
+			BundleURL: "http://mse-backend-api.mse.svc:8080", Measurement: c.m, Logger: slog.New(slog.DiscardHandler)})
+		if c.wantErr == "" {
+			if err != nil {
+				t.Errorf("%s: %v", c.name, err)
+				continue
+			}
+			if (r.measurement == nil) != (c.m == "") || (r.measurement != nil && hex.EncodeToString(r.measurement[:]) != c.m) {
+				t.Errorf("%s: measurement %x, want %s", c.name, r.measurement, c.m)
+			}
+			r.Close()
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), c.wantErr) {
+			t.Errorf("%s: error %v, want %q", c.name, err, c.wantErr)
 		}
 	}
 }
