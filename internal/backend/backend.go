@@ -324,7 +324,7 @@ func Run(ctx context.Context, cfg Config) error {
 		TEE: tee, SimRootSHA256: platform.RootFingerprint(), MaxBundleSize: cfg.MaxBundleSize,
 		MaxLifetime: cfg.MaxLifetime, PollInterval: cfg.PollInterval, KeyTimeout: cfg.KeyTimeout, Logger: log.With("component", "service"), Registerer: reg,
 		OwnerRoots: ownerRoots, ACMEDirectories: cfg.ACMEDirectories, ACMERootsPEM: acmeRoots, OperatorTLS: operator != nil,
-		SpawnClaim: reps.spawnClaim, SpawnGuard: reps.spawnGuard, BundlePresignTTL: cfg.BundlePresignTTL,
+		SpawnGuard: reps.spawnGuard, BundlePresignTTL: cfg.BundlePresignTTL,
 	})
 	if err != nil {
 		return err

@@ -68,8 +68,8 @@ type replicas struct {
 	// serves (a backend alone on its store).
 	elector leader.Elector
 	started bool
-	// spawnClaim is service.Config.SpawnClaim, spawnGuard its SpawnGuard.
-	spawnClaim time.Duration
+	// spawnGuard is service.Config.SpawnGuard: set where replicas share the
+	// runner (and so a spawn claim, which the service derives from it).
 	spawnGuard service.SpawnGuard
 	// lost is closed when a backend that must be alone on its PostgreSQL
 	// database (local runner) loses the database's lock: it must stop.
@@ -148,7 +148,7 @@ func openReplicas(cfg Config, run runner.Runner, kube clientset.Interface, log *
 			return nil, fmt.Errorf("backend: %w", err)
 		}
 		log.Info("several replicas may serve this database: this one runs the loops while it holds the Lease", "lease", cfg.Kube.Namespace+"/"+leader.DefaultLeaseName, "identity", el.Identity())
-		return &replicas{elector: el, spawnClaim: service.DefaultSpawnTimeout + service.SpawnClaimMargin, spawnGuard: guard, close: guard.Close}, nil
+		return &replicas{elector: el, spawnGuard: guard, close: guard.Close}, nil
 	}
 	el, err := leader.NewPostgres(leader.PostgresConfig{Conn: cc, Logger: log.With("component", "leader")})
 	if err != nil {
@@ -156,7 +156,7 @@ func openReplicas(cfg Config, run runner.Runner, kube clientset.Interface, log *
 	}
 	if sharedRunner(run) {
 		log.Info("several replicas may serve this database: this one runs the loops while it holds the leader lock", "leader_lock", leader.DefaultKey)
-		return &replicas{elector: el, spawnClaim: service.DefaultSpawnTimeout + service.SpawnClaimMargin, spawnGuard: guard, close: guard.Close}, nil
+		return &replicas{elector: el, spawnGuard: guard, close: guard.Close}, nil
 	}
 	// The local runner: this backend must be the only one on the database
 	// for as long as it runs. It holds the lock throughout, and stops if it

@@ -64,8 +64,8 @@ func TestReplicasLocalRunnerAlone(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer first.close()
-	if !first.started || first.spawnClaim != 0 {
-		t.Errorf("local runner: started %v, spawn claim %s; want Start before serving and no claim", first.started, first.spawnClaim)
+	if !first.started || first.spawnGuard != nil {
+		t.Errorf("local runner: started %v, spawn guard %v; want Start before serving and no guard (no claim)", first.started, first.spawnGuard)
 	}
 	if _, ok := first.elector.(leader.Always); !ok {
 		t.Errorf("local runner: the loops' elector is %T, want leader.Always (the backend holds the lock itself)", first.elector)
@@ -112,8 +112,8 @@ func TestReplicasSharedRunner(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer r.close()
-		if r.started || r.spawnClaim <= 0 || r.lost != nil {
-			t.Fatalf("shared runner: started %v, spawn claim %s, lost %v", r.started, r.spawnClaim, r.lost)
+		if r.started || r.spawnGuard == nil || r.lost != nil {
+			t.Fatalf("shared runner: started %v, spawn guard %v, lost %v", r.started, r.spawnGuard, r.lost)
 		}
 		if _, ok := r.elector.(*leader.Postgres); !ok {
 			t.Fatalf("shared runner: elector %T", r.elector)
@@ -170,8 +170,8 @@ func TestReplicasLeaseElection(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.close()
-	if _, ok := r.elector.(*leader.Lease); !ok || r.started || r.spawnClaim <= 0 {
-		t.Fatalf("lease: elector %T, started %v, spawn claim %s", r.elector, r.started, r.spawnClaim)
+	if _, ok := r.elector.(*leader.Lease); !ok || r.started || r.spawnGuard == nil {
+		t.Fatalf("lease: elector %T, started %v, spawn guard %v", r.elector, r.started, r.spawnGuard)
 	}
 }
 

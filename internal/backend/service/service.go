@@ -69,9 +69,10 @@ type Config struct {
 	SpawnTimeout time.Duration
 	// SpawnClaim is how long the replica that created an app, or claimed
 	// its spawn, has to record its node before the loop may spawn it again:
-	// 0 (the default) for a single replica, where the loop respawns at once
-	// a node-less app a crash left; several replicas need more than
-	// SpawnTimeout (SpawnTimeout + SpawnClaimMargin).
+	// 0 for a single replica, where the loop respawns at once a node-less
+	// app a crash left; several replicas need more than SpawnTimeout. With
+	// a SpawnGuard (several replicas) it defaults to SpawnTimeout +
+	// SpawnClaimMargin.
 	SpawnClaim time.Duration
 	// OrphanGrace is how long a bundle without an active app is kept by the
 	// leader's sweeps (default DefaultOrphanGrace).
@@ -168,6 +169,9 @@ func New(cfg Config) (*Service, error) {
 	}
 	if cfg.SpawnTimeout <= 0 {
 		cfg.SpawnTimeout = DefaultSpawnTimeout
+	}
+	if cfg.SpawnGuard != nil && cfg.SpawnClaim == 0 {
+		cfg.SpawnClaim = cfg.SpawnTimeout + SpawnClaimMargin
 	}
 	if cfg.SpawnClaim < 0 || (cfg.SpawnClaim > 0 && cfg.SpawnClaim <= cfg.SpawnTimeout) {
 		return nil, fmt.Errorf("service: SpawnClaim %s must be 0 (one replica) or longer than SpawnTimeout %s", cfg.SpawnClaim, cfg.SpawnTimeout)
