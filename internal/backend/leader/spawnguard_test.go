@@ -84,8 +84,17 @@ func TestSpawnGuardOrdersSpawnsAndAdoption(t *testing.T) {
 	waiting(t, late, "a spawn while the adoption runs")
 	ad()
 	held(t, late, 5*time.Second, "the spawn once the adoption ended")()
-	// Released twice: nothing more happens.
+	// Released twice: nothing more happens, even to the next hold, on the
+	// session the first release put back for reuse.
+	once := held(t, hold(t, a.Spawning), 5*time.Second, "a spawns once more")
+	once()
+	again := held(t, hold(t, a.Spawning), 5*time.Second, "a spawns again, on the kept session")
+	once()
 	sa()
+	adopt = hold(t, b.Adopting)
+	waiting(t, adopt, "the adoption while a's new spawn runs, after a second release of the hold before it")
+	again()
+	held(t, adopt, 5*time.Second, "the adoption once a's new spawn ended")()
 	held(t, hold(t, a.Adopting), 5*time.Second, "an adoption with no spawn in flight")()
 }
 
