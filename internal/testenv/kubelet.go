@@ -474,6 +474,13 @@ func (kl *Kubelet) importFiles(spec image.FilesSpec, ref string) error {
 func (kl *Kubelet) stop() {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	// Its pods' sandboxes, whose addresses the CNI plugin never gets to
+	// release (their containers are killed, not torn down).
+	var sandboxes []string
+	if out, err := kl.runCtr(ctx, "containers", "list", "--quiet"); err == nil {
+		sandboxes = strings.Fields(string(out))
+	}
+	defer releasePodIPs(sandboxes)
 	if out, err := kl.runCtr(ctx, "tasks", "list", "--quiet"); err == nil {
 		ids := strings.Fields(string(out))
 		for _, id := range ids {
@@ -599,7 +606,48 @@ func unescapeMount(s string) string {
 
 // sweepKubelet removes directories of test kubelets whose test binary died
 // more than an hour ago, unless something is still mounted there.
+// podIPDir is where the pod network's host-local IPAM keeps its
+// allocations: a file per address, naming the container that holds it.
+// The test kubelets of concurrent test binaries share it (one pod network).
+var podIPDir = "/var/lib/cni/networks/mse-test"
+
+// releasePodIPs frees the pod network's addresses that containers ids hold
+// (the files that name them), as the CNI plugin's DEL would have.
+func releasePodIPs(ids []string) {
+	mine := map[string]bool{}
+	for _, id := range ids {
+		mine[id] = true
+	}
+	sweepPodIPs(func(holder string, _ time.Time) bool { return mine[holder] })
+}
+
+// sweepPodIPs removes the allocations for which drop(holder, since) holds.
+func sweepPodIPs(drop func(holder string, since time.Time) bool) {
+	entries, err := os.ReadDir(podIPDir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if net.ParseIP(e.Name()) == nil { // last_reserved_ip.0, lock
+			continue
+		}
+		p := filepath.Join(podIPDir, e.Name())
+		b, err := os.ReadFile(p)
+		fi, serr := e.Info()
+		if err != nil || serr != nil {
+			continue
+		}
+		holder, _, _ := strings.Cut(string(b), "\n")
+		if drop(strings.TrimSpace(holder), fi.ModTime()) {
+			_ = os.Remove(p)
+		}
+	}
+}
+
 func sweepKubelet() {
+	// A dead run's pods' addresses: no test pod lives an hour. Without this,
+	// runs killed hard fill the /24 and pods stay in ContainerCreating.
+	sweepPodIPs(func(_ string, since time.Time) bool { return time.Since(since) > time.Hour })
 	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "mse-kubelet-*"))
 	for _, d := range dirs {
 		if fi, err := os.Stat(d); err == nil && time.Since(fi.ModTime()) > time.Hour && len(mountsUnder(d)) == 0 {
