@@ -202,6 +202,36 @@ func (k *KubeCluster) startClusterDNS(kl *Kubelet) error {
 	}
 }
 
+// Service creates Service ns/name, port to targetPort of the pods with
+// selector, and waits until kube-proxy routes it (AwaitService) and the
+// cluster DNS answers for its name (ClusterDNS must run) with its cluster IP.
+func (k *KubeCluster) Service(t testing.TB, ns, name string, selector map[string]string, port, targetPort int32) *corev1.Service {
+	t.Helper()
+	svc, err := k.Client.CoreV1().Services(ns).Create(context.Background(), &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: corev1.ServiceSpec{Selector: selector, Ports: []corev1.ServicePort{{Port: port, TargetPort: intstr.FromInt32(targetPort)}}}},
+		metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("create Service %s/%s: %v", ns, name, err)
+	}
+	k.AwaitService(t, ns, name, time.Minute)
+	// CoreDNS answers for the Service once its watch has it.
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	fqdn := name + "." + ns + ".svc." + ClusterDomain
+	for start := time.Now(); ; {
+		addrs, err := ClusterResolver().LookupHost(ctx, fqdn)
+		if err == nil && len(addrs) == 1 && addrs[0] == svc.Spec.ClusterIP {
+			t.Logf("testenv: %s resolves through %s %s after the Service was routed", fqdn, ClusterDNSIP, time.Since(start).Round(time.Millisecond))
+			return svc
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%s through %s = %v, %v; want %s", fqdn, ClusterDNSIP, addrs, err, svc.Spec.ClusterIP)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
 // ClusterResolver resolves through the cluster's DNS (ClusterDNSIP), from
 // this machine (kube-proxy routes the Service's address).
 func ClusterResolver() *net.Resolver {

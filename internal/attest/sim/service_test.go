@@ -174,7 +174,9 @@ func TestIssuerWaitsForTheService(t *testing.T) {
 		t.Cleanup(func() { srv.Close() })
 	}()
 	start := time.Now()
-	q, err := NewIssuer(sock).Issue(context.Background(), [64]byte{9})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	q, err := NewIssuer(sock).Issue(ctx, [64]byte{9})
 	if err != nil {
 		t.Fatalf("issue while the service starts: %v", err)
 	}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -218,12 +217,7 @@ func TestInstallFromDeploy(t *testing.T) {
 		t.Fatalf("deploy --json printed %q: %v", out, err)
 	}
 	t.Logf("deployed through the installed backend in %s", time.Since(start).Round(time.Millisecond))
-	pem, err := os.ReadFile(res.Certificate)
-	if err != nil {
-		t.Fatal(err)
-	}
-	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(pem)
+	roots := e2eutil.CertPool(t, res.Certificate)
 	if page, err := e2eutil.GetVia(routerAddr, res.Domain, &tls.Config{RootCAs: roots}); err != nil || page != "Hello world!" {
 		t.Fatalf("GET via the installed router = %q, %v", page, err)
 	}

@@ -8,7 +8,6 @@ package kubelet
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -266,12 +265,7 @@ func deployOnKubelet(t *testing.T, k *testenv.KubeCluster, ref, measurement, nod
 	}
 
 	// Served through the router with the certificate the CLI verified.
-	pem, err := os.ReadFile(d.Certificate)
-	if err != nil {
-		t.Fatal(err)
-	}
-	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(pem)
+	roots := e2eutil.CertPool(t, d.Certificate)
 	page, err := e2eutil.GetVia(b.RouterAddr, d.Domain, &tls.Config{RootCAs: roots})
 	if err != nil || page != "Hello world!" {
 		t.Fatalf("GET via router = %q, %v", page, err)

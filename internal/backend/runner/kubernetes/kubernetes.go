@@ -119,12 +119,12 @@ type Runner struct {
 	cfg         Config
 	measurement *[32]byte // Config.Measurement, nil for none
 	log         *slog.Logger
-	pods    corelisters.PodLister
-	nodes   corelisters.NodeLister // nil when the nodes cannot be listed
-	podInf  cache.SharedIndexInformer
-	health  apiHealth
-	stop    chan struct{}
-	stopped sync.Once
+	pods        corelisters.PodLister
+	nodes       corelisters.NodeLister // nil when the nodes cannot be listed
+	podInf      cache.SharedIndexInformer
+	health      apiHealth
+	stop        chan struct{}
+	stopped     sync.Once
 }
 
 // handle is the JSON the backend stores for a node.

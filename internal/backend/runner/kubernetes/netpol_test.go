@@ -15,10 +15,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/intstr"
 
 	. "github.com/mse-in-go/mse/internal/backend/runner/kubernetes"
 	"github.com/mse-in-go/mse/internal/config"
@@ -154,30 +152,12 @@ func TestNetworkPolicyEnforcedBackendOutside(t *testing.T) {
 }
 
 // service creates Service name in the env's namespace, port to the same
-// port of the pods with labels, and waits until kube-proxy routes it and
-// the cluster DNS answers for it; it returns the short name pods resolve.
+// port of the pods with labels, routed and in the cluster DNS; it returns
+// the short name pods resolve.
 func (e *env) service(t *testing.T, name string, labels map[string]string, port int32) string {
 	t.Helper()
-	svc, err := e.admin.CoreV1().Services(e.ns).Create(context.Background(), &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: name},
-		Spec: corev1.ServiceSpec{Selector: labels, Ports: []corev1.ServicePort{{Port: port, TargetPort: intstr.FromInt32(port)}}}}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.k.AwaitService(t, e.ns, name, time.Minute)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	fqdn := name + "." + e.ns + ".svc." + testenv.ClusterDomain
-	for {
-		addrs, err := testenv.ClusterResolver().LookupHost(ctx, fqdn)
-		if err == nil && len(addrs) == 1 && addrs[0] == svc.Spec.ClusterIP {
-			return name
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("%s does not resolve to %s: %v %v", fqdn, svc.Spec.ClusterIP, addrs, err)
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
+	e.k.Service(t, e.ns, name, labels, port, port)
+	return name
 }
 
 // tls_mode acme: besides the backend, the node reaches its ACME CA outside

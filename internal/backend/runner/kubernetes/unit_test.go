@@ -367,6 +367,9 @@ func TestFetchMaxSize(t *testing.T) {
 				cmd = strings.Join(c.Command, " ")
 			}
 		}
+		if !strings.HasPrefix(cmd, "/mse-fetch ") {
+			t.Fatalf("MaxBundleSize %d: no fetch init container (command %q)", tc.max, cmd)
+		}
 		if got := strings.Contains(cmd, "--max-size"); got != (tc.want != "") || !strings.Contains(cmd, tc.want) {
 			t.Errorf("MaxBundleSize %d: fetch command %q, want %q", tc.max, cmd, tc.want)
 		}
